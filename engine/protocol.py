@@ -1,0 +1,229 @@
+"""The socket protocol of INTERFACES.md, without sockets (sans-IO).
+
+A frame is a 4-byte big-endian unsigned length, then that many bytes of one msgpack value.
+``FrameDecoder`` is fed bytes and hands out decoded values one at a time, or raises
+``FrameError`` when the stream cannot be read any further (the connection must then be
+closed). ``parse_request`` turns one decoded value into a ``Request`` or raises
+``BadRequest`` (the connection stays open). ``encode_frame`` and the ``*_response``
+helpers build what goes back.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+MAX_FRAME_LIMIT = (1 << 32) - 1
+
+OPS = frozenset({"decide", "ping", "get_profile", "put_profile", "reload", "stats"})
+CUSTOMER_OPS = frozenset({"decide", "get_profile", "put_profile"})
+
+# Error codes of the protocol.
+BAD_REQUEST = "bad_request"  # not a map, a missing or mistyped argument
+UNKNOWN_OP = "unknown_op"
+BAD_EVENT = "bad_event"  # raised by the engine (EventError)
+BAD_FRAME = "bad_frame"  # fatal: not msgpack, or cut off mid-frame
+FRAME_TOO_LARGE = "frame_too_large"  # fatal: length over the server's limit
+LOAD_FAILED = "load_failed"  # reload: the new ruleset does not load; the old one serves on
+INTERNAL = "internal"  # a bug; logged with its traceback
+SHUTTING_DOWN = "shutting_down"
+FATAL_CODES = frozenset({BAD_FRAME, FRAME_TOO_LARGE})
+
+NEED_MORE = object()  # FrameDecoder.next_frame: no complete frame buffered yet
+
+
+class FrameError(Exception):
+    """The byte stream cannot be read any further; answer with ``id: null`` and close."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BadRequest(Exception):
+    """A readable frame that is not a valid request; answered, and the connection stays open."""
+
+    def __init__(self, request_id: Any, code: str, message: str):
+        super().__init__(message)
+        self.id = request_id
+        self.code = code
+        self.message = message
+
+
+def _unpack(data) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=1)
+
+
+class FrameDecoder:
+    """Turns a byte stream into decoded msgpack values, one frame at a time.
+
+    ``feed`` appends bytes; ``next_frame`` returns the next decoded value, or ``NEED_MORE``,
+    or raises ``FrameError``. A length over ``max_frame_bytes`` is refused as soon as the
+    header arrives, before its body is buffered. ``at_frame_boundary`` tells whether the
+    stream may end here (``False``: a peer closing now cut a frame off).
+    """
+
+    __slots__ = ("max_frame_bytes", "_buf", "_pos")
+
+    def __init__(self, max_frame_bytes: int):
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    @property
+    def at_frame_boundary(self) -> bool:
+        return len(self._buf) == self._pos
+
+    def next_frame(self) -> Any:
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return NEED_MORE
+        (length,) = HEADER.unpack_from(buf, pos)
+        if length > self.max_frame_bytes:
+            raise FrameError(FRAME_TOO_LARGE, f"frame of {length} bytes is over the limit of {self.max_frame_bytes}")
+        start = pos + HEADER_SIZE
+        end = start + length
+        if end > len(buf):
+            return NEED_MORE
+        self._pos = end
+        try:
+            return _unpack(buf[start:end])
+        except Exception as exc:  # any malformed msgpack: ExtraData, FormatError, StackError, ...
+            raise FrameError(BAD_FRAME, f"frame is not one msgpack value: {type(exc).__name__}: {exc}") from None
+
+    def close_error(self) -> FrameError | None:
+        """The error to report when the peer closes now, or None at a frame boundary."""
+        if self.at_frame_boundary:
+            return None
+        return FrameError(BAD_FRAME, f"connection closed mid-frame ({self.buffered} bytes of an unfinished frame)")
+
+
+class Request:
+    """One parsed request. Fields an op does not use are None."""
+
+    __slots__ = ("id", "op", "event", "limit", "explain", "dry_run", "customer_id", "profile")
+
+    def __init__(self, request_id: Any, op: str):
+        self.id = request_id
+        self.op = op
+        self.event: dict | None = None
+        self.limit = 1
+        self.explain = False
+        self.dry_run = False
+        self.customer_id: str | None = None
+        self.profile: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id!r}, op={self.op!r}, customer_id={self.customer_id!r})"
+
+
+def parse_request(obj: Any) -> Request:
+    """Check one decoded frame and return the request it holds, or raise ``BadRequest``."""
+    if type(obj) is not dict:
+        raise BadRequest(None, BAD_REQUEST, f"a request must be a map, not {_kind(obj)}")
+    request_id = obj.get("id")
+    op = obj.get("op")
+    if type(op) is not str:
+        raise BadRequest(request_id, BAD_REQUEST, "'op' must be a string" if op is not None else "'op' is missing")
+    if op not in OPS:
+        raise BadRequest(request_id, UNKNOWN_OP, f"unknown op {op!r}; ops are {', '.join(sorted(OPS))}")
+    request = Request(request_id, op)
+    if op == "decide":
+        _parse_decide(obj, request)
+    elif op == "get_profile":
+        request.customer_id = _customer_id(obj, request_id)
+    elif op == "put_profile":
+        request.customer_id = _customer_id(obj, request_id)
+        request.profile = _profile(obj, request_id)
+    return request
+
+
+def _parse_decide(obj: dict, request: Request) -> None:
+    event = obj.get("event")
+    if type(event) is not dict:
+        raise BadRequest(request.id, BAD_REQUEST, f"'event' must be a map, not {_kind(event)}")
+    request.event = event
+    customer_id = event.get("customer_id")
+    request.customer_id = customer_id if type(customer_id) is str else None
+    limit = obj.get("limit", 1)
+    if type(limit) is not int or limit < 1:
+        raise BadRequest(request.id, BAD_REQUEST, f"'limit' must be a whole number of at least 1, not {limit!r}")
+    request.limit = limit
+    request.explain = _flag(obj, "explain", request.id)
+    request.dry_run = _flag(obj, "dry_run", request.id)
+
+
+def _flag(obj: dict, name: str, request_id: Any) -> bool:
+    value = obj.get(name, False)
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise BadRequest(request_id, BAD_REQUEST, f"'{name}' must be true or false, not {value!r}")
+    return value
+
+
+def _customer_id(obj: dict, request_id: Any) -> str:
+    customer_id = obj.get("customer_id")
+    if type(customer_id) is not str or not customer_id:
+        raise BadRequest(request_id, BAD_REQUEST, "'customer_id' must be a non-empty string")
+    return customer_id
+
+
+def _profile(obj: dict, request_id: Any) -> dict:
+    profile = obj.get("profile")
+    if type(profile) is not dict:
+        raise BadRequest(request_id, BAD_REQUEST, f"'profile' must be a map, not {_kind(profile)}")
+    return profile
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a map", list: "a list", str: "a string", bytes: "bytes", bool: "a boolean"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+# ---------------------------------------------------------------- responses
+
+def ok_response(request_id: Any, key: str | None = None, value: Any = None) -> dict:
+    if key is None:
+        return {"id": request_id, "ok": True}
+    return {"id": request_id, "ok": True, key: value}
+
+
+def error_response(request_id: Any, code: str, message: str) -> dict:
+    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_frame(obj: Any) -> bytes:
+    """One whole frame: the length header, then the msgpack body."""
+    body = pack(obj)
+    return HEADER.pack(len(body)) + body
+
+
+def request(op: str, request_id: Any = None, **fields: Any) -> dict:
+    """A request map, as a client sends it."""
+    out = {"id": request_id, "op": op}
+    out.update(fields)
+    return out

@@ -1,0 +1,32 @@
+"""Settings of the socket server (`nba serve`), checked once at the edge."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PORT = 7411
+DEFAULT_MAX_FRAME_BYTES = 1 << 20  # 1 MiB
+
+
+class ServerSettings(BaseModel):
+    """Everything `nba serve` can be told, with sane defaults.
+
+    Limits protect the server from its clients: a frame longer than ``max_frame_bytes``
+    closes the connection; a connection with ``max_in_flight`` unanswered requests is not
+    read from until some are answered (backpressure); a connection with nothing in flight
+    and no bytes received for ``idle_timeout_s`` is closed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)  # 0: any free port (logged)
+    workers: int = Field(1, ge=1, le=512)
+    watch: bool = False
+    watch_interval_s: float = Field(1.0, gt=0, le=3600)
+    max_frame_bytes: int = Field(DEFAULT_MAX_FRAME_BYTES, ge=64, le=1 << 30)
+    max_in_flight: int = Field(1024, ge=1, le=1 << 20)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)  # how long a stopping server waits for in-flight requests
+    backlog: int = Field(1024, ge=1)
+    metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus endpoint; None: off
