@@ -1,0 +1,1 @@
+"""Benchmarks of nba, run by `nba bench` (see benchmarks/cli.py)."""
