@@ -1,0 +1,902 @@
+"""Customer state in Redis, or in a Redis Cluster, behind the ``Store`` interface.
+
+Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id)::
+
+    P:{C}:p        hash        the profile: field -> value as text (see ``encode_profile_value``)
+    P:{C}:h:TYPE   sorted set  past events of TYPE: score = time, member = msgpack map of the kept fields
+    P:{C}:c        sorted set  contacts: score = time, member = msgpack [rule, action, channel]
+
+All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
+pipeline reads them and one Lua script writes them. A decision reads with one pipeline
+(HGETALL + one ZRANGEBYSCORE per needed history type + one for the contacts) and writes
+with one EVALSHA of ``COMMIT_SCRIPT``, which checks the caps and records atomically.
+
+Two members of a sorted set never collide: when an identical member already exists (same
+fields, same time or not), the script appends a msgpack integer to the new one; readers
+decode the first msgpack object of a member and ignore the rest.
+
+Transport: plain redis-py ``Connection`` objects (hiredis parser, RESP3) taken from a small
+per-node free list, one packed write and N ``read_response`` calls per round trip; the
+redis-py ``Pipeline`` costs ~4x more per call. A connection that fails or times out in the
+middle of a round trip is dropped, never reused. See docs/redis.md for the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+import time as clock
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgpack
+import redis.asyncio.connection as async_connection
+import redis.connection as sync_connection
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from engine.state import (
+    CapCheck,
+    Contact,
+    CustomerState,
+    History,
+    StateNeeds,
+    StateWrite,
+    Store,
+    StoreUnavailable,
+)
+
+# ---------------------------------------------------------------------------------------
+# Keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Names of one customer's keys; every one carries the hash tag ``{customer_id}``."""
+
+    prefix: str = "nba"
+
+    def base(self, customer_id: str) -> str:
+        return f"{self.prefix}:{{{customer_id}}}"
+
+    def profile(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":p"
+
+    def contacts(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":c"
+
+    def history(self, customer_id: str, event_type: str) -> str:
+        return f"{self.base(customer_id)}:h:{event_type}"
+
+
+# ---------------------------------------------------------------------------------------
+# Profile encoding: plain text a service can write with HSET
+#
+#   string  the text itself                 number  JSON number: 12, 12.5, 1e+100
+#   bool    true / false                    time    a number (epoch seconds) or RFC 3339 text
+#   list    a JSON array                    undeclared fields: JSON when the text parses as
+#                                           JSON, else the text itself
+# A value that does not fit its field's declared kind (null included) is written as NUL
+# followed by its JSON, which every reader decodes back to that exact value.
+
+ESCAPE = "\x00"
+ESCAPE_BYTE = 0
+NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|-?Infinity|NaN")
+
+
+def is_number(value: Any) -> bool:
+    return value.__class__ is int or value.__class__ is float
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parses_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def encode_undeclared(value: Any) -> str:
+    if value.__class__ is str and not parses_as_json(value) and not value.startswith(ESCAPE):
+        return value
+    return json_text(value)
+
+
+def fits_kind(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return value.__class__ is str and not value.startswith(ESCAPE)
+    if kind in ("number", "time"):
+        return is_number(value)
+    if kind == "bool":
+        return value.__class__ is bool
+    if kind == "list":
+        return value.__class__ is list
+    return False
+
+
+def encode_profile_value(value: Any, kind: str | None) -> str:
+    """The text stored in the profile hash for ``value`` of a field declared ``kind``."""
+    if kind is None:
+        return encode_undeclared(value)
+    if not fits_kind(value, kind):
+        return ESCAPE + json_text(value)
+    if kind == "string":
+        return value
+    if kind == "bool":
+        return "true" if value else "false"
+    return json_text(value)
+
+
+def decode_number(text: str) -> Any:
+    if NUMBER_TEXT.fullmatch(text) is None:
+        return None
+    return json.loads(text)
+
+
+def decode_undeclared(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def decode_time(text: str) -> Any:
+    number = decode_number(text)
+    if number is not None:
+        return number
+    from dsl.runtime import parse_time
+
+    return parse_time(text.strip())
+
+
+def decode_list(text: str) -> Any:
+    value = decode_undeclared(text)
+    return value if value.__class__ is list else None
+
+
+DECODERS: dict[str, Callable[[str], Any]] = {
+    "number": decode_number,
+    "time": decode_time,
+    "bool": lambda text: {"true": True, "false": False}.get(text),
+    "list": decode_list,
+}
+
+
+def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
+    """The value of a profile field as stored (by the engine or a plain HSET)."""
+    text = raw.decode() if raw.__class__ is bytes else raw
+    if text.startswith(ESCAPE):
+        return json.loads(text[1:])
+    if kind is None:
+        return decode_undeclared(text)
+    if kind == "string":
+        return text
+    value = DECODERS[kind](text)
+    return decode_undeclared(text) if value is None else value
+
+
+def encode_profile(profile: dict, schema: dict[str, str]) -> dict[str, str]:
+    return {name: encode_profile_value(value, schema.get(name)) for name, value in profile.items()}
+
+
+def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
+    """An HGETALL reply (a map in RESP3, a flat list in RESP2) to the profile."""
+    pairs = raw.items() if raw.__class__ is dict else zip(raw[::2], raw[1::2])
+    profile = {}
+    for name, value in pairs:
+        name = name.decode()
+        profile[name] = decode_profile_value(value, schema.get(name))
+    return profile
+
+
+# ---------------------------------------------------------------------------------------
+# History and contacts: msgpack members of sorted sets
+
+
+def pack_member(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack_member(member: bytes) -> Any:
+    """The first msgpack object of a member (a de-duplicating suffix may follow it)."""
+    try:
+        return msgpack.unpackb(member, strict_map_key=False)
+    except msgpack.ExtraData as extra:
+        return extra.unpacked
+
+
+def contact_member(contact: Contact) -> bytes:
+    return pack_member([contact.rule, contact.action, contact.channel])
+
+
+def scored_pairs(raw: list) -> list:
+    """A ZRANGEBYSCORE WITHSCORES reply as ``[(member, score)]`` (RESP3 pairs or RESP2 flat)."""
+    if raw and raw[0].__class__ is not list:
+        return [(member, float(score)) for member, score in zip(raw[::2], raw[1::2])]
+    return raw
+
+
+def decode_history(raw: list, fields: tuple[str, ...]) -> History:
+    times = []
+    records = []
+    for member, score in scored_pairs(raw):
+        times.append(score)
+        records.append(unpack_member(member))
+    columns = {name: [record.get(name) for record in records] for name in fields}
+    return History(times=times, columns=columns)
+
+
+def decode_contacts(raw: list) -> list[Contact]:
+    contacts = []
+    for member, score in scored_pairs(raw):
+        rule, action, channel = unpack_member(member)
+        contacts.append(Contact(time=score, rule=rule, action=action, channel=channel))
+    return contacts
+
+
+def exclusive_after(time: float) -> str:
+    """A ZRANGEBYSCORE bound: strictly after ``time`` (repr of a float is exact)."""
+    return "(" + repr(float(time))
+
+
+# ---------------------------------------------------------------------------------------
+# The commit script
+#
+# KEYS: contacts, profile, [history]
+# ARGV: time, n_checks, (scope, key, allowed, start) * n_checks,
+#       n_contacts, (score, member) * n_contacts, event_member or "",
+#       n_sets, (field, value) * n_sets,
+#       contact_keep, history_keep, ttl_ms, profile_ttl_ms
+# ``allowed`` is the cap's limit minus the new contacts it counts; ``start`` is
+# ``time - window`` computed by the caller; the window is (start, time].
+# Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
+
+COMMIT_SCRIPT = r"""
+local contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[3]
+local now = ARGV[1]
+local i = 2
+
+local function count_existing(scope, key, start)
+  if scope == 'all' then
+    return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
+  end
+  local slot = (scope == 'rule') and 1 or 3
+  local count = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
+    local _, contact = cmsgpack.unpack_one(member)
+    if contact[slot] == key then count = count + 1 end
+  end
+  return count
+end
+
+local function add_unique(key, score, member)
+  local suffix = 0
+  local candidate = member
+  while redis.call('ZADD', key, 'NX', score, candidate) == 0 do
+    suffix = suffix + 1
+    candidate = member .. cmsgpack.pack(suffix)
+  end
+end
+
+local function trim(key, keep, ttl_ms)
+  local newest = tonumber(now)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) > newest then newest = tonumber(last[2]) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', newest - tonumber(keep)))
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+
+local n_checks = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_checks do
+  local scope, key, allowed, start = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
+  if allowed < 0 or count_existing(scope, key, start) > allowed then return 0 end
+end
+
+local n_contacts = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_contacts do
+  add_unique(contacts_key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+
+local event_member = ARGV[i]; i = i + 1
+if history_key and event_member ~= '' then add_unique(history_key, now, event_member) end
+
+local n_sets = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_sets do
+  redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+
+local contact_keep, history_keep, ttl_ms, profile_ttl_ms = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+if n_contacts > 0 then trim(contacts_key, contact_keep, ttl_ms) end
+if history_key and event_member ~= '' then trim(history_key, history_keep, ttl_ms) end
+if tonumber(profile_ttl_ms) > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
+return 1
+"""
+
+COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
+
+
+def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
+    """The script's arguments for the cap checks; None when the new contacts alone exceed one."""
+    args: list = [len(checks)]
+    for check in checks:
+        allowed = check.limit - sum(1 for contact in new if check.matches(contact))
+        if allowed < 0:
+            return None
+        args += [check.scope, check.key or "", allowed, repr(float(time - check.window))]
+    return args
+
+
+def ttl_ms(seconds: float, grace_s: float) -> int:
+    return max(1, math.ceil((seconds + grace_s) * 1000))
+
+
+# ---------------------------------------------------------------------------------------
+# Read and commit as commands (no I/O)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """The commands of one state read and how to decode their replies."""
+
+    commands: list[tuple]
+    history_fields: list[tuple[str, tuple[str, ...]]]  # (type, fields) per ZRANGEBYSCORE
+    with_contacts: bool
+
+
+def plan_read(keys: KeyLayout, customer_id: str, needs: StateNeeds, time: float) -> ReadPlan:
+    commands: list[tuple] = [("HGETALL", keys.profile(customer_id))]
+    history_fields = []
+    for event_type, need in needs.history.items():
+        commands.append(("ZRANGEBYSCORE", keys.history(customer_id, event_type),
+                         exclusive_after(time - need.window), "+inf", "WITHSCORES"))
+        history_fields.append((event_type, need.fields))
+    with_contacts = needs.contact_window > 0
+    if with_contacts:
+        commands.append(("ZRANGEBYSCORE", keys.contacts(customer_id),
+                         exclusive_after(time - needs.contact_window), "+inf", "WITHSCORES"))
+    return ReadPlan(commands, history_fields, with_contacts)
+
+
+def decode_read(plan: ReadPlan, replies: list, needs: StateNeeds) -> CustomerState:
+    profile = decode_profile(replies[0], needs.profile_schema)
+    history = {}
+    for (event_type, fields), raw in zip(plan.history_fields, replies[1:]):
+        if raw:
+            history[event_type] = decode_history(raw, fields)
+    contacts = decode_contacts(replies[-1]) if plan.with_contacts else []
+    return CustomerState(profile=profile, history=history, contacts=contacts)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long recorded state is kept: in event time (trimming) and wall-clock time (TTLs)."""
+
+    grace_s: float = 60.0  # added to every TTL
+    profile_ttl_s: float | None = None  # None: profiles never expire
+
+
+def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: StateWrite,
+                retention: Retention) -> tuple | None:
+    """The EVALSHA arguments (without the SHA) of ``write``; None when it cannot hold."""
+    record_contacts = needs.contact_window > 0
+    contacts = write.contacts if record_contacts else []
+    caps = cap_arguments(write.cap_checks, contacts, write.time)
+    if caps is None:
+        return None
+    need = needs.history.get(write.event_type)
+    event_kept = write.event_record is not None and need is not None and need.window > 0
+    key_list = [keys.contacts(customer_id), keys.profile(customer_id)]
+    if event_kept:
+        key_list.append(keys.history(customer_id, write.event_type))
+    args: list = [repr(float(write.time)), *caps, len(contacts)]
+    for contact in contacts:
+        args += [repr(float(contact.time)), contact_member(contact)]
+    args.append(pack_member(write.event_record) if event_kept else "")
+    args.append(len(write.profile_set))
+    for name, value in encode_profile(write.profile_set, needs.profile_schema).items():
+        args += [name, value]
+    args += [repr(float(needs.contact_window)), repr(float(need.window if need else 0.0)),
+             ttl_ms(needs.retention, retention.grace_s),
+             ttl_ms(retention.profile_ttl_s, 0) if retention.profile_ttl_s else 0]
+    return (len(key_list), *key_list, *args)
+
+
+def plan_put_profile(keys: KeyLayout, customer_id: str, profile: dict, needs: StateNeeds,
+                     retention: Retention) -> list[tuple]:
+    key = keys.profile(customer_id)
+    commands: list[tuple] = [("MULTI",), ("DEL", key)]
+    if profile:
+        flat = [part for pair in encode_profile(profile, needs.profile_schema).items() for part in pair]
+        commands.append(("HSET", key, *flat))
+        if retention.profile_ttl_s:
+            commands.append(("PEXPIRE", key, ttl_ms(retention.profile_ttl_s, 0)))
+    commands.append(("EXEC",))
+    return commands
+
+
+# ---------------------------------------------------------------------------------------
+# Connections
+
+CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, EOFError)
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """Where one Redis node listens, and the redis-py connection options for it."""
+
+    host: str
+    port: int
+    options: dict
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+class Redirect(Exception):
+    """A MOVED or ASK reply: the slot lives on another node."""
+
+    def __init__(self, kind: str, slot: int, host: str, port: int):
+        super().__init__(f"{kind} {slot} {host}:{port}")
+        self.kind = kind
+        self.slot = slot
+        self.address = (host, port)
+
+
+def as_redirect(error: ResponseError) -> Redirect | None:
+    parts = str(error).split()
+    if len(parts) == 3 and parts[0] in ("MOVED", "ASK"):
+        host, _, port = parts[2].rpartition(":")
+        return Redirect(parts[0], int(parts[1]), host or "127.0.0.1", int(port))
+    return None
+
+
+def is_noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+class Backoff:
+    """After a failed connect, calls fail fast for ``interval_s`` instead of waiting on it."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self.until = 0.0
+
+    def check(self) -> None:
+        if self.until and clock.monotonic() < self.until:
+            raise StoreUnavailable("redis is down; retrying shortly")
+
+    def failed(self) -> None:
+        self.until = clock.monotonic() + self.interval_s
+
+    def succeeded(self) -> None:
+        self.until = 0.0
+
+
+class SyncNode:
+    """A free list of connected redis-py connections to one node (thread-safe by the GIL)."""
+
+    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, retry_interval_s: float):
+        self.endpoint = endpoint
+        self.connect_timeout_s = connect_timeout_s
+        self.free: list = []
+        self.backoff = Backoff(retry_interval_s)
+
+    def acquire(self):
+        try:
+            return self.free.pop()
+        except IndexError:
+            return self.connect()
+
+    def connect(self):
+        self.backoff.check()
+        options = dict(self.endpoint.options, host=self.endpoint.host, port=self.endpoint.port,
+                       socket_connect_timeout=self.connect_timeout_s,
+                       socket_timeout=max(self.connect_timeout_s, 0.05))
+        conn_class = options.pop("connection_class", sync_connection.Connection)
+        conn = conn_class(**options)
+        try:
+            conn.connect()
+        except CONNECTION_ERRORS as error:
+            self.backoff.failed()
+            conn.disconnect()
+            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+        self.backoff.succeeded()
+        return conn
+
+    def release(self, conn) -> None:
+        self.free.append(conn)
+
+    def close(self) -> None:
+        while self.free:
+            self.free.pop().disconnect()
+
+
+def round_trip(conn, commands: list[tuple], timeout_s: float) -> list:
+    """Send ``commands`` in one write and read every reply; errors are returned in place."""
+    conn._sock.settimeout(timeout_s)
+    conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response(disconnect_on_error=False))
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+class AsyncNode:
+    """The asyncio twin of ``SyncNode``; its connections belong to one event loop."""
+
+    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, retry_interval_s: float):
+        self.endpoint = endpoint
+        self.connect_timeout_s = connect_timeout_s
+        self.free: list = []
+        self.loop = None
+        self.backoff = Backoff(retry_interval_s)
+
+    async def acquire(self):
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.free = []  # connections of another (maybe closed) loop: forget them
+            self.loop = loop
+        try:
+            return self.free.pop()
+        except IndexError:
+            return await self.connect()
+
+    async def connect(self):
+        self.backoff.check()
+        options = dict(self.endpoint.options, host=self.endpoint.host, port=self.endpoint.port,
+                       socket_connect_timeout=self.connect_timeout_s,
+                       socket_timeout=max(self.connect_timeout_s, 0.05))
+        conn_class = options.pop("async_connection_class", async_connection.Connection)
+        options.pop("connection_class", None)
+        conn = conn_class(**options)
+        try:
+            await conn.connect()
+        except CONNECTION_ERRORS as error:
+            self.backoff.failed()
+            await discard_async(conn)
+            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+        self.backoff.succeeded()
+        return conn
+
+    def release(self, conn) -> None:
+        if self.loop is asyncio.get_running_loop():
+            self.free.append(conn)
+
+    async def close(self) -> None:
+        free, self.free = self.free, []
+        for conn in free:
+            await discard_async(conn)
+
+
+async def discard_async(conn) -> None:
+    try:
+        await conn.disconnect(nowait=True)
+    except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+        pass
+
+
+async def round_trip_async(conn, commands: list[tuple], timeout_s: float) -> list:
+    async with asyncio.timeout(timeout_s):
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response(disconnect_on_error=False))
+            except ResponseError as error:
+                replies.append(error)
+    return replies
+
+
+# ---------------------------------------------------------------------------------------
+# Topology: one server, or a cluster's slot table
+
+
+def endpoint_options(url: str) -> tuple[Endpoint, dict]:
+    """redis-py connection options of ``url``, RESP3 and hiredis where available."""
+    options = sync_connection.parse_url(url)
+    host = options.pop("host", "127.0.0.1")
+    port = int(options.pop("port", 6379))
+    options.setdefault("protocol", 3)
+    return Endpoint(host, port, options), options
+
+
+def parse_cluster_slots(reply: list) -> dict[int, tuple[str, int]]:
+    """CLUSTER SLOTS to ``{slot: (host, port)}`` of each slot's master."""
+    table = {}
+    for entry in reply:
+        start, end, master = entry[0], entry[1], entry[2]
+        host = master[0].decode() if isinstance(master[0], bytes) else master[0]
+        for slot in range(start, end + 1):
+            table[slot] = (host, int(master[1]))
+    return table
+
+
+class Topology:
+    """Which node holds which customer: the URL's server, or a cluster's slot owner."""
+
+    def __init__(self, seed: Endpoint):
+        self.seed = seed
+        self.cluster: bool | None = None  # None: not found out yet
+        self.slots: dict[int, tuple[str, int]] = {}
+
+    def address_for(self, key: str) -> tuple[str, int]:
+        if not self.cluster:
+            return self.seed.address
+        return self.slots.get(key_slot(key.encode()), self.seed.address)
+
+    def learn(self, reply: Any) -> None:
+        """Record what ``CLUSTER SLOTS`` answered (an error: not a cluster)."""
+        if isinstance(reply, ResponseError):
+            self.cluster = False
+            self.slots = {}
+        else:
+            self.cluster = True
+            self.slots = parse_cluster_slots(reply)
+
+    def moved(self, redirect: Redirect) -> None:
+        self.slots[redirect.slot] = redirect.address
+
+    def lost(self, address: tuple[str, int]) -> None:
+        """A node failed: in a cluster, ask for the slot table again on the next call."""
+        if self.cluster:
+            self.cluster = None
+
+    def candidates(self) -> list[tuple[str, int]]:
+        known = dict.fromkeys([self.seed.address, *self.slots.values()])
+        return list(known)
+
+
+MAX_REDIRECTS = 3
+
+
+def with_asking(commands: list[tuple], asking: bool) -> list[tuple]:
+    return [("ASKING",), *commands] if asking else commands
+
+
+def follow(topology: "Topology", replies: list, asking: bool) -> Redirect | None:
+    """The redirect among ``replies`` (a MOVED one updates the slot table), or None."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            redirect = as_redirect(reply)
+            if redirect is not None:
+                if redirect.kind == "MOVED":
+                    topology.moved(redirect)
+                return redirect
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# The store
+
+
+class RedisStore(Store):
+    """Customers' state in Redis; a Redis Cluster is found out and used by itself.
+
+    ``latency_budget_s`` bounds the state read: past it (or with Redis down) ``read``
+    raises ``StoreUnavailable`` and the engine decides without state. ``write_timeout_s``
+    bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
+    after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
+    """
+
+    degraded_reads = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        latency_budget_s: float = 0.001,
+        write_timeout_s: float = 0.05,
+        io_timeout_s: float = 1.0,
+        connect_timeout_s: float = 0.005,
+        retry_interval_s: float = 0.1,
+        key_prefix: str = "nba",
+        ttl_grace_s: float = 60.0,
+        profile_ttl_s: float | None = None,
+        connect_now: bool = True,
+    ):
+        self.url = url
+        self.latency_budget_s = latency_budget_s
+        self.write_timeout_s = write_timeout_s
+        self.io_timeout_s = io_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_interval_s = retry_interval_s
+        self.keys = KeyLayout(key_prefix)
+        self.retention = Retention(grace_s=ttl_grace_s, profile_ttl_s=profile_ttl_s)
+        seed, self.options = endpoint_options(url)
+        self.topology = Topology(seed)
+        self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
+        self.async_nodes: dict[tuple[str, int], AsyncNode] = {}
+        if connect_now:
+            self.try_discover()
+
+    # -- topology and nodes
+
+    def try_discover(self) -> bool:
+        """Find out whether the URL names a cluster (and its slots); False if unreachable."""
+        try:
+            self.discover()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def discover(self) -> None:
+        """Ask the seed node (or any node known before) for ``CLUSTER SLOTS``."""
+        failure: StoreUnavailable | None = None
+        for address in self.topology.candidates():
+            try:
+                [reply] = self.exchange(address, [("CLUSTER", "SLOTS")], self.io_timeout_s)
+            except StoreUnavailable as error:
+                failure = error
+                continue
+            self.topology.learn(reply)
+            return
+        raise failure or StoreUnavailable("redis: no node to ask")
+
+    async def discover_async(self) -> None:
+        failure: StoreUnavailable | None = None
+        for address in self.topology.candidates():
+            try:
+                [reply] = await self.exchange_async(address, [("CLUSTER", "SLOTS")], self.io_timeout_s)
+            except StoreUnavailable as error:
+                failure = error
+                continue
+            self.topology.learn(reply)
+            return
+        raise failure or StoreUnavailable("redis: no node to ask")
+
+    def endpoint(self, address: tuple[str, int]) -> Endpoint:
+        return Endpoint(address[0], address[1], self.options)
+
+    def sync_node(self, address: tuple[str, int]) -> SyncNode:
+        node = self.sync_nodes.get(address)
+        if node is None:
+            node = SyncNode(self.endpoint(address), self.connect_timeout_s, self.retry_interval_s)
+            self.sync_nodes[address] = node
+        return node
+
+    def async_node(self, address: tuple[str, int]) -> AsyncNode:
+        node = self.async_nodes.get(address)
+        if node is None:
+            node = AsyncNode(self.endpoint(address), self.connect_timeout_s, self.retry_interval_s)
+            self.async_nodes[address] = node
+        return node
+
+    # -- round trips
+
+    def exchange(self, address: tuple[str, int], commands: list[tuple], timeout_s: float) -> list:
+        """One round trip to one node; a connection that fails half-way is dropped."""
+        node = self.sync_node(address)
+        conn = node.acquire()
+        try:
+            replies = round_trip(conn, commands, timeout_s)
+        except CONNECTION_ERRORS as error:
+            conn.disconnect()
+            self.topology.lost(address)
+            raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+        node.release(conn)
+        return replies
+
+    async def exchange_async(self, address: tuple[str, int], commands: list[tuple], timeout_s: float) -> list:
+        node = self.async_node(address)
+        conn = await node.acquire()
+        try:
+            replies = await round_trip_async(conn, commands, timeout_s)
+        except CONNECTION_ERRORS as error:
+            await discard_async(conn)
+            self.topology.lost(address)
+            raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+        except BaseException:  # cancelled half-way: the connection may hold unread replies
+            await discard_async(conn)
+            raise
+        node.release(conn)
+        return replies
+
+    def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
+        """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
+        if self.topology.cluster is None:
+            self.discover()
+        address, asking = self.topology.address_for(key), False
+        for _ in range(MAX_REDIRECTS):
+            replies = self.exchange(address, with_asking(commands, asking), timeout_s)
+            redirect = follow(self.topology, replies, asking)
+            if redirect is None:
+                return replies[1:] if asking else replies
+            address, asking = redirect.address, redirect.kind == "ASK"
+        raise StoreUnavailable("redis cluster keeps redirecting")
+
+    async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
+        if self.topology.cluster is None:
+            await self.discover_async()
+        address, asking = self.topology.address_for(key), False
+        for _ in range(MAX_REDIRECTS):
+            replies = await self.exchange_async(address, with_asking(commands, asking), timeout_s)
+            redirect = follow(self.topology, replies, asking)
+            if redirect is None:
+                return replies[1:] if asking else replies
+            address, asking = redirect.address, redirect.kind == "ASK"
+        raise StoreUnavailable("redis cluster keeps redirecting")
+
+    # -- the Store interface
+
+    def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
+        plan = plan_read(self.keys, customer_id, needs, time)
+        replies = self.call(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
+        return decode_read(plan, checked(replies), needs)
+
+    async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
+        plan = plan_read(self.keys, customer_id, needs, time)
+        replies = await self.call_async(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
+        return decode_read(plan, checked(replies), needs)
+
+    def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        if write.is_empty:
+            return True
+        args = plan_commit(self.keys, customer_id, needs, write, self.retention)
+        if args is None:
+            return False
+        key = self.keys.profile(customer_id)
+        [reply] = self.call(key, [("EVALSHA", COMMIT_SHA, *args)], self.write_timeout_s)
+        if is_noscript(reply):
+            [reply] = self.call(key, [("EVAL", COMMIT_SCRIPT, *args)], self.write_timeout_s)
+        return checked([reply])[0] == 1
+
+    async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        if write.is_empty:
+            return True
+        args = plan_commit(self.keys, customer_id, needs, write, self.retention)
+        if args is None:
+            return False
+        key = self.keys.profile(customer_id)
+        [reply] = await self.call_async(key, [("EVALSHA", COMMIT_SHA, *args)], self.write_timeout_s)
+        if is_noscript(reply):
+            [reply] = await self.call_async(key, [("EVAL", COMMIT_SCRIPT, *args)], self.write_timeout_s)
+        return checked([reply])[0] == 1
+
+    def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
+        key = self.keys.profile(customer_id)
+        [raw] = checked(self.call(key, [("HGETALL", key)], self.io_timeout_s))
+        return decode_profile(raw, needs.profile_schema)
+
+    async def get_profile_async(self, customer_id: str, needs: StateNeeds) -> dict:
+        key = self.keys.profile(customer_id)
+        [raw] = checked(await self.call_async(key, [("HGETALL", key)], self.io_timeout_s))
+        return decode_profile(raw, needs.profile_schema)
+
+    def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
+        commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        checked(self.call(self.keys.profile(customer_id), commands, self.io_timeout_s))
+
+    async def put_profile_async(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
+        commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        checked(await self.call_async(self.keys.profile(customer_id), commands, self.io_timeout_s))
+
+    def close(self) -> None:
+        for node in list(self.sync_nodes.values()):
+            node.close()
+
+    async def close_async(self) -> None:
+        self.close()
+        for node in list(self.async_nodes.values()):
+            await node.close()
+
+
+def checked(replies: list) -> list:
+    """The replies, or StoreUnavailable when Redis answered one with an error."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise StoreUnavailable(f"redis: {reply}")
+    return replies

@@ -1,0 +1,218 @@
+"""Throwaway ``redis-server`` processes for the tests: one server, or a 3-node cluster.
+
+Every server listens on 127.0.0.1 on a free port (never 6379), keeps nothing on disk
+(``--save "" --appendonly no``, a temporary directory) and is stopped by the fixture's
+finalizer, also when the test fails. Tests are skipped when ``redis-server`` is missing.
+
+Import the fixtures into a test module with ``from redis_fixtures import ...``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 15.0
+
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if port != 6379 and port_is_free(port) and port_is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def send_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
+    """One command over a plain socket; the raw reply (enough to check for +PONG)."""
+    packed = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(arg.encode())}\r\n".encode() + arg.encode() + b"\r\n" for arg in args
+    )
+    with socket.create_connection((HOST, port), timeout=timeout) as conn:
+        conn.sendall(packed)
+        return conn.recv(65536)
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port; can be stopped and started again."""
+
+    def __init__(self, port: int | None = None, cluster: bool = False):
+        self.port = port or free_port()
+        self.cluster = cluster
+        self.dir = Path(tempfile.mkdtemp(prefix=f"nba-redis-{self.port}-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def command_line(self) -> list[str]:
+        args = [
+            REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--daemonize", "no",
+        ]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf"),
+                     "--cluster-node-timeout", "2000"]
+        return args
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(self.command_line(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_until_ready()
+        return self
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited: {self.log_tail()}")
+            try:
+                if send_command(self.port, "PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        """Kill the process (SIGKILL: like a crash) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def flush(self) -> None:
+        send_command(self.port, "FLUSHALL")
+
+    def log_tail(self) -> str:
+        try:
+            return (self.dir / "redis.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+
+class RedisCluster:
+    """Three ``redis-server --cluster-enabled yes`` masters joined by ``redis-cli --cluster create``."""
+
+    def __init__(self, size: int = 3):
+        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> "RedisCluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            self.create()
+            self.wait_until_ok()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def create(self) -> None:
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *(node.address for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+
+    def wait_until_ok(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if all(b"cluster_state:ok" in send_command(node.port, "CLUSTER", "INFO") for node in self.nodes):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the redis cluster did not reach cluster_state:ok")
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A module-wide server; use ``redis_url`` for a flushed one per test."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis_server():
+    """A server for this test alone (fault tests stop and restart it)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    if REDIS_SERVER is None or REDIS_CLI is None:
+        pytest.skip("redis-server is not installed")
+    cluster = RedisCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster):
+    redis_cluster.flush()
+    return redis_cluster.url
