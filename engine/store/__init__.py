@@ -1,0 +1,21 @@
+"""Where customers' state lives: in this process (``MemoryStore``) or in Redis (``RedisStore``)."""
+
+from __future__ import annotations
+
+from engine.state import Store
+
+
+def open_store(redis_url: str | None = None, **options) -> Store:
+    """The in-memory store when ``redis_url`` is None, else a ``RedisStore`` on that URL.
+
+    A ``redis://`` or ``rediss://`` URL of a single server or of any node of a Redis
+    Cluster (found out on connecting). ``options`` go to ``RedisStore``
+    (``latency_budget_s``, ``write_timeout_s``, ``key_prefix``, ``profile_ttl_s``, ...).
+    """
+    if redis_url is None:
+        from engine.store.memory import MemoryStore
+
+        return MemoryStore(**options)
+    from engine.store.redis import RedisStore
+
+    return RedisStore(redis_url, **options)

@@ -1,0 +1,368 @@
+"""RedisStore through the Store interface: encodings, windows, caps, trimming, TTLs, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+
+import pytest
+import redis as redis_py
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from engine.store import open_store
+from engine.store.redis import (
+    KeyLayout,
+    RedisStore,
+    decode_profile_value,
+    encode_profile_value,
+)
+from redis_fixtures import needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
+
+pytestmark = needs_redis
+
+T0 = 1_764_000_000.125
+DAY = 86400.0
+SCHEMA = {"tier": "string", "ltv": "number", "opt_in": "bool", "last_at": "time", "tags": "list"}
+NEEDS = StateNeeds(
+    history={"page_view": HistoryNeed(("category", "price"), 1800.0), "purchase": HistoryNeed(("amount",), DAY)},
+    contact_window=7 * DAY,
+    profile_schema=SCHEMA,
+)
+RELAXED = {"latency_budget_s": 2.0, "write_timeout_s": 2.0}  # no spurious timeouts on a busy machine
+
+
+@pytest.fixture
+def store(redis_url):  # noqa: F811
+    store = RedisStore(redis_url, **RELAXED)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(redis_url):  # noqa: F811
+    client = redis_py.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def event(time, event_type="page_view", record=None, contacts=(), caps=(), profile_set=None) -> StateWrite:
+    return StateWrite(time=time, event_type=event_type, event_record=record, contacts=list(contacts),
+                      cap_checks=list(caps), profile_set=profile_set or {})
+
+
+def contact(time, rule="r1", action="a1", channel="email") -> Contact:
+    return Contact(time=time, rule=rule, action=action, channel=channel)
+
+
+# -- profile encodings
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(value=JSON_VALUES, kind=st.sampled_from([None, "string", "number", "bool", "time", "list"]))
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_profile_value_round_trips_exactly(value, kind):
+    decoded = decode_profile_value(encode_profile_value(value, kind).encode(), kind)
+    assert decoded == value and type(decoded) is type(value)
+
+
+@pytest.mark.parametrize(
+    "text, kind, value",
+    [
+        ("gold", "string", "gold"),
+        ("12", "string", "12"),
+        ("12.5", "number", 12.5),
+        ("12", "number", 12),
+        ("-3e2", "number", -300.0),
+        ("true", "bool", True),
+        ("false", "bool", False),
+        ("1764000000", "time", 1764000000),
+        ("2026-11-27T09:30:00Z", "time", 1795771800),
+        ("2026-11-27", "time", 1795737600),
+        ('["a", 1]', "list", ["a", 1]),
+        ("12.5", None, 12.5),
+        ('{"a": [1, 2]}', None, {"a": [1, 2]}),
+        ("hello", None, "hello"),
+        ("not a number", "number", "not a number"),
+    ],
+)
+def test_plain_hset_values_are_read_through_the_schema(text, kind, value):
+    decoded = decode_profile_value(text.encode(), kind)
+    assert decoded == value and type(decoded) is type(value)
+
+
+def test_profile_written_with_plain_hset(store, client):
+    client.hset(KeyLayout().profile("c1"), mapping={
+        "tier": "gold", "ltv": "1200.5", "opt_in": "true", "last_at": "2026-11-27T09:30:00Z",
+        "tags": '["x"]', "visits": "3", "note": "hi",
+    })
+    assert store.get_profile("c1", NEEDS) == {
+        "tier": "gold", "ltv": 1200.5, "opt_in": True, "last_at": 1795771800, "tags": ["x"], "visits": 3, "note": "hi",
+    }
+
+
+def test_put_profile_replaces_the_profile(store):
+    store.put_profile("c1", {"tier": "gold", "extra": {"nested": [1, 2.5, None]}}, NEEDS)
+    store.put_profile("c1", {"ltv": 10}, NEEDS)
+    assert store.get_profile("c1", NEEDS) == {"ltv": 10}
+    store.put_profile("c1", {}, NEEDS)
+    assert store.get_profile("c1", NEEDS) == {}
+
+
+# -- read and commit
+
+
+def test_history_and_contacts_round_trip_exactly(store):
+    records = [{"category": "shoes", "price": 10}, {"category": "shoes", "price": 10.0}, {"category": None, "price": [1, {"a": True}]}]
+    for offset, record in enumerate(records):
+        assert store.commit("c1", NEEDS, event(T0 + offset / 3, record=record, contacts=[contact(T0 + offset / 3)]))
+    state = store.read("c1", NEEDS, T0 + 1)
+    history = state.history["page_view"]
+    assert history.times == [T0, T0 + 1 / 3, T0 + 2 / 3]
+    assert history.columns["category"] == ["shoes", "shoes", None]
+    assert history.columns["price"] == [10, 10.0, [1, {"a": True}]]
+    assert [type(price) for price in history.columns["price"][:2]] == [int, float]
+    assert state.contacts == [contact(T0), contact(T0 + 1 / 3), contact(T0 + 2 / 3)]
+
+
+def test_identical_events_at_one_instant_are_all_kept(store):
+    for _ in range(3):
+        assert store.commit("c1", NEEDS, event(T0, record={"category": "shoes", "price": 1}, contacts=[contact(T0)]))
+    state = store.read("c1", NEEDS, T0)
+    assert len(state.history["page_view"]) == 3
+    assert len(state.contacts) == 3
+
+
+def test_read_returns_only_the_windows_the_needs_give(store):
+    store.commit("c1", NEEDS, event(T0 - 1800.0, record={"category": "old"}))
+    store.commit("c1", NEEDS, event(T0 - 1799.0, record={"category": "in"}))
+    store.commit("c1", NEEDS, event(T0 + 0.5, record={"category": "later"}))
+    history = store.read("c1", NEEDS, T0).history["page_view"]
+    assert history.columns["category"] == ["in", "later"]
+
+
+def test_only_the_needed_types_are_read(store):
+    store.commit("c1", NEEDS, event(T0, "purchase", record={"amount": 5}))
+    only_views = StateNeeds(history={"page_view": NEEDS.history["page_view"]}, contact_window=0.0, profile_schema={})
+    state = store.read("c1", only_views, T0)
+    assert state.history == {} and state.contacts == []
+
+
+def test_profile_updates_are_written_through_the_schema(store, client):
+    store.commit("c1", NEEDS, event(T0, "purchase", record={"amount": 5}, profile_set={"ltv": 5.5, "opt_in": True, "tier": None}))
+    raw = client.hgetall(KeyLayout().profile("c1"))
+    assert raw == {b"ltv": b"5.5", b"opt_in": b"true", b"tier": b"\x00null"}
+    assert store.get_profile("c1", NEEDS) == {"ltv": 5.5, "opt_in": True, "tier": None}
+
+
+def test_an_empty_write_sends_nothing(store, client):
+    assert store.commit("c1", NEEDS, event(T0))
+    assert client.keys("*") == []
+
+
+# -- caps
+
+
+def test_a_cap_refuses_the_write_and_records_nothing(store):
+    cap = CapCheck("rule", "r1", 1, DAY)
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "a"}, contacts=[contact(T0)], caps=[cap]))
+    refused = event(T0 + 1, record={"category": "b"}, contacts=[contact(T0 + 1)], caps=[cap], profile_set={"ltv": 1})
+    assert not store.commit("c1", NEEDS, refused)
+    state = store.read("c1", NEEDS, T0 + 1)
+    assert state.history["page_view"].columns["category"] == ["a"]
+    assert len(state.contacts) == 1 and state.profile == {}
+
+
+def test_a_cap_counts_only_its_window(store):
+    cap = CapCheck("rule", "r1", 1, DAY)
+    assert store.commit("c1", NEEDS, event(T0, contacts=[contact(T0)], caps=[cap]))
+    assert not store.commit("c1", NEEDS, event(T0 + DAY - 0.001, contacts=[contact(T0 + DAY - 0.001)], caps=[cap]))
+    assert store.commit("c1", NEEDS, event(T0 + DAY, contacts=[contact(T0 + DAY)], caps=[cap]))
+
+
+@pytest.mark.parametrize(
+    "cap, blocked, allowed",
+    [
+        (CapCheck("rule", "r1", 1, DAY), contact(T0 + 1, rule="r1", channel="web"), contact(T0 + 1, rule="r2")),
+        (CapCheck("channel", "email", 1, DAY), contact(T0 + 1, rule="r2"), contact(T0 + 1, rule="r1", channel="web")),
+        (CapCheck("channel", "email", 1, DAY), contact(T0 + 1, rule="r2"), contact(T0 + 1, rule="r1", channel=None)),
+        (CapCheck("all", None, 1, DAY), contact(T0 + 1, rule="r2", channel=None), None),
+    ],
+)
+def test_cap_scopes(store, cap, blocked, allowed):
+    assert store.commit("c1", NEEDS, event(T0, contacts=[contact(T0)], caps=[cap]))
+    assert not store.commit("c1", NEEDS, event(T0 + 1, contacts=[blocked], caps=[cap]))
+    if allowed is not None:
+        assert store.commit("c1", NEEDS, event(T0 + 1, contacts=[allowed], caps=[cap]))
+
+
+def test_new_contacts_count_against_their_caps(store):
+    cap = CapCheck("all", None, 1, DAY)
+    two = [contact(T0, rule="r1"), contact(T0, rule="r2", action="a2")]
+    assert not store.commit("c1", NEEDS, event(T0, contacts=two, caps=[cap]))
+    assert store.read("c1", NEEDS, T0).contacts == []
+
+
+def race_for_the_cap(url: str, customer_id: str, barrier, results) -> None:
+    store = RedisStore(url, **RELAXED)
+    cap = CapCheck("rule", "r1", 1, DAY)
+    write = event(T0, contacts=[contact(T0)], caps=[cap])
+    barrier.wait()
+    results.put(store.commit(customer_id, NEEDS, write))
+    store.close()
+
+
+def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):  # noqa: F811
+    racers, customers = 6, 5
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    for customer in range(customers):
+        barrier = context.Barrier(racers)
+        processes = [context.Process(target=race_for_the_cap, args=(redis_url, f"race{customer}", barrier, results))
+                     for _ in range(racers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=30)
+        outcomes = [results.get(timeout=10) for _ in processes]
+        assert outcomes.count(True) == 1, outcomes
+
+
+# -- retention
+
+
+def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
+    for offset in (0, 1000, 2000, 4000):
+        store.commit("c1", NEEDS, event(T0 + offset, record={"category": str(offset)}))
+    key = KeyLayout().history("c1", "page_view")
+    kept = [score for _, score in client.zrange(key, 0, -1, withscores=True)]
+    assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
+
+
+def test_an_out_of_order_event_inside_the_window_is_kept(store):
+    store.commit("c1", NEEDS, event(T0 + 1000, record={"category": "new"}))
+    store.commit("c1", NEEDS, event(T0, record={"category": "late"}))
+    history = store.read("c1", NEEDS, T0).history["page_view"]
+    assert history.columns["category"] == ["late", "new"]
+
+
+def test_keys_expire_after_the_retention(store, client):
+    store.put_profile("c1", {"tier": "gold"}, NEEDS)
+    store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
+    layout = KeyLayout()
+    retention_ms = (NEEDS.retention + 60) * 1000
+    for key in (layout.history("c1", "page_view"), layout.contacts("c1")):
+        assert 0 < client.pttl(key) <= retention_ms
+    assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
+
+
+def test_profile_ttl_when_asked(redis_url, client):  # noqa: F811
+    store = RedisStore(redis_url, profile_ttl_s=3600, **RELAXED)
+    store.put_profile("c1", {"tier": "gold"}, NEEDS)
+    assert 0 < client.pttl(KeyLayout().profile("c1")) <= 3600_000
+    store.close()
+
+
+def test_all_keys_of_a_customer_share_one_slot(store, client):
+    customer = "we{ird}:id"
+    store.commit(customer, NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
+    store.commit(customer, NEEDS, event(T0, "purchase", record={"amount": 1}))
+    keys = client.keys("*")
+    assert len(keys) == 4
+    assert len({redis_py.cluster.key_slot(key) for key in keys}) == 1
+    assert store.read(customer, NEEDS, T0).profile == {"ltv": 1}
+
+
+# -- asyncio
+
+
+def test_async_paths_match_the_sync_ones(store):
+    async def scenario():
+        cap = CapCheck("rule", "r1", 1, DAY)
+        await store.put_profile_async("c1", {"tier": "gold"}, NEEDS)
+        assert await store.commit_async("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=[cap]))
+        assert not await store.commit_async("c1", NEEDS, event(T0, contacts=[contact(T0)], caps=[cap]))
+        state = await store.read_async("c1", NEEDS, T0)
+        assert await store.get_profile_async("c1", NEEDS) == {"tier": "gold"}
+        await store.close_async()
+        return state
+
+    assert asyncio.run(scenario()) == store.read("c1", NEEDS, T0)
+
+
+# -- faults
+
+
+def test_redis_down_then_back(own_redis_server):  # noqa: F811
+    store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    own_redis_server.stop()
+    with pytest.raises(StoreUnavailable):
+        store.read("c1", NEEDS, T0)
+    with pytest.raises(StoreUnavailable):
+        store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 2}))
+    own_redis_server.start()  # an empty server: nothing was kept
+    assert store.read("c1", NEEDS, T0).profile == {}
+    assert store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 3}))
+    assert store.get_profile("c1", NEEDS) == {"ltv": 3}
+    store.close()
+
+
+def test_redis_down_then_back_async(own_redis_server):  # noqa: F811
+    store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
+
+    async def scenario():
+        await store.commit_async("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+        own_redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.read_async("c1", NEEDS, T0)
+        own_redis_server.start()
+        assert await store.commit_async("c1", NEEDS, event(T0, profile_set={"ltv": 3}))
+        profile = (await store.read_async("c1", NEEDS, T0)).profile
+        await store.close_async()
+        return profile
+
+    assert asyncio.run(scenario()) == {"ltv": 3}
+
+
+def test_a_slow_redis_times_out_and_the_connection_is_not_reused(store, client):
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    store.commit("c2", NEEDS, event(T0, profile_set={"ltv": 2}))
+    impatient = RedisStore(store.url, latency_budget_s=0.005)
+    assert impatient.read("c1", NEEDS, T0).profile == {"ltv": 1}
+    client.execute_command("CLIENT", "PAUSE", 300, "ALL")
+    with pytest.raises(StoreUnavailable):
+        impatient.read("c1", NEEDS, T0)
+    client.execute_command("CLIENT", "UNPAUSE")
+    assert impatient.read("c2", NEEDS, T0).profile == {"ltv": 2}  # not c1's late reply
+    impatient.close()
+
+
+def test_a_store_made_while_redis_is_down_connects_later(own_redis_server):  # noqa: F811
+    url = own_redis_server.url
+    own_redis_server.stop()
+    store = RedisStore(url, retry_interval_s=0.0, **RELAXED)
+    with pytest.raises(StoreUnavailable):
+        store.read("c1", NEEDS, T0)
+    own_redis_server.start()
+    assert store.read("c1", NEEDS, T0).profile == {}
+    assert store.topology.cluster is False
+    store.close()
+
+
+def test_open_store_picks_redis_for_a_url(redis_url):  # noqa: F811
+    store = open_store(redis_url, latency_budget_s=0.5)
+    assert isinstance(store, RedisStore) and store.latency_budget_s == 0.5
+    store.close()
+
+
+def test_floats_survive_as_scores():
+    assert all(float(repr(x)) == x for x in (T0, math.pi * 1e9, 1e-300))
