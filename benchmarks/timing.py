@@ -1,10 +1,10 @@
 """Timing one contender: per-call latencies, their percentiles, and decisions per second.
 
-``measure`` runs a warm-up, then times every call of one pass over all the inputs with
-``time.perf_counter_ns`` (that pass also collects the decisions, to be checked), then
-repeats timed passes while the time budget lasts, then measures throughput with an
-untimed loop. perf_counter_ns itself adds some tens of nanoseconds to each timed call,
-which matters only for the fastest contenders and is the same for all of them.
+``measure`` runs one untimed pass over every input (collecting the decisions, to be
+checked, and warming up), then times calls one by one with ``time.perf_counter_ns`` while
+the time budget lasts, then measures throughput with an untimed loop. perf_counter_ns
+itself adds some tens of nanoseconds to each timed call, which matters only for the
+fastest contenders and is the same for all of them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
-WARMUP_SECONDS = 0.3
-WARMUP_CALLS = 1000
 MAX_THROUGHPUT_CALLS = 200_000
 
 
@@ -41,7 +39,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarize(latencies_ns: list[int], per_second: float) -> Measurement:
+def summarize(latencies_ns: Sequence[int], per_second: float) -> Measurement:
     values = sorted(latencies_ns)
     return Measurement(
         samples=len(values),
@@ -57,40 +55,38 @@ def measure(
     decide: Callable[..., Any],
     inputs: Sequence[tuple],
     budget_seconds: float = 2.0,
-    min_samples: int = 20_000,
+    min_samples: int = 1000,
+    max_samples: int = 50_000,
 ) -> tuple[Measurement, list[Any]]:
-    """Time ``decide(*args)`` over ``inputs``; return the measurement and the first pass's results."""
-    _warm_up(decide, inputs)
-    gc.collect()
+    """Time ``decide(*args)`` over ``inputs``; return the measurement and every input's result.
+
+    The first, untimed pass over every input collects the results and warms up. Then calls
+    are timed one by one, cycling over the inputs, as many as the budget allows between
+    ``min_samples`` and ``max_samples``: a slow contender is timed on fewer inputs.
+    """
+    started = time.perf_counter_ns()
+    results = [decide(*args) for args in inputs]
+    first_pass_mean = (time.perf_counter_ns() - started) / max(1, len(inputs))
+    count = int(min(max_samples, max(min_samples, budget_seconds * 1e9 / max(first_pass_mean, 1.0))))
+    chosen = [inputs[i % len(inputs)] for i in range(count)]
+    latencies = time_calls(decide, chosen)
+    mean_ns = sum(latencies) / count
+    return summarize(latencies, throughput(decide, inputs, budget_seconds / 2, mean_ns)), results
+
+
+def time_calls(decide: Callable[..., Any], inputs: Sequence[tuple]) -> list[int]:
+    """The latency of each call, in nanoseconds."""
     clock = time.perf_counter_ns
-    latencies: list[int] = []
-    results: list[Any] = []
-    started = clock()
-    for args in inputs:
-        t0 = clock()
-        result = decide(*args)
-        latencies.append(clock() - t0)
-        results.append(result)
-    deadline = started + int(budget_seconds * 1e9)
-    while len(latencies) < min_samples and clock() < deadline:
-        for args in inputs:
-            t0 = clock()
-            decide(*args)
-            latencies.append(clock() - t0)
-            if len(latencies) >= min_samples:
-                break
-    return summarize(latencies, _throughput(decide, inputs, budget_seconds / 2, sum(latencies) / len(latencies))), results
-
-
-def _warm_up(decide: Callable[..., Any], inputs: Sequence[tuple]) -> None:
-    deadline = time.perf_counter() + WARMUP_SECONDS
+    latencies = [0] * len(inputs)
+    gc.collect()
     for i, args in enumerate(inputs):
+        t0 = clock()
         decide(*args)
-        if i >= WARMUP_CALLS or time.perf_counter() > deadline:
-            break
+        latencies[i] = clock() - t0
+    return latencies
 
 
-def _throughput(decide: Callable[..., Any], inputs: Sequence[tuple], budget_seconds: float, mean_ns: float) -> float:
+def throughput(decide: Callable[..., Any], inputs: Sequence[tuple], budget_seconds: float, mean_ns: float) -> float:
     """Decisions per second of an untimed loop over as many inputs as fit the budget."""
     count = max(100, min(MAX_THROUGHPUT_CALLS, int(budget_seconds * 1e9 / max(mean_ns, 1.0))))
     chosen = [inputs[i % len(inputs)] for i in range(count)]

@@ -21,10 +21,10 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
-def reference() -> ModuleType:
+def reference_module() -> ModuleType:
     return importlib.import_module(f"{__name__}.reference")
 
 
-def peers() -> list[ModuleType]:
+def peer_modules() -> list[ModuleType]:
     """Every peer module (installed or not: check ``version``)."""
     return [importlib.import_module(f"{__name__}.{module}") for module in PEER_MODULES]

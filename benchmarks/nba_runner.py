@@ -1,0 +1,110 @@
+"""Measure nba on a synthetic workload, in a process of its own.
+
+Which twin runs (Cython or pure Python) is fixed when nba is imported, by the environment
+variable NBA_PURE_PYTHON, so bench_eval starts this module once per twin:
+
+    NBA_PURE_PYTHON=1 python -m benchmarks.nba_runner --rules 1000 --events 5000 --seed 1
+
+It rebuilds the same workload from the seed, writes its rules as ``rules.rules`` in a
+temporary directory, loads them with ``Engine.from_path``, stores the profiles, checks
+that nba makes the expected decision on every event, times it, and prints one JSON object
+on stdout: the twin it ran, the load time, and per contender a measurement and the count
+of decisions that differ from the expected ones.
+
+Contenders: ``nba evaluation``, the compiled ruleset alone on an event and a profile (no
+store, no recording), and ``nba decide``, a full in-process ``Engine.decide`` on the
+in-memory store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks import synthetic
+from benchmarks.timing import measure
+
+
+def loaded_twin() -> str:
+    """"cython" when any nba module was loaded from a compiled extension, else "pure"."""
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("dsl", "engine") and str(getattr(module, "__file__", "") or "").endswith((".so", ".pyd")):
+            return "cython"
+    return "pure"
+
+
+def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
+    path = directory / "rules.rules"
+    path.write_text(synthetic.render_rules(workload), encoding="utf-8")
+    return path
+
+
+def evaluation_function(engine):
+    """``evaluate(event, profile) -> action | None`` on the engine's compiled ruleset, or None."""
+    return None
+
+
+def run(rules: int, events: int, seed: int, budget: float, contenders: list[str]) -> dict:
+    workload = synthetic.generate(rules, events, seed)
+    expected = synthetic.expected_actions(workload)
+    from engine import Engine
+
+    out: dict = {"contenders": {}}
+    with tempfile.TemporaryDirectory(prefix="nba-bench-") as tmp:
+        path = write_rules(workload, Path(tmp))
+        started = time.perf_counter()
+        engine = Engine.from_path(str(path))
+        out["load_s"] = time.perf_counter() - started
+    out["twin"] = loaded_twin()
+    for customer_id, profile in workload.profiles.items():
+        engine.put_profile(customer_id, profile)
+
+    if "evaluation" in contenders:
+        evaluate = evaluation_function(engine)
+        if evaluate is None:
+            out["contenders"]["nba evaluation"] = {"error": "no evaluation entry point found on the engine"}
+        else:
+            out["contenders"]["nba evaluation"] = _measured(evaluate, workload.pairs(), expected, budget)
+    if "decide" in contenders:
+        def decide(event):
+            return engine.decide(event).action
+
+        out["contenders"]["nba decide"] = _measured(decide, [(e,) for e in workload.events], expected, budget)
+    return out
+
+
+def _measured(fn, inputs, expected, budget: float) -> dict:
+    measurement, results = measure(fn, inputs, budget_seconds=budget)
+    mismatches = [i for i, (got, want) in enumerate(zip(results, expected)) if got != want]
+    row = measurement.as_dict()
+    row["mismatches"] = len(mismatches)
+    row["first_mismatches"] = [
+        {"event": i, "got": results[i], "expected": expected[i]} for i in mismatches[:3]
+    ]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.nba_runner")
+    parser.add_argument("--rules", type=int, required=True)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender")
+    parser.add_argument("--contenders", default="evaluation,decide")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.rules, args.events, args.seed, args.budget, args.contenders.split(","))
+    except Exception as exc:  # reported to the parent, which prints it in the table
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
