@@ -1,0 +1,244 @@
+"""Checked expressions -> Python source, collected into one module per ruleset.
+
+In the spirit of Jinja2's code generator: every rule condition, priority, parameter,
+segment and aggregate becomes Python source; the module is compiled once with
+``compile()`` and its functions are what the engine calls. Generated code reads its
+inputs from an ``EvalContext`` (``x``): the event ``ev``, the profile ``pr``, the event
+time ``t``, the history and per-decision caches for segments and aggregates.
+
+Where a kind is known when the rules load (a literal operand), the generated code takes
+an inline fast path and calls a ``dsl.runtime`` helper only in the unusual case; the
+helpers define the semantics either way.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import count
+
+from dsl import nodes as n
+from dsl import runtime as rt
+
+_BINARY_HELPERS = {
+    "==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",
+    "in": "_in", "not in": "_not_in", "+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod",
+}
+_ORDERING = ("<", "<=", ">", ">=")
+_ARITHMETIC_FAST = ("+", "-", "*")
+
+
+class ModuleBuilder:
+    """Accumulates the generated functions and constants of one ruleset."""
+
+    def __init__(self) -> None:
+        self.functions: list[str] = []
+        self.constants: dict[str, object] = {}
+        self._constant_names: dict[tuple, str] = {}
+        self._temps = count()
+        self.segment_functions: dict[str, str] = {}
+        self.aggregate_functions: dict[str, str] = {}  # body -> function name
+
+    def temp(self) -> str:
+        return f"_t{next(self._temps)}"
+
+    def constant(self, value, prefix: str = "_K") -> str:
+        key = (prefix, type(value).__name__, repr(value))
+        name = self._constant_names.get(key)
+        if name is None:
+            name = f"{prefix}{len(self._constant_names)}"
+            self._constant_names[key] = name
+            self.constants[name] = value
+        return name
+
+    def add_function(self, source: str) -> None:
+        self.functions.append(source)
+
+    def namespace(self, filename: str) -> dict:
+        namespace = runtime_namespace()
+        namespace.update(self.constants)
+        source = "\n\n".join(self.functions) + "\n"
+        code = compile(source, filename, "exec")
+        exec(code, namespace)  # noqa: S102 - the source is generated from a checked ruleset
+        namespace["__source__"] = source
+        return namespace
+
+
+def runtime_namespace() -> dict:
+    from bisect import bisect_right
+
+    return {
+        "_EvalError": rt.EvalError,
+        "_NUM": rt.NUMBER_CLASSES,
+        "_SIMPLE": frozenset({str, int, float}),
+        "_INF": math.inf,
+        "_bisect_right": bisect_right,
+        "_eq": rt.eq, "_ne": rt.ne, "_lt": rt.lt, "_le": rt.le, "_gt": rt.gt, "_ge": rt.ge,
+        "_in": rt.member, "_not_in": rt.not_member,
+        "_add": rt.add, "_sub": rt.sub, "_mul": rt.mul, "_div": rt.div, "_mod": rt.mod,
+        "_col": rt.column,
+        "_neg": rt.neg, "_get": rt.get, "_truth": rt.truth, "_distinct_key": rt.distinct_key,
+        **{f"_fn_{name}": fn for name, fn in rt.FUNCTIONS.items()},
+    }
+
+
+def is_sure_bool(expr: n.Expr) -> bool:
+    """True when the expression can only give ``True`` or ``False`` (never null)."""
+    if isinstance(expr, n.Binary):
+        return expr.op in ("and", "or", "==", "!=", "<", "<=", ">", ">=", "in", "not in")
+    if isinstance(expr, n.Unary):
+        return expr.op == "not"
+    if isinstance(expr, n.SegmentRef):
+        return True
+    if isinstance(expr, n.Literal):
+        return isinstance(expr.value, bool)
+    return False
+
+
+def literal_source(value, module: ModuleBuilder) -> str:
+    if value is None or isinstance(value, (bool, str, int)):
+        return repr(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "_INF" if value > 0 else "(-_INF)"
+        return repr(value)
+    return module.constant(value)
+
+
+class ExprGen:
+    """Python source for one expression. ``past`` maps a past event's field to its variable."""
+
+    def __init__(self, module: ModuleBuilder, aggregate: "callable", past: dict[str, str] | None = None):
+        self.module = module
+        self.aggregate_call = aggregate
+        self.past = past
+
+    # -- entry points --
+
+    def value(self, expr: n.Expr) -> str:
+        return getattr(self, f"gen_{type(expr).__name__}")(expr)
+
+    def cond(self, expr: n.Expr, what: str = "a condition") -> str:
+        """The expression as a Python bool: null is false, any other non-bool an EvalError."""
+        if is_sure_bool(expr):
+            return self.value(expr)
+        source = self.value(expr)
+        temp = self.module.temp()
+        return f"(({temp} := {source}) is True or ({temp} is not False and {temp} is not None and _truth({temp}, {what!r})))"
+
+    # -- nodes --
+
+    def gen_Literal(self, expr: n.Literal) -> str:
+        return literal_source(expr.value, self.module)
+
+    def gen_ListExpr(self, expr: n.ListExpr) -> str:
+        return "[" + ", ".join(self.value(item) for item in expr.items) + "]"
+
+    def gen_Field(self, expr: n.Field) -> str:
+        if not expr.path:
+            return {"event": "ev", "profile": "pr"}.get(expr.root, "None")
+        head, *rest = expr.path
+        if expr.root == "event":
+            source = "t" if head == "time" else f"ev.get({head!r})"
+        elif expr.root == "profile":
+            source = f"pr.get({head!r})"
+        else:
+            source = self.past[head]
+        for name in rest:
+            source = f"_get({source}, {name!r})"
+        return source
+
+    def gen_SegmentRef(self, expr: n.SegmentRef) -> str:
+        return f"{self.module.segment_functions[expr.name]}(x)"
+
+    def gen_Member(self, expr: n.Member) -> str:
+        return f"_get({self.value(expr.target)}, {expr.name!r})"
+
+    def gen_Unary(self, expr: n.Unary) -> str:
+        if expr.op == "not":
+            return f"(not {self.cond(expr.operand, '`not`')})"
+        return f"_neg({self.value(expr.operand)})"
+
+    def gen_IfExpr(self, expr: n.IfExpr) -> str:
+        return f"({self.value(expr.then)} if {self.cond(expr.cond, '`if`')} else {self.value(expr.other)})"
+
+    def gen_Call(self, expr: n.Call) -> str:
+        args = [self.value(arg) for arg in expr.args]
+        if expr.name == "matches":
+            pattern = expr.args[1]
+            compiled = self.module.constant(rt.compile_pattern(pattern.value), "_RX")
+            args = [args[0], compiled]
+        return f"_fn_{expr.name}({', '.join(args)})"
+
+    def gen_Aggregate(self, expr: n.Aggregate) -> str:
+        return f"{self.aggregate_call(expr)}(x)"
+
+    def gen_Binary(self, expr: n.Binary) -> str:
+        op = expr.op
+        if op == "and":
+            return self.logic(expr, "and")
+        if op == "or":
+            return self.logic(expr, "or")
+        left, right = expr.left, expr.right
+        if op in ("==", "!="):
+            return self.equality(op, left, right)
+        if op in _ORDERING:
+            return self.ordering(op, left, right)
+        if op in ("in", "not in"):
+            return self.membership(op, left, right)
+        if op in _ARITHMETIC_FAST and isinstance(right, n.Literal) and rt.is_number(right.value):
+            temp = self.module.temp()
+            literal = self.value(right)
+            return f"({temp} {op} {literal} if ({temp} := {self.value(left)}).__class__ in _NUM else {_BINARY_HELPERS[op]}({temp}, {literal}))"
+        return f"{_BINARY_HELPERS[op]}({self.value(left)}, {self.value(right)})"
+
+    def logic(self, expr: n.Binary, op: str) -> str:
+        left = expr.left
+        right_source = self.cond(expr.right, f"`{op}`")
+        if isinstance(left, n.Literal) and isinstance(left.value, bool):
+            return right_source  # folded: `true and X` / `false or X`
+        return f"({self.cond(left, f'`{op}`')} {op} {right_source})"
+
+    def equality(self, op: str, left: n.Expr, right: n.Expr) -> str:
+        if isinstance(left, n.Literal) and not isinstance(right, n.Literal):
+            left, right = right, left
+        source = self.value(left)
+        if isinstance(right, n.Literal):
+            value = right.value
+            negate = op == "!="
+            if value is None:
+                return f"({source} is {'not ' if negate else ''}None)"
+            if isinstance(value, bool):
+                return f"({source} is {'not ' if negate else ''}{value!r})"
+            if isinstance(value, str):
+                return f"({source} {op} {value!r})"
+            if rt.is_number(value):
+                temp = self.module.temp()
+                literal = literal_source(value, self.module)
+                test = f"(({temp} := {source}) == {literal} and {temp}.__class__ is not bool)"
+                return f"(not {test})" if negate else test
+        return f"{_BINARY_HELPERS[op]}({source}, {self.value(right)})"
+
+    def ordering(self, op: str, left: n.Expr, right: n.Expr) -> str:
+        helper = _BINARY_HELPERS[op]
+        if isinstance(right, n.Literal) and (rt.is_number(right.value) or isinstance(right.value, str)):
+            temp = self.module.temp()
+            literal = literal_source(right.value, self.module)
+            guard = f"{temp}.__class__ in _NUM" if rt.is_number(right.value) else f"{temp}.__class__ is str"
+            return f"({temp} {op} {literal} if ({guard_assign(temp, self.value(left), guard)}) else {helper}({temp}, {literal}))"
+        return f"{helper}({self.value(left)}, {self.value(right)})"
+
+    def membership(self, op: str, left: n.Expr, right: n.Expr) -> str:
+        helper = _BINARY_HELPERS[op]
+        if isinstance(right, n.Literal) and isinstance(right.value, list) and right.value and all(
+            isinstance(item, str) for item in right.value
+        ):
+            strings = self.module.constant(frozenset(right.value), "_S")
+            items = self.module.constant(right.value, "_L")
+            temp = self.module.temp()
+            return f"({temp} {op} {strings} if ({temp} := {self.value(left)}).__class__ is str else {helper}({temp}, {items}))"
+        return f"{helper}({self.value(left)}, {self.value(right)})"
+
+
+def guard_assign(temp: str, source: str, guard: str) -> str:
+    """``guard`` evaluated after binding ``temp`` to ``source``."""
+    return guard.replace(f"{temp}.__class__", f"({temp} := {source}).__class__", 1)

@@ -1,0 +1,438 @@
+"""Checked ruleset -> compiled ruleset: Python functions, an index by event type, and state needs.
+
+The index: each rule's ``when`` is analysed for ``event.type == "x"`` / ``event.type in
+[...]`` tests (``checker.event_types_of``); a rule restricted to some types sits only in
+those types' buckets, a rule without such a test sits in every bucket. Each bucket gets
+generated match functions that test its rules in declaration order, with ``event.type``
+folded to the bucket's type, so an event pays only for the rules that can match it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dsl import nodes as n
+from dsl.checker import CheckedRuleset, walk
+from dsl.codegen import ExprGen, ModuleBuilder, is_sure_bool, literal_source
+from dsl.folding import fold
+from engine.state import HistoryNeed, StateNeeds
+
+RULES_PER_MATCHER = 200  # rules per generated match function (keeps each function small)
+ANY_TYPE = None  # the bucket for event types no rule names
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    index: int  # declaration order
+    id: str
+    title: str | None
+    pos: n.Position
+    action: str
+    channel: str | None
+    priority: float | None  # a constant priority, or None when ``priority_fn`` computes it
+    priority_fn: Callable | None
+    params: dict | None  # constant parameters, or None when ``params_fn`` computes them
+    params_fn: Callable | None
+    cap: tuple[int, float] | None  # (limit, window seconds)
+    holdout: float  # percent
+    active_from: float
+    active_to: float
+    event_types: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    rules: tuple[int, ...]  # rule indexes in declaration order
+    matchers: tuple[Callable, ...]  # each: (x, errors) -> [matched rule indexes]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    channel: str | None  # None: every channel (`policy all`)
+    limit: int
+    window: float
+    label: str  # "policy email: cap 2 per 7d"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledUpdate:
+    """One `on` block: an optional condition and its `set`s, each evaluated on its own."""
+
+    condition: Callable | None
+    sets: tuple[tuple[str, Callable], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDefault:
+    action: str
+    channel: str | None
+    params: dict | None
+    params_fn: Callable | None
+
+
+@dataclass
+class CompiledRuleset:
+    rules: list[CompiledRule]
+    buckets: dict[str | None, Bucket]
+    policies: list[CompiledPolicy]
+    on_updates: dict[str, tuple[CompiledUpdate, ...]]
+    default: CompiledDefault | None
+    needs: StateNeeds
+    event_schemas: dict[str, dict[str, str]]
+    profile_schema: dict[str, str]
+    history_types: frozenset[str]
+    aggregate_count: int
+    python_source: str = ""
+    paths: list[str] = field(default_factory=list)
+
+    def bucket(self, event_type: str) -> Bucket:
+        found = self.buckets.get(event_type)
+        return found if found is not None else self.buckets[ANY_TYPE]
+
+    def rule(self, rule_id: str) -> CompiledRule | None:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        return None
+
+
+class Compiler:
+    def __init__(self, checked: CheckedRuleset):
+        self.checked = checked
+        self.module = ModuleBuilder()
+        self.history_fields: dict[str, set[str]] = {}
+        self.history_windows: dict[str, float] = {}
+        self._aggregate_ids = 0
+
+    # -- entry --
+
+    def compile(self, filename: str = "<rules>") -> CompiledRuleset:
+        checked = self.checked
+        self.declare_segments()
+        rule_parts = [self.rule_parts(index, rule) for index, rule in enumerate(checked.rules)]
+        bucket_plan = self.plan_buckets()
+        matcher_names = {key: self.matchers(key, indexes) for key, indexes in bucket_plan.items()}
+        update_parts = self.update_parts()
+        default_part = self.default_part()
+        namespace = self.module.namespace(filename)
+
+        rules = [self.finish_rule(namespace, *parts) for parts in rule_parts]
+        buckets = {
+            key: Bucket(tuple(bucket_plan[key]), tuple(namespace[name] for name in names))
+            for key, names in matcher_names.items()
+        }
+        on_updates = {
+            event_type: tuple(
+                CompiledUpdate(
+                    namespace[cond] if cond else None,
+                    tuple((name, namespace[fn]) for name, fn in sets),
+                )
+                for cond, sets in blocks
+            )
+            for event_type, blocks in update_parts.items()
+        }
+        default = None
+        if default_part is not None:
+            action, channel, params, params_fn = default_part
+            default = CompiledDefault(action, channel, params, namespace[params_fn] if params_fn else None)
+        policies = [
+            CompiledPolicy(p.channel, p.limit, p.window, f"{p.label}: cap {p.limit} per {format_duration(p.window)}")
+            for p in checked.policies
+        ]
+        contact_window = max(
+            [p.window for p in checked.policies] + [r.cap.window for r in checked.rules if r.cap], default=0.0
+        )
+        needs = StateNeeds(
+            history={
+                t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w))
+                for t, w in sorted(self.history_windows.items())
+            },
+            contact_window=float(contact_window),
+            profile_schema=dict(checked.profile_schema),
+        )
+        return CompiledRuleset(
+            rules=rules,
+            buckets=buckets,
+            policies=policies,
+            on_updates=on_updates,
+            default=default,
+            needs=needs,
+            event_schemas=checked.event_schemas,
+            profile_schema=checked.profile_schema,
+            history_types=frozenset(self.history_windows),
+            aggregate_count=self._aggregate_ids,
+            python_source=namespace["__source__"],
+        )
+
+    # -- segments --
+
+    def declare_segments(self) -> None:
+        for name in self.checked.segments:
+            self.module.segment_functions[name] = f"_seg_{name}"
+        for name, segment in self.checked.segments.items():
+            gen = self.gen()
+            condition = fold(segment.condition)
+            self.module.add_function(
+                f"def _seg_{name}(x):\n"
+                f"    s = x.segs\n"
+                f"    v = s.get({name!r})\n"
+                f"    if v is None:\n"
+                f"        ev = x.ev; pr = x.pr; t = x.t\n"
+                f"        v = {gen.cond(condition, 'a segment')}\n"
+                f"        s[{name!r}] = v\n"
+                f"    return v"
+            )
+
+    # -- aggregates --
+
+    def gen(self, past: dict[str, str] | None = None) -> ExprGen:
+        return ExprGen(self.module, self.aggregate_function, past)
+
+    def aggregate_function(self, agg: n.Aggregate) -> str:
+        """The name of a generated function computing ``agg`` once per decision."""
+        fields = {agg.path[0]} if agg.path else set()
+        if agg.where is not None:
+            for node in walk(agg.where):
+                if isinstance(node, n.Field) and node.root == "past" and node.path:
+                    fields.add(node.path[0])
+        stored = sorted(f for f in fields if f not in ("time", "type"))
+        self.history_fields.setdefault(agg.event_type, set()).update(stored)
+        self.history_windows[agg.event_type] = max(self.history_windows.get(agg.event_type, 0), agg.window)
+
+        past = {f: f"_p_{f}" for f in fields}
+        past["type"] = repr(agg.event_type)
+        body = self.aggregate_body(agg, stored, past)
+        name = self.module.aggregate_functions.get(body)
+        if name is None:
+            name = f"_agg{self._aggregate_ids}"
+            self._aggregate_ids += 1
+            self.module.aggregate_functions[body] = name
+            self.module.add_function(body.replace("__AGG__", name))
+        return name
+
+    def aggregate_body(self, agg: n.Aggregate, stored: list[str], past: dict[str, str]) -> str:
+        gen = self.gen(past)
+        where = gen.cond(agg.where, "`where`") if agg.where is not None else "True"
+        value = None
+        if agg.path:
+            value = past[agg.path[0]]
+            for name in agg.path[1:]:
+                value = f"_get({value}, {name!r})"
+        init, step, result = AGGREGATORS[agg.func]
+        step = step.replace("VALUE", value or "None")
+        uses_time = "_p_time" in where or (agg.path[:1] == ("time",))
+        loop_vars = (["_p_time"] if uses_time else []) + [past[f] for f in stored]
+        loop_sources = (["ts[lo:hi]"] if uses_time else []) + [f"_col(cols, {f!r}, ts)[lo:hi]" for f in stored]
+        current = "".join(f"        {past[f]} = ev.get({f!r})\n" for f in stored)
+        if uses_time:
+            current += "        _p_time = t\n"
+        key = agg.event_type
+        lines = [
+            "def __AGG__(x):",
+            "    c = x.aggs",
+            "    if __AGG__ in c:",
+            "        return c[__AGG__]",
+            "    ev = x.ev; pr = x.pr; t = x.t",
+            f"    {init}",
+        ]
+        if agg.func == "since":
+            lines += [
+                f"    if x.etype == {key!r}:",
+                current.rstrip("\n") or "        pass",
+                f"        if {where}:",
+                "            best = t",
+                "    if best is None:",
+                f"        h = x.hist.get({key!r})",
+                "        if h is not None:",
+                "            ts = h.times; cols = h.columns",
+                f"            lo = _bisect_right(ts, t - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(ts, t)",
+            ]
+            lines += [f"            _c_{f} = _col(cols, {f!r}, ts)" for f in stored]
+            lines += [
+                "            for i in range(hi - 1, lo - 1, -1):",
+                "                _p_time = ts[i]",
+            ]
+            lines += [f"                {past[f]} = _c_{f}[i]" for f in stored]
+            lines += [
+                f"                if {where}:",
+                "                    best = _p_time",
+                "                    break",
+            ]
+        else:
+            lines += [
+                f"    h = x.hist.get({key!r})",
+                "    if h is not None:",
+                "        ts = h.times; cols = h.columns",
+                f"        lo = _bisect_right(ts, t - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(ts, t)",
+            ]
+            if agg.func == "count" and agg.where is None:
+                lines.append("        n += hi - lo")
+            elif loop_vars:
+                target = ", ".join(loop_vars)
+                sources = loop_sources[0] if len(loop_sources) == 1 else "zip(" + ", ".join(loop_sources) + ")"
+                lines += [f"        for {target} in {sources}:", f"            if {where}:", f"                {step}"]
+            else:
+                lines += ["        for _ in range(lo, hi):", f"            if {where}:", f"                {step}"]
+            lines += [
+                f"    if x.etype == {key!r}:",
+                current.rstrip("\n") or "        pass",
+                f"        if {where}:",
+                f"            {step}",
+            ]
+        lines += [f"    r = {result}", "    c[__AGG__] = r", "    return r"]
+        return "\n".join(lines)
+
+    # -- rules --
+
+    def rule_parts(self, index: int, rule: n.Rule):
+        gen = self.gen()
+        priority_fn = None
+        priority = 0
+        if rule.priority is not None:
+            folded = fold(rule.priority)
+            if isinstance(folded, n.Literal) and (folded.value is None or isinstance(folded.value, (int, float))) and not isinstance(folded.value, bool):
+                priority = folded.value
+            else:
+                priority = None
+                priority_fn = f"_prio_{index}"
+                self.module.add_function(
+                    f"def {priority_fn}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.value(folded)}"
+                )
+        params, params_fn = self.params_part(rule.then, f"_params_{index}")
+        return index, rule, priority, priority_fn, params, params_fn
+
+    def params_part(self, spec: n.ActionSpec, name: str):
+        folded = [(key, fold(expr)) for key, expr, _pos in spec.params]
+        if all(isinstance(expr, n.Literal) for _key, expr in folded):
+            return {key: expr.value for key, expr in folded}, None
+        gen = self.gen()
+        items = ", ".join(f"{key!r}: {gen.value(expr)}" for key, expr in folded)
+        self.module.add_function(f"def {name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {{{items}}}")
+        return None, name
+
+    def finish_rule(self, namespace: dict, index, rule: n.Rule, priority, priority_fn, params, params_fn) -> CompiledRule:
+        return CompiledRule(
+            index=index,
+            id=rule.id,
+            title=rule.title,
+            pos=rule.pos,
+            action=rule.then.action,
+            channel=rule.then.channel,
+            priority=priority,
+            priority_fn=namespace[priority_fn] if priority_fn else None,
+            params=params,
+            params_fn=namespace[params_fn] if params_fn else None,
+            cap=(rule.cap.limit, float(rule.cap.window)) if rule.cap else None,
+            holdout=rule.holdout or 0.0,
+            active_from=rule.active_from if rule.active_from is not None else -math.inf,
+            active_to=rule.active_to if rule.active_to is not None else math.inf,
+            event_types=self.checked.rule_event_types.get(rule.id),
+        )
+
+    def plan_buckets(self) -> dict[str | None, list[int]]:
+        types: set[str] = set()
+        for rule in self.checked.rules:
+            types.update(self.checked.rule_event_types.get(rule.id) or ())
+        plan: dict[str | None, list[int]] = {t: [] for t in sorted(types)}
+        plan[ANY_TYPE] = []
+        for index, rule in enumerate(self.checked.rules):
+            rule_types = self.checked.rule_event_types.get(rule.id)
+            for key in plan:
+                if rule_types is None or (key is not None and key in rule_types):
+                    plan[key].append(index)
+        return plan
+
+    def matchers(self, event_type: str | None, indexes: list[int]) -> list[str]:
+        names = []
+        label = "any" if event_type is None else str(len(self.module.functions))
+        for start in range(0, max(len(indexes), 1), RULES_PER_MATCHER):
+            chunk = indexes[start:start + RULES_PER_MATCHER]
+            name = f"_match_{label}_{start}"
+            lines = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", "    m = []"]
+            for index in chunk:
+                rule = self.checked.rules[index]
+                condition = fold(rule.when, event_type)
+                if isinstance(condition, n.Literal) and condition.value is False:
+                    continue
+                test = self.gen().cond(condition, "`when`")
+                active = self.active_test(rule)
+                lines += [
+                    "    try:",
+                    f"        if {active}{test}:",
+                    f"            m.append({index})",
+                    "    except Exception as e:",
+                    f"        errors.append(({index}, e))",
+                ]
+            lines.append("    return m")
+            self.module.add_function("\n".join(lines))
+            names.append(name)
+        return names
+
+    def active_test(self, rule: n.Rule) -> str:
+        parts = []
+        if rule.active_from is not None:
+            parts.append(f"{literal_source(rule.active_from, self.module)} <= t")
+        if rule.active_to is not None and rule.active_to != math.inf:
+            parts.append(f"t < {literal_source(rule.active_to, self.module)}")
+        return "".join(f"{p} and " for p in parts)
+
+    # -- `on` updates and the default --
+
+    def update_parts(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for number, update in enumerate(self.checked.on_updates):
+            gen = self.gen()
+            cond_name = None
+            if update.condition is not None:
+                cond_name = f"_on_{number}_when"
+                condition = fold(update.condition, update.event_type)
+                self.module.add_function(
+                    f"def {cond_name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.cond(condition, '`on ... when`')}"
+                )
+            sets = []
+            for position, item in enumerate(update.sets):
+                fn = f"_on_{number}_set_{position}"
+                value = fold(item.value, update.event_type)
+                self.module.add_function(f"def {fn}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.value(value)}")
+                sets.append((item.field, fn))
+            out.setdefault(update.event_type, []).append((cond_name, sets))
+        return out
+
+    def default_part(self):
+        default = self.checked.default
+        if default is None:
+            return None
+        params, params_fn = self.params_part(default.then, "_params_default")
+        return default.then.action, default.then.channel, params, params_fn
+
+
+def _aggregators() -> dict[str, tuple[str, str, str]]:
+    """func -> (initialisation, per matching event step, result)."""
+    return {
+        "count": ("n = 0", "n += 1", "n"),
+        "sum": ("s = 0", "if VALUE.__class__ in _NUM: s += VALUE", "s"),
+        "avg": ("s = 0; k = 0", "if VALUE.__class__ in _NUM: s += VALUE; k += 1", "s / k if k else None"),
+        "min": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE < best): best = VALUE", "best"),
+        "max": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE > best): best = VALUE", "best"),
+        "distinct": ("seen = set()", "if VALUE is not None: seen.add(VALUE if VALUE.__class__ in _SIMPLE else _distinct_key(VALUE))", "len(seen)"),
+        "since": ("best = None", "", "None if best is None else t - best"),
+    }
+
+
+AGGREGATORS = _aggregators()
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def compile_ruleset(checked: CheckedRuleset, filename: str = "<rules>") -> CompiledRuleset:
+    return Compiler(checked).compile(filename)
+
+
+__all__ = ["CompiledRuleset", "CompiledRule", "Bucket", "compile_ruleset", "is_sure_bool"]

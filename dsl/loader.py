@@ -1,0 +1,77 @@
+"""Files -> compiled ruleset: find the rule files, parse each, check them together, compile.
+
+A ruleset is one file, or a directory searched recursively for ``*.rules`` files, read
+in the order of their paths relative to the root (Unicode code points).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dsl import nodes as n
+from dsl.checker import check
+from dsl.compiler import CompiledRuleset, compile_ruleset
+from dsl.source import Diagnostics, LoadError, Position
+from dsl.syntax import parse_module
+
+RULE_SUFFIX = ".rules"
+
+
+def rule_files(root: str | os.PathLike) -> list[str]:
+    """The rule files of a ruleset, in declaration order, as paths that start with ``root``."""
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [root]
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(RULE_SUFFIX):
+                full = os.path.join(directory, name)
+                found.append((Path(os.path.relpath(full, root)).as_posix(), full))
+    return [full for _rel, full in sorted(found)]
+
+
+def load_ruleset(root: str | os.PathLike) -> CompiledRuleset:
+    """Load, check and compile a ruleset; raise ``LoadError`` with every error found."""
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise LoadError([_diagnostic(root, f"no such file or directory: {root}")], {})
+    paths = rule_files(root)
+    if not paths:
+        raise LoadError([_diagnostic(root, f"no {RULE_SUFFIX} files in {root}")], {})
+    sources: dict[str, str] = {}
+    diagnostics = Diagnostics()
+    for path in paths:
+        try:
+            sources[path] = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            diagnostics.error(Position(path, 1, 1), f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        except OSError as exc:
+            diagnostics.error(Position(path, 1, 1), f"cannot read the file: {exc.strerror}")
+    ruleset = load_sources(sources, diagnostics)
+    ruleset.paths = paths
+    return ruleset
+
+
+def load_text(text: str, name: str = "<rules>") -> CompiledRuleset:
+    """Load a ruleset from one string (tests, tools); errors name ``name`` as the file."""
+    return load_sources({name: text}, Diagnostics())
+
+
+def load_sources(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
+    modules: list[n.Module] = []
+    for path, text in sources.items():
+        module = parse_module(path, text, diagnostics)
+        if module is not None:
+            modules.append(module)
+    checked = check(modules, diagnostics)
+    if diagnostics:
+        raise LoadError(diagnostics.items, {path: text.splitlines() for path, text in sources.items()})
+    return compile_ruleset(checked)
+
+
+def _diagnostic(path: str, message: str):
+    from dsl.source import Diagnostic
+
+    return Diagnostic(Position(path, 1, 1), message)

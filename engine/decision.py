@@ -1,0 +1,94 @@
+"""The decision an engine answers with: small frozen records, turned into plain maps at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One chosen action."""
+
+    rule: str  # the rule id, or "default"
+    action: str
+    channel: str | None
+    params: dict
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "action": self.action, "channel": self.channel, "params": self.params}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    """What happened to one rule the decision considered.
+
+    ``outcome`` is one of: ``chosen``; ``passed_over`` (``reason``: ``holdout``, ``cap``,
+    ``policy <channel>`` / ``policy all``, ``same_action``); ``not_reached`` (``limit``
+    actions were already chosen); ``not_matched``; ``inactive``; ``error`` (``error``
+    holds the message).
+    """
+
+    rule: str
+    outcome: str
+    matched: bool
+    priority: float | None = None
+    reason: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"rule": self.rule, "matched": self.matched, "outcome": self.outcome}
+        if self.priority is not None:
+            out["priority"] = self.priority
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    customer_id: str
+    choices: tuple[Choice, ...]  # first choice, then the alternatives
+    degraded: bool = False
+    trace: tuple[TraceEntry, ...] | None = None  # only when an explanation was asked for
+
+    @property
+    def first(self) -> Choice | None:
+        return self.choices[0] if self.choices else None
+
+    @property
+    def rule(self) -> str | None:
+        return self.choices[0].rule if self.choices else None
+
+    @property
+    def action(self) -> str | None:
+        return self.choices[0].action if self.choices else None
+
+    @property
+    def channel(self) -> str | None:
+        return self.choices[0].channel if self.choices else None
+
+    @property
+    def params(self) -> dict | None:
+        return self.choices[0].params if self.choices else None
+
+    @property
+    def alternatives(self) -> list[Choice]:
+        return list(self.choices[1:])
+
+    def to_dict(self) -> dict:
+        first = self.choices[0] if self.choices else None
+        out = {
+            "customer_id": self.customer_id,
+            "rule": first.rule if first else None,
+            "action": first.action if first else None,
+            "channel": first.channel if first else None,
+            "params": first.params if first else None,
+            "alternatives": [choice.to_dict() for choice in self.choices[1:]],
+            "degraded": self.degraded,
+        }
+        if self.trace is not None:
+            out["trace"] = [entry.to_dict() for entry in self.trace]
+        return out

@@ -1,0 +1,190 @@
+"""The engine: a compiled ruleset and a store, deciding for one event at a time.
+
+event -> check -> state read -> evaluate, rank, caps and holdouts -> decision -> state write
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from dsl import load_ruleset
+from dsl.compiler import CompiledRuleset
+from engine.decision import Decision
+from engine.errors import EngineError, EventError, RequestError
+from engine.events import check_event, read_as
+from engine.procedure import Outcome, evaluate
+from engine.state import CustomerState, Store, StoreUnavailable, empty_state
+from engine.stats import EngineStats
+
+MAX_ATTEMPTS = 8  # decisions retried when another process recorded a contact meanwhile
+MAX_LIMIT = 100
+
+
+class Engine:
+    """Decides the next best action for customer events.
+
+    >>> engine = Engine.from_path("rules/")
+    >>> engine.decide({"customer_id": "c1", "type": "cart_abandoned", "cart_value": 80}).action
+    """
+
+    def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None):
+        if store is None:
+            from engine.store.memory import MemoryStore
+
+            store = MemoryStore()
+        self._ruleset = ruleset
+        self.store = store
+        self.path = path
+        self.stats = EngineStats()
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        *,
+        redis_url: str | None = None,
+        store: Store | None = None,
+        **store_options,
+    ) -> "Engine":
+        """Load the ruleset at ``path`` (raises ``dsl.LoadError``) on the in-memory store,
+        or on Redis when ``redis_url`` is given."""
+        ruleset = load_ruleset(path)
+        if store is None:
+            from engine.store import open_store
+
+            store = open_store(redis_url, **store_options)
+        return cls(ruleset, store, os.fspath(path))
+
+    @property
+    def ruleset(self) -> CompiledRuleset:
+        return self._ruleset
+
+    # -- deciding --
+
+    def decide(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> Decision:
+        ruleset, checked = self._prepare(event, limit)
+        customer_id = checked["customer_id"]
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                state = self.store.read(customer_id, ruleset.needs, checked["time"])
+                degraded = False
+            except StoreUnavailable:
+                state, degraded = empty_state(), True
+            outcome = evaluate(ruleset, checked, state, limit, explain)
+            if dry_run or degraded or outcome.write.is_empty:
+                return self._finish(customer_id, outcome, degraded)
+            try:
+                if self.store.commit(customer_id, ruleset.needs, outcome.write):
+                    return self._finish(customer_id, outcome, False)
+            except StoreUnavailable:
+                return self._finish(customer_id, outcome, True)
+        raise EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
+
+    async def decide_async(
+        self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
+    ) -> Decision:
+        ruleset, checked = self._prepare(event, limit)
+        customer_id = checked["customer_id"]
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                state = await self.store.read_async(customer_id, ruleset.needs, checked["time"])
+                degraded = False
+            except StoreUnavailable:
+                state, degraded = empty_state(), True
+            outcome = evaluate(ruleset, checked, state, limit, explain)
+            if dry_run or degraded or outcome.write.is_empty:
+                return self._finish(customer_id, outcome, degraded)
+            try:
+                if await self.store.commit_async(customer_id, ruleset.needs, outcome.write):
+                    return self._finish(customer_id, outcome, False)
+            except StoreUnavailable:
+                return self._finish(customer_id, outcome, True)
+        raise EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
+
+    def evaluate_only(self, event: Mapping, state: CustomerState | None = None, limit: int = 1) -> Outcome:
+        """Evaluate without reading or writing any state (benchmarks, tools)."""
+        ruleset, checked = self._prepare(event, limit)
+        return evaluate(ruleset, checked, state or empty_state(), limit, False)
+
+    def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
+        if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
+            raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")
+        ruleset = self._ruleset  # one ruleset for the whole decision, even across a reload
+        try:
+            return ruleset, check_event(event, ruleset.event_schemas)
+        except EventError:
+            self.stats.record_bad_event()
+            raise
+
+    def _finish(self, customer_id: str, outcome: Outcome, degraded: bool) -> Decision:
+        first = outcome.choices[0].rule if outcome.choices else None
+        self.stats.record(first, outcome.passed_over, outcome.errors, degraded)
+        trace = tuple(outcome.trace) if outcome.trace is not None else None
+        return Decision(customer_id, tuple(outcome.choices), degraded, trace)
+
+    # -- profiles --
+
+    def put_profile(self, customer_id: str, profile: Mapping) -> None:
+        self.store.put_profile(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+
+    def get_profile(self, customer_id: str) -> dict:
+        return self.store.get_profile(_checked_customer(customer_id), self._ruleset.needs)
+
+    async def put_profile_async(self, customer_id: str, profile: Mapping) -> None:
+        await self.store.put_profile_async(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+
+    async def get_profile_async(self, customer_id: str) -> dict:
+        return await self.store.get_profile_async(_checked_customer(customer_id), self._ruleset.needs)
+
+    def _checked_profile(self, customer_id: str, profile: Mapping) -> tuple[str, dict]:
+        """Declared fields read as their schema kinds, so every store holds the same values."""
+        customer_id = _checked_customer(customer_id)
+        if not isinstance(profile, Mapping):
+            raise RequestError(f"a profile is a map of fields, not {type(profile).__name__}")
+        checked = {}
+        schema = self._ruleset.profile_schema
+        for name, value in profile.items():
+            if not isinstance(name, str) or not name:
+                raise RequestError(f"profile field names are non-empty strings, not {name!r}")
+            declared = schema.get(name)
+            if declared is not None and value is not None:
+                try:
+                    value = read_as(value, declared, name)
+                except EventError as exc:
+                    raise RequestError(f"profile field {exc}") from None
+            checked[name] = value
+        return customer_id, checked
+
+    # -- rulesets --
+
+    def reload(self, path: str | os.PathLike | None = None) -> CompiledRuleset:
+        """Load the ruleset again (or another one) and swap it in atomically.
+
+        A ruleset that fails to load raises ``dsl.LoadError`` and the old one keeps serving.
+        """
+        target = os.fspath(path) if path is not None else self.path
+        if target is None:
+            raise RequestError("this engine was not loaded from a path; give reload() one")
+        ruleset = load_ruleset(target)
+        self._ruleset = ruleset
+        self.path = target
+        return ruleset
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def close_async(self) -> None:
+        await self.store.close_async()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _checked_customer(customer_id) -> str:
+    if customer_id.__class__ is not str or not customer_id:
+        raise RequestError(f"customer_id must be a non-empty string, not {customer_id!r}")
+    return customer_id

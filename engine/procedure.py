@@ -1,0 +1,251 @@
+"""Steps 2 to 6 of DSL.md's decision, without I/O: state in, decision and state write out.
+
+evaluate -> rank -> holdouts, caps, policies, same action, limit -> default -> what to record.
+The engine reads the state before and commits the write after; this module never
+touches a store, so the in-memory and Redis paths share every line of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsl.compiler import CompiledRule, CompiledRuleset
+from dsl.runtime import EvalContext, EvalError
+from engine.decision import Choice, TraceEntry
+from engine.holdout import in_holdout
+from engine.state import CapCheck, Contact, CustomerState, StateWrite
+
+# Reasons a candidate is passed over (the trace and the stats use these words).
+HOLDOUT = "holdout"
+CAP = "cap"
+SAME_ACTION = "same_action"
+
+
+@dataclass(slots=True)
+class Outcome:
+    choices: list[Choice]
+    write: StateWrite
+    passed_over: list[tuple[str, str]]  # (rule id, reason)
+    errors: list[tuple[str, str]]  # (rule id, message)
+    trace: list[TraceEntry] | None
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, EvalError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def evaluate(
+    ruleset: CompiledRuleset,
+    event: dict,
+    state: CustomerState,
+    limit: int = 1,
+    explain: bool = False,
+) -> Outcome:
+    t = event["time"]
+    event_type = event["type"]
+    customer_id = event["customer_id"]
+    rules = ruleset.rules
+    context = EvalContext(event, state.profile, t, event_type, state.history)
+
+    # 2. candidates: every active rule whose `when` is true (in the event type's bucket)
+    bucket = ruleset.bucket(event_type)
+    raised: list = []
+    matched: list[int] = []
+    for matcher in bucket.matchers:
+        matched += matcher(context, raised)
+    errors = [(rules[index].id, error_message(exc)) for index, exc in raised]
+
+    # 3. ranking: priority, highest first; ties in declaration order
+    ranked = []
+    for index in matched:
+        rule = rules[index]
+        priority = rule.priority
+        if rule.priority_fn is not None:
+            try:
+                priority = rule.priority_fn(context)
+            except Exception as exc:  # noqa: BLE001 - a rule's error never stops the decision
+                raised.append((index, exc))
+                errors.append((rule.id, error_message(exc)))
+                continue
+        if priority is None or priority.__class__ not in (int, float):
+            message = f"the priority is {'null' if priority is None else repr(priority)}, not a number"
+            raised.append((index, EvalError(message)))
+            errors.append((rule.id, message))
+            continue
+        ranked.append((-priority, index))
+    ranked.sort()
+
+    # 4. down the ranking: holdouts, caps, policies, same action, limit
+    chosen: list[Choice] = []
+    chosen_rules: list[CompiledRule] = []
+    passed_over: list[tuple[str, str]] = []
+    outcomes: dict[int, tuple[str, str | None, str | None]] = {}
+    contacts = state.contacts
+    for negative_priority, index in ranked:
+        rule = rules[index]
+        if len(chosen) >= limit:
+            outcomes[index] = ("not_reached", None, None)
+            if not explain:
+                break
+            continue
+        reason = pass_over_reason(ruleset, rule, customer_id, t, contacts, chosen, chosen_rules)
+        if reason is not None:
+            passed_over.append((rule.id, reason))
+            outcomes[index] = ("passed_over", reason, None)
+            continue
+        try:
+            params = rule.params_fn(context) if rule.params_fn is not None else dict(rule.params)
+        except Exception as exc:  # noqa: BLE001
+            errors.append((rule.id, error_message(exc)))
+            outcomes[index] = ("error", None, error_message(exc))
+            continue
+        chosen.append(Choice(rule.id, rule.action, rule.channel, params))
+        chosen_rules.append(rule)
+        outcomes[index] = ("chosen", None, None)
+
+    # 5. the default, when nothing else was chosen
+    default_error = None
+    recorded = list(chosen)
+    if not chosen and ruleset.default is not None:
+        default = ruleset.default
+        try:
+            params = default.params_fn(context) if default.params_fn is not None else dict(default.params)
+            chosen.append(Choice("default", default.action, default.channel, params))
+        except Exception as exc:  # noqa: BLE001
+            default_error = error_message(exc)
+            errors.append(("default", default_error))
+
+    write = state_write(ruleset, event, context, recorded, chosen_rules)
+    trace = None
+    if explain:
+        priorities = {index: -negative for negative, index in ranked}
+        trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
+    return Outcome(chosen, write, passed_over, errors, trace)
+
+
+def pass_over_reason(
+    ruleset: CompiledRuleset,
+    rule: CompiledRule,
+    customer_id: str,
+    t: float,
+    contacts: list[Contact],
+    chosen: list[Choice],
+    chosen_rules: list[CompiledRule],
+) -> str | None:
+    if rule.holdout and in_holdout(rule.id, customer_id, rule.holdout):
+        return HOLDOUT
+    if rule.cap is not None:
+        cap_limit, window = rule.cap
+        if count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit:
+            return CAP
+    for policy in ruleset.policies:
+        if policy.channel is not None and policy.channel != rule.channel:
+            continue
+        already = sum(1 for c in chosen_rules if policy.channel is None or c.channel == policy.channel)
+        if count_contacts(contacts, t, policy.window, channel=policy.channel) + already + 1 > policy.limit:
+            return policy.label
+    for choice in chosen:
+        if choice.action == rule.action:
+            return SAME_ACTION
+    return None
+
+
+def count_contacts(
+    contacts: list[Contact], t: float, window: float, rule: str | None = None, channel: str | None = None
+) -> int:
+    """Contacts in ``(t - window, t]``, of one rule or one channel (neither: all of them)."""
+    start = t - window
+    total = 0
+    for contact in reversed(contacts):  # sorted by time: the newest are last
+        if contact.time <= start:
+            break
+        if contact.time > t:
+            continue
+        if rule is not None and contact.rule != rule:
+            continue
+        if channel is not None and contact.channel != channel:
+            continue
+        total += 1
+    return total
+
+
+def state_write(
+    ruleset: CompiledRuleset,
+    event: dict,
+    context: EvalContext,
+    recorded: list[Choice],
+    recorded_rules: list[CompiledRule],
+) -> StateWrite:
+    """6. What the decision records: contacts (with their cap checks), history, `on` updates."""
+    t = event["time"]
+    contacts = [Contact(t, c.rule, c.action, c.channel) for c in recorded]
+    checks: list[CapCheck] = []
+    for rule in recorded_rules:
+        if rule.cap is not None:
+            checks.append(CapCheck("rule", rule.id, rule.cap[0], rule.cap[1]))
+        for policy in ruleset.policies:
+            if policy.channel is None:
+                check = CapCheck("all", None, policy.limit, policy.window)
+            elif policy.channel == rule.channel:
+                check = CapCheck("channel", policy.channel, policy.limit, policy.window)
+            else:
+                continue
+            if check not in checks:
+                checks.append(check)
+    need = ruleset.needs.history.get(event["type"])
+    record = None if need is None else {name: event.get(name) for name in need.fields}
+    return StateWrite(t, event["type"], record, contacts, checks, profile_updates(ruleset, event["type"], context))
+
+
+def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalContext) -> dict:
+    """Every `set` sees the profile as it was before the event; a later `set` wins."""
+    updates: dict = {}
+    for block in ruleset.on_updates.get(event_type, ()):
+        if block.condition is not None:
+            try:
+                if not block.condition(context):
+                    continue
+            except Exception:  # noqa: BLE001 - a failing `on ... when` skips its block
+                continue
+        for name, value_fn in block.sets:
+            try:
+                updates[name] = value_fn(context)
+            except Exception:  # noqa: BLE001 - a failing `set` leaves its field unchanged
+                continue
+    return updates
+
+
+def build_trace(
+    ruleset: CompiledRuleset,
+    considered: tuple[int, ...],
+    t: float,
+    outcomes: dict[int, tuple[str, str | None, str | None]],
+    priorities: dict[int, float],
+    raised: list,
+    chosen: list[Choice],
+    default_error: str | None,
+) -> list[TraceEntry]:
+    """Every rule considered: candidates in ranking order, then the others in declaration order."""
+    rules = ruleset.rules
+    errors = {index: error_message(exc) for index, exc in raised}
+    entries = []
+    for index in sorted(priorities, key=lambda i: (-priorities[i], i)):
+        outcome, reason, error = outcomes.get(index, ("not_reached", None, None))
+        entries.append(TraceEntry(rules[index].id, outcome, True, priorities[index], reason, error))
+    for index in considered:
+        if index in priorities:
+            continue
+        rule = rules[index]
+        if index in errors:
+            entries.append(TraceEntry(rule.id, "error", False, None, None, errors[index]))
+        elif not (rule.active_from <= t < rule.active_to):
+            entries.append(TraceEntry(rule.id, "inactive", False, None, "inactive"))
+        else:
+            entries.append(TraceEntry(rule.id, "not_matched", False))
+    if chosen and chosen[0].rule == "default":
+        entries.append(TraceEntry("default", "chosen", False))
+    elif default_error is not None:
+        entries.append(TraceEntry("default", "error", False, None, None, default_error))
+    return entries

@@ -1,0 +1,180 @@
+"""What a decision reads from and writes to a customer's state, and the store interface.
+
+Data flow: the compiled ruleset says what it needs (``StateNeeds``); a store reads
+one ``CustomerState`` for a customer in one round trip; the decision procedure
+computes a ``StateWrite``; the store commits it in at most one more round trip,
+checking the caps atomically (``CapCheck``) so that no cap or policy is exceeded
+when several processes decide for one customer at once.
+
+Times are floats: seconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached (or answered too late); decide without state."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryNeed:
+    """One event type's history the ruleset's aggregates read."""
+
+    fields: tuple[str, ...]  # top-level event fields kept per past event, sorted
+    window: float  # seconds: the longest `within` over this type
+
+
+@dataclass(frozen=True, slots=True)
+class StateNeeds:
+    """Everything a compiled ruleset needs from a customer's state."""
+
+    history: dict[str, HistoryNeed]  # event type -> need
+    contact_window: float  # seconds: the longest cap or policy duration (0: none)
+    profile_schema: dict[str, str]  # field -> "string" | "number" | "bool" | "time" | "list"
+
+    @property
+    def retention(self) -> float:
+        """The longest span of time any part of the state must be kept."""
+        longest = max((need.window for need in self.history.values()), default=0.0)
+        return max(longest, self.contact_window)
+
+
+EMPTY_NEEDS = StateNeeds(history={}, contact_window=0.0, profile_schema={})
+
+
+@dataclass(slots=True)
+class History:
+    """One event type's past events, sorted by time, stored column-wise.
+
+    ``columns[f][i]`` is field ``f`` of the event at ``times[i]`` (``None`` when missing).
+    """
+
+    times: list[float] = field(default_factory=list)
+    columns: dict[str, list] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """An action given to a customer and recorded for caps and policies."""
+
+    time: float
+    rule: str
+    action: str
+    channel: str | None
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """One customer's state as a decision reads it."""
+
+    profile: dict
+    history: dict[str, History]  # event type -> history (missing type: none)
+    contacts: list[Contact]  # sorted by time
+
+
+def empty_state() -> CustomerState:
+    return CustomerState(profile={}, history={}, contacts=[])
+
+
+@dataclass(frozen=True, slots=True)
+class CapCheck:
+    """A limit that must still hold once a write's contacts are added.
+
+    Counts the customer's contacts in ``(time - window, time]`` that match the scope
+    (``"rule"``: contacts of rule ``key``; ``"channel"``: contacts via channel ``key``;
+    ``"all"``: every contact), the new ones included; the write is refused when the
+    count exceeds ``limit``.
+    """
+
+    scope: str
+    key: str | None
+    limit: int
+    window: float
+
+    def matches(self, contact: Contact) -> bool:
+        if self.scope == "all":
+            return True
+        if self.scope == "rule":
+            return contact.rule == self.key
+        return contact.channel == self.key
+
+    def holds(self, existing: list[Contact], new: list[Contact], time: float) -> bool:
+        start = time - self.window
+        count = 0
+        for contact in existing:
+            if start < contact.time <= time and self.matches(contact):
+                count += 1
+        for contact in new:
+            if self.matches(contact):
+                count += 1
+        return count <= self.limit
+
+
+@dataclass(slots=True)
+class StateWrite:
+    """What one decision records for its customer."""
+
+    time: float  # the event's time
+    event_type: str
+    event_record: dict | None  # the needed fields of the event; None: its type is not kept
+    contacts: list[Contact]  # recorded contacts (never the default)
+    cap_checks: list[CapCheck]  # checked atomically with the contacts
+    profile_set: dict  # profile field -> new value (the `on` updates)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.event_record is None and not self.contacts and not self.profile_set
+
+
+class Store(ABC):
+    """Where customers' state lives. Implementations: ``MemoryStore``, ``RedisStore``."""
+
+    degraded_reads: bool = False  # whether reads may raise StoreUnavailable
+
+    @abstractmethod
+    def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
+        """Read the profile, the needed history and the contacts, in one round trip.
+
+        History and contacts may hold entries newer than ``time`` (events arriving out
+        of order); the decision filters by window. Raises ``StoreUnavailable``.
+        """
+
+    @abstractmethod
+    def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        """Record ``write`` atomically; False (and nothing written) when a cap check fails.
+
+        Trims history and contacts older than the retention the needs give.
+        Raises ``StoreUnavailable``.
+        """
+
+    async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
+        return self.read(customer_id, needs, time)
+
+    async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        return self.commit(customer_id, needs, write)
+
+    @abstractmethod
+    def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
+        """The customer's profile ({} when unknown), values read through the schema."""
+
+    @abstractmethod
+    def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
+        """Replace the customer's profile."""
+
+    async def get_profile_async(self, customer_id: str, needs: StateNeeds) -> dict:
+        return self.get_profile(customer_id, needs)
+
+    async def put_profile_async(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
+        self.put_profile(customer_id, profile, needs)
+
+    def close(self) -> None:
+        """Release connections."""
+
+    async def close_async(self) -> None:
+        self.close()

@@ -1,0 +1,143 @@
+"""The embedded store: customers' state in this process's memory, no server needed.
+
+Bounded per customer: history keeps only the event types and fields the ruleset's
+aggregates read, within the longest window of each type (and at most
+``max_events_per_type`` events per type); contacts are kept for the longest cap or
+policy window (and at most ``max_contacts``). Everything is trimmed relative to the
+newest time seen for the customer. ``sweep()`` forgets customers who went quiet for
+longer than the retention (their profile is kept).
+
+Writes replace a customer's lists instead of changing them in place, so a decision
+that is still reading a state it was given keeps a consistent picture.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+from engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
+
+DEFAULT_MAX_EVENTS_PER_TYPE = 10_000
+DEFAULT_MAX_CONTACTS = 10_000
+
+
+@dataclass(slots=True)
+class _Customer:
+    profile: dict = field(default_factory=dict)
+    history: dict[str, History] = field(default_factory=dict)
+    contacts: list[Contact] = field(default_factory=list)
+    newest: float = float("-inf")
+
+
+class MemoryStore(Store):
+    def __init__(
+        self,
+        max_events_per_type: int = DEFAULT_MAX_EVENTS_PER_TYPE,
+        max_contacts: int = DEFAULT_MAX_CONTACTS,
+    ):
+        self.max_events_per_type = max_events_per_type
+        self.max_contacts = max_contacts
+        self._customers: dict[str, _Customer] = {}
+        self._lock = threading.Lock()
+
+    # -- the decision's read and write --
+
+    def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            return CustomerState(profile={}, history={}, contacts=[])
+        history = {t: h for t, h in customer.history.items() if t in needs.history}
+        return CustomerState(profile=customer.profile, history=history, contacts=customer.contacts)
+
+    def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        with self._lock:
+            customer = self._customers.get(customer_id)
+            if customer is None:
+                if write.is_empty:
+                    return True
+                customer = self._customers[customer_id] = _Customer()
+            if write.cap_checks and write.contacts:
+                for check in write.cap_checks:
+                    if not check.holds(customer.contacts, write.contacts, write.time):
+                        return False
+            customer.newest = max(customer.newest, write.time)
+            if write.contacts:
+                customer.contacts = self._with_contacts(customer, needs, write.contacts)
+            if write.event_record is not None:
+                self._add_event(customer, needs, write)
+            if write.profile_set:
+                profile = dict(customer.profile)
+                profile.update(write.profile_set)
+                customer.profile = profile
+            return True
+
+    def _with_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact]) -> list[Contact]:
+        contacts = sorted(customer.contacts + new, key=_contact_time)
+        start = bisect_right(contacts, customer.newest - needs.contact_window, key=_contact_time)
+        start = max(start, len(contacts) - self.max_contacts)
+        return contacts[start:]
+
+    def _add_event(self, customer: _Customer, needs: StateNeeds, write: StateWrite) -> None:
+        need = needs.history.get(write.event_type)
+        if need is None:
+            return
+        old = customer.history.get(write.event_type) or History()
+        position = bisect_right(old.times, write.time)
+        times = old.times[:position] + [write.time] + old.times[position:]
+        columns = {}
+        for name in need.fields:
+            column = old.columns.get(name)
+            if column is None or len(column) != len(old.times):
+                column = [None] * len(old.times)
+            columns[name] = column[:position] + [write.event_record.get(name)] + column[position:]
+        start = bisect_right(times, customer.newest - need.window)
+        start = max(start, len(times) - self.max_events_per_type)
+        if start:
+            times = times[start:]
+            columns = {name: values[start:] for name, values in columns.items()}
+        customer.history[write.event_type] = History(times, columns)
+
+    # -- profiles --
+
+    def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
+        customer = self._customers.get(customer_id)
+        return dict(customer.profile) if customer else {}
+
+    def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
+        with self._lock:
+            customer = self._customers.setdefault(customer_id, _Customer())
+            customer.profile = dict(profile)
+
+    # -- housekeeping --
+
+    def sweep(self, now: float, needs: StateNeeds) -> int:
+        """Forget the history and contacts of customers quiet for longer than the retention."""
+        forgotten = 0
+        with self._lock:
+            for customer_id in list(self._customers):
+                customer = self._customers[customer_id]
+                if customer.newest > now - needs.retention:
+                    continue
+                if customer.profile:
+                    customer.history = {}
+                    customer.contacts = []
+                else:
+                    del self._customers[customer_id]
+                forgotten += 1
+        return forgotten
+
+    def customer_count(self) -> int:
+        return len(self._customers)
+
+    def history_sizes(self, customer_id: str) -> dict[str, int]:
+        customer = self._customers.get(customer_id)
+        return {t: len(h) for t, h in customer.history.items()} if customer else {}
+
+
+def _contact_time(contact: Contact) -> float:
+    return contact.time
+
+
+__all__ = ["MemoryStore"]
