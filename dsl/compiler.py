@@ -17,7 +17,6 @@ from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, is_sure_bool, literal_source
 from dsl.folding import fold
-from engine.state import HistoryNeed, StateNeeds
 
 RULES_PER_MATCHER = 200  # rules per generated match function (keeps each function small)
 ANY_TYPE = None  # the bucket for event types no rule names
@@ -109,6 +108,9 @@ class Compiler:
     # -- entry --
 
     def compile(self, filename: str = "<rules>") -> CompiledRuleset:
+        # Imported here: `engine` imports `dsl`, so `import dsl` must not import `engine` first.
+        from engine.state import HistoryNeed, StateNeeds
+
         checked = self.checked
         self.declare_segments()
         rule_parts = [self.rule_parts(index, rule) for index, rule in enumerate(checked.rules)]
