@@ -56,6 +56,7 @@ LATENCY_BUCKETS = (  # seconds; Prometheus histogram bounds
 )
 WRITE_BUFFER_HIGH = 1 << 20  # pause reading a connection whose responses are not being read
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PARENT_SIGNALS = {*STOP_SIGNALS, signal.SIGHUP}  # the parent of workers takes these with sigtimedwait
 
 EngineFactory = Callable[[str, "str | None"], Any]
 
@@ -255,6 +256,8 @@ class Connection(asyncio.Protocol):
         self._process_input()
 
     def eof_received(self) -> bool:
+        if self._fatal:
+            return False
         error = self.decoder.close_error()
         if error is not None:
             self._frame_error(error)
@@ -784,7 +787,7 @@ async def _close_engine(engine: Any) -> None:
 # ------------------------------------------------------------------ several processes
 
 def _worker_main(rules_path, settings_data, redis_url, engine_factory, blocking, worker, ready) -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {*STOP_SIGNALS, signal.SIGHUP})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_SIGNALS)
     configure_logging()
     settings = ServerSettings(**settings_data)
     sock = bind_socket(settings.host, settings.port, reuse_port=True)
@@ -804,6 +807,8 @@ class _Workers:
     def start(self, worker: int) -> None:
         proc = self.ctx.Process(target=_worker_main, args=(*self.args, worker, self.ready), name=f"nba-worker-{worker}")
         proc.start()
+        # multiprocessing's resource tracker unblocks SIGINT/SIGTERM when it starts: block them again
+        signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
         self.procs[worker] = proc
 
     def wait_ready(self, signals: set) -> int:
@@ -850,13 +855,13 @@ class _Workers:
 
 
 def _run_workers(rules_path, settings, redis_url, engine_factory, blocking) -> int:
-    signals = {*STOP_SIGNALS, signal.SIGHUP}
+    signals = PARENT_SIGNALS
     reserved = bind_socket(settings.host, settings.port, reuse_port=True)  # holds the port; never listens
     port = reserved.getsockname()[1]
     settings = settings.model_copy(update={"port": port})
     if redis_url is None:
         log.warning("%d workers with the in-memory store: each worker keeps its own customer state", settings.workers)
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     workers = _Workers(rules_path, settings, redis_url, engine_factory, blocking)
     try:
         for worker in range(settings.workers):
@@ -877,7 +882,9 @@ def _run_workers(rules_path, settings, redis_url, engine_factory, blocking) -> i
                 return workers.stop()
     finally:
         reserved.close()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        while signal.sigtimedwait(signals, 0) is not None:
+            pass  # a repeated stop signal is not passed on once the workers are stopped
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 # ------------------------------------------------------------------ command line

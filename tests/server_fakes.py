@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 from engine.decision import Choice, Decision
 from engine.errors import EventError, RequestError
+from engine.protocol import HEADER, NEED_MORE, FrameDecoder, encode_frame
+from engine.server import Server, new_event_loop
+from engine.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 
 
 class FakeLoadError(Exception):
@@ -57,7 +70,9 @@ class FakeEngine:
             raise RequestError("limit must be at most 100")
         self.stats.decisions += 1
         self.stats.first_choices["r1"] = self.stats.first_choices.get("r1", 0) + 1
-        params = {"seq": event.get("seq"), "weird": event.get("weird")} if "weird" in event else {"seq": event.get("seq")}
+        params = {"seq": event.get("seq")}
+        if event.get("weird"):
+            params["weird"] = {1, 2}  # a value msgpack cannot encode
         return Decision(customer_id, (Choice("r1", self.action, "web", params),))
 
     async def decide_async(self, event, limit=1, explain=False, dry_run=False):
@@ -103,3 +118,228 @@ def wait_for(predicate, timeout=20.0, interval=0.02):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+# ------------------------------------------------------------------ a server in a thread
+
+class ThreadServer:
+    """A ``Server`` on its own event loop in a background thread, on a free loopback port."""
+
+    def __init__(self, engine, rules_path=None, blocking=True, **settings):
+        settings.setdefault("port", 0)
+        self.engine = engine
+        self.settings = ServerSettings(**settings)
+        self.rules_path = rules_path
+        self.blocking = blocking
+        self.loop = None
+        self.server = None
+        self.port = None
+        self._thread = None
+        self._ready = threading.Event()
+        self._error = None
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(20)
+        if self._error:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _run(self):
+        self.loop = new_event_loop()
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001
+            self._error = exc
+            self._ready.set()
+        finally:
+            self.loop.close()
+
+    async def _main(self):
+        self.server = Server(self.engine, self.settings, rules_path=self.rules_path, blocking=self.blocking)
+        _, self.port = await self.server.start()
+        self._ready.set()
+        await self.server.wait_stopped()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the server's loop and return its result."""
+        done = threading.Event()
+        box = {}
+
+        def run():
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001
+                box["error"] = exc
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        done.wait(20)
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def stats(self):
+        return self.call(self.server.stats_snapshot)
+
+    def stop(self):
+        if self._thread is None or not self._thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self.server.request_stop)
+        self._thread.join(30)
+
+
+# ------------------------------------------------------------------ raw sockets
+
+def connect(port, timeout=20.0):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_frames(sock, count, max_frame_bytes=64 << 20):
+    """Read ``count`` responses (fewer if the server closes first)."""
+    decoder = FrameDecoder(max_frame_bytes)
+    out = []
+    while len(out) < count:
+        obj = decoder.next_frame()
+        if obj is NEED_MORE:
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            decoder.feed(data)
+            continue
+        out.append(obj)
+    return out
+
+
+def closed_by_peer(sock):
+    """True when the server has closed the connection (reads end-of-stream or a reset)."""
+    try:
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def raw_frame(body: bytes) -> bytes:
+    return HEADER.pack(len(body)) + body
+
+
+# ------------------------------------------------------------------ processes
+
+def server_command(rules_path, factory=None, **settings):
+    """``python -c ...`` running ``run_server`` (with a fake engine when ``factory`` is named)."""
+    settings.setdefault("port", 0)
+    factory_code = f"from server_fakes import {factory} as factory" if factory else "factory = None"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n" % str(TESTS)
+        + factory_code + "\n"
+        + "from engine.server import run_server\nfrom engine.settings import ServerSettings\n"
+        + f"sys.exit(run_server({str(rules_path)!r}, ServerSettings(**{settings!r}), engine_factory=factory, "
+        + f"blocking={'False' if factory == 'slow_engine_factory' else 'None'}))"
+    )
+    return [sys.executable, "-c", code]
+
+
+class ServerProcess:
+    """``run_server`` in a child process; ``port`` comes from its "listening on" log line."""
+
+    def __init__(self, command, env=None, log_path=None):
+        self.command = command
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+        self.log_path = log_path
+        self.process = None
+        self.port = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, "w+b")
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=self.log, cwd=str(REPO))
+        wait_for(lambda: self._port() or self.process.poll() is not None, timeout=60)
+        if not self._port():
+            self.stop()
+            raise RuntimeError(f"the server did not start:\n{self.output()}")
+        self.port = self._port()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _port(self):
+        for line in self.output().splitlines():
+            if "listening on 127.0.0.1:" in line and not re.search(r", worker \d", line):
+                return int(line.split("listening on 127.0.0.1:")[1].split()[0])
+        return None
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, timeout=30):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not self.log.closed:
+            self.log.close()
+        return self.process.returncode
+
+
+# ------------------------------------------------------------------ redis
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisProcess:
+    """A throwaway ``redis-server`` on a free loopback port, nothing kept on disk."""
+
+    def __init__(self, directory):
+        self.port = free_port()
+        self.directory = str(directory)
+        self.process = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+        def answers():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        if not wait_for(answers, timeout=20):
+            self.__exit__()
+            raise RuntimeError("redis-server did not start")
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -1,0 +1,273 @@
+"""The server over real loopback sockets: pipelining, bad input, limits, reload, signals,
+workers and metrics. Servers run in a thread (``ThreadServer``) or a child process
+(``ServerProcess``); every one is stopped by the test that starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import struct
+import threading
+import urllib.request
+
+import msgpack
+import pytest
+
+from engine.client import AsyncClient, Client
+from engine.protocol import HEADER, encode_frame
+from server_fakes import (
+    FakeEngine,
+    ServerProcess,
+    ThreadServer,
+    closed_by_peer,
+    connect,
+    raw_frame,
+    read_frames,
+    server_command,
+    wait_for,
+)
+
+
+@pytest.fixture
+def rules(tmp_path):
+    path = tmp_path / "fake.rules"
+    path.write_text("action hello\n")
+    return path
+
+
+def decide(i, customer=None, **extra):
+    return {"id": i, "op": "decide", "event": {"customer_id": customer or f"c{i % 97}", "type": "t", "seq": i, **extra}}
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["inline", "tasks"])
+def test_10000_pipelined_requests_on_one_connection(rules, blocking):
+    with ThreadServer(FakeEngine(str(rules)), blocking=blocking) as srv, connect(srv.port) as sock:
+        ids = [i if i % 3 else f"req-{i}" for i in range(10_000)]
+        payload = b"".join(encode_frame(decide(i) | {"id": rid}) for i, rid in enumerate(ids))
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        responses = read_frames(sock, len(ids))
+        sender.join()
+        assert len(responses) == len(ids)
+        by_id = {r["id"]: r for r in responses}
+        assert set(by_id) == set(ids)
+        for i, rid in enumerate(ids):
+            assert by_id[rid]["ok"] and by_id[rid]["decision"]["params"]["seq"] == i
+        if blocking:
+            assert [r["id"] for r in responses] == ids  # answered in order
+
+
+BAD_FRAMES = {
+    "too_large": (HEADER.pack(2 << 20) + b"x" * 100, "frame_too_large"),
+    "not_msgpack": (raw_frame(b"\xc1\xc1"), "bad_frame"),
+    "truncated_value": (raw_frame(b"\x93\x01"), "bad_frame"),
+    "two_values": (raw_frame(msgpack.packb(1) + msgpack.packb(2)), "bad_frame"),
+    "empty": (raw_frame(b""), "bad_frame"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FRAMES))
+def test_an_unreadable_frame_gets_an_error_then_the_connection_closes(rules, name):
+    bad, code = BAD_FRAMES[name]
+    with ThreadServer(FakeEngine(str(rules))) as srv, connect(srv.port) as sock:
+        sock.sendall(encode_frame(decide(1)) + bad)
+        first, error = read_frames(sock, 2)
+        assert first["id"] == 1 and first["ok"]
+        assert error["id"] is None and error["ok"] is False and error["error"]["code"] == code
+        assert closed_by_peer(sock)
+        with Client("127.0.0.1", srv.port) as other:
+            assert other.ping() is True
+
+
+def test_bad_requests_leave_the_connection_open(rules):
+    with ThreadServer(FakeEngine(str(rules))) as srv, connect(srv.port) as sock:
+        sock.sendall(
+            encode_frame("hello")
+            + encode_frame({"id": 2, "op": "launch"})
+            + encode_frame({"id": 3, "op": "decide", "event": {"customer_id": "c1"}})
+            + encode_frame({"id": 4, "op": "decide", "event": {"customer_id": "c1", "type": "t"}, "limit": -1})
+            + encode_frame({"id": 5, "op": "ping"})
+        )
+        responses = read_frames(sock, 5)
+        assert [(r["id"], r["ok"] or r["error"]["code"]) for r in responses] == [
+            (None, "bad_request"), (2, "unknown_op"), (3, "bad_event"), (4, "bad_request"), (5, True),
+        ]
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_client_that_disconnects_mid_frame(rules, how):
+    with ThreadServer(FakeEngine(str(rules))) as srv:
+        sock = connect(srv.port)
+        sock.sendall(encode_frame(decide(1)))
+        assert read_frames(sock, 1)[0]["ok"]
+        sock.sendall(encode_frame(decide(2))[:9])
+        if how == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        assert wait_for(lambda: srv.stats()["connections"] == 0)
+        if how == "close":
+            assert srv.stats()["request_errors"] == {"bad_frame": 1}
+        with Client("127.0.0.1", srv.port) as client:
+            assert client.decide({"customer_id": "c9", "type": "t"})["action"] == "hello"
+
+
+def test_garbage_from_one_client_does_not_disturb_another(rules):
+    with ThreadServer(FakeEngine(str(rules)), max_frame_bytes=4096) as srv:
+        results = []
+
+        def good():
+            with Client("127.0.0.1", srv.port) as client:
+                for _ in range(20):
+                    results.extend(client.decide_many(decide(i)["event"] for i in range(100)))
+
+        worker = threading.Thread(target=good)
+        worker.start()
+        for chunk in (b"\xff" * 10, HEADER.pack(8) + b"\xc1" * 8, b"\x00\x00", HEADER.pack(1 << 30)):
+            with connect(srv.port) as sock:
+                sock.sendall(chunk)
+                sock.shutdown(socket.SHUT_WR)
+                closed_by_peer(sock)
+        worker.join()
+        assert len(results) == 2000 and all(d["action"] == "hello" for d in results)
+
+
+def test_idle_connections_are_closed(rules):
+    with ThreadServer(FakeEngine(str(rules)), idle_timeout_s=0.2) as srv, connect(srv.port) as sock:
+        sock.sendall(encode_frame({"id": 1, "op": "ping"}))
+        assert read_frames(sock, 1)[0]["ok"]
+        assert closed_by_peer(sock)
+
+
+def test_in_flight_limit_over_a_socket(rules):
+    engine = FakeEngine(str(rules), delay=0.002)
+    with ThreadServer(engine, blocking=False, max_in_flight=4) as srv, connect(srv.port) as sock:
+        sock.sendall(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(200)))
+        responses = read_frames(sock, 200)
+        assert sorted(r["id"] for r in responses) == list(range(200))
+
+
+def test_reload_under_load_fails_no_request(rules):
+    engine = FakeEngine(str(rules), delay=0.0005)
+
+    async def load(port, stop, seen):
+        async with await AsyncClient.connect("127.0.0.1", port) as client:
+            i = 0
+            while not stop.is_set():
+                batch = [client.decide({"customer_id": f"c{i + k}", "type": "t"}) for k in range(50)]
+                seen.extend(d["action"] for d in await asyncio.gather(*batch))
+                i += 50
+
+    async def reloads(port, stop):
+        outcomes = []
+        async with await AsyncClient.connect("127.0.0.1", port) as admin:
+            for n in range(6):
+                rules.write_text(f"action v{n}\n" if n % 3 != 2 else "not a ruleset\n")
+                try:
+                    outcomes.append(await admin.reload())
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.append(exc.code)
+                await asyncio.sleep(0.02)
+            rules.write_text("action final\n")
+            outcomes.append(await admin.reload())
+            await asyncio.sleep(0.05)
+        stop.set()
+        return outcomes
+
+    async def scenario(port):
+        stop = asyncio.Event()
+        seen = []
+        results = await asyncio.gather(*(load(port, stop, seen) for _ in range(3)), reloads(port, stop))
+        return seen, results[-1]
+
+    with ThreadServer(engine, rules_path=str(rules), blocking=False) as srv:
+        seen, outcomes = asyncio.run(scenario(srv.port))
+        assert outcomes.count("load_failed") == 2
+        assert seen and seen[-1] == "final"
+        assert set(seen) <= {"hello", "v0", "v1", "v3", "v4", "final"}
+        stats = srv.stats()
+        assert stats["reloads"] == {"ok": 5, "failed": 2}
+        assert set(stats["request_errors"]) <= {"load_failed"}
+
+
+def test_watch_reloads_when_a_rules_file_changes(rules):
+    with ThreadServer(FakeEngine(str(rules)), rules_path=str(rules), watch=True, watch_interval_s=0.05) as srv:
+        with Client("127.0.0.1", srv.port) as client:
+            event = {"customer_id": "c1", "type": "t"}
+            assert client.decide(event)["action"] == "hello"
+            rules.write_text("action watched\n")
+            assert wait_for(lambda: client.decide(event)["action"] == "watched")
+            rules.write_text("broken, and longer than before\n")
+            assert wait_for(lambda: srv.stats()["reloads"]["failed"] == 1)
+            assert client.decide(event)["action"] == "watched"
+
+
+def test_metrics_endpoint(rules):
+    with ThreadServer(FakeEngine(str(rules)), metrics_port=0) as srv:
+        with Client("127.0.0.1", srv.port) as client:
+            client.decide({"customer_id": "c1", "type": "t"})
+            with pytest.raises(Exception):
+                client.decide({"type": "t"})
+        host, port = srv.server.metrics_address
+        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+        assert "nba_decisions_total 1.0" in text
+        assert 'nba_first_choices_total{rule="r1"} 1.0' in text
+        assert 'nba_request_errors_total{code="bad_event"} 1.0' in text
+        assert 'nba_request_latency_seconds_bucket{le="+Inf"} 2.0' in text
+
+
+# ------------------------------------------------------------------ processes
+
+def test_sigterm_finishes_requests_in_flight_then_exits_0(rules, tmp_path):
+    command = server_command(rules, "slow_engine_factory")
+    with ServerProcess(command, env={"NBA_FAKE_DELAY": "0.5"}, log_path=tmp_path / "log") as proc:
+        with connect(proc.port) as sock:
+            sock.sendall(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(20)))
+            sock.sendall(encode_frame({"id": "ping", "op": "ping"}))
+            [pong] = read_frames(sock, 1)  # answered at once: the 20 decisions are now in flight
+            assert pong["id"] == "ping"
+            proc.process.send_signal(signal.SIGTERM)
+            responses = read_frames(sock, 21)
+            assert sorted(r["id"] for r in responses) == list(range(20))
+            assert all(r["ok"] for r in responses)
+            assert closed_by_peer(sock)
+        assert proc.process.wait(30) == 0
+        assert "stopping: 1 connections, 20 requests in flight" in proc.output()
+
+
+def test_sighup_reloads(rules, tmp_path):
+    with ServerProcess(server_command(rules, "fake_engine_factory"), log_path=tmp_path / "log") as proc:
+        rules.write_text("action after_hup\n")
+        proc.process.send_signal(signal.SIGHUP)
+        with Client("127.0.0.1", proc.port) as client:
+            assert wait_for(lambda: client.decide({"customer_id": "c", "type": "t"})["action"] == "after_hup")
+        assert proc.stop() == 0
+
+
+def test_a_ruleset_that_does_not_load_exits_2(tmp_path):
+    rules = tmp_path / "bad.rules"
+    rules.write_text("nonsense\n")
+    proc = ServerProcess(server_command(rules, "fake_engine_factory"), log_path=tmp_path / "log")
+    with pytest.raises(RuntimeError):
+        proc.__enter__()
+    assert proc.process.returncode == 2
+    assert "does not load" in proc.output()
+
+
+def test_two_workers_share_the_port(rules, tmp_path):
+    command = server_command(rules, "fake_engine_factory", workers=2)
+    with ServerProcess(command, log_path=tmp_path / "log") as proc:
+        clients = [Client("127.0.0.1", proc.port) for _ in range(40)]
+        try:
+            pids = {client.stats()["server"]["pid"] for client in clients}
+            assert len(pids) == 2
+            # a reload asked of one worker reaches the other
+            rules.write_text("action everywhere\n")
+            assert clients[0].reload()
+            event = {"customer_id": "c", "type": "t"}
+            assert wait_for(lambda: all(c.decide(event)["action"] == "everywhere" for c in clients))
+        finally:
+            for client in clients:
+                client.close()
+        assert proc.stop() == 0
+    assert proc.output().count("stopped") == 2
