@@ -6,14 +6,15 @@ variable NBA_PURE_PYTHON, so bench_eval starts this module once per twin:
     NBA_PURE_PYTHON=1 python -m benchmarks.nba_runner --rules 1000 --events 5000 --seed 1
 
 It rebuilds the same workload from the seed, writes its rules as ``rules.rules`` in a
-temporary directory, loads them with ``Engine.from_path``, stores the profiles, checks
-that nba makes the expected decision on every event, times it, and prints one JSON object
-on stdout: the twin it ran, the load time, and per contender a measurement and the count
-of decisions that differ from the expected ones.
+temporary directory, loads them, checks that nba makes the expected decision on every
+event, times it, and prints one JSON object on stdout: the twin it ran, the load time,
+and per contender a measurement and the count of decisions that differ from the expected
+ones.
 
-Contenders: ``nba evaluation``, the compiled ruleset alone on an event and a profile (no
-store, no recording), and ``nba decide``, a full in-process ``Engine.decide`` on the
-in-memory store.
+Contenders: ``nba evaluation``, the decision procedure alone (engine.procedure.evaluate:
+steps 2 to 6 of DSL.md's decision on the compiled ruleset, given the customer's state, no
+store), and ``nba decide``, a full in-process ``Engine.decide`` (event check, in-memory
+store read and write) after ``Engine.from_path`` and ``put_profile``.
 """
 
 from __future__ import annotations
@@ -44,38 +45,57 @@ def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
     return path
 
 
-def evaluation_function(engine):
-    """``evaluate(event, profile) -> action | None`` on the engine's compiled ruleset, or None."""
-    return None
+def evaluation_function(ruleset):
+    """``evaluate(event, state) -> action | None``: steps 2 to 6 of the decision, no store."""
+    from engine.procedure import evaluate
+
+    def decide(event, state):
+        choices = evaluate(ruleset, event, state).choices
+        return choices[0].action if choices else None
+
+    return decide
+
+
+def customer_states(workload: synthetic.Workload) -> dict:
+    from engine.state import CustomerState
+
+    return {cid: CustomerState(profile=profile, history={}, contacts=[]) for cid, profile in workload.profiles.items()}
 
 
 def run(rules: int, events: int, seed: int, budget: float, contenders: list[str]) -> dict:
     workload = synthetic.generate(rules, events, seed)
     expected = synthetic.expected_actions(workload)
-    from engine import Engine
-
     out: dict = {"contenders": {}}
     with tempfile.TemporaryDirectory(prefix="nba-bench-") as tmp:
         path = write_rules(workload, Path(tmp))
+        from dsl import load_ruleset
+
         started = time.perf_counter()
-        engine = Engine.from_path(str(path))
+        ruleset = load_ruleset(path)
         out["load_s"] = time.perf_counter() - started
+        if "evaluation" in contenders:
+            states = customer_states(workload)
+            inputs = [(event, states[event["customer_id"]]) for event in workload.events]
+            out["contenders"]["nba evaluation"] = _measured(evaluation_function(ruleset), inputs, expected, budget)
+        if "decide" in contenders:
+            out["contenders"]["nba decide"] = _measured_decide(path, workload, expected, budget)
     out["twin"] = loaded_twin()
+    return out
+
+
+def _measured_decide(path: Path, workload: synthetic.Workload, expected: list, budget: float) -> dict:
+    try:
+        from engine import Engine
+    except ImportError as exc:
+        return {"error": f"no Engine yet: {exc}"}
+    engine = Engine.from_path(str(path))
     for customer_id, profile in workload.profiles.items():
         engine.put_profile(customer_id, profile)
 
-    if "evaluation" in contenders:
-        evaluate = evaluation_function(engine)
-        if evaluate is None:
-            out["contenders"]["nba evaluation"] = {"error": "no evaluation entry point found on the engine"}
-        else:
-            out["contenders"]["nba evaluation"] = _measured(evaluate, workload.pairs(), expected, budget)
-    if "decide" in contenders:
-        def decide(event):
-            return engine.decide(event).action
+    def decide(event):
+        return engine.decide(event).action
 
-        out["contenders"]["nba decide"] = _measured(decide, [(e,) for e in workload.events], expected, budget)
-    return out
+    return _measured(decide, [(event,) for event in workload.events], expected, budget)
 
 
 def _measured(fn, inputs, expected, budget: float) -> dict:

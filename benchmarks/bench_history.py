@@ -1,0 +1,204 @@
+"""The history benchmark: `decide` with 20 aggregates over customers' 1,000 past events.
+
+Each customer's past events are put into the engine by deciding them in time order
+(``Engine.decide``, not a dry run, so they are recorded), then each new event is decided
+and timed, one call at a time. The same rules written by hand in Python
+(history_workload.HandWrittenRules) give the expected decisions and reference timings.
+nba runs in one subprocess per twin (Cython, pure Python).
+
+    python -m benchmarks history --customers 50 --decisions 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks import history_workload as hw
+from benchmarks.report import figure, markdown_table, ratio
+from benchmarks.timing import summarize
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NBA_TWINS = (("Cython", None), ("pure Python", "1"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--customers", type=int, default=None, help="customers (default 50)")
+    parser.add_argument("--past", type=int, default=None, help="past events per customer (default 1000)")
+    parser.add_argument("--decisions", type=int, default=None, help="timed decisions (default 5000)")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    quick = getattr(args, "quick", False)
+    return {
+        "customers": getattr(args, "customers", None) or (5 if quick else 50),
+        "past": getattr(args, "past", None) or (1000 if not quick else 300),
+        "decisions": getattr(args, "decisions", None) or (300 if quick else 5000),
+        "seed": getattr(args, "seed", 1),
+    }
+
+
+def workload(config: dict) -> hw.HistoryWorkload:
+    return hw.generate(config["customers"], config["past"], config["decisions"], config["seed"])
+
+
+def timed_sequence(decide, events: list[dict]) -> tuple[list[int], list]:
+    """Decide every event in order, timing each call (the calls change state: one pass only)."""
+    clock = time.perf_counter_ns
+    latencies, results = [], []
+    gc.collect()
+    for event in events:
+        t0 = clock()
+        result = decide(event)
+        latencies.append(clock() - t0)
+        results.append(result)
+    return latencies, results
+
+
+def measured_row(name: str, latencies: list[int], results: list, expected: list | None) -> dict:
+    per_second = len(latencies) / (sum(latencies) / 1e9) if latencies else 0.0
+    row = {"contender": name, **summarize(latencies, per_second).as_dict()}
+    if expected is not None:
+        row["mismatches"] = sum(1 for got, want in zip(results, expected) if got != want)
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# The child: one nba twin
+# ---------------------------------------------------------------------------------------
+
+def child(config: dict) -> dict:
+    from benchmarks.nba_runner import loaded_twin
+    from engine import Engine
+
+    data = workload(config)
+    reference = hw.HandWrittenRules()
+    for event in data.past:
+        reference.add(event)
+    expected = [reference.decide(dict(event)) for event in data.decisions]
+    with tempfile.TemporaryDirectory(prefix="nba-history-") as tmp:
+        path = Path(tmp) / "rules.rules"
+        path.write_text(hw.RULES, encoding="utf-8")
+        engine = Engine.from_path(str(path))
+    started = time.perf_counter()
+    for event in data.past:
+        engine.decide(event)
+    fill_s = time.perf_counter() - started
+
+    def decide(event):
+        return engine.decide(event).action
+
+    latencies, results = timed_sequence(decide, data.decisions)
+    row = measured_row("nba decide", latencies, results, expected)
+    return {"twin": loaded_twin(), "fill_s": fill_s, "past_events": len(data.past), "row": row,
+            "actions": Counter(a or "none" for a in expected)}
+
+
+def run_child(pure: str | None, config: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "NBA_PURE_PYTHON"}
+    if pure:
+        env["NBA_PURE_PYTHON"] = pure
+    command = [sys.executable, "-m", "benchmarks.bench_history", "--child", json.dumps(config)]
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# The parent
+# ---------------------------------------------------------------------------------------
+
+def reference_row(config: dict) -> dict:
+    data = workload(config)
+    reference = hw.HandWrittenRules()
+    for event in data.past:
+        reference.add(event)
+    latencies, _ = timed_sequence(reference.decide, [dict(e) for e in data.decisions])
+    return measured_row("hand-written Python", latencies, [], None)
+
+
+def run(args: argparse.Namespace) -> dict:
+    config = settings(args)
+    print(f"\n## history: {config['customers']} customers x {config['past']:,} past events, "
+          f"{config['decisions']:,} timed decisions, 20 aggregates", flush=True)
+    rows, notes, actions = [], [], None
+    for twin, pure in NBA_TWINS:
+        result = run_child(pure, config)
+        if "error" in result:
+            rows.append({"contender": f"nba decide ({twin})", "note": "failed: " + result["error"]})
+            continue
+        row = result["row"]
+        row["contender"] = f"nba decide ({twin})"
+        if (result["twin"] == "cython") != (pure is None):
+            row["note"] = f"ran the {result['twin']} twin"
+        rows.append(row)
+        actions = result["actions"]
+        notes.append(f"{twin}: {result['past_events']:,} past events decided in {figure(result['fill_s'])} s "
+                     f"({figure(result['past_events'] / result['fill_s'])} decisions/s)")
+        print(f"  {row['contender']}: p50 {figure(row['p50_us'])} µs, p99 {figure(row['p99_us'])} µs", flush=True)
+    rows.append(reference_row(config))
+    base = next((r for r in rows if "p50_us" in r and r["contender"].startswith("nba")), None)
+    table = markdown_table(
+        ["contender", "p50 µs", "p99 µs", "p99.9 µs", "decisions/s", f"p50 vs {base['contender'] if base else '-'}",
+         "samples", "wrong decisions", "note"],
+        [[r["contender"], figure(r.get("p50_us")), figure(r.get("p99_us")), figure(r.get("p999_us")),
+          figure(r.get("per_second")), ratio(r["p50_us"] / base["p50_us"]) if base and "p50_us" in r else "-",
+          f"{r['samples']:,}" if "samples" in r else "-", str(r.get("mismatches", "-")), r.get("note", "")]
+         for r in rows])
+    print(table, flush=True)
+    decided = ", ".join(f"{name} {count}" for name, count in sorted((actions or {}).items(), key=lambda kv: -kv[1]))
+    cython = next((r for r in rows if r["contender"] == "nba decide (Cython)" and "p99_us" in r), None)
+    goal = (f"Goal (reported, not asserted): p99 under 200 µs; measured {figure(cython['p99_us'])} µs (Cython)."
+            if cython else "Goal: p99 under 200 µs; not measured.")
+    markdown = "\n".join([
+        f"{config['customers']} customers with {config['past']:,} past events each (page views, purchases, "
+        f"email opens over 30 days), decided into the in-memory store in time order; then "
+        f"{config['decisions']:,} new events decided and timed one by one (each also recorded). "
+        "The ruleset (benchmarks/history_workload.py) has 10 rules and 20 aggregates "
+        "(count, sum, avg, min, max, distinct, since), each with a `where` filter, windows from 1h "
+        "to 30d. The hand-written Python keeps each customer's events by type in time order and "
+        "computes the same aggregates with bisect and comprehensions; it gives the expected "
+        "decisions. Decisions/s here is 1 / mean latency (the calls change state).",
+        "",
+        goal,
+        "",
+        table,
+        "",
+        *[f"- {n}" for n in notes],
+        f"- decisions made: {decided}" if decided else "",
+    ])
+    return {"title": "History", "markdown": markdown, "data": {"config": config, "rows": rows, "notes": notes}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        try:
+            result = child(json.loads(argv[1]))
+        except Exception as exc:  # reported to the parent
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(result))
+        return 0
+    parser = argparse.ArgumentParser(prog="nba bench history")
+    parser.add_argument("--quick", action="store_true")
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

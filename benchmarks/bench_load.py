@@ -1,0 +1,90 @@
+"""The load benchmark: parse, check and compile time against rule count.
+
+The rulesets are the synthetic ones of the evaluation benchmark, written to a temporary
+``rules.rules`` and loaded with ``dsl.load_ruleset`` (the twin is whichever this process
+imports: NBA_PURE_PYTHON decides).
+
+    python -m benchmarks load --rules 100,1000,10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import synthetic
+from benchmarks.report import figure, markdown_table
+
+DEFAULT_RULE_COUNTS = (100, 1000, 10000)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", default=None, help="comma-separated rule counts (default 100,1000,10000)")
+    parser.add_argument("--repeat", type=int, default=None, help="loads per rule count (default 3; 1 at 10,000 rules and more)")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def load_times(path: Path, repeat: int) -> list[float]:
+    from dsl import load_ruleset
+
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        load_ruleset(path)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def run(args: argparse.Namespace) -> dict:
+    quick = getattr(args, "quick", False)
+    rules_arg = getattr(args, "rules", None)
+    counts = [int(n) for n in rules_arg.split(",")] if rules_arg else ([100, 1000] if quick else list(DEFAULT_RULE_COUNTS))
+    seed = getattr(args, "seed", 1)
+    rows, data = [], []
+    for n in counts:
+        workload = synthetic.generate(n, n_events=0, seed=seed)
+        text = synthetic.render_rules(workload)
+        repeat = getattr(args, "repeat", None) or (1 if quick or n >= 10000 else 3)
+        with tempfile.TemporaryDirectory(prefix="nba-load-") as tmp:
+            path = Path(tmp) / "rules.rules"
+            path.write_text(text, encoding="utf-8")
+            try:
+                times = load_times(path, repeat)
+            except ImportError as exc:
+                rows.append([f"{n:,}", f"{len(text):,}", "-", "-", "-", f"dsl.load_ruleset not available: {exc}"])
+                continue
+            except Exception as exc:  # a load error is a finding, reported in the table
+                rows.append([f"{n:,}", f"{len(text):,}", "-", "-", "-", f"{type(exc).__name__}: {str(exc)[:200]}"])
+                continue
+        best, median = min(times), statistics.median(times)
+        data.append({"rules": n, "bytes": len(text), "best_s": best, "median_s": median, "loads": repeat})
+        rows.append([f"{n:,}", f"{len(text):,}", figure(best), figure(median), figure(best / n * 1e6), f"{repeat} loads"])
+        print(f"  {n:,} rules: {figure(best)} s", flush=True)
+    twin = _twin()
+    table = markdown_table(["rules", "bytes", "best s", "median s", "µs per rule (best)", "note"], rows)
+    print(table, flush=True)
+    markdown = (f"`dsl.load_ruleset` (parse, check, compile) of the synthetic rulesets, in one process "
+                f"({twin} twin).\n\n{table}")
+    return {"title": "Load time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
+
+
+def _twin() -> str:
+    from benchmarks.nba_runner import loaded_twin
+
+    return "Cython" if loaded_twin() == "cython" else "pure Python"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nba bench load")
+    parser.add_argument("--quick", action="store_true")
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
