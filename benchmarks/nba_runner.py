@@ -47,7 +47,9 @@ def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
 
 def evaluation_function(ruleset):
     """``evaluate(event, state) -> action | None``: steps 2 to 6 of the decision, no store."""
-    from engine.procedure import evaluate
+    from dsl.twins import pick
+
+    evaluate = pick("engine.procedure", "engine._procedure_c").evaluate  # the twin the Engine uses
 
     def decide(event, state):
         choices = evaluate(ruleset, event, state).choices
