@@ -67,37 +67,28 @@ def customer_states(workload: synthetic.Workload) -> dict:
 def run(rules: int, events: int, seed: int, budget: float, contenders: list[str]) -> dict:
     workload = synthetic.generate(rules, events, seed)
     expected = synthetic.expected_actions(workload)
+    from engine import Engine
+
     out: dict = {"contenders": {}}
     with tempfile.TemporaryDirectory(prefix="nba-bench-") as tmp:
         path = write_rules(workload, Path(tmp))
-        from dsl import load_ruleset
-
         started = time.perf_counter()
-        ruleset = load_ruleset(path)
+        engine = Engine.from_path(str(path))
         out["load_s"] = time.perf_counter() - started
-        if "evaluation" in contenders:
-            states = customer_states(workload)
-            inputs = [(event, states[event["customer_id"]]) for event in workload.events]
-            out["contenders"]["nba evaluation"] = _measured(evaluation_function(ruleset), inputs, expected, budget)
-        if "decide" in contenders:
-            out["contenders"]["nba decide"] = _measured_decide(path, workload, expected, budget)
     out["twin"] = loaded_twin()
+    if "evaluation" in contenders:
+        states = customer_states(workload)
+        inputs = [(event, states[event["customer_id"]]) for event in workload.events]
+        out["contenders"]["nba evaluation"] = _measured(evaluation_function(engine.ruleset), inputs, expected, budget)
+    if "decide" in contenders:
+        for customer_id, profile in workload.profiles.items():
+            engine.put_profile(customer_id, profile)
+
+        def decide(event):
+            return engine.decide(event).action
+
+        out["contenders"]["nba decide"] = _measured(decide, [(event,) for event in workload.events], expected, budget)
     return out
-
-
-def _measured_decide(path: Path, workload: synthetic.Workload, expected: list, budget: float) -> dict:
-    try:
-        from engine import Engine
-    except ImportError as exc:
-        return {"error": f"no Engine yet: {exc}"}
-    engine = Engine.from_path(str(path))
-    for customer_id, profile in workload.profiles.items():
-        engine.put_profile(customer_id, profile)
-
-    def decide(event):
-        return engine.decide(event).action
-
-    return _measured(decide, [(event,) for event in workload.events], expected, budget)
 
 
 def _measured(fn, inputs, expected, budget: float) -> dict:
