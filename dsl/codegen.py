@@ -17,7 +17,7 @@ import math
 from itertools import count
 
 from dsl import nodes as n
-from dsl import runtime as rt
+from dsl.twins import runtime as rt
 
 _BINARY_HELPERS = {
     "==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",

@@ -13,9 +13,12 @@ from dsl.compiler import CompiledRuleset
 from engine.decision import Decision
 from engine.errors import EngineError, EventError, RequestError
 from engine.events import check_event, read_as
-from engine.procedure import Outcome, evaluate
+from dsl.twins import pick
+from engine.procedure import Outcome
 from engine.state import CustomerState, Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
+
+evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
 
 MAX_ATTEMPTS = 8  # decisions retried when another process recorded a contact meanwhile
 MAX_LIMIT = 100

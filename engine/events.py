@@ -10,7 +10,9 @@ import math
 import time as _time
 from typing import Mapping
 
-from dsl.runtime import parse_time
+from dsl.twins import runtime as _runtime
+
+parse_time = _runtime.parse_time
 from engine.errors import EventError
 
 _BOOL_TEXT = {"true": True, "false": False}

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsl.compiler import CompiledRule, CompiledRuleset
-from dsl.runtime import EvalContext, EvalError
+from dsl.twins import runtime as _runtime
 from engine.decision import Choice, TraceEntry
 from engine.holdout import in_holdout
 from engine.state import CapCheck, Contact, CustomerState, StateWrite
+
+EvalContext = _runtime.EvalContext
+EvalError = _runtime.EvalError
 
 # Reasons a candidate is passed over (the trace and the stats use these words).
 HOLDOUT = "holdout"

@@ -1,0 +1,199 @@
+"""The ``nba`` command: check, decide, replay, test, serve and bench (INTERFACES.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from dsl import LoadError, load_ruleset
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_LOAD = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":  # the benchmarks parse their own options
+        from benchmarks.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_LOAD
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `nba replay ... | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nba", description="The real-time next-best-action engine.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser("check", help="load a ruleset and print every error")
+    check.add_argument("rules", help="a .rules file or a directory of them")
+    check.set_defaults(run=run_check)
+
+    decide = commands.add_parser("decide", help="one decision on a fresh in-memory store")
+    decide.add_argument("rules")
+    decide.add_argument("--event", required=True, metavar="JSON", help="the event, a JSON object")
+    decide.add_argument("--profile", metavar="JSON", help="the customer's profile, a JSON object")
+    add_decision_options(decide)
+    decide.set_defaults(run=run_decide)
+
+    replay = commands.add_parser("replay", help="decide every event of a JSONL file, in order")
+    replay.add_argument("rules")
+    replay.add_argument("events", help="a JSONL file of events ('-': standard input)")
+    replay.add_argument("--profiles", metavar="PROFILES.jsonl", help="profiles, each with a customer_id")
+    replay.add_argument("--redis", metavar="URL", help="decide on Redis instead of a fresh in-memory store")
+    replay.add_argument("--dry-run", action="store_true", help="record nothing")
+    replay.add_argument("--quiet", action="store_true", help="no summary and no progress bar on stderr")
+    add_decision_options(replay)
+    replay.set_defaults(run=run_replay)
+
+    test = commands.add_parser("test", help="run the ruleset's own test cases (*.test.toml)")
+    test.add_argument("rules")
+    test.set_defaults(run=run_test)
+
+    serve = commands.add_parser("serve", help="serve the engine over TCP (msgpack frames)")
+    from engine.server import add_arguments
+
+    add_arguments(serve)
+    serve.set_defaults(run=run_serve)
+
+    commands.add_parser("bench", help="run the benchmarks (nba bench --help)")
+    return parser
+
+
+def add_decision_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=1, help="how many actions to choose (default 1)")
+    parser.add_argument("--explain", action="store_true", help="add the trace of every rule considered")
+
+
+# ---- check -----------------------------------------------------------------------------
+
+
+def load_or_report(path: str):
+    """The compiled ruleset, or None after printing every error as `nba check` does."""
+    try:
+        return load_ruleset(path)
+    except LoadError as exc:
+        print(exc.report(), file=sys.stderr)
+        count = len(exc.diagnostics)
+        print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def run_check(args) -> int:
+    ruleset = load_or_report(args.rules)
+    if ruleset is None:
+        return EXIT_FAILED
+    types = sorted(t for t in ruleset.buckets if t is not None)
+    print(
+        f"{args.rules}: ok: {len(ruleset.rules)} rules in {len(ruleset.paths)} files, "
+        f"{len(ruleset.policies)} policies, indexed by {len(types)} event types"
+        + (", with a default" if ruleset.default else "")
+    )
+    return EXIT_OK
+
+
+# ---- decide ----------------------------------------------------------------------------
+
+
+def parse_json_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
+
+
+def run_decide(args) -> int:
+    from engine import Engine, EngineError
+
+    ruleset = load_or_report(args.rules)
+    if ruleset is None:
+        return EXIT_LOAD
+    engine = Engine(ruleset, path=args.rules)
+    try:
+        event = parse_json_object(args.event, "--event")
+        if args.profile is not None:
+            engine.put_profile(event.get("customer_id"), parse_json_object(args.profile, "--profile"))
+        decision = engine.decide(event, limit=args.limit, explain=args.explain)
+    except (ValueError, EngineError) as exc:
+        print(json.dumps({"error": str(exc)}))
+        return EXIT_FAILED
+    print(dumps(decision.to_dict(), indent=2))
+    return EXIT_OK
+
+
+def dumps(value, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
+
+
+def _json_default(value):
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def plain_numbers(value):
+    """JSON has no infinity or NaN: print them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(v) for v in value]
+    return value
+
+
+# ---- replay ----------------------------------------------------------------------------
+
+
+def run_replay(args) -> int:
+    from engine import Engine
+    from engine.replay import replay
+
+    ruleset = load_or_report(args.rules)
+    if ruleset is None:
+        return EXIT_LOAD
+    if args.redis:
+        from engine.store import open_store
+
+        engine = Engine(ruleset, open_store(args.redis), path=args.rules)
+    else:
+        engine = Engine(ruleset, path=args.rules)
+    try:
+        return replay(engine, args, sys.stdout, sys.stderr)
+    finally:
+        engine.close()
+
+
+# ---- test, serve -----------------------------------------------------------------------
+
+
+def run_test(args) -> int:
+    from engine.ruletests import run_tests
+
+    return run_tests(args.rules)
+
+
+def run_serve(args) -> int:
+    from engine.server import serve_main
+
+    return serve_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`nba replay`: decide every event of a JSONL file in order, one JSON decision per line.
+
+A line that is not a valid event prints ``{"line": N, "error": "..."}`` in its place and
+the run goes on. A summary goes to stderr, with a progress bar when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from typing import IO, Iterator
+
+from engine.errors import EngineError
+
+PROGRESS_MIN_BYTES = 1 << 20  # files smaller than this finish before a bar is worth drawing
+PROGRESS_EVERY_S = 0.1
+
+
+class ReplaySummary:
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.bad_lines = 0
+        self.first_choices: Counter[str] = Counter()
+        self.passed_over: Counter[str] = Counter()
+        self.rule_errors: Counter[str] = Counter()
+        self.bad_profiles = 0
+        self.started = time.perf_counter()
+
+    def format(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.decisions / elapsed if elapsed > 0 else 0.0
+        lines = [
+            f"replayed {self.decisions + self.bad_lines:,} lines in {elapsed:.2f} s: "
+            f"{self.decisions:,} decisions ({rate:,.0f}/s), {self.bad_lines:,} errors"
+        ]
+        if self.bad_profiles:
+            lines.append(f"{self.bad_profiles:,} bad profile lines")
+        lines += _table("first choices", self.first_choices)
+        lines += _table("passed over", self.passed_over)
+        lines += _table("rule errors", self.rule_errors)
+        return "\n".join(lines)
+
+
+def _table(title: str, counts: Counter) -> list[str]:
+    if not counts:
+        return [f"{title}: none"]
+    width = max(len(name) for name in counts)
+    return [f"{title}:"] + [f"  {name:<{width}}  {count:>9,}" for name, count in counts.most_common()]
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, stream: IO, total_bytes: int | None):
+        self.stream = stream
+        self.total = total_bytes
+        self.enabled = bool(total_bytes and total_bytes >= PROGRESS_MIN_BYTES and _isatty(stream))
+        self.last = 0.0
+
+    def update(self, done_bytes: int, lines: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        fraction = min(done_bytes / self.total, 1.0)
+        filled = int(fraction * 30)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} {lines:,} lines")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+
+def _isatty(stream: IO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def open_lines(path: str) -> tuple[Iterator[bytes], int | None, IO]:
+    if path == "-":
+        return iter(sys.stdin.buffer), None, sys.stdin.buffer
+    handle = open(path, "rb")
+    return iter(handle), os.fstat(handle.fileno()).st_size, handle
+
+
+def load_profiles(engine, path: str, summary: ReplaySummary, err: IO) -> None:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                profile = json.loads(raw)
+                if not isinstance(profile, dict):
+                    raise ValueError("a profile line must be a JSON object")
+                customer_id = profile.pop("customer_id", None)
+                engine.put_profile(customer_id, profile)
+            except (ValueError, EngineError) as exc:
+                summary.bad_profiles += 1
+                err.write(f"{path}:{number}: {exc}\n")
+
+
+def replay(engine, args, out: IO, err: IO) -> int:
+    summary = ReplaySummary()
+    if getattr(args, "profiles", None):
+        load_profiles(engine, args.profiles, summary, err)
+    lines, total, handle = open_lines(args.events)
+    progress = Progress(err, total) if not args.quiet else Progress(err, None)
+    done = 0
+    write = out.write
+    try:
+        for number, raw in enumerate(lines, 1):
+            done += len(raw)
+            if not raw.strip():
+                continue
+            write(decide_line(engine, raw, number, args, summary) + "\n")
+            progress.update(done, number)
+    finally:
+        progress.close()
+        if handle is not sys.stdin.buffer:
+            handle.close()
+        out.flush()
+    summary.passed_over.update(engine.stats.passed_over)
+    summary.rule_errors.update(engine.stats.errors_by_rule)
+    if not args.quiet:
+        err.write(summary.format() + "\n")
+    return 1 if summary.bad_lines or summary.bad_profiles else 0
+
+
+def decide_line(engine, raw: bytes, number: int, args, summary: ReplaySummary) -> str:
+    from engine.cli import dumps, plain_numbers
+
+    try:
+        event = json.loads(raw)
+        decision = engine.decide(event, limit=args.limit, explain=args.explain, dry_run=getattr(args, "dry_run", False))
+    except json.JSONDecodeError as exc:
+        summary.bad_lines += 1
+        return dumps({"line": number, "error": f"not valid JSON: {exc.msg} at column {exc.colno}"})
+    except EngineError as exc:
+        summary.bad_lines += 1
+        return dumps({"line": number, "error": str(exc)})
+    summary.decisions += 1
+    summary.first_choices[decision.rule or "(nothing)"] += 1
+    result = decision.to_dict()
+    try:
+        return dumps(result)
+    except ValueError:
+        return dumps(plain_numbers(result))

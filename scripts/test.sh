@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs the whole suite twice:
+# once on the Cython twins and once on the pure-Python twins (NBA_PURE_PYTHON=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v -e '^running' -e 'Warning' -e '^  warn' || true
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (the Redis tests start their own servers on free ports)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+.venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+echo "== tests on the Cython twins"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== tests on the pure-Python twins"
+NBA_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,34 @@
+"""Builds the Cython twins of the hot path (see dsl/twins.py).
+
+Each extension is compiled from the same file as its pure-Python twin, so the two
+cannot drift apart. Without Cython or a C compiler the package still installs and
+runs on the pure-Python twins.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+TWINS = {
+    "dsl._runtime_c": "dsl/runtime.py",
+    "engine._procedure_c": "engine/procedure.py",
+}
+
+
+def extensions():
+    if os.environ.get("NBA_NO_CYTHON"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    modules = [Extension(name, [path]) for name, path in TWINS.items()]
+    return cythonize(
+        modules,
+        language_level=3,
+        compiler_directives={"binding": False, "boundscheck": False, "wraparound": True},
+        quiet=True,
+    )
+
+
+setup(ext_modules=extensions())
