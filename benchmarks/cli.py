@@ -1,13 +1,16 @@
 """`nba bench`: run the benchmarks and optionally write benchmarks/RESULTS.md.
 
     nba bench eval [--rules 10,100,1000,10000] [--events N] [--peers zen-engine,...]
-    nba bench history [--customers N] [--decisions N]
+    nba bench history [--customers N] [--past N] [--decisions N]
     nba bench load [--rules 100,1000,10000]
     nba bench redis ... / nba bench server ...   (benchmarks.bench_redis / bench_server)
     nba bench all [--quick] [--write-results]
 
-``--quick`` is a smoke run of a few seconds; ``--write-results`` writes RESULTS.md with the
-machine, the versions, the exact command and the tables of this run.
+``--quick`` is a fast smoke run; ``--write-results`` writes RESULTS.md with the machine,
+the versions, the exact command and the tables of this run. Each benchmark module has
+``add_arguments(parser)`` and ``run(args) -> {"title", "markdown", "data"}``; the redis and
+server ones are imported only when asked for (or by ``all``), and a module without ``run``
+is handed its arguments through its ``main(argv)``.
 """
 
 from __future__ import annotations
@@ -15,24 +18,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
-from benchmarks import bench_eval, bench_history, bench_load
 from benchmarks.report import write_results
 
-OWN = {"eval": bench_eval, "history": bench_history, "load": bench_load}
-OTHERS = {"redis": "benchmarks.bench_redis", "server": "benchmarks.bench_server"}
+BENCHMARKS = {
+    "eval": "benchmarks.bench_eval",
+    "history": "benchmarks.bench_history",
+    "load": "benchmarks.bench_load",
+    "redis": "benchmarks.bench_redis",
+    "server": "benchmarks.bench_server",
+}
+ALL = ("eval", "history", "load", "redis", "server")
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="nba bench", description="nba's benchmarks")
-    commands = top.add_subparsers(dest="command", required=True)
-    for name, module in OWN.items():
-        sub = commands.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        _common(sub)
-        module.add_arguments(sub)
-    every = commands.add_parser("all", help="eval, history and load (and redis and server when present)")
-    _common(every)
-    return top
+def load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(BENCHMARKS[name])
+    except ImportError as exc:
+        if exc.name == BENCHMARKS[name]:
+            return None  # not written (yet)
+        raise
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
@@ -40,44 +46,46 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--write-results", action="store_true", help="write benchmarks/RESULTS.md")
 
 
-def _delegate(name: str, argv: list[str]) -> int:
-    """Hand the command to a benchmark written elsewhere (imported only when asked for)."""
-    try:
-        module = importlib.import_module(OTHERS[name])
-    except ImportError as exc:
-        print(f"nba bench {name}: not available ({exc})", file=sys.stderr)
-        return 2
-    return module.main(argv) or 0
+def parser(command: str, module: ModuleType | None) -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="nba bench", description="nba's benchmarks")
+    commands = top.add_subparsers(dest="command", required=True)
+    for name in BENCHMARKS:
+        sub = commands.add_parser(name)
+        _common(sub)
+        if name == command and module is not None and hasattr(module, "add_arguments"):
+            module.add_arguments(sub)
+    _common(commands.add_parser("all", help="every benchmark, one after the other"))
+    return top
+
+
+def run_all(quick: bool) -> list[dict]:
+    sections = []
+    for name in ALL:
+        module = load(name)
+        if module is None or not hasattr(module, "run"):
+            print(f"\n(nba bench {name}: not available, skipped)", flush=True)
+            continue
+        print(f"\n# {name}", flush=True)
+        try:
+            sections.append(module.run(argparse.Namespace(quick=quick)))
+        except Exception as exc:  # one benchmark failing (no Redis, say) does not stop the others
+            print(f"(nba bench {name} failed: {type(exc).__name__}: {exc})", flush=True)
+            sections.append({"title": name, "markdown": f"Failed: {type(exc).__name__}: {exc}"})
+    return sections
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in OTHERS:
-        return _delegate(argv[0], argv[1:])
-    args = parser().parse_args(argv)
-    if args.command == "all":
-        sections = []
-        for module in OWN.values():
-            defaults = argparse.Namespace(quick=args.quick)
-            sections.append(module.run(defaults))
-        for name in OTHERS:
-            _run_other_for_all(name, args.quick)
-    else:
-        sections = [OWN[args.command].run(args)]
+    command = argv[0] if argv else ""
+    module = load(command) if command in BENCHMARKS else None
+    if command in BENCHMARKS and module is None:
+        print(f"nba bench {command}: not available ({BENCHMARKS[command]} is missing)", file=sys.stderr)
+        return 2
+    if module is not None and not hasattr(module, "run"):
+        return module.main(argv[1:]) or 0
+    args = parser(command, module).parse_args(argv)
+    sections = run_all(args.quick) if args.command == "all" else [module.run(args)]
     if args.write_results:
         path = write_results(sections, argv)
         print(f"\nwrote {path}")
     return 0
-
-
-def _run_other_for_all(name: str, quick: bool) -> None:
-    try:
-        module = importlib.import_module(OTHERS[name])
-    except ImportError:
-        print(f"\n(nba bench {name}: not available, skipped)")
-        return
-    print(f"\n# {name}", flush=True)
-    try:
-        module.main(["--quick"] if quick else [])
-    except Exception as exc:  # one benchmark failing (no Redis, say) does not stop the others
-        print(f"(nba bench {name} failed: {type(exc).__name__}: {exc})")
