@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from copy import copy
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 import lark
 from lark import Token, Tree
+from lark.parsers.lalr_parser_state import ParserState
 
 from dsl import nodes as n
 from dsl.source import Diagnostics, Position, suggest
@@ -231,7 +233,8 @@ class TreeBuilder:
         sets = []
         for part in rest:
             if isinstance(part, Tree) and part.data == "set_clause":
-                field_token, value = part.children
+                field_tree, value = part.children
+                field_token = field_tree.children[0]
                 sets.append(n.SetField(self.pos(field_token), str(field_token), self.expr(value)))
             else:
                 condition = self.expr(part)
@@ -253,7 +256,8 @@ class TreeBuilder:
         out = []
         seen: set[str] = set()
         for field_tree in tree.children:
-            name_token, type_token = field_tree.children
+            name_tree, type_token = field_tree.children
+            name_token = name_tree.children[0]
             if str(name_token) in seen:
                 self.error(name_token, f"field `{name_token}` is declared twice")
             seen.add(str(name_token))
@@ -363,16 +367,41 @@ class TreeBuilder:
         name = str(name_token)
         pos = self.pos(name_token)
         if not rest:
+            if name in AGGREGATES - {"min", "max"}:
+                self.error(name_token, f"`{name}` counts past events: write `{self.aggregate_example(name)}`")
+                return n.Literal(pos, None, "null")
             return n.Call(pos, name, ())
         args_tree = rest[0]
-        if args_tree.data == "args":
+        if args_tree.data == "args" and not self.is_aggregate_without_window(name, args_tree.children):
             return n.Call(pos, name, tuple(self.expr(arg, in_where) for arg in args_tree.children))
         return self.aggregate(name_token, args_tree)
+
+    @staticmethod
+    def is_aggregate_without_window(name: str, args: list) -> bool:
+        """``count(purchase)``, ``max(purchase.amount)``: an aggregate missing its ``within``.
+
+        ``min`` and ``max`` are functions too; one argument of the form ``TYPE.FIELD``
+        (not a segment's field: segments have none) makes them aggregates.
+        """
+        if name not in AGGREGATES:
+            return False
+        if name not in ("min", "max"):
+            return True
+        if len(args) != 1:
+            return False
+        node = args[0]
+        if not (isinstance(node, Tree) and node.data == "member"):
+            return False
+        while isinstance(node, Tree) and node.data == "member":
+            node = node.children[0]
+        return isinstance(node, Tree) and node.data == "name"
 
     def aggregate(self, name_token: Token, args_tree: Tree) -> n.Expr:
         func = str(name_token)
         pos = self.pos(name_token)
         target, *parts = args_tree.children
+        if args_tree.data == "args":  # an aggregate missing its `within`: its only part is the target
+            parts = []
         where = None
         window = None
         for part in parts:
@@ -508,6 +537,36 @@ def _expected_words(expected: set[str]) -> str:
     return ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
+def _acceptable(exc: lark.exceptions.UnexpectedInput) -> set[str]:
+    """The tokens that can really come next.
+
+    LALR's ``expected`` also lists tokens that only follow the same phrase elsewhere (after
+    an expression: `,`, `)`, `else`, `within`, ...); trying each on a copy of the parser
+    state keeps only those that fit here.
+    """
+    accepts = getattr(exc, "accepts", None)
+    if accepts:
+        return set(accepts)
+    state = getattr(exc, "state", None)
+    if isinstance(state, ParserState):
+        conf = copy(state.parse_conf)
+        conf.callbacks = {}
+        found = set()
+        for name in state.parse_conf.states[state.position]:
+            if not name.isupper():
+                continue
+            probe = state.copy(deepcopy_values=False)
+            probe.parse_conf = conf
+            try:
+                probe.feed_token(Token(name, ""), is_end=name == "$END")
+            except (lark.exceptions.UnexpectedToken, AssertionError):
+                continue
+            found.add(name)
+        if found:
+            return found
+    return set(getattr(exc, "expected", None) or ())
+
+
 def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tuple[tuple[int, int], str]:
     """The position and a marketer-readable message for a Lark syntax error."""
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
@@ -524,7 +583,7 @@ def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tu
                 message += f"; expected {_expected_words(expected)}"
         return (exc.line, exc.column), message
     token: Token = exc.token  # UnexpectedToken / UnexpectedEOF
-    expected = set(getattr(exc, "expected", None) or getattr(exc, "accepts", None) or ())
+    expected = _acceptable(exc)
     if token.type == "$END" or not getattr(token, "line", None):
         line_count = text.count("\n") + 1
         last_line = text.split("\n")[-1]
@@ -551,8 +610,8 @@ def _token_message(token: Token, expected: set[str]) -> str:
             return f"unexpected {found}{close}"
     if token.type == "NUMBER" and "DURATION" in expected:
         return f"unexpected {found}: a duration needs a unit, e.g. `{token}m`, `{token}h` or `{token}d`"
-    if _keyword(token.type) and "NAME" in expected and token.type != "NAME":
-        return f"`{token}` is a reserved word and cannot be used as a name here"
     if token.type == "IF" and "IF" not in expected:
         return "an `if` inside an expression needs parentheses: `(if C then A else B)`"
+    if _keyword(token.type) and "NAME" in expected and not expected & (_EXPRESSION_STARTS - {"NAME"}):
+        return f"`{token}` is a reserved word and cannot be used as a name here"
     return f"unexpected {found}; expected {_expected_words(expected)}"
