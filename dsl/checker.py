@@ -440,7 +440,7 @@ class Checker:
                 wanted = str(low)
             else:
                 wanted = f"{low} to {high}"
-            plural = "" if wanted == "1" else "s"
+            plural = "" if wanted.endswith(" 1") or wanted == "1" else "s"
             self.diag.error(expr.pos, f"`{expr.name}` takes {wanted} argument{plural}, but {count} {'is' if count == 1 else 'are'} given")
             return result
         for index, (arg, kind) in enumerate(zip(expr.args, kinds)):

@@ -62,7 +62,8 @@ class Diagnostics:
 
 def suggest(name: str, known: Iterable[str]) -> str:
     """``; did you mean `x`?`` for the closest known name, or ``""``."""
-    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    candidates = sorted(set(known) - {name})
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     if not close:
-        close = [k for k in sorted(set(known)) if k.lower() == name.lower()]
+        close = [k for k in candidates if k.lower() == name.lower()]
     return f"; did you mean `{close[0]}`?" if close else ""
