@@ -74,18 +74,30 @@ class ServerStats:
         self.connections_total = 0
         self.reloads = 0
         self.reloads_failed = 0
-        self._samples = [0.0] * LATENCY_SAMPLES
-        self._count = 0
+        self._samples = [0.0] * LATENCY_SAMPLES  # a ring of the latest latencies, in seconds
+        self._count = 0  # latencies observed
+        self._folded = 0  # of which counted into the histogram buckets
         self._sum = 0.0
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
 
     def observe(self, op: str, seconds: float) -> None:
         requests = self.requests
         requests[op] = requests.get(op, 0) + 1
-        self._samples[self._count & (LATENCY_SAMPLES - 1)] = seconds
-        self._count += 1
-        self._sum += seconds
-        self._buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        count = self._count
+        self._samples[count & (LATENCY_SAMPLES - 1)] = seconds
+        self._count = count = count + 1
+        if count - self._folded == LATENCY_SAMPLES:
+            self._fold()  # before the ring overwrites samples not yet counted
+
+    def _fold(self) -> None:
+        samples, buckets, bounds = self._samples, self._buckets, LATENCY_BUCKETS
+        total = 0.0
+        for i in range(self._folded, self._count):
+            seconds = samples[i & (LATENCY_SAMPLES - 1)]
+            buckets[bisect.bisect_left(bounds, seconds)] += 1
+            total += seconds
+        self._sum += total
+        self._folded = self._count
 
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -101,6 +113,7 @@ class ServerStats:
 
     def histogram(self) -> tuple[list[tuple[str, int]], float]:
         """Cumulative (bound, count) pairs and the sum of seconds, for Prometheus."""
+        self._fold()
         total = 0
         out = []
         for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self._buckets):
@@ -147,6 +160,13 @@ class Dispatcher:
         self.stats = server.stats
         self.limiter = LogLimiter()
 
+    def decide_now(self, request_id: Any, event: dict) -> dict:
+        """A decision with the default options, inline (blocking mode's fast path)."""
+        try:
+            return {"id": request_id, "ok": True, "decision": self.engine.decide(event).to_dict()}
+        except Exception as exc:  # noqa: BLE001
+            return self.error(request_id, "decide", exc)
+
     def handle_now(self, req) -> dict | None:
         """The response, when the op can be answered at once; None when it needs a task."""
         op = req.op
@@ -168,7 +188,7 @@ class Dispatcher:
                 self.engine.put_profile(req.customer_id, req.profile)
                 return ok_response(req.id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error response
-            return self.error(req, exc)
+            return self.error(req.id, req.op, exc)
         return None
 
     async def handle(self, req) -> dict:
@@ -189,16 +209,16 @@ class Dispatcher:
                 return ok_response(req.id)
             return self.handle_now(req) or error_response(req.id, INTERNAL, f"op {op!r} has no handler")
         except Exception as exc:  # noqa: BLE001
-            return self.error(req, exc)
+            return self.error(req.id, req.op, exc)
 
-    def error(self, req, exc: Exception) -> dict:
+    def error(self, request_id: Any, op: str, exc: Exception) -> dict:
         if isinstance(exc, EngineError):
             if self.limiter.allow():
-                log.info("request %r (%s) refused: %s: %s", req.id, req.op, exc.code, exc)
-            return error_response(req.id, exc.code, str(exc))
+                log.info("request %r (%s) refused: %s: %s", request_id, op, exc.code, exc)
+            return error_response(request_id, exc.code, str(exc))
         if self.limiter.allow():
-            log.error("request %r (%s) failed", req.id, req.op, exc_info=exc)
-        return error_response(req.id, INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            log.error("request %r (%s) failed", request_id, op, exc_info=exc)
+        return error_response(request_id, INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
 # ------------------------------------------------------------------ connections
@@ -213,6 +233,7 @@ class Connection(asyncio.Protocol):
         self.stats = server.stats
         self.decoder = FrameDecoder(settings.max_frame_bytes)
         self.max_in_flight = settings.max_in_flight
+        self._inline_decide = server.dispatcher.blocking
         self.transport: asyncio.Transport | None = None
         self.peer = None
         self.in_flight = 0
@@ -295,6 +316,11 @@ class Connection(asyncio.Protocol):
         self._close_if_done()
 
     def _handle(self, obj: Any, started: float) -> None:
+        if self._inline_decide and obj.__class__ is dict and obj.get("op") == "decide" and len(obj) == 3:
+            event = obj.get("event")  # the common request {id, op, event}: no Request object
+            if event.__class__ is dict:
+                self._send(self.dispatcher.decide_now(obj.get("id"), event), "decide", started)
+                return
         try:
             req = parse_request(obj)
         except BadRequest as bad:
@@ -336,8 +362,10 @@ class Connection(asyncio.Protocol):
         self.server.spawn(self._run(req, started, customer_id))
 
     async def _run(self, req, started: float, customer_id: str | None) -> None:
+        running = self.server.running
         while True:
-            response = await self.dispatcher.handle(req)
+            async with running:  # at most max_concurrency requests at the store at once
+                response = await self.dispatcher.handle(req)
             self._finish(response, req.op, started)
             if customer_id is None:
                 return
@@ -462,7 +490,8 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
-        self._reload_lock: asyncio.Lock | None = None
+        self._reload_lock = asyncio.Lock()
+        self.running = asyncio.Semaphore(settings.max_concurrency)
         self._reloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nba-reload")
         self._metrics_http = None
         self._stopped: asyncio.Event | None = None
@@ -471,7 +500,6 @@ class Server:
 
     async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         if sock is None:
             sock = bind_socket(self.settings.host, self.settings.port, reuse_port=False)
@@ -901,6 +929,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes)
     parser.add_argument("--max-in-flight", type=int, default=defaults.max_in_flight)
+    parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
+                        help="with Redis: requests at the store at once, over all connections")
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s, metavar="SECONDS")
 
 
@@ -917,6 +947,7 @@ def serve_main(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             max_frame_bytes=args.max_frame_bytes,
             max_in_flight=args.max_in_flight,
+            max_concurrency=args.max_concurrency,
             idle_timeout_s=args.idle_timeout,
         )
     except ValidationError as exc:
