@@ -45,6 +45,11 @@ def kind(value) -> str:
     return cls.__name__
 
 
+def kind_article(value) -> str:
+    """``a string``, ``a number``, ``null``, ...: the kind of a value, for messages."""
+    return _article(value)
+
+
 def _article(value) -> str:
     name = kind(value)
     return {"null": "null", "bool": "a bool", "number": "a number", "string": "a string",

@@ -17,6 +17,7 @@ from engine.state import CapCheck, Contact, CustomerState, StateWrite
 
 EvalContext = _runtime.EvalContext
 EvalError = _runtime.EvalError
+kind_article = _runtime.kind_article
 
 # Reasons a candidate is passed over (the trace and the stats use these words).
 HOLDOUT = "holdout"
@@ -73,7 +74,7 @@ def evaluate(
                 errors.append((rule.id, error_message(exc)))
                 continue
         if priority is None or priority.__class__ not in (int, float):
-            message = f"the priority is {'null' if priority is None else repr(priority)}, not a number"
+            message = priority_error(priority)
             raised.append((index, EvalError(message)))
             errors.append((rule.id, message))
             continue
@@ -126,6 +127,12 @@ def evaluate(
         priorities = {index: -negative for negative, index in ranked}
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
     return Outcome(chosen, write, passed_over, errors, trace)
+
+
+def priority_error(priority) -> str:
+    if priority is None:
+        return "`priority` must be a number, but it is null"
+    return f"`priority` must be a number, but it is {kind_article(priority)} ({priority!r})"
 
 
 def pass_over_reason(
