@@ -77,7 +77,7 @@ def measured_row(name: str, latencies: list[int], results: list, expected: list 
 # ---------------------------------------------------------------------------------------
 
 def child(config: dict) -> dict:
-    from benchmarks.nba_runner import loaded_twin
+    from benchmarks.eval_worker import loaded_twin
     from engine import Engine
 
     data = workload(config)

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _twin() -> str:
-    from benchmarks.nba_runner import loaded_twin
+    from benchmarks.eval_worker import loaded_twin
 
     return "Cython" if loaded_twin() == "cython" else "pure Python"
 

@@ -2,9 +2,11 @@
 
 ``measure`` runs one untimed pass over every input (collecting the decisions, to be
 checked, and warming up), then times calls one by one with ``time.perf_counter_ns`` while
-the time budget lasts, then measures throughput with an untimed loop. perf_counter_ns
-itself adds some tens of nanoseconds to each timed call, which matters only for the
-fastest contenders and is the same for all of them.
+the time budget lasts, then measures throughput with an untimed loop.
+``measure_interleaved`` does the same for several contenders, taking turns in rounds, so
+that a burst of load from another process on this shared machine falls on all of them
+rather than on one. perf_counter_ns itself adds some tens of nanoseconds to each timed
+call, which matters only for the fastest contenders and is the same for all of them.
 """
 
 from __future__ import annotations
@@ -96,3 +98,39 @@ def throughput(decide: Callable[..., Any], inputs: Sequence[tuple], budget_secon
         decide(*args)
     elapsed = time.perf_counter_ns() - started
     return count / (elapsed / 1e9) if elapsed else math.inf
+
+
+def measure_interleaved(
+    contenders: Sequence[tuple[str, Callable[..., Any], Sequence[tuple]]],
+    budget_seconds: float = 2.0,
+    rounds: int = 5,
+    min_samples: int = 1000,
+    max_samples: int = 50_000,
+) -> dict[str, tuple[Measurement, list[Any]]]:
+    """``measure`` for each (name, decide, inputs), the timed calls taken in turns."""
+    results: dict[str, list[Any]] = {}
+    counts: dict[str, int] = {}
+    for name, decide, inputs in contenders:
+        started = time.perf_counter_ns()
+        results[name] = [decide(*args) for args in inputs]
+        mean = (time.perf_counter_ns() - started) / max(1, len(inputs))
+        counts[name] = int(min(max_samples, max(min_samples, budget_seconds * 1e9 / max(mean, 1.0))))
+    latencies: dict[str, list[int]] = {name: [] for name, _, _ in contenders}
+    calls = {name: 0 for name, _, _ in contenders}
+    elapsed = {name: 0 for name, _, _ in contenders}
+    for round_ in range(rounds):
+        for name, decide, inputs in contenders:
+            start, stop = round_ * counts[name] // rounds, (round_ + 1) * counts[name] // rounds
+            latencies[name] += time_calls(decide, [inputs[i % len(inputs)] for i in range(start, stop)])
+        for name, decide, inputs in contenders:
+            share = max(20, counts[name] // (2 * rounds))
+            chosen = [inputs[i % len(inputs)] for i in range(round_ * share, (round_ + 1) * share)]
+            started = time.perf_counter_ns()
+            for args in chosen:
+                decide(*args)
+            elapsed[name] += time.perf_counter_ns() - started
+            calls[name] += share
+    return {
+        name: (summarize(latencies[name], calls[name] / (elapsed[name] / 1e9) if elapsed[name] else math.inf), results[name])
+        for name, _, _ in contenders
+    }
