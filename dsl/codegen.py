@@ -105,12 +105,41 @@ def literal_source(value, module: ModuleBuilder) -> str:
 
 
 class ExprGen:
-    """Python source for one expression. ``past`` maps a past event's field to its variable."""
+    """Python source for the expressions of one generated function.
+
+    ``past`` maps a past event's field to its variable (inside an aggregate). Every
+    ``event.FIELD`` and ``profile.FIELD`` the function reads is loaded once, into a local
+    variable, by the function's prologue (``prologue()``): a rule set that tests
+    ``event.amount`` in twenty rules reads it once.
+    """
 
     def __init__(self, module: ModuleBuilder, aggregate: "callable", past: dict[str, str] | None = None):
         self.module = module
         self.aggregate_call = aggregate
         self.past = past
+        self.loads: dict[tuple[str, str], str] = {}  # (root, field) -> local variable
+
+    def prologue(self, indent: str = "    ") -> str:
+        """The lines that load the fields the generated expressions read (may be empty)."""
+        lines = []
+        for (root, name), variable in self.loads.items():
+            source = "ev" if root == "event" else "pr"
+            lines.append(f"{indent}{variable} = {source}.get({name!r})\n")
+        return "".join(lines)
+
+    def load(self, root: str, name: str) -> str:
+        variable = self.loads.get((root, name))
+        if variable is None:
+            variable = f"_{root[0]}{len(self.loads)}_{name}"
+            self.loads[(root, name)] = variable
+        return variable
+
+    def bind(self, source: str) -> tuple[str, str]:
+        """(an expression that evaluates ``source``, a name that holds its value after)."""
+        if source.isidentifier():
+            return source, source
+        temp = self.module.temp()
+        return f"({temp} := {source})", temp
 
     # -- entry points --
 
@@ -121,9 +150,8 @@ class ExprGen:
         """The expression as a Python bool: null is false, any other non-bool an EvalError."""
         if is_sure_bool(expr):
             return self.value(expr)
-        source = self.value(expr)
-        temp = self.module.temp()
-        return f"(({temp} := {source}) is True or ({temp} is not False and {temp} is not None and _truth({temp}, {what!r})))"
+        first, name = self.bind(self.value(expr))
+        return f"({first} is True or ({name} is not False and {name} is not None and _truth({name}, {what!r})))"
 
     # -- nodes --
 
@@ -138,9 +166,9 @@ class ExprGen:
             return {"event": "ev", "profile": "pr"}.get(expr.root, "None")
         head, *rest = expr.path
         if expr.root == "event":
-            source = "t" if head == "time" else f"ev.get({head!r})"
+            source = "t" if head == "time" else self.load("event", head)
         elif expr.root == "profile":
-            source = f"pr.get({head!r})"
+            source = self.load("profile", head)
         else:
             source = self.past[head]
         for name in rest:
@@ -186,9 +214,9 @@ class ExprGen:
         if op in ("in", "not in"):
             return self.membership(op, left, right)
         if op in _ARITHMETIC_FAST and isinstance(right, n.Literal) and rt.is_number(right.value):
-            temp = self.module.temp()
+            first, name = self.bind(self.value(left))
             literal = self.value(right)
-            return f"({temp} {op} {literal} if ({temp} := {self.value(left)}).__class__ in _NUM else {_BINARY_HELPERS[op]}({temp}, {literal}))"
+            return f"({name} {op} {literal} if {first}.__class__ in _NUM else {_BINARY_HELPERS[op]}({name}, {literal}))"
         return f"{_BINARY_HELPERS[op]}({self.value(left)}, {self.value(right)})"
 
     def logic(self, expr: n.Binary, op: str) -> str:
@@ -212,19 +240,19 @@ class ExprGen:
             if isinstance(value, str):
                 return f"({source} {op} {value!r})"
             if rt.is_number(value):
-                temp = self.module.temp()
+                first, name = self.bind(source)
                 literal = literal_source(value, self.module)
-                test = f"(({temp} := {source}) == {literal} and {temp}.__class__ is not bool)"
+                test = f"({first} == {literal} and {name}.__class__ is not bool)"
                 return f"(not {test})" if negate else test
         return f"{_BINARY_HELPERS[op]}({source}, {self.value(right)})"
 
     def ordering(self, op: str, left: n.Expr, right: n.Expr) -> str:
         helper = _BINARY_HELPERS[op]
         if isinstance(right, n.Literal) and (rt.is_number(right.value) or isinstance(right.value, str)):
-            temp = self.module.temp()
+            first, name = self.bind(self.value(left))
             literal = literal_source(right.value, self.module)
-            guard = f"{temp}.__class__ in _NUM" if rt.is_number(right.value) else f"{temp}.__class__ is str"
-            return f"({temp} {op} {literal} if ({guard_assign(temp, self.value(left), guard)}) else {helper}({temp}, {literal}))"
+            guard = "in _NUM" if rt.is_number(right.value) else "is str"
+            return f"({name} {op} {literal} if {first}.__class__ {guard} else {helper}({name}, {literal}))"
         return f"{helper}({self.value(left)}, {self.value(right)})"
 
     def membership(self, op: str, left: n.Expr, right: n.Expr) -> str:
@@ -234,11 +262,6 @@ class ExprGen:
         ):
             strings = self.module.constant(frozenset(right.value), "_S")
             items = self.module.constant(right.value, "_L")
-            temp = self.module.temp()
-            return f"({temp} {op} {strings} if ({temp} := {self.value(left)}).__class__ is str else {helper}({temp}, {items}))"
+            first, name = self.bind(self.value(left))
+            return f"({name} {op} {strings} if {first}.__class__ is str else {helper}({name}, {items}))"
         return f"{helper}({self.value(left)}, {self.value(right)})"
-
-
-def guard_assign(temp: str, source: str, guard: str) -> str:
-    """``guard`` evaluated after binding ``temp`` to ``source``."""
-    return guard.replace(f"{temp}.__class__", f"({temp} := {source}).__class__", 1)

@@ -175,14 +175,15 @@ class Compiler:
             self.module.segment_functions[name] = f"_seg_{name}"
         for name, segment in self.checked.segments.items():
             gen = self.gen()
-            condition = fold(segment.condition)
+            test = gen.cond(fold(segment.condition), "a segment")
             self.module.add_function(
                 f"def _seg_{name}(x):\n"
                 f"    s = x.segs\n"
                 f"    v = s.get({name!r})\n"
                 f"    if v is None:\n"
                 f"        ev = x.ev; pr = x.pr; t = x.t\n"
-                f"        v = {gen.cond(condition, 'a segment')}\n"
+                f"{gen.prologue('        ')}"
+                f"        v = {test}\n"
                 f"        s[{name!r}] = v\n"
                 f"    return v"
             )
@@ -237,8 +238,10 @@ class Compiler:
             "    if __AGG__ in c:",
             "        return c[__AGG__]",
             "    ev = x.ev; pr = x.pr; t = x.t",
+            gen.prologue().rstrip("\n"),
             f"    {init}",
         ]
+        lines = [line for line in lines if line]
         if agg.func == "since":
             lines += [
                 f"    if x.etype == {key!r}:",
@@ -299,9 +302,7 @@ class Compiler:
             else:
                 priority = None
                 priority_fn = f"_prio_{index}"
-                self.module.add_function(
-                    f"def {priority_fn}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.value(folded)}"
-                )
+                self.expression_function(priority_fn, gen, gen.value(folded))
         params, params_fn = self.params_part(rule.then, f"_params_{index}")
         return index, rule, priority, priority_fn, params, params_fn
 
@@ -311,8 +312,14 @@ class Compiler:
             return {key: expr.value for key, expr in folded}, None
         gen = self.gen()
         items = ", ".join(f"{key!r}: {gen.value(expr)}" for key, expr in folded)
-        self.module.add_function(f"def {name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {{{items}}}")
+        self.expression_function(name, gen, f"{{{items}}}")
         return None, name
+
+    def expression_function(self, name: str, gen: ExprGen, expression: str) -> None:
+        """``def name(x): return expression``, with the fields it reads loaded first."""
+        self.module.add_function(
+            f"def {name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n{gen.prologue()}    return {expression}"
+        )
 
     def finish_rule(self, namespace: dict, index, rule: n.Rule, priority, priority_fn, params, params_fn) -> CompiledRule:
         return CompiledRule(
@@ -352,13 +359,14 @@ class Compiler:
         for start in range(0, max(len(indexes), 1), RULES_PER_MATCHER):
             chunk = indexes[start:start + RULES_PER_MATCHER]
             name = f"_match_{label}_{start}"
-            lines = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", "    m = []"]
+            gen = self.gen()
+            lines = []
             for index in chunk:
                 rule = self.checked.rules[index]
                 condition = fold(rule.when, event_type)
                 if isinstance(condition, n.Literal) and condition.value is False:
                     continue
-                test = self.gen().cond(condition, "`when`")
+                test = gen.cond(condition, "`when`")
                 active = self.active_test(rule)
                 lines += [
                     "    try:",
@@ -367,7 +375,8 @@ class Compiler:
                     "    except Exception as e:",
                     f"        errors.append(({index}, e))",
                 ]
-            lines.append("    return m")
+            head = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", gen.prologue().rstrip("\n"), "    m = []"]
+            lines = [line for line in head if line] + lines + ["    return m"]
             self.module.add_function("\n".join(lines))
             names.append(name)
         return names
@@ -385,19 +394,17 @@ class Compiler:
     def update_parts(self) -> dict[str, list]:
         out: dict[str, list] = {}
         for number, update in enumerate(self.checked.on_updates):
-            gen = self.gen()
             cond_name = None
             if update.condition is not None:
                 cond_name = f"_on_{number}_when"
-                condition = fold(update.condition, update.event_type)
-                self.module.add_function(
-                    f"def {cond_name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.cond(condition, '`on ... when`')}"
-                )
+                gen = self.gen()
+                test = gen.cond(fold(update.condition, update.event_type), "`on ... when`")
+                self.expression_function(cond_name, gen, test)
             sets = []
             for position, item in enumerate(update.sets):
                 fn = f"_on_{number}_set_{position}"
-                value = fold(item.value, update.event_type)
-                self.module.add_function(f"def {fn}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n    return {gen.value(value)}")
+                gen = self.gen()
+                self.expression_function(fn, gen, gen.value(fold(item.value, update.event_type)))
                 sets.append((item.field, fn))
             out.setdefault(update.event_type, []).append((cond_name, sets))
         return out
