@@ -3,17 +3,18 @@
 Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id)::
 
     P:{C}:p        hash        the profile: field -> value as text (see ``encode_profile_value``)
-    P:{C}:h:TYPE   sorted set  past events of TYPE: score = time, member = msgpack map of the kept fields
-    P:{C}:c        sorted set  contacts: score = time, member = msgpack [rule, action, channel]
+    P:{C}:h:TYPE   sorted set  past events of TYPE: score = time, member = msgpack [time, {kept fields}]
+    P:{C}:c        sorted set  contacts: score = time, member = msgpack [time, rule, action, channel]
 
 All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
 pipeline reads them and one Lua script writes them. A decision reads with one pipeline
 (HGETALL + one ZRANGEBYSCORE per needed history type + one for the contacts) and writes
 with one EVALSHA of ``COMMIT_SCRIPT``, which checks the caps and records atomically.
 
-Two members of a sorted set never collide: when an identical member already exists (same
-fields, same time or not), the script appends a msgpack integer to the new one; readers
-decode the first msgpack object of a member and ignore the rest.
+Members carry their time (exactly as given: an int stays an int), so equal events at
+different times never collide. Two equal events at one instant are both kept: the script
+appends a msgpack integer (from the set's size up, so a burst stays O(1) each) to the
+second; readers decode the first msgpack object of a member and ignore the rest.
 
 Transport: plain redis-py ``Connection`` objects (hiredis parser, RESP3) taken from a small
 per-node free list, one packed write and N ``read_response`` calls per round trip; the
@@ -27,8 +28,8 @@ import asyncio
 import hashlib
 import json
 import math
-import re
 import time as clock
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,8 +37,10 @@ import msgpack
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
+from engine.errors import EventError
+from engine.events import read_as
 from engine.state import (
     CapCheck,
     Contact,
@@ -83,8 +86,6 @@ class KeyLayout:
 # followed by its JSON, which every reader decodes back to that exact value.
 
 ESCAPE = "\x00"
-ESCAPE_BYTE = 0
-NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|-?Infinity|NaN")
 
 
 def is_number(value: Any) -> bool:
@@ -113,7 +114,7 @@ def fits_kind(value: Any, kind: str) -> bool:
     if kind == "string":
         return value.__class__ is str and not value.startswith(ESCAPE)
     if kind in ("number", "time"):
-        return is_number(value)
+        return is_number(value) and math.isfinite(value)
     if kind == "bool":
         return value.__class__ is bool
     if kind == "list":
@@ -134,12 +135,6 @@ def encode_profile_value(value: Any, kind: str | None) -> str:
     return json_text(value)
 
 
-def decode_number(text: str) -> Any:
-    if NUMBER_TEXT.fullmatch(text) is None:
-        return None
-    return json.loads(text)
-
-
 def decode_undeclared(text: str) -> Any:
     try:
         return json.loads(text)
@@ -147,26 +142,15 @@ def decode_undeclared(text: str) -> Any:
         return text
 
 
-def decode_time(text: str) -> Any:
-    number = decode_number(text)
-    if number is not None:
-        return number
-    from dsl.runtime import parse_time
-
-    return parse_time(text.strip())
-
-
-def decode_list(text: str) -> Any:
-    value = decode_undeclared(text)
-    return value if value.__class__ is list else None
-
-
-DECODERS: dict[str, Callable[[str], Any]] = {
-    "number": decode_number,
-    "time": decode_time,
-    "bool": lambda text: {"true": True, "false": False}.get(text),
-    "list": decode_list,
-}
+def decode_declared(text: str, kind: str) -> Any:
+    """``text`` read as ``kind`` the way an event's declared field is; None when it cannot be."""
+    if kind == "list":
+        value = decode_undeclared(text)
+        return value if value.__class__ is list else None
+    try:
+        return read_as(text, kind, "profile")
+    except EventError:
+        return None
 
 
 def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
@@ -178,7 +162,7 @@ def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
         return decode_undeclared(text)
     if kind == "string":
         return text
-    value = DECODERS[kind](text)
+    value = decode_declared(text, kind)
     return decode_undeclared(text) if value is None else value
 
 
@@ -212,32 +196,26 @@ def unpack_member(member: bytes) -> Any:
         return extra.unpacked
 
 
+def event_member(time: float, record: dict) -> bytes:
+    return pack_member([time, record])
+
+
 def contact_member(contact: Contact) -> bytes:
-    return pack_member([contact.rule, contact.action, contact.channel])
-
-
-def scored_pairs(raw: list) -> list:
-    """A ZRANGEBYSCORE WITHSCORES reply as ``[(member, score)]`` (RESP3 pairs or RESP2 flat)."""
-    if raw and raw[0].__class__ is not list:
-        return [(member, float(score)) for member, score in zip(raw[::2], raw[1::2])]
-    return raw
+    return pack_member([contact.time, contact.rule, contact.action, contact.channel])
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
-    times = []
-    records = []
-    for member, score in scored_pairs(raw):
-        times.append(score)
-        records.append(unpack_member(member))
-    columns = {name: [record.get(name) for record in records] for name in fields}
+    entries = [unpack_member(member) for member in raw]
+    times = [entry[0] for entry in entries]
+    columns = {name: [entry[1].get(name) for entry in entries] for name in fields}
     return History(times=times, columns=columns)
 
 
 def decode_contacts(raw: list) -> list[Contact]:
     contacts = []
-    for member, score in scored_pairs(raw):
-        rule, action, channel = unpack_member(member)
-        contacts.append(Contact(time=score, rule=rule, action=action, channel=channel))
+    for member in raw:
+        time, rule, action, channel = unpack_member(member)
+        contacts.append(Contact(time=time, rule=rule, action=action, channel=channel))
     return contacts
 
 
@@ -267,7 +245,7 @@ local function count_existing(scope, key, start)
   if scope == 'all' then
     return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
   end
-  local slot = (scope == 'rule') and 1 or 3
+  local slot = (scope == 'rule') and 2 or 4
   local count = 0
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
     local _, contact = cmsgpack.unpack_one(member)
@@ -277,11 +255,10 @@ local function count_existing(scope, key, start)
 end
 
 local function add_unique(key, score, member)
-  local suffix = 0
-  local candidate = member
-  while redis.call('ZADD', key, 'NX', score, candidate) == 0 do
+  if redis.call('ZADD', key, 'NX', score, member) == 1 then return end
+  local suffix = redis.call('ZCARD', key)
+  while redis.call('ZADD', key, 'NX', score, member .. cmsgpack.pack(suffix)) == 0 do
     suffix = suffix + 1
-    candidate = member .. cmsgpack.pack(suffix)
   end
 end
 
@@ -358,12 +335,12 @@ def plan_read(keys: KeyLayout, customer_id: str, needs: StateNeeds, time: float)
     history_fields = []
     for event_type, need in needs.history.items():
         commands.append(("ZRANGEBYSCORE", keys.history(customer_id, event_type),
-                         exclusive_after(time - need.window), "+inf", "WITHSCORES"))
+                         exclusive_after(time - need.window), "+inf"))
         history_fields.append((event_type, need.fields))
     with_contacts = needs.contact_window > 0
     if with_contacts:
         commands.append(("ZRANGEBYSCORE", keys.contacts(customer_id),
-                         exclusive_after(time - needs.contact_window), "+inf", "WITHSCORES"))
+                         exclusive_after(time - needs.contact_window), "+inf"))
     return ReadPlan(commands, history_fields, with_contacts)
 
 
@@ -401,7 +378,7 @@ def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: Sta
     args: list = [repr(float(write.time)), *caps, len(contacts)]
     for contact in contacts:
         args += [repr(float(contact.time)), contact_member(contact)]
-    args.append(pack_member(write.event_record) if event_kept else "")
+    args.append(event_member(write.time, write.event_record) if event_kept else "")
     args.append(len(write.profile_set))
     for name, value in encode_profile(write.profile_set, needs.profile_schema).items():
         args += [name, value]
@@ -436,7 +413,8 @@ class Endpoint:
 
     host: str
     port: int
-    options: dict
+    options: dict  # for redis.connection.Connection (or SSLConnection)
+    async_options: dict  # for redis.asyncio.connection.Connection (or SSLConnection)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -453,11 +431,11 @@ class Redirect(Exception):
         self.address = (host, port)
 
 
-def as_redirect(error: ResponseError) -> Redirect | None:
-    parts = str(error).split()
-    if len(parts) == 3 and parts[0] in ("MOVED", "ASK"):
-        host, _, port = parts[2].rpartition(":")
-        return Redirect(parts[0], int(parts[1]), host or "127.0.0.1", int(port))
+def as_redirect(reply: Any) -> Redirect | None:
+    """A MOVED or ASK error reply (redis-py's ``MovedError``/``AskError``) as a Redirect."""
+    if isinstance(reply, (MovedError, AskError)):
+        kind = "MOVED" if isinstance(reply, MovedError) else "ASK"
+        return Redirect(kind, reply.slot_id, reply.host, int(reply.port))
     return None
 
 
@@ -535,33 +513,121 @@ def round_trip(conn, commands: list[tuple], timeout_s: float) -> list:
     return replies
 
 
+@dataclass(slots=True)
+class Pending:
+    """A request waiting on a shared connection for its ``count`` replies."""
+
+    count: int
+    future: asyncio.Future
+    replies: list = field(default_factory=list)
+
+
+class AsyncLink:
+    """One connection shared by every concurrent caller of an event loop.
+
+    Callers' requests are written back to back (pipelined) and their replies come back in
+    the same order; a reader task hands each caller its own. A caller that gives up (its
+    timeout) leaves its replies to be read and dropped, so the connection never gets out
+    of step; a broken connection fails every waiting caller and is replaced.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.waiting: deque[Pending] = deque()
+        self.closed = False
+        self.reader = asyncio.get_running_loop().create_task(self.read_replies())
+
+    async def request(self, packed: list[bytes], count: int, timeout_s: float) -> list:
+        if self.closed:
+            raise StoreUnavailable("redis connection lost")
+        pending = Pending(count, asyncio.get_running_loop().create_future())
+        self.waiting.append(pending)
+        try:
+            await self.conn.send_packed_command(packed, check_health=False)
+        except CONNECTION_ERRORS as error:
+            self.fail(error)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await pending.future
+        except TimeoutError as error:
+            raise StoreUnavailable("redis answered too late") from error
+
+    async def read_replies(self) -> None:
+        try:
+            while True:
+                try:
+                    reply = await self.conn.read_response(disconnect_on_error=False)
+                except ResponseError as error:
+                    reply = error
+                self.deliver(reply)
+        except BaseException as error:  # noqa: BLE001 - the connection is gone either way
+            self.fail(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+
+    def deliver(self, reply: Any) -> None:
+        pending = self.waiting[0]
+        pending.replies.append(reply)
+        if len(pending.replies) == pending.count:
+            self.waiting.popleft()
+            if not pending.future.done():
+                pending.future.set_result(pending.replies)
+
+    def fail(self, error: BaseException) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        while self.waiting:
+            future = self.waiting.popleft().future
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"redis connection lost: {error!r}"))
+        asyncio.get_running_loop().create_task(discard_async(self.conn))
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        self.fail(ConnectionError("closed"))
+        await discard_async(self.conn)
+
+
 class AsyncNode:
-    """The asyncio twin of ``SyncNode``; its connections belong to one event loop."""
+    """The asyncio side of one node: a shared ``AsyncLink`` per event loop, opened on demand.
+
+    A connect runs in the background: a caller waits for it at most its own timeout, and
+    the callers after it find the connection ready.
+    """
 
     def __init__(self, endpoint: Endpoint, connect_timeout_s: float, retry_interval_s: float):
         self.endpoint = endpoint
         self.connect_timeout_s = connect_timeout_s
-        self.free: list = []
         self.loop = None
+        self.link: AsyncLink | None = None
+        self.connecting: asyncio.Task | None = None
         self.backoff = Backoff(retry_interval_s)
 
-    async def acquire(self):
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:
-            self.free = []  # connections of another (maybe closed) loop: forget them
-            self.loop = loop
-        try:
-            return self.free.pop()
-        except IndexError:
-            return await self.connect()
+    async def request(self, commands: list[tuple], timeout_s: float) -> list:
+        link = await self.get_link(timeout_s)
+        return await link.request(link.conn.pack_commands(commands), len(commands), timeout_s)
 
-    async def connect(self):
+    async def get_link(self, timeout_s: float) -> AsyncLink:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # links of another (maybe closed) loop are forgotten
+            self.loop, self.link, self.connecting = loop, None, None
+        if self.link is not None and not self.link.closed:
+            return self.link
         self.backoff.check()
-        options = dict(self.endpoint.options, host=self.endpoint.host, port=self.endpoint.port,
-                       socket_connect_timeout=self.connect_timeout_s,
-                       socket_timeout=max(self.connect_timeout_s, 0.05))
-        conn_class = options.pop("async_connection_class", async_connection.Connection)
-        options.pop("connection_class", None)
+        if self.connecting is None:
+            self.connecting = loop.create_task(self.open_link())
+            self.connecting.add_done_callback(retrieve_exception)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(self.connecting)
+        except TimeoutError as error:
+            raise StoreUnavailable("redis: connecting took too long") from error
+
+    async def open_link(self) -> AsyncLink:
+        options = dict(self.endpoint.async_options, host=self.endpoint.host, port=self.endpoint.port,
+                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.connect_timeout_s)
+        conn_class = options.pop("connection_class", async_connection.Connection)
         conn = conn_class(**options)
         try:
             await conn.connect()
@@ -569,17 +635,22 @@ class AsyncNode:
             self.backoff.failed()
             await discard_async(conn)
             raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+        finally:
+            self.connecting = None
+        conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
-        return conn
-
-    def release(self, conn) -> None:
-        if self.loop is asyncio.get_running_loop():
-            self.free.append(conn)
+        self.link = AsyncLink(conn)
+        return self.link
 
     async def close(self) -> None:
-        free, self.free = self.free, []
-        for conn in free:
-            await discard_async(conn)
+        link, self.link = self.link, None
+        if link is not None and self.loop is asyncio.get_running_loop():
+            await link.close()
+
+
+def retrieve_exception(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def discard_async(conn) -> None:
@@ -589,29 +660,21 @@ async def discard_async(conn) -> None:
         pass
 
 
-async def round_trip_async(conn, commands: list[tuple], timeout_s: float) -> list:
-    async with asyncio.timeout(timeout_s):
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        replies = []
-        for _ in commands:
-            try:
-                replies.append(await conn.read_response(disconnect_on_error=False))
-            except ResponseError as error:
-                replies.append(error)
-    return replies
-
-
 # ---------------------------------------------------------------------------------------
 # Topology: one server, or a cluster's slot table
 
 
-def endpoint_options(url: str) -> tuple[Endpoint, dict]:
-    """redis-py connection options of ``url``, RESP3 and hiredis where available."""
+def connection_options(url: str) -> tuple[str, int, dict, dict]:
+    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP3."""
     options = sync_connection.parse_url(url)
+    async_options = async_connection.parse_url(url)
     host = options.pop("host", "127.0.0.1")
     port = int(options.pop("port", 6379))
-    options.setdefault("protocol", 3)
-    return Endpoint(host, port, options), options
+    for each in (options, async_options):
+        each.pop("host", None)
+        each.pop("port", None)
+        each.setdefault("protocol", 3)
+    return host, port, options, async_options
 
 
 def parse_cluster_slots(reply: list) -> dict[int, tuple[str, int]]:
@@ -701,7 +764,7 @@ class RedisStore(Store):
         latency_budget_s: float = 0.001,
         write_timeout_s: float = 0.05,
         io_timeout_s: float = 1.0,
-        connect_timeout_s: float = 0.005,
+        connect_timeout_s: float = 0.01,
         retry_interval_s: float = 0.1,
         key_prefix: str = "nba",
         ttl_grace_s: float = 60.0,
@@ -716,8 +779,8 @@ class RedisStore(Store):
         self.retry_interval_s = retry_interval_s
         self.keys = KeyLayout(key_prefix)
         self.retention = Retention(grace_s=ttl_grace_s, profile_ttl_s=profile_ttl_s)
-        seed, self.options = endpoint_options(url)
-        self.topology = Topology(seed)
+        host, port, self.options, self.async_options = connection_options(url)
+        self.topology = Topology(Endpoint(host, port, self.options, self.async_options))
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
         self.async_nodes: dict[tuple[str, int], AsyncNode] = {}
         if connect_now:
@@ -759,7 +822,7 @@ class RedisStore(Store):
         raise failure or StoreUnavailable("redis: no node to ask")
 
     def endpoint(self, address: tuple[str, int]) -> Endpoint:
-        return Endpoint(address[0], address[1], self.options)
+        return Endpoint(address[0], address[1], self.options, self.async_options)
 
     def sync_node(self, address: tuple[str, int]) -> SyncNode:
         node = self.sync_nodes.get(address)
@@ -791,19 +854,11 @@ class RedisStore(Store):
         return replies
 
     async def exchange_async(self, address: tuple[str, int], commands: list[tuple], timeout_s: float) -> list:
-        node = self.async_node(address)
-        conn = await node.acquire()
         try:
-            replies = await round_trip_async(conn, commands, timeout_s)
-        except CONNECTION_ERRORS as error:
-            await discard_async(conn)
+            return await self.async_node(address).request(commands, timeout_s)
+        except StoreUnavailable:
             self.topology.lost(address)
-            raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
-        except BaseException:  # cancelled half-way: the connection may hold unread replies
-            await discard_async(conn)
             raise
-        node.release(conn)
-        return replies
 
     def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
