@@ -53,6 +53,7 @@ from engine.errors import EngineError
 
 TEST_SUFFIX = ".test.toml"
 DEFAULT_TIME = "2026-06-01T12:00:00Z"  # a case's event time when neither it nor [defaults] gives one
+_DEFAULT_SECONDS = int(parse_time(DEFAULT_TIME))
 DEFAULT_CUSTOMER = "test-customer"
 
 TOP_KEYS = ("case", "defaults")
@@ -82,7 +83,7 @@ _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)\s*$")
 # -- the format ---------------------------------------------------------------------
 
 
-class TestFileError(Exception):
+class CaseFileError(Exception):
     """One problem in a test file, at a line when it is known."""
 
     def __init__(self, path: str, line: int | None, message: str):
@@ -96,10 +97,10 @@ class TestFileError(Exception):
         return f"{where}: error: {self.message}"
 
 
-class TestFileErrors(Exception):
+class CaseFileErrors(Exception):
     """Every problem found in the test files; nothing was run."""
 
-    def __init__(self, errors: list[TestFileError]):
+    def __init__(self, errors: list[CaseFileError]):
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
 
@@ -138,7 +139,7 @@ class Case:
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
-def test_files(rules_path: str | os.PathLike) -> list[str]:
+def find_test_files(rules_path: str | os.PathLike) -> list[str]:
     """The test files of a ruleset, sorted by path."""
     root = os.fspath(rules_path)
     if os.path.isfile(root):
@@ -155,16 +156,16 @@ def test_files(rules_path: str | os.PathLike) -> list[str]:
 
 
 def load_test_file(path: str, ruleset: CompiledRuleset | None = None) -> list[Case]:
-    """The cases of one test file; ``TestFileErrors`` with every problem found.
+    """The cases of one test file; ``CaseFileErrors`` with every problem found.
 
     Given the ruleset, rule ids and actions named in ``expect`` must be the ruleset's.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise TestFileErrors([TestFileError(path, None, f"the file is not UTF-8 text ({exc.reason})")]) from None
+        raise CaseFileErrors([CaseFileError(path, None, f"the file is not UTF-8 text ({exc.reason})")]) from None
     except OSError as exc:
-        raise TestFileErrors([TestFileError(path, None, f"cannot read the file: {exc.strerror}")]) from None
+        raise CaseFileErrors([CaseFileError(path, None, f"cannot read the file: {exc.strerror}")]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -173,11 +174,11 @@ def load_test_file(path: str, ruleset: CompiledRuleset | None = None) -> list[Ca
         line = int(found.group(1)) if found else None
         if found:
             message = message[: found.start()].rstrip()
-        raise TestFileErrors([TestFileError(path, line, f"not valid TOML: {message}")]) from None
+        raise CaseFileErrors([CaseFileError(path, line, f"not valid TOML: {message}")]) from None
     reader = _FileReader(path, text, ruleset)
     cases = reader.read(data)
     if reader.errors:
-        raise TestFileErrors(reader.errors)
+        raise CaseFileErrors(reader.errors)
     return cases
 
 
@@ -185,7 +186,7 @@ class _FileReader:
     def __init__(self, path: str, text: str, ruleset: CompiledRuleset | None):
         self.path = path
         self.lines = text.splitlines()
-        self.errors: list[TestFileError] = []
+        self.errors: list[CaseFileError] = []
         self.case_lines = [i + 1 for i, line in enumerate(self.lines) if _CASE_HEADER.match(line)]
         self.rule_ids: set[str] | None = None
         self.actions: set[str] | None = None
@@ -220,7 +221,7 @@ class _FileReader:
         return start if index is not None else None
 
     def error(self, line: int | None, message: str) -> None:
-        self.errors.append(TestFileError(self.path, line, message))
+        self.errors.append(CaseFileError(self.path, line, message))
 
     # the file
 
@@ -231,7 +232,7 @@ class _FileReader:
             self.error(self.key_line(None, "defaults"), "`defaults` must be a table")
             defaults = {}
         self.unknown_keys(defaults, DEFAULTS_KEYS, "in [defaults]", None, line=self.key_line(None, "defaults"))
-        default_time = DEFAULT_TIME
+        default_time = _DEFAULT_SECONDS
         if "time" in defaults:
             default_time = self.time_value(defaults["time"], "[defaults] time", self.key_line(None, "time"))
         default_customer = defaults.get("customer_id", DEFAULT_CUSTOMER)
@@ -382,7 +383,7 @@ class _FileReader:
     def read_expect(self, raw: dict, label: str, line) -> Expect | None:
         where = f"{label}: expect"
         before = len(self.errors)
-        self.unknown_keys(raw, EXPECT_KEYS, f"in {where}", None, line=line)
+        self.unknown_keys(raw, EXPECT_KEYS, f"in the `expect` of {label}", None, line=line)
         if not raw:
             self.error(line, f"{where} is empty: say what the decision should be (rule, action, nothing = true, ...)")
             return None
@@ -708,7 +709,7 @@ def format_trace(decision: Decision, event: dict) -> list[str]:
     width = max((len(e.rule) for e in entries), default=0)
     for entry in entries:
         priority = f"priority {_value_text(entry.priority)}" if entry.priority is not None else ""
-        lines.append(f"  {entry.rule.ljust(width)}  {_trace_text(entry):<40} {priority}".rstrip())
+        lines.append(f"  {entry.rule.ljust(width)}  {priority:<13} {_trace_text(entry)}".rstrip())
     return lines
 
 
@@ -725,17 +726,17 @@ def run_tests(rules_path: str, out: TextIO = sys.stdout) -> int:
         print(exc.report(), file=out)
         print(f"the ruleset {rules_path} does not load: no tests were run", file=out)
         return 2
-    files = test_files(rules_path)
+    files = find_test_files(rules_path)
     if not files:
         where = rules_path if os.path.isdir(rules_path) else f"{rules_path} (looked for {Path(rules_path).stem}{TEST_SUFFIX} beside it)"
         print(f"no test files (*{TEST_SUFFIX}) in {where}", file=out)
         return 1
     cases: list[Case] = []
-    errors: list[TestFileError] = []
+    errors: list[CaseFileError] = []
     for path in files:
         try:
             cases += load_test_file(path, ruleset)
-        except TestFileErrors as exc:
+        except CaseFileErrors as exc:
             errors += exc.errors
     if errors:
         for error in errors:
@@ -760,12 +761,16 @@ def run_tests(rules_path: str, out: TextIO = sys.stdout) -> int:
             for line in format_trace(result.decision, case.event):
                 print(f"    {line}", file=out)
     passed = len(cases) - failed
-    files_text = f"{len(files)} file{'s' if len(files) != 1 else ''}"
+    counted = f"{_plural(len(cases), 'case')} in {_plural(len(files), 'file')}"
     if failed:
-        print(f"{failed} failed, {passed} passed ({len(cases)} cases in {files_text})", file=out)
+        print(f"{failed} failed, {passed} passed ({counted})", file=out)
         return 1
-    print(f"all {passed} passed ({len(cases)} cases in {files_text})", file=out)
+    print(f"all {passed} passed ({counted})", file=out)
     return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:
