@@ -40,7 +40,7 @@ def parser() -> lark.Lark:
         grammar,
         parser="lalr",
         lexer="contextual",
-        propagate_positions=True,
+        propagate_positions=False,
         maybe_placeholders=False,
         cache=False,
     )
@@ -96,9 +96,10 @@ class TreeBuilder:
         self.diagnostics = diagnostics
 
     def pos(self, item: Tree | Token) -> Position:
-        if isinstance(item, Token):
-            return Position(self.path, item.line, item.column)
-        return Position(self.path, item.meta.line, item.meta.column)
+        """The place of a token, or of a node's first token (every node has one)."""
+        while not isinstance(item, Token):
+            item = item.children[0]
+        return Position(self.path, item.line, item.column)
 
     def error(self, item: Tree | Token, message: str) -> None:
         self.diagnostics.error(self.pos(item), message)
@@ -245,10 +246,10 @@ class TreeBuilder:
         return n.Default(self.pos(tree), self.action_spec(tree))
 
     def decl_profile_schema(self, tree: Tree) -> n.ProfileSchema:
-        return n.ProfileSchema(self.pos(tree), self.schema_fields(tree.children[0]))
+        return n.ProfileSchema(self.pos(tree), self.schema_fields(tree.children[-1]))
 
     def decl_event_schema(self, tree: Tree) -> n.EventSchema:
-        type_token, fields = tree.children
+        _event, type_token, fields = tree.children
         event_type = self.identifier(type_token, "an event type")
         return n.EventSchema(self.pos(type_token), event_type, self.schema_fields(fields))
 
@@ -319,7 +320,7 @@ class TreeBuilder:
         return n.SegmentRef(self.pos(tree), self.identifier(token, "a segment name"))
 
     def expr_list(self, tree: Tree, in_where: bool) -> n.Expr:
-        return n.ListExpr(self.pos(tree), tuple(self.expr(item, in_where) for item in tree.children))
+        return n.ListExpr(self.pos(tree), tuple(self.expr(item, in_where) for item in tree.children[1:]))
 
     def expr_member(self, tree: Tree, in_where: bool) -> n.Expr:
         target_tree, name_tree = tree.children
@@ -333,7 +334,7 @@ class TreeBuilder:
         return n.Unary(self.pos(tree), "-", self.expr(tree.children[1], in_where))
 
     def expr_not_op(self, tree: Tree, in_where: bool) -> n.Expr:
-        return n.Unary(self.pos(tree), "not", self.expr(tree.children[0], in_where))
+        return n.Unary(self.pos(tree), "not", self.expr(tree.children[1], in_where))
 
     def expr_binary(self, tree: Tree, in_where: bool) -> n.Expr:
         left, op, right = tree.children
@@ -347,7 +348,7 @@ class TreeBuilder:
         return n.Binary(self.pos(tree), "in", self.expr(left, in_where), self.expr(right, in_where))
 
     def expr_not_in_op(self, tree: Tree, in_where: bool) -> n.Expr:
-        left, right = tree.children
+        left, _not, right = tree.children
         return n.Binary(self.pos(tree), "not in", self.expr(left, in_where), self.expr(right, in_where))
 
     def expr_and_op(self, tree: Tree, in_where: bool) -> n.Expr:
@@ -359,7 +360,7 @@ class TreeBuilder:
         return n.Binary(self.pos(tree), "or", self.expr(left, in_where), self.expr(right, in_where))
 
     def expr_if_expr(self, tree: Tree, in_where: bool) -> n.Expr:
-        cond, then, other = (self.expr(child, in_where) for child in tree.children)
+        cond, then, other = (self.expr(child, in_where) for child in tree.children[1:])
         return n.IfExpr(self.pos(tree), cond, then, other)
 
     def expr_call(self, tree: Tree, in_where: bool) -> n.Expr:
@@ -585,14 +586,20 @@ def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tu
     token: Token = exc.token  # UnexpectedToken / UnexpectedEOF
     expected = _acceptable(exc)
     if token.type == "$END" or not getattr(token, "line", None):
-        line_count = text.count("\n") + 1
-        last_line = text.split("\n")[-1]
-        pos = (line_count, len(last_line) + 1)
+        pos = _end_of_text(text)
         if "END" in expected:
             return pos, "unexpected end of the file: a `rule` or `on` block is missing its `end`"
         return pos, f"unexpected end of the file; expected {_expected_words(expected)}"
     pos = (token.line, token.column)
     return pos, _token_message(token, expected)
+
+
+def _end_of_text(text: str) -> tuple[int, int]:
+    """Just after the last character that is not white space, so the caret has a line to sit under."""
+    body = text.rstrip()
+    line = body.count("\n") + 1
+    column = len(body) - (body.rfind("\n") + 1) + 1
+    return line, column
 
 
 def _token_message(token: Token, expected: set[str]) -> str:
