@@ -602,6 +602,9 @@ def _end_of_text(text: str) -> tuple[int, int]:
     return line, column
 
 
+_DECLARATION_TOKENS = frozenset(k.upper() for k in DECLARATION_KEYWORDS)
+
+
 def _token_message(token: Token, expected: set[str]) -> str:
     found = _found(token)
     if token.type == "EQUAL" and "COMPARE" in expected:
@@ -610,6 +613,8 @@ def _token_message(token: Token, expected: set[str]) -> str:
         return "`where` only goes inside an aggregate, as in `count(page_view where category == \"shoes\" within 30m)`"
     if token.type == "COMPARE" and not (expected & {"COMPARE"}) and expected & {"AND", "OR"}:
         return f"unexpected {found}: comparisons do not chain; write `a < b and b < c`"
+    if token.type in _DECLARATION_TOKENS and "END" in expected:
+        return f"unexpected {found}: the `rule` or `on` block before it is missing its `end`"
     if token.type == "NAME":
         keywords = [kw for kw in map(_keyword, expected) if kw]
         close = suggest(str(token), keywords)
