@@ -133,12 +133,12 @@ def test_history_and_contacts_round_trip_exactly(store):
     assert state.contacts == [contact(T0), contact(T0 + 1 / 3), contact(T0 + 2 / 3)]
 
 
-def test_identical_events_at_one_instant_are_all_kept(store):
-    for _ in range(3):
-        assert store.commit("c1", NEEDS, event(T0, record={"category": "shoes", "price": 1}, contacts=[contact(T0)]))
+def test_identical_events_at_one_instant_are_all_kept_in_order(store):
+    for price in (1, 1, 0.5, 1):
+        assert store.commit("c1", NEEDS, event(T0, record={"category": "shoes", "price": price}, contacts=[contact(T0)]))
     state = store.read("c1", NEEDS, T0)
-    assert len(state.history["page_view"]) == 3
-    assert len(state.contacts) == 3
+    assert state.history["page_view"].columns["price"] == [1, 1, 0.5, 1]
+    assert len(state.contacts) == 4
 
 
 def test_read_returns_only_the_windows_the_needs_give(store):
@@ -247,6 +247,21 @@ def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
     assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
 
 
+def test_trimming_follows_the_newest_time_of_the_customer(store):
+    store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
+    store.commit("c1", NEEDS, event(T0 + 3600, "purchase", record={"amount": 1}))
+    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "late"}))  # older than newest - 1800
+    assert "page_view" not in store.read("c1", NEEDS, T0 + 1).history
+
+
+def test_history_keeps_at_most_max_events_per_type(redis_url):  # noqa: F811
+    store = RedisStore(redis_url, max_events_per_type=3, **RELAXED)
+    for offset in range(5):
+        store.commit("c1", NEEDS, event(T0 + offset, record={"category": str(offset)}))
+    assert store.read("c1", NEEDS, T0).history["page_view"].columns["category"] == ["2", "3", "4"]
+    store.close()
+
+
 def test_an_out_of_order_event_inside_the_window_is_kept(store):
     store.commit("c1", NEEDS, event(T0 + 1000, record={"category": "new"}))
     store.commit("c1", NEEDS, event(T0, record={"category": "late"}))
@@ -259,7 +274,7 @@ def test_keys_expire_after_the_retention(store, client):
     store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
     layout = KeyLayout()
     retention_ms = (NEEDS.retention + 60) * 1000
-    for key in (layout.history("c1", "page_view"), layout.contacts("c1")):
+    for key in (layout.history("c1", "page_view"), layout.contacts("c1"), layout.meta("c1")):
         assert 0 < client.pttl(key) <= retention_ms
     assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
 
@@ -276,7 +291,7 @@ def test_all_keys_of_a_customer_share_one_slot(store, client):
     store.commit(customer, NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
     store.commit(customer, NEEDS, event(T0, "purchase", record={"amount": 1}))
     keys = client.keys("*")
-    assert len(keys) == 4
+    assert len(keys) == 5  # profile, contacts, two history types, meta
     assert len({redis_py.cluster.key_slot(key) for key in keys}) == 1
     assert store.read(customer, NEEDS, T0).profile == {"ltv": 1}
 
@@ -366,3 +381,62 @@ def test_open_store_picks_redis_for_a_url(redis_url):  # noqa: F811
 
 def test_floats_survive_as_scores():
     assert all(float(repr(x)) == x for x in (T0, math.pi * 1e9, 1e-300))
+
+
+# -- the same state as MemoryStore, the reference
+
+
+def windowed(state, needs: StateNeeds, time: float) -> dict:
+    """What a decision at ``time`` can see of ``state``: entries inside the read windows."""
+    history = {}
+    for event_type, need in needs.history.items():
+        kept = state.history.get(event_type)
+        rows = [] if kept is None else [
+            (t, tuple(kept.columns[name][i] for name in need.fields))
+            for i, t in enumerate(kept.times) if t > time - need.window
+        ]
+        if rows:
+            history[event_type] = rows
+    contacts = [c for c in state.contacts if c.time > time - needs.contact_window]
+    return {"profile": state.profile, "history": history, "contacts": contacts}
+
+
+WRITES = st.lists(
+    st.tuples(
+        st.integers(0, 4000),  # time offset, often out of order
+        st.sampled_from(["page_view", "purchase", "login"]),
+        st.sampled_from([None, 1, 2.5, "x"]),  # a field value
+        st.booleans(),  # with a contact
+        st.sampled_from(["r1", "r2"]),
+        st.sampled_from(["email", "web", None]),
+        st.sampled_from([{}, {"ltv": 3}, {"tier": "gold", "ltv": 0.5}]),
+    ),
+    max_size=25,
+)
+
+
+@given(writes=WRITES)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F811
+    from engine.store.memory import MemoryStore
+
+    redis_server.flush()
+    needs = StateNeeds(
+        history={"page_view": HistoryNeed(("category", "price"), 1800.0), "purchase": HistoryNeed(("amount",), 3000.0)},
+        contact_window=2400.0,
+        profile_schema=SCHEMA,
+    )
+    caps = [CapCheck("rule", "r1", 2, 600.0), CapCheck("channel", "email", 3, 2400.0), CapCheck("all", None, 4, 1200.0)]
+    memory, store = MemoryStore(), RedisStore(redis_server.url, **RELAXED)
+    for offset, event_type, value, with_contact, rule, channel, updates in writes:
+        time = T0 + offset
+        need = needs.history.get(event_type)
+        record = None if need is None else {name: value for name in need.fields}
+        contacts = [contact(time, rule=rule, channel=channel)] if with_contact else []
+        write = event(time, event_type, record=record, contacts=contacts, caps=caps, profile_set=updates)
+        if write.is_empty:
+            continue
+        assert store.commit("c1", needs, write) == memory.commit("c1", needs, write)
+        for probe in (time, T0 + 2000):
+            assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(memory.read("c1", needs, probe), needs, probe)
+    store.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from engine.state import Store
 
 
+MEMORY_OPTIONS = ("max_events_per_type", "max_contacts")  # the others only mean something for Redis
+
+
 def open_store(redis_url: str | None = None, **options) -> Store:
     """The in-memory store when ``redis_url`` is None, else a ``RedisStore`` on that URL.
 
@@ -15,7 +18,7 @@ def open_store(redis_url: str | None = None, **options) -> Store:
     if redis_url is None:
         from engine.store.memory import MemoryStore
 
-        return MemoryStore(**options)
+        return MemoryStore(**{name: options[name] for name in MEMORY_OPTIONS if name in options})
     from engine.store.redis import RedisStore
 
     return RedisStore(redis_url, **options)

@@ -3,23 +3,25 @@
 Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id)::
 
     P:{C}:p        hash        the profile: field -> value as text (see ``encode_profile_value``)
-    P:{C}:h:TYPE   sorted set  past events of TYPE: score = time, member = msgpack [time, {kept fields}]
-    P:{C}:c        sorted set  contacts: score = time, member = msgpack [time, rule, action, channel]
+    P:{C}:h:TYPE   sorted set  past events of TYPE: score = time,
+                               member = msgpack [time, sequence, {kept fields}]
+    P:{C}:c        sorted set  contacts: score = time,
+                               member = msgpack [time, sequence, rule, action, channel]
+    P:{C}:m        hash        t = the newest time recorded, n = the last sequence number
 
 All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
 pipeline reads them and one Lua script writes them. A decision reads with one pipeline
 (HGETALL + one ZRANGEBYSCORE per needed history type + one for the contacts) and writes
 with one EVALSHA of ``COMMIT_SCRIPT``, which checks the caps and records atomically.
+Members carry their time exactly as given (an int stays an int) and a per-customer
+sequence number, so no two are equal and the events of one instant keep their order.
 
-Members carry their time (exactly as given: an int stays an int), so equal events at
-different times never collide. Two equal events at one instant are both kept: the script
-appends a msgpack integer (from the set's size up, so a burst stays O(1) each) to the
-second; readers decode the first msgpack object of a member and ignore the rest.
-
-Transport: plain redis-py ``Connection`` objects (hiredis parser, RESP3) taken from a small
-per-node free list, one packed write and N ``read_response`` calls per round trip; the
-redis-py ``Pipeline`` costs ~4x more per call. A connection that fails or times out in the
-middle of a round trip is dropped, never reused. See docs/redis.md for the figures.
+Transport: redis-py connections with the hiredis parser, RESP3. The sync path takes a
+connection from a per-node free list and does one packed write and N ``read_response``
+calls per round trip (redis-py's ``Pipeline`` object costs ~3x more per call); the asyncio
+path shares one pipelined connection per node between all concurrent callers. A
+connection that fails or times out half-way through a round trip is never reused.
+See docs/redis.md for the figures.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import hiredis
 import msgpack
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
@@ -73,6 +76,9 @@ class KeyLayout:
 
     def history(self, customer_id: str, event_type: str) -> str:
         return f"{self.base(customer_id)}:h:{event_type}"
+
+    def meta(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":m"
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,32 +195,31 @@ def pack_member(value: Any) -> bytes:
 
 
 def unpack_member(member: bytes) -> Any:
-    """The first msgpack object of a member (a de-duplicating suffix may follow it)."""
-    try:
-        return msgpack.unpackb(member, strict_map_key=False)
-    except msgpack.ExtraData as extra:
-        return extra.unpacked
+    return msgpack.unpackb(member, strict_map_key=False)
 
 
-def event_member(time: float, record: dict) -> bytes:
-    return pack_member([time, record])
+def event_parts(time: float, record: dict) -> tuple[bytes, bytes]:
+    """Head and tail of a history member ``[time, sequence, {fields}]``."""
+    return b"\x93" + pack_member(time), pack_member(record)
 
 
-def contact_member(contact: Contact) -> bytes:
-    return pack_member([contact.time, contact.rule, contact.action, contact.channel])
+def contact_parts(contact: Contact) -> tuple[bytes, bytes]:
+    """Head and tail of a contact member ``[time, sequence, rule, action, channel]``."""
+    return (b"\x95" + pack_member(contact.time),
+            pack_member(contact.rule) + pack_member(contact.action) + pack_member(contact.channel))
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
     entries = [unpack_member(member) for member in raw]
     times = [entry[0] for entry in entries]
-    columns = {name: [entry[1].get(name) for entry in entries] for name in fields}
+    columns = {name: [entry[2].get(name) for entry in entries] for name in fields}
     return History(times=times, columns=columns)
 
 
 def decode_contacts(raw: list) -> list[Contact]:
     contacts = []
     for member in raw:
-        time, rule, action, channel = unpack_member(member)
+        time, _sequence, rule, action, channel = unpack_member(member)
         contacts.append(Contact(time=time, rule=rule, action=action, channel=channel))
     return contacts
 
@@ -227,17 +232,23 @@ def exclusive_after(time: float) -> str:
 # ---------------------------------------------------------------------------------------
 # The commit script
 #
-# KEYS: contacts, profile, [history]
-# ARGV: time, n_checks, (scope, key, allowed, start) * n_checks,
-#       n_contacts, (score, member) * n_contacts, event_member or "",
+# KEYS: meta, contacts, profile, [history of the event's type]
+# ARGV: time,
+#       n_checks, (scope, key, allowed, start) * n_checks,
+#       n_contacts, (score, head, tail) * n_contacts,
+#       event head or "", event tail or "",
 #       n_sets, (field, value) * n_sets,
-#       contact_keep, history_keep, ttl_ms, profile_ttl_ms
-# ``allowed`` is the cap's limit minus the new contacts it counts; ``start`` is
-# ``time - window`` computed by the caller; the window is (start, time].
+#       contact_keep, history_keep, max_contacts, max_events, ttl_ms, profile_ttl_ms
+# ``allowed`` is a cap's limit minus the new contacts it counts; ``start`` is ``time -
+# window`` (computed by the caller), the window being (start, time]. A member is
+# ``head .. msgpack(sequence number) .. tail``: the caller packs its time into the head
+# and its fields into the tail; the script numbers members per customer, so that no two
+# are equal and members of one instant keep the order they were recorded in.
+# Trimming is relative to the newest time recorded for the customer, as MemoryStore does.
 # Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
 
 COMMIT_SCRIPT = r"""
-local contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[3]
+local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = ARGV[1]
 local i = 2
 
@@ -245,46 +256,41 @@ local function count_existing(scope, key, start)
   if scope == 'all' then
     return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
   end
-  local slot = (scope == 'rule') and 2 or 4
+  local slot = (scope == 'rule') and 3 or 5
   local count = 0
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
-    local _, contact = cmsgpack.unpack_one(member)
+    local contact = cmsgpack.unpack(member)
     if contact[slot] == key then count = count + 1 end
   end
   return count
-end
-
-local function add_unique(key, score, member)
-  if redis.call('ZADD', key, 'NX', score, member) == 1 then return end
-  local suffix = redis.call('ZCARD', key)
-  while redis.call('ZADD', key, 'NX', score, member .. cmsgpack.pack(suffix)) == 0 do
-    suffix = suffix + 1
-  end
-end
-
-local function trim(key, keep, ttl_ms)
-  local newest = tonumber(now)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[2] and tonumber(last[2]) > newest then newest = tonumber(last[2]) end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.17g', newest - tonumber(keep)))
-  redis.call('PEXPIRE', key, ttl_ms)
 end
 
 local n_checks = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_checks do
   local scope, key, allowed, start = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
-  if allowed < 0 or count_existing(scope, key, start) > allowed then return 0 end
+  if count_existing(scope, key, start) > allowed then return 0 end
+end
+
+local meta = redis.call('HMGET', meta_key, 't', 'n')
+local newest = now
+if meta[1] and tonumber(meta[1]) > tonumber(now) then newest = meta[1] end
+local sequence = tonumber(meta[2] or '0')
+
+local function add(key, score, head, tail)
+  sequence = sequence + 1
+  redis.call('ZADD', key, score, head .. cmsgpack.pack(sequence) .. tail)
 end
 
 local n_contacts = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_contacts do
-  add_unique(contacts_key, ARGV[i], ARGV[i + 1])
-  i = i + 2
+  add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
 end
 
-local event_member = ARGV[i]; i = i + 1
-if history_key and event_member ~= '' then add_unique(history_key, now, event_member) end
+local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
+local event_kept = history_key ~= nil and event_head ~= ''
+if event_kept then add(history_key, now, event_head, event_tail) end
 
 local n_sets = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_sets do
@@ -292,10 +298,22 @@ for _ = 1, n_sets do
   i = i + 2
 end
 
-local contact_keep, history_keep, ttl_ms, profile_ttl_ms = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-if n_contacts > 0 then trim(contacts_key, contact_keep, ttl_ms) end
-if history_key and event_member ~= '' then trim(history_key, history_keep, ttl_ms) end
-if tonumber(profile_ttl_ms) > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
+local contact_keep, history_keep = ARGV[i], ARGV[i + 1]
+local max_contacts, max_events = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+local ttl_ms, profile_ttl_ms = ARGV[i + 4], tonumber(ARGV[i + 5])
+
+local function trim(key, keep, max_count)
+  local cutoff = tonumber(newest) - tonumber(keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', cutoff))
+  redis.call('ZREMRANGEBYRANK', key, 0, -(max_count + 1))
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+
+if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts) end
+if event_kept then trim(history_key, history_keep, max_events) end
+redis.call('HSET', meta_key, 't', newest, 'n', sequence)
+redis.call('PEXPIRE', meta_key, ttl_ms)
+if profile_ttl_ms > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
 return 1
 """
 
@@ -303,7 +321,12 @@ COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 
 
 def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
-    """The script's arguments for the cap checks; None when the new contacts alone exceed one."""
+    """The script's arguments for the cap checks; None when the new contacts alone exceed one.
+
+    Like MemoryStore, caps are checked only when the write records contacts.
+    """
+    if not new:
+        return [0]
     args: list = [len(checks)]
     for check in checks:
         allowed = check.limit - sum(1 for contact in new if check.matches(contact))
@@ -360,29 +383,31 @@ class Retention:
 
     grace_s: float = 60.0  # added to every TTL
     profile_ttl_s: float | None = None  # None: profiles never expire
+    max_events_per_type: int = 10_000  # per customer, like MemoryStore
+    max_contacts: int = 10_000
 
 
 def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: StateWrite,
                 retention: Retention) -> tuple | None:
     """The EVALSHA arguments (without the SHA) of ``write``; None when it cannot hold."""
-    record_contacts = needs.contact_window > 0
-    contacts = write.contacts if record_contacts else []
+    contacts = write.contacts if needs.contact_window > 0 else []  # else trimmed at once
     caps = cap_arguments(write.cap_checks, contacts, write.time)
     if caps is None:
         return None
     need = needs.history.get(write.event_type)
     event_kept = write.event_record is not None and need is not None and need.window > 0
-    key_list = [keys.contacts(customer_id), keys.profile(customer_id)]
+    key_list = [keys.meta(customer_id), keys.contacts(customer_id), keys.profile(customer_id)]
     if event_kept:
         key_list.append(keys.history(customer_id, write.event_type))
     args: list = [repr(float(write.time)), *caps, len(contacts)]
     for contact in contacts:
-        args += [repr(float(contact.time)), contact_member(contact)]
-    args.append(event_member(write.time, write.event_record) if event_kept else "")
+        args += [repr(float(contact.time)), *contact_parts(contact)]
+    args += event_parts(write.time, write.event_record) if event_kept else ["", ""]
     args.append(len(write.profile_set))
     for name, value in encode_profile(write.profile_set, needs.profile_schema).items():
         args += [name, value]
     args += [repr(float(needs.contact_window)), repr(float(need.window if need else 0.0)),
+             retention.max_contacts, retention.max_events_per_type,
              ttl_ms(needs.retention, retention.grace_s),
              ttl_ms(retention.profile_ttl_s, 0) if retention.profile_ttl_s else 0]
     return (len(key_list), *key_list, *args)
@@ -500,10 +525,14 @@ class SyncNode:
             self.free.pop().disconnect()
 
 
+def pack_commands(commands: list[tuple]) -> bytes:
+    return b"".join([hiredis.pack_command(command) for command in commands])
+
+
 def round_trip(conn, commands: list[tuple], timeout_s: float) -> list:
     """Send ``commands`` in one write and read every reply; errors are returned in place."""
     conn._sock.settimeout(timeout_s)
-    conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+    conn.send_packed_command([pack_commands(commands)], check_health=False)
     replies = []
     for _ in commands:
         try:
@@ -534,23 +563,33 @@ class AsyncLink:
     def __init__(self, conn):
         self.conn = conn
         self.waiting: deque[Pending] = deque()
+        self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
         self.closed = False
         self.reader = asyncio.get_running_loop().create_task(self.read_replies())
 
-    async def request(self, packed: list[bytes], count: int, timeout_s: float) -> list:
+    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
         if self.closed:
             raise StoreUnavailable("redis connection lost")
         pending = Pending(count, asyncio.get_running_loop().create_future())
         self.waiting.append(pending)
-        try:
-            await self.conn.send_packed_command(packed, check_health=False)
-        except CONNECTION_ERRORS as error:
-            self.fail(error)
+        self.outgoing.append(packed)
+        if len(self.outgoing) == 1:
+            asyncio.get_running_loop().create_task(self.flush())
         try:
             async with asyncio.timeout(timeout_s):
                 return await pending.future
         except TimeoutError as error:
             raise StoreUnavailable("redis answered too late") from error
+
+    async def flush(self) -> None:
+        """Write every request queued since the last flush in one go (fewer syscalls under load)."""
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or not outgoing:
+            return
+        try:
+            await self.conn.send_packed_command(outgoing, check_health=False)
+        except CONNECTION_ERRORS as error:
+            self.fail(error)
 
     async def read_replies(self) -> None:
         try:
@@ -606,7 +645,7 @@ class AsyncNode:
 
     async def request(self, commands: list[tuple], timeout_s: float) -> list:
         link = await self.get_link(timeout_s)
-        return await link.request(link.conn.pack_commands(commands), len(commands), timeout_s)
+        return await link.request(pack_commands(commands), len(commands), timeout_s)
 
     async def get_link(self, timeout_s: float) -> AsyncLink:
         loop = asyncio.get_running_loop()
@@ -753,6 +792,12 @@ class RedisStore(Store):
     raises ``StoreUnavailable`` and the engine decides without state. ``write_timeout_s``
     bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
     after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
+
+    Retention is MemoryStore's: each history type keeps its longest window, contacts the
+    longest cap or policy window, relative to the newest time recorded for the customer,
+    and at most ``max_events_per_type`` / ``max_contacts`` entries. History, contacts and
+    the meta key expire ``retention + ttl_grace_s`` after the customer's last write;
+    profiles only with ``profile_ttl_s``.
     """
 
     degraded_reads = True
@@ -769,6 +814,8 @@ class RedisStore(Store):
         key_prefix: str = "nba",
         ttl_grace_s: float = 60.0,
         profile_ttl_s: float | None = None,
+        max_events_per_type: int = 10_000,
+        max_contacts: int = 10_000,
         connect_now: bool = True,
     ):
         self.url = url
@@ -778,7 +825,7 @@ class RedisStore(Store):
         self.connect_timeout_s = connect_timeout_s
         self.retry_interval_s = retry_interval_s
         self.keys = KeyLayout(key_prefix)
-        self.retention = Retention(grace_s=ttl_grace_s, profile_ttl_s=profile_ttl_s)
+        self.retention = Retention(ttl_grace_s, profile_ttl_s, max_events_per_type, max_contacts)
         host, port, self.options, self.async_options = connection_options(url)
         self.topology = Topology(Endpoint(host, port, self.options, self.async_options))
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
