@@ -565,12 +565,24 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
     if expect.nothing is False and first is None:
         problems.append("expected an action, got nothing")
     want = expect.first
-    if want.rule is not None and (first is None or first.rule != want.rule):
-        problems.append(f"expected rule {want.rule}, got {_describe(first, lead='rule')}")
-    if want.action is not None and (first is None or first.action != want.action):
-        problems.append(f"expected action {want.action}, got {got}")
-    if want.channel is not None and (first is None or first.channel != want.channel):
-        problems.append(f"expected channel {want.channel}, got {'nothing' if first is None else first.channel or 'no channel'}")
+    wrong = []  # (key, expected) of the first choice's rule, action and channel that differ
+    for key in ("rule", "action", "channel"):
+        wanted = getattr(want, key)
+        if wanted is not None and (first is None or getattr(first, key) != wanted):
+            wrong.append((key, wanted))
+    if len(wrong) == 1:
+        key, wanted = wrong[0]
+        if key == "rule":
+            problems.append(f"expected rule {wanted}, got {_describe(first, lead='rule')}")
+        elif key == "action":
+            problems.append(f"expected action {wanted}, got {got}")
+        else:
+            actual = "nothing" if first is None else first.channel or "no channel"
+            problems.append(f"expected channel {wanted}, got {actual}")
+    elif wrong:
+        wanted = ", ".join(f"{key} {value}" for key, value in wrong)
+        actual = "nothing" if first is None else f"{first.action} via {first.channel or 'no channel'} (rule {first.rule})"
+        problems.append(f"expected {wanted}; got {actual}")
     if want.params is not None:
         problems += _compare_params(want.params, first, "params")
     if expect.alternatives is not None:
@@ -590,9 +602,9 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
     for position, choice in enumerate(decision.choices):
         place = "the first choice" if position == 0 else f"alternative {position}"
         if choice.rule in expect.not_rule:
-            problems.append(f"expected rule {choice.rule} not to be chosen, but it is {place} ({_describe(choice)})")
+            problems.append(f"expected rule {choice.rule} not to be chosen, but it is {place} (action {choice.action})")
         if choice.action in expect.not_action:
-            problems.append(f"expected action {choice.action} not to be given, but it is {place} ({_describe(choice)})")
+            problems.append(f"expected action {choice.action} not to be given, but it is {place} (rule {choice.rule})")
     if expect.trace:
         entries = {entry.rule: entry for entry in decision.trace or ()}
         for rule_id, what in expect.trace.items():
