@@ -605,13 +605,20 @@ def _end_of_text(text: str) -> tuple[int, int]:
 _DECLARATION_TOKENS = frozenset(k.upper() for k in DECLARATION_KEYWORDS)
 
 
+def _names_only(token: Token, expected: set[str]) -> bool:
+    """A reserved word where only a name (a rule id, a channel, ...) can come, not an expression."""
+    return bool(_keyword(token.type)) and "NAME" in expected and not expected & (_EXPRESSION_STARTS - {"NAME"})
+
+
 def _token_message(token: Token, expected: set[str]) -> str:
     found = _found(token)
     if token.type == "EQUAL" and "COMPARE" in expected:
         return "unexpected `=`: to compare, write `==`"
+    if _names_only(token, expected):
+        return f"`{token}` is a reserved word and cannot be used as a name here"
     if token.type == "WHERE":
         return "`where` only goes inside an aggregate, as in `count(page_view where category == \"shoes\" within 30m)`"
-    if token.type == "COMPARE" and not (expected & {"COMPARE"}) and expected & {"AND", "OR"}:
+    if token.type in ("COMPARE", "IN") and not (expected & {"COMPARE", "IN"}) and expected & {"AND", "OR"}:
         return f"unexpected {found}: comparisons do not chain; write `a < b and b < c`"
     if token.type in _DECLARATION_TOKENS and "END" in expected:
         return f"unexpected {found}: the `rule` or `on` block before it is missing its `end`"
@@ -620,10 +627,8 @@ def _token_message(token: Token, expected: set[str]) -> str:
         close = suggest(str(token), keywords)
         if close and ("END" in expected or expected & {k.upper() for k in DECLARATION_KEYWORDS}):
             return f"unexpected {found}{close}"
-    if token.type == "NUMBER" and "DURATION" in expected:
+    if token.type in ("NUMBER", "SIGNED_NUMBER") and "DURATION" in expected:
         return f"unexpected {found}: a duration needs a unit, e.g. `{token}m`, `{token}h` or `{token}d`"
     if token.type == "IF" and "IF" not in expected:
         return "an `if` inside an expression needs parentheses: `(if C then A else B)`"
-    if _keyword(token.type) and "NAME" in expected and not expected & (_EXPRESSION_STARTS - {"NAME"}):
-        return f"`{token}` is a reserved word and cannot be used as a name here"
     return f"unexpected {found}; expected {_expected_words(expected)}"
