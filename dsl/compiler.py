@@ -43,8 +43,18 @@ class CompiledRule:
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
+    """The rules an event type can match, and the generated functions that test them.
+
+    When every rule of the bucket has a constant priority (the usual case), the bucket is
+    ``ranked``: its matchers are generators that test the rules in ranking order and yield
+    each match as they go, so a decision stops testing once it has chosen ``limit``
+    actions. Otherwise each matcher tests all its rules and returns the matches, which the
+    decision then ranks by their computed priorities.
+    """
+
     rules: tuple[int, ...]  # rule indexes in declaration order
-    matchers: tuple[Callable, ...]  # each: (x, errors) -> [matched rule indexes]
+    matchers: tuple[Callable, ...]  # each: (x, errors) -> matched rule indexes
+    ranked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,7 @@ class Compiler:
         checked = self.checked
         self.declare_segments()
         rule_parts = [self.rule_parts(index, rule) for index, rule in enumerate(checked.rules)]
+        self.constant_priorities = {parts[0]: parts[2] for parts in rule_parts}
         bucket_plan = self.plan_buckets()
         matcher_names = {key: self.matchers(key, indexes) for key, indexes in bucket_plan.items()}
         update_parts = self.update_parts()
@@ -122,7 +133,7 @@ class Compiler:
 
         rules = [self.finish_rule(namespace, *parts) for parts in rule_parts]
         buckets = {
-            key: Bucket(tuple(bucket_plan[key]), tuple(namespace[name] for name in names))
+            key: Bucket(tuple(bucket_plan[key]), tuple(namespace[name] for name in names), self.is_ranked(bucket_plan[key]))
             for key, names in matcher_names.items()
         }
         on_updates = {
@@ -353,7 +364,14 @@ class Compiler:
                     plan[key].append(index)
         return plan
 
+    def is_ranked(self, indexes: list[int]) -> bool:
+        return all(self.constant_priorities.get(index) is not None for index in indexes)
+
     def matchers(self, event_type: str | None, indexes: list[int]) -> list[str]:
+        ranked = self.is_ranked(indexes)
+        if ranked:
+            priorities = self.constant_priorities
+            indexes = sorted(indexes, key=lambda index: (-priorities[index], index))
         names = []
         label = "any" if event_type is None else str(len(self.module.functions))
         for start in range(0, max(len(indexes), 1), RULES_PER_MATCHER):
@@ -368,15 +386,19 @@ class Compiler:
                     continue
                 test = gen.cond(condition, "`when`")
                 active = self.active_test(rule)
+                found = "yield" if ranked else "m.append"
                 lines += [
                     "    try:",
                     f"        if {active}{test}:",
-                    f"            m.append({index})",
+                    f"            {found}({index})",
                     "    except Exception as e:",
                     f"        errors.append(({index}, e))",
                 ]
-            head = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", gen.prologue().rstrip("\n"), "    m = []"]
-            lines = [line for line in head if line] + lines + ["    return m"]
+            head = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", gen.prologue().rstrip("\n")]
+            if ranked:
+                lines = [line for line in head if line] + lines + ["    return", "    yield"]
+            else:
+                lines = [line for line in head if line] + ["    m = []"] + lines + ["    return m"]
             self.module.add_function("\n".join(lines))
             names.append(name)
         return names

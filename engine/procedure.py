@@ -53,47 +53,29 @@ def evaluate(
     rules = ruleset.rules
     context = EvalContext(event, state.profile, t, event_type, state.history)
 
-    # 2. candidates: every active rule whose `when` is true (in the event type's bucket)
+    # 2-3. candidates in ranking order: priority, highest first; ties in declaration order
     bucket = ruleset.bucket(event_type)
-    raised: list = []
-    matched: list[int] = []
-    for matcher in bucket.matchers:
-        matched += matcher(context, raised)
-    errors = [(rules[index].id, error_message(exc)) for index, exc in raised]
-
-    # 3. ranking: priority, highest first; ties in declaration order
-    ranked = []
-    for index in matched:
-        rule = rules[index]
-        priority = rule.priority
-        if rule.priority_fn is not None:
-            try:
-                priority = rule.priority_fn(context)
-            except Exception as exc:  # noqa: BLE001 - a rule's error never stops the decision
-                raised.append((index, exc))
-                errors.append((rule.id, error_message(exc)))
-                continue
-        if priority is None or priority.__class__ not in (int, float):
-            message = priority_error(priority)
-            raised.append((index, EvalError(message)))
-            errors.append((rule.id, message))
-            continue
-        ranked.append((-priority, index))
-    ranked.sort()
+    raised: list = []  # (rule index, exception) for every rule that failed
+    if bucket.ranked:
+        candidates = ranked_matches(bucket, rules, context, raised)
+    else:
+        candidates = rank_matches(bucket, rules, context, raised)
 
     # 4. down the ranking: holdouts, caps, policies, same action, limit
     chosen: list[Choice] = []
     chosen_rules: list[CompiledRule] = []
     passed_over: list[tuple[str, str]] = []
     outcomes: dict[int, tuple[str, str | None, str | None]] = {}
+    priorities: dict[int, float] = {}
     contacts = state.contacts
-    for negative_priority, index in ranked:
-        rule = rules[index]
+    for index, priority in candidates:
+        priorities[index] = priority
         if len(chosen) >= limit:
-            outcomes[index] = ("not_reached", None, None)
             if not explain:
-                break
+                break  # a ranked bucket stops testing rules here
+            outcomes[index] = ("not_reached", None, None)
             continue
+        rule = rules[index]
         reason = pass_over_reason(ruleset, rule, customer_id, t, contacts, chosen, chosen_rules)
         if reason is not None:
             passed_over.append((rule.id, reason))
@@ -101,13 +83,14 @@ def evaluate(
             continue
         try:
             params = rule.params_fn(context) if rule.params_fn is not None else dict(rule.params)
-        except Exception as exc:  # noqa: BLE001
-            errors.append((rule.id, error_message(exc)))
+        except Exception as exc:  # noqa: BLE001 - a rule's error never stops the decision
+            raised.append((index, exc))
             outcomes[index] = ("error", None, error_message(exc))
             continue
         chosen.append(Choice(rule.id, rule.action, rule.channel, params))
         chosen_rules.append(rule)
         outcomes[index] = ("chosen", None, None)
+    errors = [(rules[index].id, error_message(exc)) for index, exc in raised]
 
     # 5. the default, when nothing else was chosen
     default_error = None
@@ -124,9 +107,38 @@ def evaluate(
     write = state_write(ruleset, event, context, recorded, chosen_rules)
     trace = None
     if explain:
-        priorities = {index: -negative for negative, index in ranked}
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
     return Outcome(chosen, write, passed_over, errors, trace)
+
+
+def ranked_matches(bucket, rules: list[CompiledRule], context, raised: list):
+    """(index, priority) of the matching rules of a ranked bucket, tested as they are asked for."""
+    for matcher in bucket.matchers:
+        for index in matcher(context, raised):
+            yield index, rules[index].priority
+
+
+def rank_matches(bucket, rules: list[CompiledRule], context, raised: list) -> list[tuple[int, float]]:
+    """(index, priority) of every matching rule, with computed priorities, in ranking order."""
+    matched: list[int] = []
+    for matcher in bucket.matchers:
+        matched += matcher(context, raised)
+    ranked = []
+    for index in matched:
+        rule = rules[index]
+        priority = rule.priority
+        if rule.priority_fn is not None:
+            try:
+                priority = rule.priority_fn(context)
+            except Exception as exc:  # noqa: BLE001 - a rule's error never stops the decision
+                raised.append((index, exc))
+                continue
+        if priority is None or priority.__class__ not in (int, float):
+            raised.append((index, EvalError(priority_error(priority))))
+            continue
+        ranked.append((-priority, index))
+    ranked.sort()
+    return [(index, -negative) for negative, index in ranked]
 
 
 def priority_error(priority) -> str:
