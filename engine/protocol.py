@@ -108,10 +108,17 @@ class FrameDecoder:
             raise FrameError(BAD_FRAME, f"frame is not one msgpack value: {type(exc).__name__}: {exc}") from None
 
     def close_error(self) -> FrameError | None:
-        """The error to report when the peer closes now, or None at a frame boundary."""
-        if self.at_frame_boundary:
+        """The error to report when the peer closes now: None when what is buffered is whole
+        frames (perhaps not yet read), a ``bad_frame`` error when the last one is cut off."""
+        buf, pos, size = self._buf, self._pos, len(self._buf)
+        while size - pos >= HEADER_SIZE:
+            end = pos + HEADER_SIZE + HEADER.unpack_from(buf, pos)[0]
+            if end > size:
+                break
+            pos = end
+        if pos == size:
             return None
-        return FrameError(BAD_FRAME, f"connection closed mid-frame ({self.buffered} bytes of an unfinished frame)")
+        return FrameError(BAD_FRAME, f"connection closed mid-frame ({size - pos} bytes of an unfinished frame)")
 
 
 class Request:

@@ -410,7 +410,8 @@ class Connection(asyncio.Protocol):
 
     def _frame_error(self, error: FrameError) -> None:
         self._fatal = True
-        log.warning("closing connection from %s: %s: %s", _peer(self.peer), error.code, error.message)
+        if self.dispatcher.limiter.allow():
+            log.warning("closing connection from %s: %s: %s", _peer(self.peer), error.code, error.message)
         self._send(error_response(None, error.code, error.message), "frame", time.perf_counter())
         self._flush()
         if self.transport is not None:

@@ -437,3 +437,28 @@ def test_no_input_escapes_as_an_exception(tmp_path_factory, stream):
     conn.eof_received()
     for response in transport.responses():
         assert set(response) >= {"id", "ok"}
+
+
+def test_close_error_tells_whole_unread_frames_from_a_cut_one():
+    decoder = FrameDecoder(1024)
+    frames = encode_frame({"id": 1}) + encode_frame({"id": 2})
+    decoder.feed(frames)
+    assert decoder.close_error() is None  # two whole frames, not yet read
+    decoder.feed(frames[:5])
+    assert decoder.close_error().code == BAD_FRAME
+
+
+def test_eof_with_whole_frames_still_queued_answers_them_all(rules):
+    async def scenario():
+        engine = FakeEngine(str(rules), delay=0.002)
+        conn, transport, _ = open_connection(rules, blocking=False, engine=engine, max_in_flight=2)
+        conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(6)))
+        assert conn.eof_received() is True  # half-closed: answer, then close
+        seen = []
+        while not transport.closed:
+            await asyncio.sleep(0.005)
+            seen += transport.responses()
+        seen += transport.responses()
+        assert sorted(r["id"] for r in seen) == list(range(6))
+
+    run(scenario())
