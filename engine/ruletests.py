@@ -311,7 +311,7 @@ class _FileReader:
             if not isinstance(past, dict):
                 self.error(hline, f"{where} must be a table")
                 continue
-            past_event = self.read_event(past, where, hline, event["time"] if event else None)
+            past_event = self.read_event(past, where, hline, event["time"] if event else default_time)
             if past_event is None:
                 continue
             if "time" not in past_event:

@@ -435,3 +435,45 @@ def test_load_test_file_without_a_ruleset_checks_only_the_format(tmp_path):
     assert case.history == [{"type": "t", "time": 1767225600 - 86400, "customer_id": DEFAULT_CUSTOMER}]
     assert case.expect.first.rule == "anything"
     assert case.line == 3
+
+
+def test_sections_instead_of_inline_tables(tmp_path):
+    code, text = run(
+        tmp_path,
+        """
+        [[case]]
+        name = "sections"
+        limit = 2
+
+        [case.profile]
+        email_opt_in = true
+
+        [case.event]
+        type = "cart_abandoned"
+        cart_value = 80
+
+        [case.expect]
+        rule = "big_cart"
+        params = { value = 80 }
+        alternatives = [
+          { rule = "any_cart", channel = "web" },
+        ]
+
+        [[case.history]]
+        type = "ping"
+        ago = "2d"
+
+        [[case]]
+        name = "a typo in a section"
+        event = { type = "x" }
+        [case.expect]
+        nothin = true
+        """,
+    )
+    assert code == 2
+    assert f"{tmp_path / 't.test.toml'}:27: error: unknown key `nothin` in the `expect` of case 'a typo in a section'; did you mean `nothing`?" in text
+    (tmp_path / "t.test.toml").write_text(
+        (tmp_path / "t.test.toml").read_text(encoding="utf-8").replace("nothin =", "nothing ="), encoding="utf-8"
+    )
+    out = io.StringIO()
+    assert run_tests(str(tmp_path), out) == 0, out.getvalue()
