@@ -34,6 +34,7 @@ import time as clock
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
 import msgpack
@@ -703,6 +704,30 @@ async def discard_async(conn) -> None:
 # Topology: one server, or a cluster's slot table
 
 
+URL_OPTIONS = {  # query parameter -> (RedisStore option, conversion)
+    "latency_budget_ms": ("latency_budget_s", lambda text: float(text) / 1000),
+    "write_timeout_ms": ("write_timeout_s", lambda text: float(text) / 1000),
+    "key_prefix": ("key_prefix", str),
+}
+
+
+def store_options_in(url: str) -> tuple[str, dict]:
+    """``url`` without the store's own query parameters, and those as RedisStore options.
+
+    ``redis://host:6379/0?latency_budget_ms=5`` sets the budget where only a URL can be
+    given (``nba replay --redis``, ``nba serve --redis``).
+    """
+    parts = urlsplit(url)
+    kept, options = [], {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in URL_OPTIONS:
+            option, convert = URL_OPTIONS[name]
+            options[option] = convert(value)
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), options
+
+
 def connection_options(url: str) -> tuple[str, int, dict, dict]:
     """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP3."""
     options = sync_connection.parse_url(url)
@@ -819,6 +844,10 @@ class RedisStore(Store):
         connect_now: bool = True,
     ):
         self.url = url
+        url, from_url = store_options_in(url)
+        latency_budget_s = from_url.get("latency_budget_s", latency_budget_s)
+        write_timeout_s = from_url.get("write_timeout_s", write_timeout_s)
+        key_prefix = from_url.get("key_prefix", key_prefix)
         self.latency_budget_s = latency_budget_s
         self.write_timeout_s = write_timeout_s
         self.io_timeout_s = io_timeout_s

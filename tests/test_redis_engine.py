@@ -1,0 +1,262 @@
+"""The engine on Redis decides exactly as on memory: replays, races for a cap, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import multiprocessing
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from engine import Engine, EngineError
+from engine.store.redis import RedisStore
+from redis_fixtures import (  # noqa: F401
+    needs_redis,
+    own_redis_server,
+    redis_cluster,
+    redis_cluster_url,
+    redis_server,
+    redis_url,
+)
+
+pytestmark = needs_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+GOLDEN_EVENTS = ROOT / "tests" / "golden" / "replay_small.jsonl"
+GOLDEN_PROFILES = ROOT / "tests" / "golden" / "replay_small.profiles.jsonl"
+DEMO_EVENTS = ROOT / "examples" / "demo" / "events.jsonl"
+DEMO_PROFILES = ROOT / "examples" / "demo" / "profiles.jsonl"
+DEMO_SLICE = 1500  # events of the demo day replayed in the tests
+RELAXED = {"latency_budget_s": 2.0, "write_timeout_s": 2.0}  # a busy test machine is not an outage
+
+CAPPED_RULES = """
+rule one_offer
+  when event.type == "visit"
+  then offer via email
+  cap 1 per 1d
+end
+default nothing
+"""
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[:limit] if line.strip()]
+
+
+def replay(engine: Engine, events: list, profiles: list) -> list[dict]:
+    for profile in profiles:
+        profile = dict(profile)
+        engine.put_profile(profile.pop("customer_id"), profile)
+    out = []
+    for number, event in enumerate(events, 1):
+        try:
+            out.append(engine.decide(event).to_dict())
+        except EngineError as error:
+            out.append({"line": number, "error": str(error)})
+    return out
+
+
+async def replay_async(engine: Engine, events: list, profiles: list) -> list[dict]:
+    for profile in profiles:
+        profile = dict(profile)
+        await engine.put_profile_async(profile.pop("customer_id"), profile)
+    out = []
+    for number, event in enumerate(events, 1):
+        try:
+            out.append((await engine.decide_async(event)).to_dict())
+        except EngineError as error:
+            out.append({"line": number, "error": str(error)})
+    await engine.close_async()
+    return out
+
+
+def assert_same_lines(expected: list[dict], actual: list[dict]) -> None:
+    assert len(actual) == len(expected)
+    for number, (want, got) in enumerate(zip(expected, actual), 1):
+        assert got == want, f"line {number} differs"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return read_jsonl(DEMO_EVENTS, DEMO_SLICE), read_jsonl(DEMO_PROFILES)
+
+
+@pytest.fixture(scope="module")
+def on_memory(demo):
+    events, profiles = demo
+    return replay(Engine.from_path(RULES), events, profiles)
+
+
+# -- replays agree line for line
+
+
+def test_golden_replay_on_redis_matches_memory(redis_url):  # noqa: F811
+    events, profiles = read_jsonl(GOLDEN_EVENTS), read_jsonl(GOLDEN_PROFILES)
+    expected = replay(Engine.from_path(RULES), events, profiles)
+    with Engine.from_path(RULES, redis_url=redis_url, **RELAXED) as engine:
+        assert_same_lines(expected, replay(engine, events, profiles))
+
+
+def test_demo_replay_on_redis_matches_memory(redis_url, demo, on_memory):  # noqa: F811
+    with Engine.from_path(RULES, redis_url=redis_url, **RELAXED) as engine:
+        decisions = replay(engine, *demo)
+    assert_same_lines(on_memory, decisions)
+    assert not any(decision.get("degraded") for decision in decisions)
+    assert sum(1 for decision in decisions if decision.get("rule") not in (None, "default")) > 50
+
+
+def test_demo_replay_on_redis_async_matches_memory(redis_url, demo, on_memory):  # noqa: F811
+    engine = Engine.from_path(RULES, redis_url=redis_url, **RELAXED)
+    assert_same_lines(on_memory, asyncio.run(replay_async(engine, *demo)))
+
+
+def test_demo_replay_on_a_cluster_matches_memory(redis_cluster_url, demo, on_memory):  # noqa: F811
+    with Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED) as engine:
+        assert engine.store.topology.cluster is True
+        assert_same_lines(on_memory, replay(engine, *demo))
+
+
+def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):  # noqa: F811
+    from engine.cli import main
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(line + "\n" for line in DEMO_EVENTS.read_text().splitlines()[:300]))
+
+    def run(*extra: str) -> str:
+        out = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            main(["replay", str(RULES), str(events), "--profiles", str(DEMO_PROFILES), *extra])
+        return out.getvalue()
+
+    on_memory = run()
+    assert run("--redis", redis_url + "?latency_budget_ms=2000&write_timeout_ms=2000") == on_memory
+
+
+def test_profiles_read_back_the_same(redis_url):  # noqa: F811
+    profile = read_jsonl(DEMO_PROFILES, 1)[0]
+    customer = profile.pop("customer_id")
+    memory = Engine.from_path(RULES)
+    memory.put_profile(customer, profile)
+    with Engine.from_path(RULES, redis_url=redis_url, **RELAXED) as engine:
+        engine.put_profile(customer, profile)
+        assert engine.get_profile(customer) == memory.get_profile(customer)
+
+
+# -- a cap holds across processes
+
+
+def decide_at_the_barrier(rules: str, url: str, barrier, results) -> None:
+    engine = Engine.from_path(rules, redis_url=url, **RELAXED)
+    event = {"customer_id": "racer", "type": "visit", "time": "2026-11-27T10:00:00Z"}
+    barrier.wait()
+    decision = engine.decide(event)
+    results.put((decision.rule, decision.degraded))
+    engine.close()
+
+
+def test_processes_deciding_at_once_give_a_cap_of_one_once(redis_url, write_rules):  # noqa: F811
+    rules = str(write_rules(CAPPED_RULES))
+    racers = 8
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(racers), context.Queue()
+    processes = [context.Process(target=decide_at_the_barrier, args=(rules, redis_url, barrier, results))
+                 for _ in range(racers)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert not any(degraded for _, degraded in outcomes)
+    assert sorted(rule for rule, _ in outcomes) == ["default"] * (racers - 1) + ["one_offer"]
+
+
+def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, **RELAXED)
+    event = {"customer_id": "racer", "type": "visit", "time": "2026-11-27T10:00:00Z"}
+
+    async def race():
+        decisions = await asyncio.gather(*(engine.decide_async(event) for _ in range(16)))
+        await engine.close_async()
+        return sorted(decision.rule for decision in decisions)
+
+    assert asyncio.run(race()) == ["default"] * 15 + ["one_offer"]
+
+
+# -- faults: Redis stops and comes back while decisions flow
+
+
+def visit(n: int) -> dict:
+    return {"customer_id": f"c{n % 7}", "type": "visit", "time": 1_795_000_000 + n}
+
+
+def test_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
+                              retry_interval_s=0.0, **RELAXED)
+    before = [engine.decide(visit(n)) for n in range(20)]
+    own_redis_server.stop()
+    during = [engine.decide(visit(n)) for n in range(20, 40)]  # never raises
+    own_redis_server.start()
+    after = [engine.decide(visit(n)) for n in range(40, 60)]
+    assert not any(decision.degraded for decision in before + after)
+    assert all(decision.degraded for decision in during)
+    assert all(decision.rule == "one_offer" for decision in during)  # without state: no cap known
+    assert sum(decision.rule == "one_offer" for decision in after) == 7  # state was lost with the restart
+    engine.close()
+
+
+def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
+                              retry_interval_s=0.0, **RELAXED)
+
+    async def flow():
+        before = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(16)))
+        own_redis_server.stop()
+        during = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(16, 32)))
+        own_redis_server.start()
+        after = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(32, 48)))
+        await engine.close_async()
+        return before, during, after
+
+    before, during, after = asyncio.run(flow())
+    assert not any(decision.degraded for decision in before + after)
+    assert all(decision.degraded for decision in during)
+
+
+def paused(url: str, engine: Engine, event: dict):
+    """The decision for ``event`` while Redis answers nobody (CLIENT PAUSE)."""
+    import redis as redis_py
+
+    admin = redis_py.Redis.from_url(url)
+    admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+    try:
+        return engine.decide(event)
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+
+
+def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, latency_budget_s=0.005,
+                              write_timeout_s=2.0)
+    engine.get_profile("c0")  # connected
+    decision = paused(redis_url, engine, visit(0))
+    assert (decision.rule, decision.degraded) == ("one_offer", True)
+    engine.store.latency_budget_s = 2.0  # now patient: the cap was not used up by the degraded decision
+    assert (engine.decide(visit(0)).rule, engine.decide(visit(0)).rule) == ("one_offer", "default")
+    engine.close()
+
+
+def test_the_engine_starts_while_redis_is_down(own_redis_server, write_rules):  # noqa: F811
+    url = own_redis_server.url
+    own_redis_server.stop()
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=url, retry_interval_s=0.0, **RELAXED)
+    assert isinstance(engine.store, RedisStore)
+    assert engine.decide(visit(0)).degraded
+    own_redis_server.start()
+    assert not engine.decide(visit(0)).degraded
+    engine.close()
