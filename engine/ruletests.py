@@ -725,12 +725,15 @@ def format_trace(decision: Decision, event: dict) -> list[str]:
     return lines
 
 
-def run_tests(rules_path: str, out: TextIO = sys.stdout) -> int:
-    """Run every test case of the ruleset at ``rules_path``; print the results to ``out``.
+def run_tests(rules_path: str, out: TextIO | None = None) -> int:
+    """Run every test case of the ruleset at ``rules_path``; print the results to ``out``
+    (``sys.stdout`` when not given).
 
     Returns 0 when every case passed, 1 when a case failed (or there are none),
     2 when the ruleset or a test file does not load (then nothing is run).
     """
+    if out is None:
+        out = sys.stdout
     rules_path = os.fspath(rules_path)
     try:
         ruleset = load_ruleset(rules_path)
