@@ -42,7 +42,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from dsl import LoadError, load_ruleset
 from dsl.compiler import CompiledRuleset
