@@ -347,12 +347,18 @@ def fn_coalesce(*args):
     return None
 
 
+# RFC 3339: a date, or a date and a time (seconds optional, as in time literals), with
+# `T`, `t` or a space between and a zone of `Z`, `z` or `+hh:mm`/`-hh:mm` (none: UTC).
+# Python's fromisoformat alone also takes ISO week dates, basic formats and `+hhmm`.
+_RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?")
+
+
 def parse_time(text: str):
     """Seconds since the epoch of an RFC 3339 string (no zone: UTC); None if it is not one."""
-    if len(text) < 10 or not text[:4].isdigit():
+    if _RFC_3339.fullmatch(text) is None:
         return None
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.upper())
     except ValueError:
         return None
     if moment.tzinfo is None:
