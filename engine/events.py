@@ -7,6 +7,7 @@ The checked event is a new dict: the caller's map is never changed.
 from __future__ import annotations
 
 import math
+import re
 import time as _time
 from typing import Mapping
 
@@ -89,17 +90,19 @@ def read_as(value, declared: str, name: str):
     raise EventError(name, f"must be {_ARTICLE[declared]}, not {_kind(value)} ({value!r})")
 
 
+# A number written in decimal with ASCII digits (float() also reads "1_000", "inf" and
+# other scripts' digits, which no event means as a number).
+_NUMBER_TEXT = re.compile(r"\s*([+-]?)(?:([0-9]+)|[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+|\.[0-9]+[eE][+-]?[0-9]+)\s*")
+
+
 def _number_text(text: str):
-    try:
-        number = float(text)
-    except ValueError:
+    match = _NUMBER_TEXT.fullmatch(text)
+    if match is None:
         return None
-    if not math.isfinite(number):
-        return None
-    stripped = text.strip()
-    if stripped.lstrip("+-").isdigit():
-        return int(stripped)
-    return number
+    if match.group(2) is not None:
+        return int(match.group(1) + match.group(2))
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 _ARTICLE = {
