@@ -164,7 +164,7 @@ class TreeBuilder:
 
     def clause_cap(self, tree: Tree) -> n.Cap:
         limit_token, duration_token = tree.children
-        return n.Cap(self.pos(tree), self.cap_limit(limit_token, "cap"), duration_seconds(duration_token))
+        return n.Cap(self.pos(tree), self.cap_limit(limit_token, "cap"), self.window(duration_token, "a cap"))
 
     def clause_holdout(self, tree: Tree) -> float:
         token = tree.children[0]
@@ -180,6 +180,13 @@ class TreeBuilder:
         if start is not None and end is not None and end <= start:
             self.error(tree.children[1], "`active ... to` must be later than `from`")
         return start, (end if end is not None else math.inf)
+
+    def window(self, token: Token, what: str) -> int:
+        """A duration that is a window `(t - D, t]`: one of 0 holds nothing, so it is an error."""
+        seconds = duration_seconds(str(token))
+        if seconds <= 0:
+            self.error(token, f"the window of {what} is empty: `{token}` holds nothing; give at least 1s")
+        return seconds
 
     def cap_limit(self, token: Token, what: str) -> int:
         value = number_value(str(token))
@@ -225,7 +232,7 @@ class TreeBuilder:
             self.pos(channel_token),
             channel,
             self.cap_limit(limit_token, "policy"),
-            duration_seconds(duration_token),
+            self.window(duration_token, "a policy"),
         )
 
     def decl_on_update(self, tree: Tree) -> n.OnUpdate:
@@ -409,7 +416,7 @@ class TreeBuilder:
             if part.data == "where_part":
                 where = self.expr(part.children[0], in_where=True)
             else:
-                window = duration_seconds(str(part.children[0]))
+                window = self.window(part.children[0], f"`{func}`")
         if func not in AGGREGATES:
             self.error(
                 name_token,
