@@ -575,3 +575,55 @@ def test_profile_schema_kinds_are_known_when_loading():
 def test_schema_fields_separated_by_newlines_or_commas():
     engine = engine_for("event a { x: number, y: number\n z: number }\nrule r when event.type == \"a\" then t with s = event.x + event.y + event.z end")
     assert engine.decide(event("a", x="1", y="2", z="3"), dry_run=True).params == {"s": 6}
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("2026-11-27", 1_795_737_600),
+        ("2026-11-27T09:30:00Z", 1_795_771_800),
+        ("2026-11-27t09:30:00z", 1_795_771_800),  # RFC 3339 allows lower-case t and z
+        ("2026-11-27 09:30:00Z", 1_795_771_800),  # and a space between date and time
+        ("2026-11-27T09:30:00", 1_795_771_800),  # no zone: UTC
+        ("2026-11-27T10:30:00+01:00", 1_795_771_800),
+        ("2026-11-27T09:30:00.25Z", 1_795_771_800.25),
+        ("2026-11-27T09:30Z", 1_795_771_800),  # seconds optional, as in time literals
+    ],
+)
+def test_rfc_3339_times_in_events_and_in_time(text, value):
+    engine = engine_for('event e { at: time }\nrule r when true then a with at = event.at, t = event.time, f = time(event.s) end')
+    params = engine.decide(event("e", time=text, at=text, s=text), dry_run=True).params
+    assert params == {"at": value, "t": value, "f": value}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-W48-5", "20261127T093000Z", "2026-11-27T09", "2026-11-27T0930", "2026-11-27T09:30:00+0100",
+     "2026-13-01", "2026-02-30", "27/11/2026", "2026-11-27T09:30:00 Z", " 2026-11-27", "١٢٠٢-11-27"],
+)
+def test_strings_that_are_not_rfc_3339_times(text):
+    engine = engine_for("event e { at: time }\nrule r when true then a with f = time(event.s) end")
+    with pytest.raises(EventError) as info:
+        engine.decide(event("e", time=text))
+    assert info.value.field == "time"
+    with pytest.raises(EventError) as info:
+        engine.decide(event("e", at=text))
+    assert info.value.field == "at"
+    decision = engine.decide(event("e", s=text), dry_run=True, explain=True)
+    assert decision.action is None and "`time`" in trace_entry(decision, "r").error
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("12", 12), ("-3", -3), ("+5", 5), (" 7 ", 7), ("12.5", 12.5), (".5", 0.5), ("1e3", 1000.0), ("2.5E-1", 0.25)],
+)
+def test_numeric_strings_read_as_numbers(text, value):
+    params = engine_for(SCHEMAS).decide(event("buy", amount=text), dry_run=True).params
+    assert params["amount"] == value and type(params["amount"]) is type(value)
+
+
+@pytest.mark.parametrize("text", ["", " ", "twelve", "1_000", "0x10", "١٢", "inf", "nan", "1e999", "1,5", "12 5", "--1"])
+def test_strings_that_are_not_numbers(text):
+    with pytest.raises(EventError) as info:
+        engine_for(SCHEMAS).decide(event("buy", amount=text))
+    assert info.value.field == "amount"

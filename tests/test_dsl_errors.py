@@ -289,3 +289,18 @@ def test_syntax_errors_never_name_grammar_tokens(cut):
             assert not TOKEN_NAMES.search(diagnostic.message), (text[-40:], diagnostic.message)
             assert diagnostic.pos.line >= 1 and diagnostic.pos.column >= 1
             assert "\n" in exc.report()  # the source line and the caret follow
+
+
+@pytest.mark.parametrize(
+    "text, column, what",
+    [
+        ("rule r when count(x within 0s) > 0 then a end", 28, "`count`"),
+        ("rule r when true then a cap 1 per 0m end", 35, "a cap"),
+        ("policy all: cap 1 per 0d", 23, "a policy"),
+    ],
+)
+def test_an_empty_window_is_a_load_error(text, column, what):
+    # The engine's choice: a window (t - 0s, t] holds nothing, not even the event at t.
+    error = only_error(text)
+    assert (error.pos.line, error.pos.column) == (1, column)
+    assert f"the window of {what} is empty" in error.message
