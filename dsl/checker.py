@@ -134,9 +134,10 @@ def _is_event_type(expr: n.Expr) -> bool:
 
 
 class Checker:
-    def __init__(self, diagnostics: Diagnostics):
+    def __init__(self, diagnostics: Diagnostics, unparsed: tuple[str, ...] = ()):
         self.diag = diagnostics
         self.out = CheckedRuleset()
+        self.unparsed = unparsed  # files with a syntax error: their declarations are unknown
 
     # -- collecting declarations --
 
@@ -284,6 +285,8 @@ class Checker:
             known = list(self.out.segments)
             hint = suggest(expr.name, known)
             what = "unknown segment" if not scope.past_type else "unknown name"
+            if not hint and self.unparsed:
+                hint = f" (if it is declared in {self.unparsed[0]}, fix the syntax error there first)"
             self.diag.error(expr.pos, f"{what} `{expr.name}`{hint}")
             return ANY
         return "bool"
@@ -523,8 +526,8 @@ def walk(expr: n.Expr | None):
             stack.append(node.where)
 
 
-def check(modules: list[n.Module], diagnostics: Diagnostics) -> CheckedRuleset:
-    return Checker(diagnostics).check(modules)
+def check(modules: list[n.Module], diagnostics: Diagnostics, unparsed: tuple[str, ...] = ()) -> CheckedRuleset:
+    return Checker(diagnostics, unparsed).check(modules)
 
 
 __all__ = ["CheckedRuleset", "Checker", "check", "event_types_of", "walk", "Position", "FIELD_AGGREGATES"]

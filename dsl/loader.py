@@ -65,7 +65,8 @@ def load_sources(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledR
         module = parse_module(path, text, diagnostics)
         if module is not None:
             modules.append(module)
-    checked = check(modules, diagnostics)
+    parsed = {module.path for module in modules}
+    checked = check(modules, diagnostics, tuple(path for path in sources if path not in parsed))
     if diagnostics:
         raise LoadError(diagnostics.items, {path: text.splitlines() for path, text in sources.items()})
     return compile_ruleset(checked)

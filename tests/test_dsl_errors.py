@@ -142,8 +142,14 @@ def test_a_syntax_error_stops_only_its_own_file():
     found = [(d.pos.path, d.pos.line, d.pos.column, d.message) for d in info.value.diagnostics]
     assert found == [
         (str(root / "a_syntax.rules"), 5, 3, "unexpected `then`; expected a value or expression"),
-        # b is checked although a did not parse (so a's segment `vip` is unknown here)
-        (str(root / "b_checked.rules"), 2, 35, "unknown segment `vipp`"),
+        # b is checked although a did not parse (so a's segment `vip` is unknown here, and the
+        # message says where it might be declared)
+        (
+            str(root / "b_checked.rules"),
+            2,
+            35,
+            f"unknown segment `vipp` (if it is declared in {root / 'a_syntax.rules'}, fix the syntax error there first)",
+        ),
         # the second `welcome` in declaration order is in z_last/, and every error of it is reported
         (str(root / "z_last" / "c_dupe.rules"), 1, 6, "duplicate rule id `welcome`"),
         (str(root / "z_last" / "c_dupe.rules"), 4, 7, "a cap must allow at least 1 (found 0)"),
