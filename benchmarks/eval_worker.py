@@ -174,8 +174,11 @@ def run(rules: int, events: int, seed: int, budget: float, with_peers: bool, wan
     rows = []
     for contender in contenders:
         row = {k: v for k, v in contender.items() if k not in ("decide", "inputs")}
-        if contender["contender"] in measured:
-            measurement, results = measured[contender["contender"]]
+        outcome = measured.get(contender["contender"])
+        if isinstance(outcome, Exception):
+            row["note"] = f"failed on its first call: {type(outcome).__name__}: {outcome}"
+        elif outcome is not None:
+            measurement, results = outcome
             row.update(measurement.as_dict())
             wrong = [i for i, (got, want) in enumerate(zip(results, expected)) if got != want]
             row["mismatches"] = len(wrong)

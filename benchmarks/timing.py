@@ -106,15 +106,25 @@ def measure_interleaved(
     rounds: int = 5,
     min_samples: int = 1000,
     max_samples: int = 50_000,
-) -> dict[str, tuple[Measurement, list[Any]]]:
-    """``measure`` for each (name, decide, inputs), the timed calls taken in turns."""
+) -> dict[str, tuple[Measurement, list[Any]] | Exception]:
+    """``measure`` for each (name, decide, inputs), the timed calls taken in turns.
+
+    A contender that raises on its first, untimed pass is left out of the timing; its
+    entry is the exception instead of a (measurement, results) pair.
+    """
     results: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
+    failed: dict[str, Exception] = {}
     for name, decide, inputs in contenders:
         started = time.perf_counter_ns()
-        results[name] = [decide(*args) for args in inputs]
+        try:
+            results[name] = [decide(*args) for args in inputs]
+        except Exception as exc:  # the caller reports it
+            failed[name] = exc
+            continue
         mean = (time.perf_counter_ns() - started) / max(1, len(inputs))
         counts[name] = int(min(max_samples, max(min_samples, budget_seconds * 1e9 / max(mean, 1.0))))
+    contenders = [c for c in contenders if c[0] not in failed]
     latencies: dict[str, list[int]] = {name: [] for name, _, _ in contenders}
     calls = {name: 0 for name, _, _ in contenders}
     elapsed = {name: 0 for name, _, _ in contenders}
@@ -130,7 +140,9 @@ def measure_interleaved(
                 decide(*args)
             elapsed[name] += time.perf_counter_ns() - started
             calls[name] += share
-    return {
+    measured: dict[str, Any] = {
         name: (summarize(latencies[name], calls[name] / (elapsed[name] / 1e9) if elapsed[name] else math.inf), results[name])
         for name, _, _ in contenders
     }
+    measured.update(failed)
+    return measured
