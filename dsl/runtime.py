@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 
 class EvalError(Exception):
@@ -321,8 +321,13 @@ def fn_round(x, digits=0):
     _number_arg(digits, "round")
     if x.__class__ is float and not math.isfinite(x):
         return x
-    places = int(digits)
-    rounded = Decimal(repr(x)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    # A float has fewer than 400 decimals, so more places change nothing (and would cost).
+    places = max(min(int(digits), 400), -100_000)
+    value = Decimal(repr(x))
+    # Enough significant digits for the result, however large the number or `digits`
+    # (the default context's 28 made round(1e30) fail).
+    context = Context(prec=max(value.adjusted() + places + 2, 1), rounding=ROUND_HALF_UP)
+    rounded = value.quantize(Decimal(1).scaleb(-places), context=context)
     return int(rounded) if places <= 0 else float(rounded)
 
 

@@ -257,3 +257,22 @@ def test_functions_compose():
     assert evaluate('upper(lower("MiXeD")) + "!"') == "MIXED!"
     assert evaluate("round(days(2026-11-30 - 2026-11-27T12:00:00Z), 1)") == 2.5
     assert evaluate("max(len(\"ab\"), abs(-5), floor(4.9))") == 5
+
+
+@pytest.mark.parametrize(
+    "n, digits, expected",
+    [
+        (1e30, 0, 10**30),
+        (123456789012345678901234567890, 0, 123456789012345678901234567890),
+        (1e20, 2, 1e20),
+        (2.5, 400, 2.5),
+        (2.5, 10**9, 2.5),
+        (2.5, -400, 0),
+        (-2.5, -(10**9), 0),
+        (1e-300, 2, 0.0),
+        (7, 3, 7.0),
+    ],
+)
+def test_round_of_large_numbers_and_many_digits(n, digits, expected):
+    value = evaluate("round(event.n, event.d)", n=n, d=digits)
+    assert value == expected and type(value) is type(expected)
