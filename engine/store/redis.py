@@ -30,10 +30,11 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import time as clock
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
@@ -494,9 +495,12 @@ class SyncNode:
         self.endpoint = endpoint
         self.connect_timeout_s = connect_timeout_s
         self.free: list = []
+        self.pid = os.getpid()
         self.backoff = Backoff(retry_interval_s)
 
     def acquire(self):
+        if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
+            self.free, self.pid = [], os.getpid()
         try:
             return self.free.pop()
         except IndexError:

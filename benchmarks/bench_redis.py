@@ -1,0 +1,367 @@
+"""Deciding on Redis: latency and throughput beside a bare Redis round trip, and memory.
+
+The workload is the demo day (examples/demo: its profiles, then its events in order)
+through the example rules (rules/), on a throwaway ``redis-server`` on a free loopback
+port (or ``--redis URL``), with the store's default latency budget of 1 ms.
+
+- sequential: ``engine.decide`` one event after the other, each timed, interleaved with a
+  bare pipelined ``HGETALL`` + ``ZRANGEBYSCORE`` round trip on the same customer's keys,
+  timed the same way (through redis-py's ``Pipeline`` and through a plain redis-py
+  ``Connection``, as the store sends it), so that both see the same load.
+- concurrent: 16 asyncio callers (uvloop when installed) each awaiting
+  ``engine.decide_async`` on the next event, beside 16 callers doing the bare round trip
+  through ``redis.asyncio``.
+- memory: after the sequential part, ``MEMORY USAGE`` of every key, per customer.
+
+    nba bench redis [--quick] [--events N] [--concurrency 16] [--redis URL]
+    python -m benchmarks.bench_redis --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "rules"
+EVENTS = REPO / "examples" / "demo" / "events.jsonl"
+PROFILES = REPO / "examples" / "demo" / "profiles.jsonl"
+GOAL_CONCURRENT_P99_US = 1000.0
+GOAL_SEQUENTIAL_RATIO = 2.0
+
+
+# -- a throwaway redis-server
+
+
+class ThrowawayRedis:
+    """``redis-server`` on a free loopback port, nothing on disk; stopped on exit."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="nba-bench-redis-")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> "ThrowawayRedis":
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.wait_until_ready()
+        return self
+
+    def wait_until_ready(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                client.close()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- figures
+
+
+def percentiles(latencies_s: list[float]) -> dict:
+    values = sorted(latencies_s)
+    count = len(values)
+
+    def rank(fraction: float) -> float:
+        return values[min(count - 1, max(0, int(fraction * count + 0.5) - 1))] * 1e6
+
+    return {"samples": count, "p50_us": rank(0.50), "p99_us": rank(0.99), "p999_us": rank(0.999)}
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list:
+    with open(path, encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle if line.strip()]
+    return lines[:limit]
+
+
+# -- the bare round trip
+
+
+def bare_commands(keys, customer_id: str, time_s: float) -> list[tuple]:
+    return [("HGETALL", keys.profile(customer_id)),
+            ("ZRANGEBYSCORE", keys.history(customer_id, "page_view"), f"({time_s - 1800!r}", "+inf")]
+
+
+class BareRoundTrip:
+    """HGETALL + ZRANGEBYSCORE pipelined, through a redis-py Pipeline and a plain Connection."""
+
+    def __init__(self, url: str, keys):
+        import redis
+        from redis.connection import Connection
+
+        self.keys = keys
+        self.client = redis.Redis.from_url(url)
+        self.conn = Connection(**{k: v for k, v in redis.connection.parse_url(url).items()}, protocol=3)
+        self.conn.connect()
+
+    def pipeline(self, customer_id: str, time_s: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for command in bare_commands(self.keys, customer_id, time_s):
+            pipe.execute_command(*command)
+        pipe.execute()
+
+    def connection(self, customer_id: str, time_s: float) -> None:
+        commands = bare_commands(self.keys, customer_id, time_s)
+        self.conn.send_packed_command(self.conn.pack_commands(commands), check_health=False)
+        for _ in commands:
+            self.conn.read_response()
+
+    def close(self) -> None:
+        self.client.close()
+        self.conn.disconnect()
+
+
+# -- the parts of the run
+
+
+def prepare(engine, profiles: list) -> None:
+    for profile in profiles:
+        profile = dict(profile)
+        engine.put_profile(profile.pop("customer_id"), profile)
+
+
+def event_time(engine, event: dict) -> float:
+    from engine.events import check_event
+
+    return check_event(event, engine.ruleset.event_schemas)["time"]
+
+
+def sequential(engine, bare: BareRoundTrip, events: list) -> dict:
+    """Decisions and bare round trips taken in turns, each call timed."""
+    clock = time.perf_counter
+    decide, pipelined, connection = [], [], []
+    degraded = 0
+    times = [event_time(engine, event) for event in events]
+    gc.collect()
+    started = clock()
+    decide_total = 0.0
+    for event, time_s in zip(events, times):
+        t0 = clock()
+        decision = engine.decide(event)
+        t1 = clock()
+        bare.pipeline(event["customer_id"], time_s)
+        t2 = clock()
+        bare.connection(event["customer_id"], time_s)
+        t3 = clock()
+        decide.append(t1 - t0)
+        pipelined.append(t2 - t1)
+        connection.append(t3 - t2)
+        decide_total += t1 - t0
+        degraded += decision.degraded
+    return {
+        "decide": dict(percentiles(decide), per_second=len(events) / decide_total, degraded=degraded),
+        "bare_pipeline": percentiles(pipelined),
+        "bare_connection": percentiles(connection),
+        "wall_s": clock() - started,
+    }
+
+
+async def concurrent_decisions(engine, events: list, callers: int) -> dict:
+    clock = time.perf_counter
+    latencies: list[float] = []
+    degraded = 0
+    queue = iter(events)
+
+    async def caller() -> None:
+        nonlocal degraded
+        for event in queue:
+            t0 = clock()
+            decision = await engine.decide_async(event)
+            latencies.append(clock() - t0)
+            degraded += decision.degraded
+
+    await engine.decide_async(events[0], dry_run=True)  # connected
+    started = clock()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = clock() - started
+    return dict(percentiles(latencies), per_second=len(latencies) / elapsed, degraded=degraded)
+
+
+async def concurrent_bare(url: str, keys, events: list, times: list, callers: int) -> dict:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, max_connections=callers)
+    clock = time.perf_counter
+    latencies: list[float] = []
+    queue = iter(zip(events, times))
+
+    async def caller() -> None:
+        for event, time_s in queue:
+            t0 = clock()
+            pipe = client.pipeline(transaction=False)
+            for command in bare_commands(keys, event["customer_id"], time_s):
+                pipe.execute_command(*command)
+            await pipe.execute()
+            latencies.append(clock() - t0)
+
+    started = clock()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = clock() - started
+    await client.aclose()
+    return dict(percentiles(latencies), per_second=len(latencies) / elapsed)
+
+
+def memory_per_customer(url: str, prefix: str) -> dict:
+    """MEMORY USAGE of every key of the store, summed per customer and per kind of key."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    per_kind: dict[str, int] = defaultdict(int)
+    customers: set[str] = set()
+    for key in client.scan_iter(match=f"{prefix}:{{*", count=1000):
+        text = key.decode()
+        customer, _, rest = text[len(prefix) + 2:].rpartition("}:")
+        customers.add(customer)
+        per_kind[rest.split(":")[0]] += client.memory_usage(key, samples=0) or 0
+    used = client.info("memory")["used_memory"]
+    client.close()
+    count = max(1, len(customers))
+    names = {"p": "profile", "h": "history", "c": "contacts", "m": "meta"}
+    return {
+        "customers": len(customers),
+        "bytes_per_customer": sum(per_kind.values()) / count,
+        "by_kind": {names.get(kind, kind): total / count for kind, total in sorted(per_kind.items())},
+        "used_memory_bytes": used,
+    }
+
+
+def run_loop(coroutine):
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine), "uvloop"
+    except ImportError:
+        return asyncio.run(coroutine), "asyncio"
+
+
+# -- the benchmark
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=None, help="events decided sequentially (default: 6000; quick: 1500)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent asyncio callers")
+    parser.add_argument("--redis", metavar="URL", default=None, help="an existing Redis to use (it gets keys under the prefix nbabench)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from engine import Engine
+
+    quick = getattr(args, "quick", False)
+    count = getattr(args, "events", None) or (1500 if quick else 6000)
+    callers = getattr(args, "concurrency", 16) or 16
+    url = getattr(args, "redis", None)
+    events = read_jsonl(EVENTS)
+    profiles = read_jsonl(PROFILES)
+    first, second = events[:count], events[count:count * 2] or events[:count]
+    server = None if url else ThrowawayRedis().__enter__()
+    try:
+        url = url or server.url
+        engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench")
+        keys = engine.store.keys
+        prepare(engine, profiles)
+        bare = BareRoundTrip(url, keys)
+        seq = sequential(engine, bare, first)
+        bare.close()
+        memory = memory_per_customer(url, "nbabench")
+        times = [event_time(engine, event) for event in second]
+        concurrent, loop_name = run_loop(concurrent_decisions(engine, second, callers))
+        concurrent_bare_figures, _ = run_loop(concurrent_bare(url, keys, second, times, callers))
+        engine.close()
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+    data = {
+        "events": count,
+        "callers": callers,
+        "loop": loop_name,
+        "sequential": seq,
+        "concurrent": {"decide": concurrent, "bare_pipeline": concurrent_bare_figures},
+        "memory": memory,
+        "goals": {
+            "concurrent_p99_under_1ms": concurrent["p99_us"] < GOAL_CONCURRENT_P99_US,
+            "sequential_p50_ratio_to_bare_pipeline": seq["decide"]["p50_us"] / seq["bare_pipeline"]["p50_us"],
+            "sequential_p50_ratio_to_bare_connection": seq["decide"]["p50_us"] / seq["bare_connection"]["p50_us"],
+        },
+    }
+    markdown = format_markdown(data)
+    print(markdown, flush=True)
+    return {"title": "Deciding on Redis", "markdown": markdown, "data": data}
+
+
+def format_markdown(data: dict) -> str:
+    from benchmarks.report import figure, markdown_table
+
+    seq, conc, memory = data["sequential"], data["concurrent"], data["memory"]
+
+    def row(name, figures, per_second=True):
+        return [name, figure(figures["p50_us"]), figure(figures["p99_us"]),
+                figure(figures["per_second"]) if per_second and "per_second" in figures else "-",
+                figures.get("degraded", "-")]
+
+    headers = ["", "p50 µs", "p99 µs", "decisions/s", "degraded"]
+    rows = [
+        row("sequential: engine.decide on Redis", seq["decide"]),
+        row("sequential: bare HGETALL+ZRANGEBYSCORE, redis-py Pipeline", seq["bare_pipeline"]),
+        row("sequential: bare HGETALL+ZRANGEBYSCORE, redis-py Connection", seq["bare_connection"]),
+        row(f"{data['callers']} concurrent: engine.decide_async on Redis ({data['loop']})", conc["decide"]),
+        row(f"{data['callers']} concurrent: bare round trip, redis.asyncio Pipeline", conc["bare_pipeline"]),
+    ]
+    goals = data["goals"]
+    lines = [
+        f"{data['events']} demo events decided sequentially, {data['events']} more by {data['callers']} "
+        "concurrent callers; rules/ on a throwaway redis-server, latency budget 1 ms.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        f"- sequential p50 / bare p50: {goals['sequential_p50_ratio_to_bare_pipeline']:.2f}x the Pipeline round trip, "
+        f"{goals['sequential_p50_ratio_to_bare_connection']:.2f}x the Connection round trip (goal: within 2x)",
+        f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs (goal: under 1000 µs)",
+        f"- memory: {figure(memory['bytes_per_customer'])} bytes per customer over {memory['customers']} customers "
+        f"({', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_redis", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
