@@ -44,8 +44,7 @@ import redis.connection as sync_connection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
-from engine.errors import EventError
-from engine.events import read_as
+from dsl.runtime import parse_time
 from engine.state import (
     CapCheck,
     Contact,
@@ -86,10 +85,12 @@ class KeyLayout:
 # ---------------------------------------------------------------------------------------
 # Profile encoding: plain text a service can write with HSET
 #
-#   string  the text itself                 number  JSON number: 12, 12.5, 1e+100
+#   string  the text itself                 number  a number: 12, 12.5, 1e+100
 #   bool    true / false                    time    a number (epoch seconds) or RFC 3339 text
 #   list    a JSON array                    undeclared fields: JSON when the text parses as
 #                                           JSON, else the text itself
+# Declared fields are read as an event's declared fields are (engine.events.read_as):
+# "12" is the int 12, "12.5" the float, "2026-11-27T09:30:00Z" a time in epoch seconds.
 # A value that does not fit its field's declared kind (null included) is written as NUL
 # followed by its JSON, which every reader decodes back to that exact value.
 
@@ -150,15 +151,34 @@ def decode_undeclared(text: str) -> Any:
         return text
 
 
-def decode_declared(text: str, kind: str) -> Any:
-    """``text`` read as ``kind`` the way an event's declared field is; None when it cannot be."""
-    if kind == "list":
-        value = decode_undeclared(text)
-        return value if value.__class__ is list else None
+def read_number(text: str) -> Any:
+    """A number from text the way an event's declared number field reads it; None if not one."""
     try:
-        return read_as(text, kind, "profile")
-    except EventError:
+        number = float(text)
+    except ValueError:
         return None
+    if not math.isfinite(number):
+        return None
+    stripped = text.strip()
+    return int(stripped) if stripped.lstrip("+-").isdigit() else number
+
+
+def read_time(text: str) -> Any:
+    number = read_number(text)
+    return number if number is not None else parse_time(text)
+
+
+def read_list(text: str) -> Any:
+    value = decode_undeclared(text)
+    return value if value.__class__ is list else None
+
+
+READERS = {  # kind -> text to value, None when the text is not of that kind
+    "number": read_number,
+    "time": read_time,
+    "bool": {"true": True, "false": False}.get,
+    "list": read_list,
+}
 
 
 def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
@@ -170,7 +190,7 @@ def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
         return decode_undeclared(text)
     if kind == "string":
         return text
-    value = decode_declared(text, kind)
+    value = READERS[kind](text)
     return decode_undeclared(text) if value is None else value
 
 
