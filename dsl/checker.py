@@ -16,6 +16,7 @@ from dsl.syntax import FIELD_AGGREGATES
 ANY = "any"
 SCHEMA_KINDS = {"string": "string", "number": "number", "bool": "bool", "time": "number", "list": "list"}
 BUILTIN_EVENT_FIELDS = {"type": "string", "customer_id": "string", "time": "number"}
+BUILTIN_SCHEMA_TYPES = {"type": ("string",), "customer_id": ("string",), "time": ("time", "number")}
 BUILTIN_PAST_FIELDS = {"type": "string", "time": "number"}
 ARTICLE = {"null": "null", "bool": "a bool", "number": "a number", "string": "a string", "list": "a list", "map": "a map"}
 
@@ -168,7 +169,19 @@ class Checker:
                 if decl.event_type in self.out.event_schemas:
                     self.diag.error(decl.pos, f"a second schema for event `{decl.event_type}`")
                     continue
+                self.check_builtin_fields(decl)
                 self.out.event_schemas[decl.event_type] = {f.name: f.type for f in decl.fields}
+
+    def check_builtin_fields(self, schema: n.EventSchema) -> None:
+        """`type`, `customer_id` and `time` are in every event: a schema may only restate them."""
+        for item in schema.fields:
+            allowed = BUILTIN_SCHEMA_TYPES.get(item.name)
+            if allowed is not None and item.type not in allowed:
+                self.diag.error(
+                    item.pos,
+                    f"every event's `{item.name}` is {ARTICLE[BUILTIN_EVENT_FIELDS[item.name]]}; "
+                    f"declare it as `{allowed[0]}` or leave it out",
+                )
 
     def collect(self, declarations: list[n.Node]) -> None:
         rule_ids: set[str] = set()
@@ -230,7 +243,9 @@ class Checker:
             self.check_condition(rule.when, scope, "`when`")
         if rule.priority is not None:
             kind = self.kind_of(rule.priority, scope)
-            if kind not in ("number", ANY, "null"):
+            if kind == "null":
+                self.diag.error(rule.priority.pos, "`priority` must be a number, but it is always null")
+            elif kind not in ("number", ANY):
                 self.diag.error(rule.priority.pos, f"`priority` must be a number, but {describe(rule.priority)} is {ARTICLE[kind]}")
         if rule.then is not None:
             self.check_params(rule.then, scope)
@@ -408,8 +423,8 @@ class Checker:
         allowed = ("number", ANY, "string") if expr.op == "+" else ("number", ANY)
         for side, kind in ((expr.left, left), (expr.right, right)):
             if kind not in allowed:
-                what = "numbers (or, for `+`, two strings)" if expr.op == "+" else "numbers"
-                self.diag.error(side.pos, f"`{expr.op}` takes {what}, but {describe(side)} is {ARTICLE[kind]}")
+                what = "adds two numbers or joins two strings" if expr.op == "+" else "takes numbers"
+                self.diag.error(side.pos, f"`{expr.op}` {what}, but {describe(side)} is {ARTICLE[kind]}")
                 return ANY
         if {left, right} == {"number", "string"}:
             self.diag.error(expr.pos, f"`+` joins two strings or adds two numbers, not a string and a number")
