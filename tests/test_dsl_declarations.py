@@ -627,3 +627,11 @@ def test_strings_that_are_not_numbers(text):
     with pytest.raises(EventError) as info:
         engine_for(SCHEMAS).decide(event("buy", amount=text))
     assert info.value.field == "amount"
+
+
+def test_an_event_schema_may_restate_the_fields_every_event_has():
+    engine = engine_for(
+        'event e { type: string, customer_id: string, time: time, n: number }\n'
+        "rule r when true then a with t = event.time end"
+    )
+    assert engine.decide(event("e", time="2026-11-27", n="1"), dry_run=True).params == {"t": 1_795_737_600}

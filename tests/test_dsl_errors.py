@@ -269,6 +269,15 @@ MORE = [
     ("policy email cap 1 per 1h", 1, 14, ["expected `:`"]),
     ("rule r when 10% > 1 then a end", 1, 17, ["unexpected `>`", "value or expression"]),
     ("segment s = 1 + 1", 1, 15, ["a segment needs a condition", "number"]),
+    ("rule r priority null when true then a end", 1, 17, ["`priority` must be a number", "always null"]),
+    ("rule r priority event.x * null when true then a end", 1, 25, ["`priority` must be a number", "always null"]),
+    ("rule r when true then a with v = 1 + profile end", 1, 38, ["`+` adds two numbers or joins two strings", "map"]),
+    ("event e { type: number }", 1, 11, ["every event's `type` is a string"]),
+    ("event e { customer_id: list }", 1, 11, ["every event's `customer_id` is a string"]),
+    ("event e { time: string }", 1, 11, ["every event's `time` is a number", "`time`"]),
+    ("segment a = a", 1, 9, ["segment cycle: a -> a"]),
+    ("segment a = not a or true", 1, 9, ["segment cycle: a -> a"]),
+    ("rule r when event.type.x == 1 then a end", 1, 13, ["`event.type` is a string and has no fields"]),
 ]
 
 
