@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
                 continue
         best, median = min(times), statistics.median(times)
         data.append({"rules": n, "bytes": len(text), "best_s": best, "median_s": median, "loads": repeat})
-        rows.append([f"{n:,}", f"{len(text):,}", figure(best), figure(median), figure(best / n * 1e6), f"{repeat} loads"])
+        rows.append([f"{n:,}", f"{len(text):,}", figure(best), figure(median), figure(best / n * 1e6), f"{repeat} load{'s' if repeat > 1 else ''}"])
         print(f"  {n:,} rules: {figure(best)} s", flush=True)
     twin = _twin()
     table = markdown_table(["rules", "bytes", "best s", "median s", "µs per rule (best)", "note"], rows)

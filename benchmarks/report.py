@@ -63,6 +63,14 @@ def machine() -> dict:
     }
 
 
+def commit() -> str:
+    """The work tree's commit, with "+ changes" when it has uncommitted changes."""
+    root = str(RESULTS_PATH.parent.parent)
+    head = _run(["git", "-C", root, "rev-parse", "--short", "HEAD"]) or "unknown"
+    dirty = _run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
+    return f"{head} + changes" if dirty else head
+
+
 def versions() -> dict[str, str]:
     out = {}
     for name in REPORTED_PACKAGES:
@@ -93,6 +101,7 @@ def results_markdown(sections: list[dict], argv: Sequence[str]) -> str:
         f"- `{info['uname']}`",
         f"- CPU: {info['cpu']}, {info['nproc']} processors online",
         f"- Python {info['python']}",
+        f"- nba at commit {commit()}",
         "",
         "## Versions",
         "",
