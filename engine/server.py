@@ -509,7 +509,8 @@ class Server:
         self.address = sock.getsockname()[:2]
         self._background.append(loop.create_task(self._sweep_idle()))
         if self.settings.watch and self.rules_path is not None:
-            self._background.append(loop.create_task(self._watch()))
+            baseline = rules_signature(self.rules_path)  # before start() returns: no change can slip by
+            self._background.append(loop.create_task(self._watch(baseline)))
         if self.settings.metrics_port is not None:
             self._start_metrics()
         return self.address
@@ -578,9 +579,8 @@ class Server:
         if not self.stopping:
             self.spawn(self.reload(origin=origin))
 
-    async def _watch(self) -> None:
+    async def _watch(self, last: tuple) -> None:
         loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(None, rules_signature, self.rules_path)
         while True:
             await asyncio.sleep(self.settings.watch_interval_s)
             current = await loop.run_in_executor(None, rules_signature, self.rules_path)
@@ -885,7 +885,11 @@ class _Workers:
 
 def _run_workers(rules_path, settings, redis_url, engine_factory, blocking) -> int:
     signals = PARENT_SIGNALS
-    reserved = bind_socket(settings.host, settings.port, reuse_port=True)  # holds the port; never listens
+    try:
+        reserved = bind_socket(settings.host, settings.port, reuse_port=True)  # holds the port; never listens
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 1
     port = reserved.getsockname()[1]
     settings = settings.model_copy(update={"port": port})
     if redis_url is None:
