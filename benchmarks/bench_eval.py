@@ -186,6 +186,15 @@ def goals(sizes: list[dict]) -> list[str]:
     return lines or ["(nba not measured: goals not measured)"]
 
 
+def contender_notes() -> list[str]:
+    """One line per contender: the first paragraph of its module's docstring."""
+    lines = []
+    for module in [peers.reference_module(), *peers.peer_modules()]:
+        summary = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+        lines.append(f"- {summary}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> dict:
     config = settings(args)
     earlier_builds: dict = {}
@@ -205,6 +214,10 @@ def run(args: argparse.Namespace) -> dict:
         "procedure on the compiled ruleset given the customer's state; `nba decide` is a full "
         "`Engine.decide` on the in-memory store (event check, state read, procedure, state write). "
         "`build s` is the load time for nba (parse, check, compile) and the build time for the others.",
+        "",
+        "How each contender is used (details in benchmarks/peers/):",
+        "",
+        *contender_notes(),
         "",
         "Goals at 1,000 rules (reported, not asserted):",
         "",

@@ -1,4 +1,5 @@
-"""business-rules (Venmo): JSON rules run with ``run_all``, indexed by event type.
+"""business-rules (Venmo): JSON rules run with `run_all` in ranking order, stopping at the
+first that fires, indexed by event type.
 
 Each event and profile field is a rule variable (``event_amount``, ``profile_tier``); an
 ``in`` list is an ``any`` of ``equal_to``. A type's rules are given in ranking order with

@@ -1,4 +1,6 @@
-"""cel-python: one CEL program per rule (CompiledRunner), indexed by event type."""
+"""cel-python: one CEL program per rule (CompiledRunner), indexed by event type; the event
+and profile are converted with `json_to_cel` once per decision.
+"""
 
 from __future__ import annotations
 

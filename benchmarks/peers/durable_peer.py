@@ -1,4 +1,5 @@
-"""durable-rules: a Rete engine in C, driven through its Python DSL.
+"""durable-rules: a Rete engine in C, driven through its Python DSL; each rule's `pri` is
+its place in the ranking, so the one rule that fires is the decision.
 
 Every rule is a ``when_all`` on one message, the event with the profile nested under
 ``profile``; the event type is one of the rule's conditions (Rete does the indexing).

@@ -1,8 +1,8 @@
-"""The hand-written Python baseline: what a person would write for this ruleset.
+"""The hand-written Python baseline, as a person would write it: a dict from event type
+to that type's rules in priority order, each a plain lambda over the event and profile
+dicts; the first that holds gives the action.
 
-A dict from event type to that type's rules in priority order, each a plain lambda over
-the event and profile dicts; the first that holds gives the action. The source is
-generated from the workload (as a person would type it), then compiled once.
+The source is generated from the workload (as a person would type it), then compiled once.
 """
 
 from __future__ import annotations

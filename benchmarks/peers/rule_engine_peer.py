@@ -1,4 +1,5 @@
-"""rule-engine (zeroSteiner): one ``Rule`` per rule, indexed by event type.
+"""rule-engine (zeroSteiner): one `Rule` per rule, indexed by event type, over a flat map
+built once per decision (its fastest form).
 
 The rules read a flat map (``event_amount``, ``profile_tier``) built once per decision with
 the item resolver: rule-engine's ``event.amount`` on a nested dict first tries an

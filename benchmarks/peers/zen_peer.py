@@ -1,4 +1,8 @@
-"""zen-engine (GoRules) expressions, indexed by event type, in two forms.
+"""zen-engine (GoRules) expressions, indexed by event type, in two forms: one expression
+per rule tried in ranking order, and one per event type chaining its rules with `?:`; its
+decision tables (about 150 µs a call in 2.1.x) are not used.
+
+The two forms:
 
 - one compiled expression per rule, tried in ranking order (each ``evaluate`` converts the
   context into zen's values again, a few µs);
@@ -6,7 +10,7 @@
   ``?:`` (``c1 ? "a1" : c2 ? "a2" : null``), so the context is converted once.
 
 zen's decision tables would be the obvious tool, but in 2.1.x a table costs about 150 µs a
-call (a known regression), so the expressions are the fair, faster choice.
+call (a known regression).
 """
 
 from __future__ import annotations
