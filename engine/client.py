@@ -22,6 +22,8 @@ from engine.protocol import NEED_MORE, FrameDecoder, FrameError, encode_frame
 from engine.settings import DEFAULT_PORT
 
 CLIENT_MAX_FRAME_BYTES = 64 << 20
+PIPELINE_WINDOW = 512  # Client.pipeline: requests sent ahead of their answers
+PIPELINE_CHUNK = 128  # Client.pipeline: requests per write
 
 
 class NbaError(Exception):
@@ -111,20 +113,28 @@ class Client(_Ops):
             raise NbaError("bad_response", f"answer to request {response.get('id')!r} while waiting for {request_id!r}")
         return _payload(response, key)
 
-    def pipeline(self, requests: Iterable[dict]) -> list[dict]:
-        """Send every request at once, then read every response; returns the raw response maps
+    def pipeline(self, requests: Iterable[dict], window: int = PIPELINE_WINDOW) -> list[dict]:
+        """Send the requests without waiting for each answer (at most ``window`` unanswered,
+        so that neither side ever blocks on a full socket), and return the raw response maps
         in request order (an error response is returned, not raised)."""
         requests = list(requests)
-        for request in requests:
-            request["id"] = next(self._ids)
-        self._sock.sendall(b"".join(encode_frame(request) for request in requests))
-        by_id = {}
+        by_id: dict = {}
+        for start in range(0, len(requests), PIPELINE_CHUNK):
+            chunk = requests[start : start + PIPELINE_CHUNK]
+            for request in chunk:
+                request["id"] = next(self._ids)
+            self._sock.sendall(b"".join(encode_frame(request) for request in chunk))
+            while start + len(chunk) - len(by_id) > window:
+                self._receive_into(by_id)
         while len(by_id) < len(requests):
-            response = self._receive()
-            if type(response) is dict and response.get("id") is None and response.get("ok") is False:
-                _payload(response, None)  # a fatal error: raises
-            by_id[response.get("id")] = response
+            self._receive_into(by_id)
         return [by_id[request["id"]] for request in requests]
+
+    def _receive_into(self, by_id: dict) -> None:
+        response = self._receive()
+        if type(response) is dict and response.get("id") is None and response.get("ok") is False:
+            _payload(response, None)  # an unreadable-frame error: raises
+        by_id[response.get("id") if type(response) is dict else None] = response
 
     def decide_many(self, events: Iterable[dict], limit: int = 1, explain: bool = False, dry_run: bool = False) -> list:
         """Pipelined decisions; raises the first error response's NbaError."""
@@ -256,6 +266,8 @@ class AsyncClient(_Ops):
             raise protocol.closed_error or ConnectionClosed()
         if not protocol._can_write.is_set():
             await protocol._can_write.wait()
+            if protocol.transport is None:
+                raise protocol.closed_error or ConnectionClosed()
         request["id"] = request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         protocol.pending[request_id] = future

@@ -171,3 +171,10 @@ def test_frames_from_encode_frame_are_what_the_server_reads(server):
         sock.sendall(encode_frame({"id": "x", "op": "ping"}))
         data = sock.recv(100)
         assert HEADER.unpack(data[:4])[0] == len(data) - 4
+
+
+def test_client_pipeline_of_many_large_requests_does_not_block(server):
+    with Client("127.0.0.1", server.port) as client:
+        events = [{"customer_id": f"c{i}", "type": "t", "seq": i, "pad": "x" * 2000} for i in range(3000)]
+        decisions = client.decide_many(events)
+        assert [d["params"]["seq"] for d in decisions] == list(range(3000))
