@@ -32,7 +32,7 @@ def write(time, profile_set=None, with_contact=False) -> StateWrite:
 
 @pytest.fixture
 def store(redis_cluster_url):  # noqa: F811
-    store = RedisStore(redis_cluster_url, latency_budget_s=2.0, write_timeout_s=2.0)
+    store = RedisStore(redis_cluster_url, latency_budget_s=2.0, write_timeout_s=2.0, connect_timeout_s=1.0)
     yield store
     store.close()
 
@@ -72,13 +72,19 @@ def test_async_paths_on_the_cluster(store):
         assert state.profile == {"ltv": 1} and len(state.contacts) == 1
 
 
-def test_a_stale_slot_table_follows_moved(store):
-    customer = CUSTOMERS[0]
+def point_slot_elsewhere(store: RedisStore, customer: str) -> tuple:
     key = KeyLayout().profile(customer)
     right = store.topology.address_for(key)
     wrong = next(address for address in set(store.topology.slots.values()) if address != right)
-    slot = redis_py.cluster.key_slot(key.encode())
-    store.topology.slots[slot] = wrong
-    assert store.commit(customer, NEEDS, write(T0, {"ltv": 7}))
-    assert store.topology.address_for(key) == right
+    store.topology.slots[redis_py.cluster.key_slot(key.encode())] = wrong
+    return key, right
+
+
+@pytest.mark.parametrize("with_contact", [False, True], ids=["sent-without-waiting", "awaited"])
+def test_a_stale_slot_table_follows_moved(store, with_contact):
+    customer = CUSTOMERS[0]
+    key, right = point_slot_elsewhere(store, customer)
+    assert store.commit(customer, NEEDS, write(T0, {"ltv": 7}, with_contact=with_contact))
     assert store.get_profile(customer, NEEDS) == {"ltv": 7}
+    assert store.topology.address_for(key) == right
+    assert store.lost_writes == 0

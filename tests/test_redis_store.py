@@ -31,7 +31,7 @@ NEEDS = StateNeeds(
     contact_window=7 * DAY,
     profile_schema=SCHEMA,
 )
-RELAXED = {"latency_budget_s": 2.0, "write_timeout_s": 2.0}  # no spurious timeouts on a busy machine
+RELAXED = {"latency_budget_s": 2.0, "write_timeout_s": 2.0, "connect_timeout_s": 1.0}  # a busy machine is no outage
 
 
 @pytest.fixture
@@ -439,4 +439,38 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F8
         assert store.commit("c1", needs, write) == memory.commit("c1", needs, write)
         for probe in (time, T0 + 2000):
             assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(memory.read("c1", needs, probe), needs, probe)
+    store.close()
+
+
+# -- writes sent without waiting
+
+
+def test_a_write_without_contacts_is_seen_by_the_next_read(store):
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
+    assert store.sync_nodes[store.topology.seed.address].free[-1].unread  # not waited for
+    assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
+
+
+def test_close_reads_what_is_owed(redis_url):  # noqa: F811
+    store = RedisStore(redis_url, **RELAXED)
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    store.close()
+    assert RedisStore(redis_url, **RELAXED).get_profile("c1", NEEDS) == {"ltv": 1}
+    assert store.lost_writes == 0
+
+
+def test_a_write_sent_without_waiting_survives_a_script_flush(store, client):
+    store.read("c1", NEEDS, T0)  # connected, script loaded
+    client.script_flush()
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    store.get_profile("c1", NEEDS)  # reads the NOSCRIPT answer: the write is sent again with EVAL
+    assert store.get_profile("c1", NEEDS) == {"ltv": 1}
+    assert store.lost_writes == 0
+
+
+def test_waiting_for_every_write_when_asked(redis_url):  # noqa: F811
+    store = RedisStore(redis_url + "?wait_for_writes=true&latency_budget_ms=2000&write_timeout_ms=2000")
+    assert store.wait_for_writes and store.latency_budget_s == 2.0
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    assert not store.sync_nodes[store.topology.seed.address].free[-1].unread
     store.close()

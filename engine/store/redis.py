@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import time as clock
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
@@ -55,6 +56,8 @@ from engine.state import (
     Store,
     StoreUnavailable,
 )
+
+log = logging.getLogger("nba.store.redis")
 
 # ---------------------------------------------------------------------------------------
 # Keys
@@ -508,17 +511,32 @@ class Backoff:
         self.until = 0.0
 
 
-class SyncNode:
-    """A free list of connected redis-py connections to one node (thread-safe by the GIL)."""
+class SyncLink:
+    """A redis-py connection, and the writes sent on it whose replies are still unread."""
 
-    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, retry_interval_s: float):
+    __slots__ = ("conn", "unread")
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.unread: list[tuple] = []
+
+    def close(self) -> None:
+        self.conn.disconnect()
+
+
+class SyncNode:
+    """A free list of connected links to one node (thread-safe by the GIL)."""
+
+    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
+                 retry_interval_s: float):
         self.endpoint = endpoint
         self.connect_timeout_s = connect_timeout_s
-        self.free: list = []
+        self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
+        self.free: list[SyncLink] = []
         self.pid = os.getpid()
         self.backoff = Backoff(retry_interval_s)
 
-    def acquire(self):
+    def acquire(self) -> SyncLink:
         if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
             self.free, self.pid = [], os.getpid()
         try:
@@ -526,53 +544,88 @@ class SyncNode:
         except IndexError:
             return self.connect()
 
-    def connect(self):
+    def connect(self) -> SyncLink:
         self.backoff.check()
         options = dict(self.endpoint.options, host=self.endpoint.host, port=self.endpoint.port,
-                       socket_connect_timeout=self.connect_timeout_s,
-                       socket_timeout=max(self.connect_timeout_s, 0.05))
+                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.setup_timeout_s)
         conn_class = options.pop("connection_class", sync_connection.Connection)
         conn = conn_class(**options)
         try:
             conn.connect()
+            conn.send_command("SCRIPT", "LOAD", COMMIT_SCRIPT)  # so writes sent without waiting find it
+            conn.read_response()
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             conn.disconnect()
             raise StoreUnavailable(f"cannot connect to redis: {error}") from error
         self.backoff.succeeded()
-        return conn
+        return SyncLink(conn)
 
-    def release(self, conn) -> None:
-        self.free.append(conn)
+    def release(self, link: SyncLink) -> None:
+        self.free.append(link)
 
-    def close(self) -> None:
-        while self.free:
-            self.free.pop().disconnect()
+    def close(self, on_late_reply: Callable[[tuple, Any], None], timeout_s: float) -> None:
+        """Read the replies still owed (the writes they answer were sent), then disconnect."""
+        free, self.free = self.free, []
+        for link in free:
+            try:
+                if link.unread:
+                    round_trip(link, [("PING",)], timeout_s, on_late_reply)
+            except CONNECTION_ERRORS:
+                pass
+            link.close()
 
 
 def pack_commands(commands: list[tuple]) -> bytes:
     return b"".join([hiredis.pack_command(command) for command in commands])
 
 
-def round_trip(conn, commands: list[tuple], timeout_s: float) -> list:
-    """Send ``commands`` in one write and read every reply; errors are returned in place."""
+def read_reply(conn) -> Any:
+    try:
+        return conn.read_response(disconnect_on_error=False)
+    except ResponseError as error:
+        return error
+
+
+def round_trip(link: SyncLink, commands: list[tuple], timeout_s: float,
+               on_late_reply: Callable[[tuple, Any], None]) -> list:
+    """Send ``commands`` in one write and read every reply (errors in place).
+
+    The replies owed to writes sent earlier on this link come first: they go to
+    ``on_late_reply``.
+    """
+    conn = link.conn
     conn._sock.settimeout(timeout_s)
     conn.send_packed_command([pack_commands(commands)], check_health=False)
-    replies = []
-    for _ in commands:
+    unread, link.unread = link.unread, []
+    for index, command in enumerate(unread):
         try:
-            replies.append(conn.read_response(disconnect_on_error=False))
-        except ResponseError as error:
-            replies.append(error)
-    return replies
+            on_late_reply(command, read_reply(conn))
+        except BaseException:
+            link.unread = unread[index:]  # the link is dropped by the caller anyway
+            raise
+    return [read_reply(conn) for _ in commands]
+
+
+def send_only(link: SyncLink, commands: list[tuple], timeout_s: float) -> None:
+    """Send ``commands`` without waiting; their replies are read on the link's next round trip."""
+    conn = link.conn
+    conn._sock.settimeout(timeout_s)
+    conn.send_packed_command([pack_commands(commands)], check_health=False)
+    link.unread.extend(commands)
 
 
 @dataclass(slots=True)
 class Pending:
-    """A request waiting on a shared connection for its ``count`` replies."""
+    """A request waiting on a shared connection for its ``count`` replies.
+
+    A caller awaits ``future``; a write sent without waiting has ``commands`` instead,
+    and its replies go to the link's ``on_late_reply``.
+    """
 
     count: int
-    future: asyncio.Future
+    future: asyncio.Future | None
+    commands: list[tuple] | None = None
     replies: list = field(default_factory=list)
 
 
@@ -585,21 +638,28 @@ class AsyncLink:
     of step; a broken connection fails every waiting caller and is replaced.
     """
 
-    def __init__(self, conn):
+    def __init__(self, conn, on_late_reply: Callable[[tuple, Any], None]):
         self.conn = conn
+        self.on_late_reply = on_late_reply
         self.waiting: deque[Pending] = deque()
         self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
         self.closed = False
         self.reader = asyncio.get_running_loop().create_task(self.read_replies())
 
-    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+    def enqueue(self, pending: Pending, packed: bytes) -> None:
         if self.closed:
             raise StoreUnavailable("redis connection lost")
-        pending = Pending(count, asyncio.get_running_loop().create_future())
         self.waiting.append(pending)
         self.outgoing.append(packed)
         if len(self.outgoing) == 1:
             asyncio.get_running_loop().create_task(self.flush())
+
+    def send_only(self, commands: list[tuple]) -> None:
+        self.enqueue(Pending(len(commands), None, commands), pack_commands(commands))
+
+    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+        pending = Pending(count, asyncio.get_running_loop().create_future())
+        self.enqueue(pending, packed)
         try:
             async with asyncio.timeout(timeout_s):
                 return await pending.future
@@ -632,22 +692,36 @@ class AsyncLink:
     def deliver(self, reply: Any) -> None:
         pending = self.waiting[0]
         pending.replies.append(reply)
-        if len(pending.replies) == pending.count:
-            self.waiting.popleft()
-            if not pending.future.done():
-                pending.future.set_result(pending.replies)
+        if len(pending.replies) < pending.count:
+            return
+        self.waiting.popleft()
+        if pending.future is None:
+            for command, late in zip(pending.commands, pending.replies):
+                self.on_late_reply(command, late)
+        elif not pending.future.done():
+            pending.future.set_result(pending.replies)
 
     def fail(self, error: BaseException) -> None:
         if self.closed:
             return
         self.closed = True
+        lost = StoreUnavailable(f"redis connection lost: {error!r}")
         while self.waiting:
-            future = self.waiting.popleft().future
-            if not future.done():
-                future.set_exception(StoreUnavailable(f"redis connection lost: {error!r}"))
+            pending = self.waiting.popleft()
+            if pending.future is None:
+                for command in pending.commands:
+                    self.on_late_reply(command, lost)
+            elif not pending.future.done():
+                pending.future.set_exception(lost)
         asyncio.get_running_loop().create_task(discard_async(self.conn))
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float) -> None:
+        """Wait (a while) for the replies still owed, then disconnect."""
+        if self.waiting and not self.closed:
+            try:
+                await self.request(pack_commands([("PING",)]), 1, timeout_s)
+            except StoreUnavailable:
+                pass
         self.reader.cancel()
         self.fail(ConnectionError("closed"))
         await discard_async(self.conn)
@@ -656,13 +730,16 @@ class AsyncLink:
 class AsyncNode:
     """The asyncio side of one node: a shared ``AsyncLink`` per event loop, opened on demand.
 
-    A connect runs in the background: a caller waits for it at most its own timeout, and
-    the callers after it find the connection ready.
+    A connect runs in the background (with a patient timeout): a caller waits for it at
+    most its own timeout, and the callers after it find the connection ready.
     """
 
-    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, retry_interval_s: float):
+    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
+                 retry_interval_s: float, on_late_reply: Callable[[tuple, Any], None]):
         self.endpoint = endpoint
         self.connect_timeout_s = connect_timeout_s
+        self.setup_timeout_s = setup_timeout_s
+        self.on_late_reply = on_late_reply
         self.loop = None
         self.link: AsyncLink | None = None
         self.connecting: asyncio.Task | None = None
@@ -671,6 +748,9 @@ class AsyncNode:
     async def request(self, commands: list[tuple], timeout_s: float) -> list:
         link = await self.get_link(timeout_s)
         return await link.request(pack_commands(commands), len(commands), timeout_s)
+
+    async def send_only(self, commands: list[tuple], timeout_s: float) -> None:
+        (await self.get_link(timeout_s)).send_only(commands)
 
     async def get_link(self, timeout_s: float) -> AsyncLink:
         loop = asyncio.get_running_loop()
@@ -690,11 +770,13 @@ class AsyncNode:
 
     async def open_link(self) -> AsyncLink:
         options = dict(self.endpoint.async_options, host=self.endpoint.host, port=self.endpoint.port,
-                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.connect_timeout_s)
+                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.setup_timeout_s)
         conn_class = options.pop("connection_class", async_connection.Connection)
         conn = conn_class(**options)
         try:
             await conn.connect()
+            await conn.send_command("SCRIPT", "LOAD", COMMIT_SCRIPT)  # so writes sent without waiting find it
+            await conn.read_response()
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             await discard_async(conn)
@@ -703,13 +785,13 @@ class AsyncNode:
             self.connecting = None
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
-        self.link = AsyncLink(conn)
+        self.link = AsyncLink(conn, self.on_late_reply)
         return self.link
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float) -> None:
         link, self.link = self.link, None
         if link is not None and self.loop is asyncio.get_running_loop():
-            await link.close()
+            await link.close(timeout_s)
 
 
 def retrieve_exception(task: asyncio.Task) -> None:
@@ -732,6 +814,7 @@ URL_OPTIONS = {  # query parameter -> (RedisStore option, conversion)
     "latency_budget_ms": ("latency_budget_s", lambda text: float(text) / 1000),
     "write_timeout_ms": ("write_timeout_s", lambda text: float(text) / 1000),
     "key_prefix": ("key_prefix", str),
+    "wait_for_writes": ("wait_for_writes", lambda text: text.lower() in ("1", "true", "yes")),
 }
 
 
@@ -812,6 +895,7 @@ class Topology:
 
 
 MAX_REDIRECTS = 3
+SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
 
 
 def with_asking(commands: list[tuple], asking: bool) -> list[tuple]:
@@ -842,6 +926,12 @@ class RedisStore(Store):
     bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
     after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
 
+    A write that records no contact cannot be refused by a cap, so unless
+    ``wait_for_writes`` it is sent without waiting for its reply (read on the connection's
+    next round trip, which sees the write: Redis answers one connection in order). A
+    decision then costs one round trip; a write that Redis turns down later is retried
+    where it can be (script not loaded, slot moved) and else counted in ``lost_writes``.
+
     Retention is MemoryStore's: each history type keeps its longest window, contacts the
     longest cap or policy window, relative to the newest time recorded for the customer,
     and at most ``max_events_per_type`` / ``max_contacts`` entries. History, contacts and
@@ -865,6 +955,7 @@ class RedisStore(Store):
         profile_ttl_s: float | None = None,
         max_events_per_type: int = 10_000,
         max_contacts: int = 10_000,
+        wait_for_writes: bool = False,
         connect_now: bool = True,
     ):
         self.url = url
@@ -872,6 +963,9 @@ class RedisStore(Store):
         latency_budget_s = from_url.get("latency_budget_s", latency_budget_s)
         write_timeout_s = from_url.get("write_timeout_s", write_timeout_s)
         key_prefix = from_url.get("key_prefix", key_prefix)
+        self.wait_for_writes = from_url.get("wait_for_writes", wait_for_writes)
+        self.lost_writes = 0  # writes sent without waiting that Redis did not apply
+        self.resending: set[asyncio.Task] = set()
         self.latency_budget_s = latency_budget_s
         self.write_timeout_s = write_timeout_s
         self.io_timeout_s = io_timeout_s
@@ -927,38 +1021,88 @@ class RedisStore(Store):
     def sync_node(self, address: tuple[str, int]) -> SyncNode:
         node = self.sync_nodes.get(address)
         if node is None:
-            node = SyncNode(self.endpoint(address), self.connect_timeout_s, self.retry_interval_s)
+            node = SyncNode(self.endpoint(address), self.connect_timeout_s,
+                            max(self.connect_timeout_s, SYNC_SETUP_TIMEOUT_S), self.retry_interval_s)
             self.sync_nodes[address] = node
         return node
 
     def async_node(self, address: tuple[str, int]) -> AsyncNode:
         node = self.async_nodes.get(address)
         if node is None:
-            node = AsyncNode(self.endpoint(address), self.connect_timeout_s, self.retry_interval_s)
+            node = AsyncNode(self.endpoint(address), max(self.connect_timeout_s, self.io_timeout_s),
+                             self.io_timeout_s, self.retry_interval_s, self.late_reply_async)
             self.async_nodes[address] = node
         return node
 
     # -- round trips
 
-    def exchange(self, address: tuple[str, int], commands: list[tuple], timeout_s: float) -> list:
-        """One round trip to one node; a connection that fails half-way is dropped."""
+    def exchange(self, address: tuple[str, int], commands: list[tuple], timeout_s: float,
+                 wait: bool = True) -> list | None:
+        """One round trip to one node (or only the send, ``wait=False``).
+
+        A connection that fails half-way is dropped, never reused.
+        """
         node = self.sync_node(address)
-        conn = node.acquire()
+        link = node.acquire()
         try:
-            replies = round_trip(conn, commands, timeout_s)
+            if not wait:
+                send_only(link, commands, timeout_s)
+                node.release(link)
+                return None
+            replies = round_trip(link, commands, timeout_s, self.late_reply)
         except CONNECTION_ERRORS as error:
-            conn.disconnect()
+            self.lost_writes += len(link.unread)
+            link.close()
             self.topology.lost(address)
             raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
-        node.release(conn)
+        node.release(link)
         return replies
 
-    async def exchange_async(self, address: tuple[str, int], commands: list[tuple], timeout_s: float) -> list:
+    async def exchange_async(self, address: tuple[str, int], commands: list[tuple], timeout_s: float,
+                             wait: bool = True) -> list | None:
+        node = self.async_node(address)
         try:
-            return await self.async_node(address).request(commands, timeout_s)
+            if not wait:
+                await node.send_only(commands, timeout_s)
+                return None
+            return await node.request(commands, timeout_s)
         except StoreUnavailable:
             self.topology.lost(address)
             raise
+
+    # -- writes sent without waiting: their replies arrive later
+
+    def late_reply(self, command: tuple, reply: Any) -> None:
+        """A write sent without waiting was answered: resend it where it must go, or count it lost."""
+        if reply == 1:
+            return
+        if is_noscript(reply) or as_redirect(reply) is not None:
+            try:
+                self.call(command[3], [eval_instead(command)], self.write_timeout_s)
+                return
+            except StoreUnavailable:
+                pass
+        self.write_lost(reply)
+
+    def late_reply_async(self, command: tuple, reply: Any) -> None:
+        if reply == 1:
+            return
+        if is_noscript(reply) or as_redirect(reply) is not None:
+            task = asyncio.get_running_loop().create_task(self.resend_async(command))
+            self.resending.add(task)
+            task.add_done_callback(self.resending.discard)
+            return
+        self.write_lost(reply)
+
+    async def resend_async(self, command: tuple) -> None:
+        try:
+            await self.call_async(command[3], [eval_instead(command)], self.write_timeout_s)
+        except StoreUnavailable as error:
+            self.write_lost(error)
+
+    def write_lost(self, why: Any) -> None:
+        self.lost_writes += 1
+        log.warning("a state write sent without waiting was lost: %s", why)
 
     def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
@@ -1003,10 +1147,14 @@ class RedisStore(Store):
         args = plan_commit(self.keys, customer_id, needs, write, self.retention)
         if args is None:
             return False
+        command = ("EVALSHA", COMMIT_SHA, *args)
         key = self.keys.profile(customer_id)
-        [reply] = self.call(key, [("EVALSHA", COMMIT_SHA, *args)], self.write_timeout_s)
+        if self.may_send_only(write):
+            self.send_only(key, command)
+            return True
+        [reply] = self.call(key, [command], self.write_timeout_s)
         if is_noscript(reply):
-            [reply] = self.call(key, [("EVAL", COMMIT_SCRIPT, *args)], self.write_timeout_s)
+            [reply] = self.call(key, [eval_instead(command)], self.write_timeout_s)
         return checked([reply])[0] == 1
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
@@ -1015,11 +1163,29 @@ class RedisStore(Store):
         args = plan_commit(self.keys, customer_id, needs, write, self.retention)
         if args is None:
             return False
+        command = ("EVALSHA", COMMIT_SHA, *args)
         key = self.keys.profile(customer_id)
-        [reply] = await self.call_async(key, [("EVALSHA", COMMIT_SHA, *args)], self.write_timeout_s)
+        if self.may_send_only(write):
+            await self.send_only_async(key, command)
+            return True
+        [reply] = await self.call_async(key, [command], self.write_timeout_s)
         if is_noscript(reply):
-            [reply] = await self.call_async(key, [("EVAL", COMMIT_SCRIPT, *args)], self.write_timeout_s)
+            [reply] = await self.call_async(key, [eval_instead(command)], self.write_timeout_s)
         return checked([reply])[0] == 1
+
+    def may_send_only(self, write: StateWrite) -> bool:
+        """A write without contacts cannot be refused: unless told to wait, send it and go on."""
+        return not self.wait_for_writes and not write.contacts
+
+    def send_only(self, key: str, command: tuple) -> None:
+        if self.topology.cluster is None:
+            self.discover()
+        self.exchange(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
+
+    async def send_only_async(self, key: str, command: tuple) -> None:
+        if self.topology.cluster is None:
+            await self.discover_async()
+        await self.exchange_async(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
@@ -1040,13 +1206,19 @@ class RedisStore(Store):
         checked(await self.call_async(self.keys.profile(customer_id), commands, self.io_timeout_s))
 
     def close(self) -> None:
+        """Read the replies still owed to writes sent without waiting, and disconnect."""
         for node in list(self.sync_nodes.values()):
-            node.close()
+            node.close(self.late_reply, self.write_timeout_s)
 
     async def close_async(self) -> None:
         self.close()
         for node in list(self.async_nodes.values()):
-            await node.close()
+            await node.close(self.write_timeout_s)
+
+
+def eval_instead(command: tuple) -> tuple:
+    """An EVALSHA of the commit script as an EVAL (which also loads it)."""
+    return ("EVAL", COMMIT_SCRIPT, *command[2:]) if command[0] == "EVALSHA" else command
 
 
 def checked(replies: list) -> list:
