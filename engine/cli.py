@@ -138,7 +138,11 @@ def run_decide(args) -> int:
 
 
 def dumps(value, indent: int | None = None) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
+    """JSON text; an infinite or NaN number (possible in an undeclared event field) prints as null."""
+    try:
+        return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(plain_numbers(value), indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
 
 
 def _json_default(value):

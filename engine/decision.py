@@ -24,7 +24,7 @@ class TraceEntry:
     """What happened to one rule the decision considered.
 
     ``outcome`` is one of: ``chosen``; ``passed_over`` (``reason``: ``holdout``, ``cap``,
-    ``policy <channel>`` / ``policy all``, ``same_action``); ``not_reached`` (``limit``
+    ``policy CHANNEL: cap N per D`` / ``policy all: cap N per D``, ``same_action``); ``not_reached`` (``limit``
     actions were already chosen); ``not_matched``; ``inactive``; ``error`` (``error``
     holds the message).
     """

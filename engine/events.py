@@ -64,7 +64,7 @@ def read_as(value, declared: str, name: str):
         if cls is str:
             return value
     elif declared == "number":
-        if cls is int or cls is float:
+        if cls is int or (cls is float and math.isfinite(value)):
             return value
         if cls is str:
             number = _number_text(value)
@@ -76,7 +76,7 @@ def read_as(value, declared: str, name: str):
         if cls is str and value in _BOOL_TEXT:
             return _BOOL_TEXT[value]
     elif declared == "time":
-        if cls is int or cls is float:
+        if cls is int or (cls is float and math.isfinite(value)):
             return value
         if cls is str:
             parsed = parse_time(value)
@@ -87,6 +87,8 @@ def read_as(value, declared: str, name: str):
             return value
         if cls is tuple:
             return list(value)
+    if cls is float and declared in ("number", "time"):
+        raise EventError(name, f"must be a finite number, not {value!r}")
     raise EventError(name, f"must be {_ARTICLE[declared]}, not {_kind(value)} ({value!r})")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dsl.compiler import CompiledRule, CompiledRuleset
 from dsl.twins import runtime as _runtime
 from engine.decision import Choice, TraceEntry
+from engine.events import read_as
 from engine.holdout import in_holdout
 from engine.state import CapCheck, Contact, CustomerState, StateWrite
 
@@ -222,8 +223,13 @@ def state_write(
 
 
 def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalContext) -> dict:
-    """Every `set` sees the profile as it was before the event; a later `set` wins."""
+    """Every `set` sees the profile as it was before the event; a later `set` wins.
+
+    A value is read through the profile schema as ``put_profile`` reads it (``"150"`` into
+    a number field is 150); one that cannot be read as its field's kind fails its `set`.
+    """
     updates: dict = {}
+    schema = ruleset.profile_schema
     for block in ruleset.on_updates.get(event_type, ()):
         if block.condition is not None:
             try:
@@ -233,7 +239,9 @@ def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalCont
                 continue
         for name, value_fn in block.sets:
             try:
-                updates[name] = value_fn(context)
+                value = value_fn(context)
+                declared = schema.get(name)
+                updates[name] = value if value is None or declared is None else read_as(value, declared, name)
             except Exception:  # noqa: BLE001 - a failing `set` leaves its field unchanged
                 continue
     return updates
@@ -263,7 +271,7 @@ def build_trace(
         if index in errors:
             entries.append(TraceEntry(rule.id, "error", False, None, None, errors[index]))
         elif not (rule.active_from <= t < rule.active_to):
-            entries.append(TraceEntry(rule.id, "inactive", False, None, "inactive"))
+            entries.append(TraceEntry(rule.id, "inactive", False))
         else:
             entries.append(TraceEntry(rule.id, "not_matched", False))
     if chosen and chosen[0].rule == "default":

@@ -136,7 +136,7 @@ def replay(engine, args, out: IO, err: IO) -> int:
 
 
 def decide_line(engine, raw: bytes, number: int, args, summary: ReplaySummary) -> str:
-    from engine.cli import dumps, plain_numbers
+    from engine.cli import dumps
 
     try:
         event = json.loads(raw)
@@ -149,8 +149,4 @@ def decide_line(engine, raw: bytes, number: int, args, summary: ReplaySummary) -
         return dumps({"line": number, "error": str(exc)})
     summary.decisions += 1
     summary.first_choices[decision.rule or "(nothing)"] += 1
-    result = decision.to_dict()
-    try:
-        return dumps(result)
-    except ValueError:
-        return dumps(plain_numbers(result))
+    return dumps(decision.to_dict())

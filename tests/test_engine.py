@@ -243,3 +243,23 @@ def test_time_comes_from_the_event(write_rules):
     first = Engine.from_path(write_rules(RULES))
     second = Engine.from_path(write_rules(RULES))
     assert [first.decide(e).to_dict() for e in events] == [second.decide(e).to_dict() for e in events]
+
+
+def test_on_update_values_are_read_through_the_profile_schema(write_rules):
+    engine = Engine.from_path(write_rules("""
+profile { ltv: number, vip: bool }
+on purchase
+  set ltv = event.amount
+  set vip = event.flag
+end
+rule big when event.type == "visit" and profile.ltv >= 100 then thanks end
+"""))
+    engine.decide({"customer_id": "c", "type": "purchase", "amount": "150", "flag": "yes", "time": T0})
+    assert engine.get_profile("c") == {"ltv": 150}  # "yes" is not a bool: that set fails
+    assert engine.decide({"customer_id": "c", "type": "visit", "time": T0 + 1}).rule == "big"
+
+
+def test_infinite_numbers_are_refused_for_declared_number_fields(engine):
+    with pytest.raises(EventError) as info:
+        engine.decide(cart(value=float("inf")))
+    assert info.value.field == "cart_value"
