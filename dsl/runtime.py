@@ -298,17 +298,17 @@ def fn_abs(x):
 
 
 def fn_min(*args):
+    if None in args:
+        return None
     for x in args:
-        if x is None:
-            return None
         _number_arg(x, "min")
     return min(args)
 
 
 def fn_max(*args):
+    if None in args:
+        return None
     for x in args:
-        if x is None:
-            return None
         _number_arg(x, "max")
     return max(args)
 
