@@ -276,3 +276,11 @@ def test_functions_compose():
 def test_round_of_large_numbers_and_many_digits(n, digits, expected):
     value = evaluate("round(event.n, event.d)", n=n, d=digits)
     assert value == expected and type(value) is type(expected)
+
+
+def test_null_wins_over_a_wrong_kind_in_any_argument():
+    # DSL.md: a function given a null argument returns null, whatever its other arguments
+    assert evaluate("min(event.b, event.x)", b=True) is None
+    assert evaluate("max(event.s, event.x)", s="a") is None
+    assert evaluate("starts_with(event.n, event.x)", n=1) is None
+    assert evaluate("round(event.s, event.x)", s="a") is None
