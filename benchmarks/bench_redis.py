@@ -12,7 +12,8 @@ port (or ``--redis URL``), with the store's default latency budget of 1 ms.
 - concurrent: 16 asyncio callers (uvloop when installed) each awaiting
   ``engine.decide_async`` on the next event, beside 16 callers doing the bare round trip
   through ``redis.asyncio``.
-- memory: after the sequential part, ``MEMORY USAGE`` of every key, per customer.
+- memory: at the end, ``MEMORY USAGE`` of every key, per customer and kind of key, and
+  the growth of Redis's ``used_memory`` over the run, per customer.
 
     nba bench redis [--quick] [--events N] [--concurrency 16] [--redis URL]
     python -m benchmarks.bench_redis --quick
@@ -241,8 +242,18 @@ async def concurrent_bare(url: str, keys, events: list, times: list, callers: in
     return dict(percentiles(latencies), per_second=len(latencies) / elapsed)
 
 
-def memory_per_customer(url: str, prefix: str) -> dict:
-    """MEMORY USAGE of every key of the store, summed per customer and per kind of key."""
+def used_memory(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    used = client.info("memory")["used_memory"]
+    client.close()
+    return used
+
+
+def memory_per_customer(url: str, prefix: str, used_before: int) -> dict:
+    """MEMORY USAGE of every key of the store, summed per customer and per kind of key;
+    and the growth of Redis's used_memory over the run, per customer."""
     import redis
 
     client = redis.Redis.from_url(url)
@@ -261,7 +272,7 @@ def memory_per_customer(url: str, prefix: str) -> dict:
         "customers": len(customers),
         "bytes_per_customer": sum(per_kind.values()) / count,
         "by_kind": {names.get(kind, kind): total / count for kind, total in sorted(per_kind.items())},
-        "used_memory_bytes": used,
+        "used_memory_growth_per_customer": (used - used_before) / count,
     }
 
 
@@ -296,6 +307,7 @@ def run(args: argparse.Namespace) -> dict:
     server = None if url else ThrowawayRedis().__enter__()
     try:
         url = url or server.url
+        used_before = used_memory(url)
         engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench")
         keys = engine.store.keys
         prepare(engine, profiles)
@@ -304,13 +316,13 @@ def run(args: argparse.Namespace) -> dict:
         bare = BareRoundTrip(url, keys)
         seq = sequential(engine, on_memory, bare, first)
         bare.close()
-        memory = memory_per_customer(url, "nbabench")
         times = [event_time(engine, event) for event in second]
         concurrent, loop_name = run_loop(concurrent_decisions(engine, second, callers))
         engine.store.latency_budget_s = RELAXED_BUDGET_S
         concurrent_relaxed, _ = run_loop(concurrent_decisions(engine, third, callers))
         concurrent_bare_figures, _ = run_loop(concurrent_bare(url, keys, second, times, callers))
         engine.close()
+        memory = memory_per_customer(url, "nbabench", used_before)
     finally:
         if server is not None:
             server.__exit__(None, None, None)
@@ -365,8 +377,10 @@ def format_markdown(data: dict) -> str:
         f"- sequential p50 / bare p50: {goals['sequential_p50_ratio_to_bare_pipeline']:.2f}x the Pipeline round trip, "
         f"{goals['sequential_p50_ratio_to_bare_connection']:.2f}x the Connection round trip (goal: within 2x)",
         f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs (goal: under 1000 µs)",
-        f"- memory: {figure(memory['bytes_per_customer'])} bytes per customer over {memory['customers']} customers "
-        f"({', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())})",
+        f"- memory after the run: {figure(memory['bytes_per_customer'])} bytes per customer (MEMORY USAGE of "
+        f"its keys: {', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())}) over "
+        f"{memory['customers']} customers; used_memory grew {figure(memory['used_memory_growth_per_customer'])} "
+        "bytes per customer",
     ]
     return "\n".join(lines)
 

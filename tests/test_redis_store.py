@@ -474,3 +474,13 @@ def test_waiting_for_every_write_when_asked(redis_url):  # noqa: F811
     store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
     assert not store.sync_nodes[store.topology.seed.address].free[-1].unread
     store.close()
+
+
+def test_a_customer_with_unreadable_state_is_unavailable_not_a_crash(store, client):
+    client.zadd(KeyLayout().history("c1", "page_view"), {b"\xc1 not msgpack": T0})
+    with pytest.raises(StoreUnavailable):
+        store.read("c1", NEEDS, T0)
+    client.set(KeyLayout().contacts("c2"), "a string, not a sorted set")
+    with pytest.raises(StoreUnavailable):
+        store.read("c2", NEEDS, T0)
+    assert store.read("c3", NEEDS, T0).profile == {}

@@ -1134,12 +1134,12 @@ class RedisStore(Store):
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         plan = plan_read(self.keys, customer_id, needs, time)
         replies = self.call(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
-        return decode_read(plan, checked(replies), needs)
+        return decoded_state(plan, replies, needs, customer_id)
 
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         plan = plan_read(self.keys, customer_id, needs, time)
         replies = await self.call_async(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
-        return decode_read(plan, checked(replies), needs)
+        return decoded_state(plan, replies, needs, customer_id)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         if write.is_empty:
@@ -1214,6 +1214,15 @@ class RedisStore(Store):
         self.close()
         for node in list(self.async_nodes.values()):
             await node.close(self.write_timeout_s)
+
+
+def decoded_state(plan: ReadPlan, replies: list, needs: StateNeeds, customer_id: str) -> CustomerState:
+    """The replies of a read as state; StoreUnavailable (not a crash) when they cannot be read."""
+    try:
+        return decode_read(plan, checked(replies), needs)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:  # written by hand?
+        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)
+        raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
 
 
 def eval_instead(command: tuple) -> tuple:
