@@ -848,12 +848,17 @@ def connection_options(url: str) -> tuple[str, int, dict, dict]:
     return host, port, options, async_options
 
 
-def parse_cluster_slots(reply: list) -> dict[int, tuple[str, int]]:
-    """CLUSTER SLOTS to ``{slot: (host, port)}`` of each slot's master."""
+def parse_cluster_slots(reply: list, seed_host: str) -> dict[int, tuple[str, int]]:
+    """CLUSTER SLOTS to ``{slot: (host, port)}`` of each slot's master.
+
+    A master announced without an address (``""``, ``"?"``) is on the seed's host.
+    """
     table = {}
     for entry in reply:
         start, end, master = entry[0], entry[1], entry[2]
         host = master[0].decode() if isinstance(master[0], bytes) else master[0]
+        if host in ("", "?"):
+            host = seed_host
         for slot in range(start, end + 1):
             table[slot] = (host, int(master[1]))
     return table
@@ -879,7 +884,7 @@ class Topology:
             self.slots = {}
         else:
             self.cluster = True
-            self.slots = parse_cluster_slots(reply)
+            self.slots = parse_cluster_slots(reply, self.seed.host)
 
     def moved(self, redirect: Redirect) -> None:
         self.slots[redirect.slot] = redirect.address
