@@ -561,6 +561,8 @@ def model_eq(a, b):
         return False
     if isinstance(a, list):
         return len(a) == len(b) and all(model_eq(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(model_eq(a[k], b[k]) for k in a)
     return a == b
 
 
@@ -672,10 +674,16 @@ def model(tree):
         return -value
     if kind == "if":
         return model(tree[2]) if model_truth(model(tree[1])) else model(tree[3])
+    if kind == "list":
+        return [model(tree[1]), model(tree[2])]
+    if kind == "member":
+        target = model(tree[2])
+        return target.get(tree[1]) if isinstance(target, dict) else None
     return model_call(tree[1], [model(arg) for arg in tree[2:]])
 
 
-LEAF_VALUES = [None, True, False, 0, 1, 2, -3, 0.5, -1.5, 2.0, 2.5, "a", "B", "", "ab", [1], ["a"], [], [1, "a"]]
+LEAF_VALUES = [None, True, False, 0, 1, 2, -3, 0.5, -1.5, 2.0, 2.5, "a", "B", "", "ab", [1], ["a"], [], [1, "a"],
+               {"k": 1}, {"k": "a", "j": [1.0]}]
 OPERATORS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"]
 ONE_ARGUMENT = ["abs", "len", "lower", "upper", "floor", "ceil", "round", "days", "coalesce"]
 TWO_ARGUMENTS = ["coalesce", "min", "max", "contains", "starts_with", "ends_with", "round"]
@@ -691,6 +699,8 @@ def expression_trees():
             st.tuples(st.just("if"), children, children, children),
             st.tuples(st.just("call"), st.sampled_from(ONE_ARGUMENT), children),
             st.tuples(st.just("call"), st.sampled_from(TWO_ARGUMENTS), children, children),
+            st.tuples(st.just("list"), children, children),
+            st.tuples(st.just("member"), st.sampled_from(["k", "j"]), children),
         )
 
     return st.recursive(leaf, extend, max_leaves=5)
@@ -710,12 +720,16 @@ def render(tree, fields, mode):
     """The expression as rule text; leaves are literals, event fields, or (mode "mix") either."""
     kind = tree[0]
     if kind == "leaf":
-        if mode == "literals" or (mode == "mix" and tree[2]):
+        if not isinstance(tree[1], dict) and (mode == "literals" or (mode == "mix" and tree[2])):
             return literal_text(tree[1])
         name = f"v{len(fields)}"
         fields[name] = tree[1]
         return f"event.{name}"
-    parts = [render(child, fields, mode) for child in tree[2 if kind in ("bin", "un", "call") else 1:]]
+    parts = [render(child, fields, mode) for child in tree[2 if kind in ("bin", "un", "call", "member") else 1:]]
+    if kind == "list":
+        return f"[{parts[0]}, {parts[1]}]"
+    if kind == "member":
+        return f"({parts[0]}).{tree[1]}"
     if kind == "bin":
         return f"({parts[0]} {tree[1]} {parts[1]})"
     if kind == "un":
