@@ -295,3 +295,88 @@ def test_a_kind_error_inside_where_is_a_decision_time_error():
     with pytest.raises(EvalFailed) as info:
         check(engine)
     assert "`>`" in str(info.value)
+
+
+# ---- the seven aggregates against a model of DSL.md's window rules ------------------------------
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+MODEL_RULES = """
+rule probe when event.type == "buy" or event.type == "check" then probe with
+  n = count(buy within 30s), s = sum(buy.amount within 30s), av = avg(buy.amount within 30s),
+  mn = min(buy.amount within 30s), mx = max(buy.amount within 30s), d = distinct(buy.amount within 30s),
+  si = since(buy within 30s),
+  wn = count(buy where tag == "a" within 1m), ws = sum(buy.amount where tag == "a" within 1m),
+  wd = distinct(buy.tag where amount != null within 1m), wsi = since(buy where tag == "a" within 1m)
+end
+"""
+AMOUNTS = [None, 1, 2.5, 10, 10.0, -3, "x", True, [1]]
+MISSING = object()
+
+
+def model_aggregates(past, now, current):
+    """past: (time, amount, tag) of recorded buys; current: the buy being decided, or None."""
+    events = list(past) + ([(now, *current)] if current is not None else [])
+
+    def within(seconds, where=lambda e: True):
+        return [e for e in events if now - seconds < e[0] <= now and where(e)]
+
+    def numbers(items):
+        return [e[1] for e in items if isinstance(e[1], (int, float)) and not isinstance(e[1], bool)]
+
+    def distinct(values):
+        seen = []
+        for v in values:
+            if v is not None and v is not MISSING and not any(
+                type(v) in (int, float) and type(s) in (int, float) and v == s or (type(v) is type(s) and v == s)
+                for s in seen
+            ):
+                seen.append(v)
+        return len(seen)
+
+    def since(items):
+        return now - max(e[0] for e in items) if items else None
+
+    short = within(30)
+    tagged = within(60, lambda e: e[2] == "a")
+    amounts = numbers(short)
+    return {
+        "n": len(short),
+        "s": sum(amounts),
+        "av": sum(amounts) / len(amounts) if amounts else None,
+        "mn": min(amounts) if amounts else None,
+        "mx": max(amounts) if amounts else None,
+        "d": distinct(e[1] for e in short),
+        "si": since(short),
+        "wn": len(tagged),
+        "ws": sum(numbers(tagged)),
+        "wd": distinct(e[2] for e in within(60, lambda e: e[1] is not None and e[1] is not MISSING)),
+        "wsi": since(tagged),
+    }
+
+
+buys = st.lists(
+    st.tuples(st.integers(0, 90), st.sampled_from(AMOUNTS + [MISSING]), st.sampled_from(["a", "b", None, MISSING])),
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(buys, st.one_of(st.none(), st.tuples(st.sampled_from(AMOUNTS + [MISSING]), st.sampled_from(["a", "b", MISSING]))))
+def test_aggregates_agree_with_a_model_of_the_window_rules(past, current):
+    engine = engine_for(MODEL_RULES)
+    recorded = []
+    for seconds_ago, amount, tag in past:  # in any order: out-of-order events keep their own time
+        fields = {k: v for k, v in (("amount", amount), ("tag", tag)) if v is not MISSING}
+        engine.decide(event("buy", time=T0 - seconds_ago, **fields))
+        recorded.append((T0 - seconds_ago, amount, tag))
+    if current is None:
+        decision = engine.decide(event("check", time=T0), dry_run=True)
+    else:
+        fields = {k: v for k, v in (("amount", current[0]), ("tag", current[1])) if v is not MISSING}
+        decision = engine.decide(event("buy", time=T0, **fields), dry_run=True)
+    expected = model_aggregates(recorded, T0, current)
+    for name, value in expected.items():
+        got = decision.params[name]
+        assert got == value and (value is None or type(got) in (int, float)), (name, got, value)
