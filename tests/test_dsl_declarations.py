@@ -635,3 +635,85 @@ def test_an_event_schema_may_restate_the_fields_every_event_has():
         "rule r when true then a with t = event.time end"
     )
     assert engine.decide(event("e", time="2026-11-27", n="1"), dry_run=True).params == {"t": 1_795_737_600}
+
+
+# ---- steps 3 to 6 against a model of DSL.md's decision ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CHANNELS = ["email", "sms", None]
+
+rule_specs = st.lists(
+    st.fixed_dictionaries(
+        {
+            "priority": st.integers(0, 3),
+            "action": st.sampled_from(["a", "b", "c", "d"]),
+            "channel": st.sampled_from(CHANNELS),
+            "cap": st.one_of(st.none(), st.tuples(st.integers(1, 2), st.sampled_from([60, 300]))),
+            "held_out": st.booleans(),
+        }
+    ),
+    min_size=1,
+    max_size=5,
+)
+policy_specs = st.lists(
+    st.tuples(st.sampled_from(["email", "sms", "all"]), st.integers(1, 3), st.sampled_from([60, 300])), max_size=2
+)
+decisions = st.lists(st.tuples(st.integers(0, 120), st.integers(1, 3)), min_size=1, max_size=6)
+
+
+def ruleset_text(rules, policies, default):
+    lines = [f"policy {channel}: cap {limit} per {window}s" for channel, limit, window in policies]
+    for number, spec in enumerate(rules):
+        via = f" via {spec['channel']}" if spec["channel"] else ""
+        cap = f" cap {spec['cap'][0]} per {spec['cap'][1]}s" if spec["cap"] else ""
+        holdout = " holdout 100%" if spec["held_out"] else ""
+        lines.append(f"rule r{number} priority {spec['priority']} when true then {spec['action']}{via}{cap}{holdout} end")
+    if default:
+        lines.append("default fallback via web")
+    return "\n".join(lines)
+
+
+def model_decision(rules, policies, default, contacts, t, limit):
+    def in_window(contact, window):
+        return t - window < contact[0] <= t
+
+    ranked = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
+    chosen = []
+    for index in ranked:
+        if len(chosen) >= limit:
+            break
+        spec = rules[index]
+        if spec["held_out"]:
+            continue
+        if spec["cap"] and sum(1 for c in contacts if c[1] == index and in_window(c, spec["cap"][1])) + 1 > spec["cap"][0]:
+            continue
+        blocked = False
+        for channel, cap, window in policies:
+            if channel != "all" and channel != spec["channel"]:
+                continue
+            counted = [c for c in contacts if in_window(c, window) and (channel == "all" or c[2] == channel)]
+            same_decision = [i for i in chosen if channel == "all" or rules[i]["channel"] == channel]
+            if len(counted) + len(same_decision) + 1 > cap:
+                blocked = True
+        if blocked or any(rules[i]["action"] == spec["action"] for i in chosen):
+            continue
+        chosen.append(index)
+    contacts.extend((t, i, rules[i]["channel"]) for i in chosen)
+    if not chosen and default:
+        return ["default"]
+    return [f"r{i}" for i in chosen]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(rule_specs, policy_specs, st.booleans(), decisions)
+def test_decisions_agree_with_a_model_of_steps_3_to_6(rules, policies, default, steps):
+    engine = engine_for(ruleset_text(rules, policies, default))
+    contacts: list = []
+    time = T0
+    for gap, limit in steps:
+        time += gap
+        expected = model_decision(rules, policies, default, contacts, time, limit)
+        decision = engine.decide(event(time=time), limit=limit)
+        assert [c.rule for c in decision.choices] == expected
