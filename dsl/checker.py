@@ -58,6 +58,15 @@ def literal_kind(value) -> str:
     return "map"
 
 
+def field_hint(name: str, known) -> str:
+    """The closest declared field, or (when none is close) the declared fields if they are few."""
+    hint = suggest(name, known)
+    names = sorted(set(known))
+    if hint or not names or len(names) > 8:
+        return hint
+    return " (declared: " + ", ".join(names) + ")"
+
+
 def describe(expr: n.Expr) -> str:
     """A short name for an expression in messages."""
     if isinstance(expr, n.Field):
@@ -264,7 +273,7 @@ class Checker:
                 continue
             declared = self.out.profile_schema.get(item.field)
             if declared is None:
-                hint = suggest(item.field, self.out.profile_schema)
+                hint = field_hint(item.field, self.out.profile_schema)
                 self.diag.error(item.pos, f"unknown profile field `{item.field}`{hint}")
                 continue
             expected = SCHEMA_KINDS[declared]
@@ -326,7 +335,7 @@ class Checker:
             return ANY
         declared = self.out.profile_schema.get(head)
         if declared is None:
-            hint = suggest(head, self.out.profile_schema)
+            hint = field_hint(head, self.out.profile_schema)
             self.diag.error(expr.pos, f"unknown profile field `{head}`{hint}")
             return ANY
         return SCHEMA_KINDS[declared]
@@ -339,7 +348,7 @@ class Checker:
         kinds = {self.out.event_schemas[t].get(head) for t in types}
         if kinds == {None}:
             known = {f for t in types for f in self.out.event_schemas[t]}
-            hint = suggest(head, known)
+            hint = field_hint(head, known)
             names = ", ".join(f"`{t}`" for t in sorted(types))
             self.diag.error(expr.pos, f"unknown field `{head}` of event {names}{hint}")
             return ANY
@@ -355,7 +364,7 @@ class Checker:
             return ANY
         declared = schema.get(head)
         if declared is None:
-            hint = suggest(head, schema)
+            hint = field_hint(head, schema)
             self.diag.error(expr.pos, f"unknown field `{head}` of event `{past_type}`{hint}")
             return ANY
         return SCHEMA_KINDS[declared]
@@ -492,7 +501,7 @@ class Checker:
             head = expr.path[0]
             declared = schema.get(head)
             if declared is None and head not in BUILTIN_PAST_FIELDS:
-                hint = suggest(head, schema)
+                hint = field_hint(head, schema)
                 self.diag.error(expr.pos, f"unknown field `{head}` of event `{expr.event_type}`{hint}")
             elif declared and expr.func in ("sum", "avg", "min", "max") and SCHEMA_KINDS[declared] != "number" and len(expr.path) == 1:
                 self.diag.error(expr.pos, f"`{expr.func}` adds up numbers, but `{expr.event_type}.{head}` is {ARTICLE[SCHEMA_KINDS[declared]]}")
