@@ -278,6 +278,13 @@ MORE = [
     ("segment a = a", 1, 9, ["segment cycle: a -> a"]),
     ("segment a = not a or true", 1, 9, ["segment cycle: a -> a"]),
     ("rule r when event.type.x == 1 then a end", 1, 13, ["`event.type` is a string and has no fields"]),
+    # an unknown field with no close name lists the declared ones (when they are few)
+    ("event x { a: number, b: string }\nrule r when event.type == \"x\" and event.c == 1 then a end", 2, 35,
+     ["unknown field `c` of event `x` (declared: a, b)"]),
+    ("profile { tier: string }\non buy set zz = 1 end", 2, 12, ["unknown profile field `zz` (declared: tier)"]),
+    ("event e { n: number }\nrule r when count(e where n > \"x\" within 1h) > 0 then a end", 2, 29,
+     ["`>` compares two numbers or two strings", "`n` is a number"]),
+    ("event e { n: number }\nrule r when count(e where n within 1h) > 0 then a end", 2, 27, ["`where` needs a condition", "`n` is a number"]),
 ]
 
 
