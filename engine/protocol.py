@@ -17,7 +17,6 @@ import msgpack
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
-MAX_FRAME_LIMIT = (1 << 32) - 1
 
 OPS = frozenset({"decide", "ping", "get_profile", "put_profile", "reload", "stats"})
 CUSTOMER_OPS = frozenset({"decide", "get_profile", "put_profile"})
@@ -30,8 +29,7 @@ BAD_FRAME = "bad_frame"  # fatal: not msgpack, or cut off mid-frame
 FRAME_TOO_LARGE = "frame_too_large"  # fatal: length over the server's limit
 LOAD_FAILED = "load_failed"  # reload: the new ruleset does not load; the old one serves on
 INTERNAL = "internal"  # a bug; logged with its traceback
-SHUTTING_DOWN = "shutting_down"
-FATAL_CODES = frozenset({BAD_FRAME, FRAME_TOO_LARGE})
+FATAL_CODES = frozenset({BAD_FRAME, FRAME_TOO_LARGE})  # answered with id null, then the connection closes
 
 NEED_MORE = object()  # FrameDecoder.next_frame: no complete frame buffered yet
 
@@ -80,10 +78,6 @@ class FrameDecoder:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
 
     @property
     def at_frame_boundary(self) -> bool:
@@ -228,9 +222,3 @@ def encode_frame(obj: Any) -> bytes:
     body = pack(obj)
     return HEADER.pack(len(body)) + body
 
-
-def request(op: str, request_id: Any = None, **fields: Any) -> dict:
-    """A request map, as a client sends it."""
-    out = {"id": request_id, "op": op}
-    out.update(fields)
-    return out

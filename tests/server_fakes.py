@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.decision import Choice, Decision
 from engine.errors import EventError, RequestError
-from engine.protocol import HEADER, NEED_MORE, FrameDecoder, encode_frame
+from engine.protocol import HEADER, NEED_MORE, FrameDecoder
 from engine.server import Server, new_event_loop
 from engine.settings import ServerSettings
 
