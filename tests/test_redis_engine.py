@@ -251,6 +251,27 @@ def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, 
     engine.close()
 
 
+def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):  # noqa: F811
+    import redis as redis_py
+
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, latency_budget_s=0.005,
+                              write_timeout_s=2.0, connect_timeout_s=1.0)
+    admin = redis_py.Redis.from_url(redis_url)
+
+    async def scenario():
+        await engine.get_profile_async("c0")  # connected
+        admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+        try:
+            return await engine.decide_async(visit(0))
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+            await engine.close_async()
+
+    decision = asyncio.run(scenario())
+    assert (decision.rule, decision.degraded) == ("one_offer", True)
+
+
 def test_the_engine_starts_while_redis_is_down(own_redis_server, write_rules):  # noqa: F811
     url = own_redis_server.url
     own_redis_server.stop()
