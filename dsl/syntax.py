@@ -504,6 +504,9 @@ def _found(token: Token) -> str:
 
 def _expected_words(expected: set[str]) -> str:
     expected = set(expected)
+    keywords = {name for name in expected if _keyword(name)}
+    if "NAME" in expected and len(keywords) >= len(RESERVED) - 3:
+        expected -= keywords  # a field name, where reserved words are names too: "a name"
     parts: list[str] = []
     if expected & _EXPRESSION_STARTS and len(expected & _EXPRESSION_STARTS) >= 5:
         parts.append("a value or expression")
@@ -545,34 +548,52 @@ def _expected_words(expected: set[str]) -> str:
     return ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
-def _acceptable(exc: lark.exceptions.UnexpectedInput) -> set[str]:
-    """The tokens that can really come next.
+def _acceptable(exc: lark.exceptions.UnexpectedInput, text: str) -> set[str]:
+    """The tokens that can really come next where the error is.
 
-    LALR's ``expected`` also lists tokens that only follow the same phrase elsewhere (after
-    an expression: `,`, `)`, `else`, `within`, ...); trying each on a copy of the parser
-    state keeps only those that fit here.
+    Lark reports the parser state after the failing token has already forced some
+    reductions, and LALR's lookaheads list tokens that only follow the same phrase
+    elsewhere (after an expression: `,`, `)`, `else`, `within`, ...). So the text is parsed
+    again up to the failing token, and each token is tried on a copy of the state there.
     """
-    accepts = getattr(exc, "accepts", None)
-    if accepts:
-        return set(accepts)
-    state = getattr(exc, "state", None)
-    if isinstance(state, ParserState):
-        conf = copy(state.parse_conf)
-        conf.callbacks = {}
-        found = set()
-        for name in state.parse_conf.states[state.position]:
-            if not name.isupper():
-                continue
-            probe = state.copy(deepcopy_values=False)
-            probe.parse_conf = conf
-            try:
-                probe.feed_token(Token(name, ""), is_end=name == "$END")
-            except (lark.exceptions.UnexpectedToken, AssertionError):
-                continue
-            found.add(name)
+    token = getattr(exc, "token", None)
+    state = _state_before(text, getattr(token, "start_pos", None))
+    if state is not None:
+        found = _tokens_accepted(state)
         if found:
             return found
     return set(getattr(exc, "expected", None) or ())
+
+
+def _state_before(text: str, stop: int | None) -> ParserState | None:
+    """The parser state just before the token at ``stop`` (None: before the end of the text)."""
+    interactive = parser().parse_interactive(text)
+    state = interactive.parser_state
+    try:
+        for token in interactive.lexer_thread.lex(state):
+            if stop is not None and token.start_pos >= stop:
+                break
+            state.feed_token(token)
+    except lark.exceptions.UnexpectedInput:
+        pass  # the lexer stopped at the failing text: the state is the one before it
+    return state if isinstance(state, ParserState) else None
+
+
+def _tokens_accepted(state: ParserState) -> set[str]:
+    conf = copy(state.parse_conf)
+    conf.callbacks = {}
+    found = set()
+    for name in state.parse_conf.states[state.position]:
+        if not name.isupper():
+            continue
+        probe = state.copy(deepcopy_values=False)
+        probe.parse_conf = conf
+        try:
+            probe.feed_token(Token(name, ""), is_end=name == "$END")
+        except (lark.exceptions.UnexpectedToken, AssertionError):
+            continue
+        found.add(name)
+    return found
 
 
 def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tuple[tuple[int, int], str]:
@@ -591,7 +612,7 @@ def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tu
                 message += f"; expected {_expected_words(expected)}"
         return (exc.line, exc.column), message
     token: Token = exc.token  # UnexpectedToken / UnexpectedEOF
-    expected = _acceptable(exc)
+    expected = _acceptable(exc, text)
     if token.type == "$END" or not getattr(token, "line", None):
         pos = _end_of_text(text)
         if "END" in expected:

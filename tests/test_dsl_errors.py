@@ -227,8 +227,8 @@ def test_a_file_that_is_not_utf8(tmp_path):
 MORE = [
     # text, line, column, words
     ("rule r when true then a\nrule s when true then b end", 2, 1, ["missing its `end`"]),
-    ("rule r when (event.x then a end", 1, 22, ["unexpected `then`", "expected `)`"]),
-    ("rule r when event.x in [1, 2 then a end", 1, 30, ["unexpected `then`", "expected `,` or `]`"]),
+    ("rule r when (event.x then a end", 1, 22, ["unexpected `then`", "expected an operator or `)`"]),
+    ("rule r when event.x in [1, 2 then a end", 1, 30, ["unexpected `then`", "expected an operator, `,` or `]`"]),
     ("rule r when event.x && true then a end", 1, 21, ["write `and`"]),
     ("rule r when event.x || true then a end", 1, 21, ["write `or`"]),
     ("rule r when !event.x then a end", 1, 13, ["write `not`"]),
@@ -267,6 +267,9 @@ MORE = [
     ("event e { a: number }\nevent e { b: number }", 2, 7, ["a second schema for event `e`"]),
     ("profile { a: number, a: string }", 1, 22, ["field `a` is declared twice"]),
     ("policy email cap 1 per 1h", 1, 14, ["expected `:`"]),
+    # after a schema field, a field name may be any word: the message says "a name", not 34 keywords
+    ("event e { a: number: string }", 1, 20, ["unexpected `:`", "expected `,`, a name or `}`"]),
+    ("profile { { a: number }", 1, 11, ["unexpected `{`", "expected a name or `}`"]),
     ("rule r when 10% > 1 then a end", 1, 17, ["unexpected `>`", "value or expression"]),
     ("segment s = 1 + 1", 1, 15, ["a segment needs a condition", "number"]),
     ("rule r priority null when true then a end", 1, 17, ["`priority` must be a number", "always null"]),
