@@ -20,6 +20,7 @@ import importlib
 import sys
 from types import ModuleType
 
+from benchmarks.noise import noise_floor
 from benchmarks.report import write_results
 
 BENCHMARKS = {
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if module is not None and not hasattr(module, "run"):
         return module.main(argv[1:]) or 0
     args = parser(command, module).parse_args(argv)
-    sections = run_all(args.quick) if args.command == "all" else [module.run(args)]
+    floor = noise_floor()
+    print(f"\n# {floor['title']}\n{floor['markdown']}", flush=True)
+    sections = [floor] + (run_all(args.quick) if args.command == "all" else [module.run(args)])
     if args.write_results:
         path = write_results(sections, argv)
         print(f"\nwrote {path}")
