@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import multiprocessing
+import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -207,6 +208,58 @@ def test_decisions_flow_through_a_redis_restart(own_redis_server, write_rules): 
     assert all(decision.rule == "one_offer" for decision in during)  # without state: no cap known
     assert sum(decision.rule == "one_offer" for decision in after) == 7  # state was lost with the restart
     engine.close()
+
+
+class Traffic:
+    """Decisions in a background thread, one after the other, until stopped."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.decisions: list = []
+        self.errors: list = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            try:
+                self.decisions.append(self.engine.decide(visit(n)))
+            except Exception as error:  # noqa: BLE001 - the test asserts there are none
+                self.errors.append(error)
+            n += 1
+
+    def wait_for(self, condition, what: str) -> None:
+        """Until ``condition(decisions)`` holds; fails the test after a generous wait."""
+        for _ in range(3000):
+            if condition(list(self.decisions)):
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError(f"never saw {what}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+
+def test_redis_killed_and_restarted_under_traffic(own_redis_server, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
+                              retry_interval_s=0.01, **RELAXED)
+    traffic = Traffic(engine)
+    traffic.thread.start()
+    try:
+        traffic.wait_for(lambda seen: len(seen) >= 50, "decisions before the kill")
+        killed_at = len(traffic.decisions)
+        own_redis_server.stop()
+        traffic.wait_for(lambda seen: sum(d.degraded for d in seen[killed_at:]) >= 20, "degraded decisions")
+        own_redis_server.start()
+        restarted_at = len(traffic.decisions)
+        traffic.wait_for(lambda seen: sum(not d.degraded for d in seen[restarted_at:]) >= 50, "recovery")
+    finally:
+        traffic.stop()
+        engine.close()
+    assert traffic.errors == []
+    assert not any(decision.degraded for decision in traffic.decisions[:killed_at])
 
 
 def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):  # noqa: F811
