@@ -1,4 +1,5 @@
-"""The benchmark's contenders agree on the synthetic workload; the workload is seeded.
+"""The benchmark's contenders, nba included, agree on the synthetic workload and on the
+history workload; the workloads are seeded.
 
 No timings are asserted here: speed figures are printed by `nba bench`, never tested.
 """
@@ -79,3 +80,33 @@ def test_the_hand_written_history_rules_make_varied_decisions():
         rules.add(event)
     actions = {rules.decide(dict(event)) for event in data.decisions}
     assert len(actions) >= 3
+
+
+def test_nba_makes_the_expected_decisions(workload, expected, tmp_path):
+    from benchmarks.eval_worker import write_rules
+    from engine import Engine
+
+    engine = Engine.from_path(str(write_rules(workload, tmp_path)))
+    for customer_id, profile in workload.profiles.items():
+        engine.put_profile(customer_id, profile)
+    got = [engine.decide(event).action for event in workload.events]
+    wrong = [(i, g, w) for i, (g, w) in enumerate(zip(got, expected)) if g != w]
+    assert not wrong, f"{len(wrong)} wrong decisions, first: {wrong[:3]}"
+
+
+def test_nba_agrees_with_the_hand_written_history_rules(tmp_path):
+    from engine import Engine
+
+    data = history_workload.generate(customers=3, past_per_customer=300, decisions=300, seed=5)
+    path = tmp_path / "rules.rules"
+    path.write_text(history_workload.RULES, encoding="utf-8")
+    engine = Engine.from_path(str(path))
+    rules = history_workload.HandWrittenRules()
+    for event in data.past:
+        engine.decide(event)
+        rules.add(event)
+    got = [engine.decide(event).action for event in data.decisions]
+    want = [rules.decide(dict(event)) for event in data.decisions]
+    wrong = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w]
+    assert not wrong, f"{len(wrong)} wrong decisions, first: {wrong[:3]}"
+    assert len(set(want)) >= 3
