@@ -508,6 +508,8 @@ class Server:
         self._server = await loop.create_server(lambda: Connection(self), sock=sock)
         self.address = sock.getsockname()[:2]
         self._background.append(loop.create_task(self._sweep_idle()))
+        if self.worker is not None:
+            self._background.append(loop.create_task(self._watch_parent(os.getppid())))
         if self.settings.watch and self.rules_path is not None:
             baseline = rules_signature(self.rules_path)  # before start() returns: no change can slip by
             self._background.append(loop.create_task(self._watch(baseline)))
@@ -595,6 +597,13 @@ class Server:
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.close_if_idle(now, idle)
+
+    async def _watch_parent(self, parent: int) -> None:
+        """A worker whose parent died (killed with SIGKILL, say) stops instead of holding the port."""
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        log.error("the parent process %d is gone; stopping", parent)
+        self.request_stop()
 
     # -- observability
 

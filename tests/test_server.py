@@ -385,3 +385,21 @@ def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path):
             stats = client.stats()
             assert stats["server"]["store"] == "redis" and stats["decisions"] >= 505
         assert proc.process.returncode == 0
+
+
+def test_workers_stop_when_their_parent_is_killed(rules, tmp_path):
+    command = server_command(rules, "fake_engine_factory", workers=2)
+    with ServerProcess(command, log_path=tmp_path / "log") as proc:
+        proc.process.kill()
+        proc.process.wait()
+        assert wait_for(lambda: proc.output().count("is gone; stopping") == 2)
+        assert wait_for(lambda: proc.output().count("stopped") == 2)
+
+        def port_closed():
+            try:
+                socket.create_connection(("127.0.0.1", proc.port), timeout=1).close()
+                return False
+            except OSError:
+                return True
+
+        assert wait_for(port_closed)
