@@ -1092,8 +1092,7 @@ class RedisStore(Store):
                 node.release(link)
                 return None
             replies = round_trip(link, commands, timeout_s, self.late_reply)
-        except CONNECTION_ERRORS as error:
-            self.lost_writes += len(link.unread)
+        except CONNECTION_ERRORS as error:  # writes still unanswered on it were sent: most likely applied
             link.close()
             self.topology.lost(address)
             raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
