@@ -63,6 +63,8 @@ def run_worker(n_rules: int, config: dict, pure: bool, with_peers: bool, earlier
                "--earlier-builds", json.dumps(earlier_builds)]
     if with_peers:
         command += ["--peers", ",".join(sorted(config["peers"])) if config["peers"] else "all"]
+    if not config["nba"]:
+        command.append("--no-nba")
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
     except subprocess.TimeoutExpired:

@@ -155,17 +155,19 @@ def built(label: str, version: str | None, build: Callable, workload: synthetic.
 # ---------------------------------------------------------------------------------------
 
 def run(rules: int, events: int, seed: int, budget: float, with_peers: bool, wanted: set[str] | None,
-        earlier_builds: dict) -> dict:
+        earlier_builds: dict, with_nba: bool = True) -> dict:
     workload = synthetic.generate(rules, events, seed)
     expected = synthetic.expected_actions(workload)
     out: dict = {
         "rules": rules, "event_types": len(workload.event_types), "events": len(workload.events),
         "match_rate": sum(1 for a in expected if a is not None) / len(expected),
     }
-    try:
-        contenders, out["load_s"] = nba_contenders(workload)
-    except Exception as exc:  # nba broken or missing: the others are still measured
-        contenders = [{"contender": "nba", "version": None, "note": f"failed: {type(exc).__name__}: {exc}"}]
+    contenders: list[dict] = []
+    if with_nba:
+        try:
+            contenders, out["load_s"] = nba_contenders(workload)
+        except Exception as exc:  # nba broken or missing: the others are still measured
+            contenders = [{"contender": "nba", "version": None, "note": f"failed: {type(exc).__name__}: {exc}"}]
     out["twin"] = loaded_twin()
     for label, version, build in other_contenders(wanted, with_peers):
         contenders.append(built(label, version, build, workload, earlier_builds))
@@ -196,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender")
     parser.add_argument("--peers", default=None, help="'all' or comma-separated peer names")
+    parser.add_argument("--no-nba", action="store_true", help="leave nba out")
     parser.add_argument("--earlier-builds", default="{}", help="JSON: label -> [rules, build seconds] at a smaller size")
     args = parser.parse_args(argv)
     wanted = None if args.peers in (None, "all") else set(args.peers.split(","))
     try:
         result = run(args.rules, args.events, args.seed, args.budget, args.peers is not None, wanted,
-                     json.loads(args.earlier_builds))
+                     json.loads(args.earlier_builds), with_nba=not args.no_nba)
     except Exception as exc:  # reported to the parent, which prints it in the table
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
     json.dump(result, sys.stdout)
