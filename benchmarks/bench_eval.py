@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> dict:
         "`wrong decisions` counts the events where it differed. Peers are indexed by event type "
         "(durable-rules through its Rete network). The contenders of one process take turns in "
         "five rounds, so that load from other processes falls on all of them. Ratios are p50 "
-        "latencies against the row named in the column header. `nba evaluation` is the decision "
+        "latencies against the row named in the column header (above 1x: slower than that row). `nba evaluation` is the decision "
         "procedure on the compiled ruleset given the customer's state; `nba decide` is a full "
         "`Engine.decide` on the in-memory store (event check, state read, procedure, state write). "
         "`build s` is the load time for nba (parse, check, compile) and the build time for the others.",
