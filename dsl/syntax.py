@@ -80,6 +80,10 @@ def time_value(text: str) -> float | None:
     return int(value) if value == int(value) else value
 
 
+_ESCAPE = re.compile(r"\\(.)")
+_ESCAPED = frozenset('"\\nt')
+
+
 def string_value(text: str) -> str:
     body = text[1:-1]
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
@@ -104,6 +108,18 @@ class TreeBuilder:
     def error(self, item: Tree | Token, message: str) -> None:
         self.diagnostics.error(self.pos(item), message)
 
+    def string(self, token: Token) -> str:
+        """A string literal's value; an escape other than \\" \\\\ \\n \\t is an error."""
+        text = str(token)
+        for match in _ESCAPE.finditer(text):
+            if match.group(1) in _ESCAPED:
+                continue
+            pos = Position(self.path, token.line, token.column + match.start())
+            self.diagnostics.error(
+                pos, f"unknown escape `{match.group()}` in a string: write \\\\ for a backslash (escapes: \\\" \\\\ \\n \\t)"
+            )
+        return string_value(text)
+
     def identifier(self, token: Token, what: str) -> str:
         name = str(token)
         if name in RESERVED:
@@ -127,7 +143,7 @@ class TreeBuilder:
         rule_id = self.identifier(name_token, "a rule id")
         title = None
         if children and isinstance(children[0], Token) and children[0].type == "STRING":
-            title = string_value(children.pop(0))
+            title = self.string(children.pop(0))
         clauses: dict[str, object] = {}
         for clause in children:
             kind = clause.data.removesuffix("_clause")
@@ -199,7 +215,7 @@ class TreeBuilder:
     def action_spec(self, tree: Tree) -> n.ActionSpec:
         action_tree, *rest = tree.children
         token = action_tree.children[0]
-        action = string_value(token) if token.type == "STRING" else self.identifier(token, "an action")
+        action = self.string(token) if token.type == "STRING" else self.identifier(token, "an action")
         channel = None
         params: tuple = ()
         for part in rest:
@@ -303,7 +319,7 @@ class TreeBuilder:
 
     def expr_string(self, tree: Tree, in_where: bool) -> n.Expr:
         token = tree.children[0]
-        return n.Literal(self.pos(tree), string_value(str(token)), str(token))
+        return n.Literal(self.pos(tree), self.string(token), str(token))
 
     def expr_true(self, tree: Tree, in_where: bool) -> n.Expr:
         return n.Literal(self.pos(tree), True, "true")
