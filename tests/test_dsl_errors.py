@@ -44,6 +44,7 @@ CASES = [
     ("when_not_a_condition.rules", 4, 33, ["`and` takes true or false", "`event.category` is a string"]),
     ("bad_regex.rules", 2, 27, ["bad regex", "^ORD-[0-9+$", "unterminated character set"]),
     ("bad_time.rules", 4, 15, ["`2026-02-30` is not a valid time"]),
+    ("unknown_escape.rules", 2, 35, ["unknown escape `\\U`", "write \\\\ for a backslash"]),
     # limits
     ("policy_zero.rules", 1, 19, ["policy must allow at least 1", "found 0"]),
     ("policy_negative.rules", 1, 17, ["policy must allow at least 1", "found -2"]),

@@ -255,3 +255,13 @@ def test_declarations_in_the_tree():
 def test_positions_count_from_1():
     module = parse("\n\n   rule  my_rule when true then a end")
     assert (module.declarations[0].pos.line, module.declarations[0].pos.column) == (3, 10)
+
+
+def test_a_backslash_escapes_only_quote_backslash_n_and_t():
+    assert parse_expr(r'"a\\x"') == repr("a\\x")  # an escaped backslash, then x
+    errors = load_errors(r'segment s = "C:\path\new\x" == "\q\""')
+    assert [(e.pos.column, e.message.split(" in a")[0]) for e in errors] == [
+        (16, "unknown escape `\\p`"),
+        (25, "unknown escape `\\x`"),  # `\n` before it is an escape
+        (33, "unknown escape `\\q`"),
+    ]
