@@ -968,7 +968,7 @@ class RedisStore(Store):
     bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
     after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
 
-    A write that records no contact cannot be refused by a cap, so unless
+    A write that no cap or policy checks cannot be refused, so unless
     ``wait_for_writes`` it is sent without waiting for its reply (read on the connection's
     next round trip, which sees the write: Redis answers one connection in order). A
     decision then costs one round trip; a write that Redis turns down later is retried
@@ -1215,8 +1215,8 @@ class RedisStore(Store):
         return checked([reply])[0] == 1
 
     def may_send_only(self, write: StateWrite) -> bool:
-        """A write without contacts cannot be refused: unless told to wait, send it and go on."""
-        return not self.wait_for_writes and not write.contacts
+        """A write no cap can refuse: unless told to wait, send it and go on."""
+        return not self.wait_for_writes and not (write.contacts and write.cap_checks)
 
     def send_only(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
