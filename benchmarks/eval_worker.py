@@ -8,7 +8,9 @@ environment variable NBA_PURE_PYTHON, so bench_eval starts this module once per 
 It rebuilds the workload from the seed, writes its rules as ``rules.rules`` in a temporary
 directory, loads them with ``Engine.from_path``, builds the other contenders, checks every
 contender's decision on every event against the expected one, times them all taking turns
-(benchmarks.timing.measure_interleaved), and prints one JSON object on stdout.
+(benchmarks.timing.measure_interleaved), and prints one JSON object on stdout. Once
+everything is built, ``gc.freeze()`` keeps the collector off what was loaded, as a
+long-running server would.
 
 Contenders:
 - ``nba evaluation``: the decision procedure alone (steps 2 to 6 of DSL.md's decision on the
@@ -22,6 +24,7 @@ Contenders:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -172,6 +175,8 @@ def run(rules: int, events: int, seed: int, budget: float, with_peers: bool, wan
     for label, version, build in other_contenders(wanted, with_peers):
         contenders.append(built(label, version, build, workload, earlier_builds))
     runnable = [c for c in contenders if "decide" in c]
+    gc.collect()
+    gc.freeze()  # what is loaded is not garbage: keep the collector off it, as a server would
     measured = measure_interleaved([(c["contender"], c["decide"], c["inputs"]) for c in runnable], budget_seconds=budget)
     rows = []
     for contender in contenders:
