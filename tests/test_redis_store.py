@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import threading
 
 import pytest
 import redis as redis_py
@@ -484,3 +485,16 @@ def test_a_customer_with_unreadable_state_is_unavailable_not_a_crash(store, clie
     with pytest.raises(StoreUnavailable):
         store.read("c2", NEEDS, T0)
     assert store.read("c3", NEEDS, T0).profile == {}
+
+
+def test_a_quiet_customer_costs_nothing_after_the_retention(redis_url, client):  # noqa: F811
+    short = StateNeeds(history={"page_view": HistoryNeed(("category",), 0.2)}, contact_window=0.2, profile_schema={})
+    store = RedisStore(redis_url, ttl_grace_s=0.0, **RELAXED)
+    store.commit("c1", short, event(T0, record={"category": "x"}, contacts=[contact(T0)]))
+    assert len(client.keys("*")) == 3  # history, contacts, meta
+    for _ in range(300):  # Redis expires keys on its own clock; wait for it, a bounded while
+        if not client.keys("*"):
+            break
+        threading.Event().wait(0.01)
+    assert client.keys("*") == []
+    store.close()
