@@ -498,3 +498,10 @@ def test_a_quiet_customer_costs_nothing_after_the_retention(redis_url, client): 
         threading.Event().wait(0.01)
     assert client.keys("*") == []
     store.close()
+
+
+def test_ints_beyond_64_bits_round_trip(store):
+    huge = 10**30
+    store.commit("c1", NEEDS, event(T0, record={"category": [huge, -huge], "price": huge}))
+    history = store.read("c1", NEEDS, T0).history["page_view"]
+    assert history.columns == {"category": [[huge, -huge]], "price": [huge]}

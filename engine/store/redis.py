@@ -215,12 +215,32 @@ def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
 # History and contacts: msgpack members of sorted sets
 
 
+BIG_INT = 1  # msgpack ext type: an int beyond 64 bits, as its decimal digits
+
+
 def pack_member(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except OverflowError:
+        return msgpack.packb(big_ints_as_ext(value), use_bin_type=True)
+
+
+def big_ints_as_ext(value: Any) -> Any:
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return msgpack.ExtType(BIG_INT, str(value).encode())
+    if isinstance(value, dict):
+        return {key: big_ints_as_ext(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [big_ints_as_ext(item) for item in value]
+    return value
+
+
+def ext_hook(code: int, data: bytes) -> Any:
+    return int(data) if code == BIG_INT else msgpack.ExtType(code, data)
 
 
 def unpack_member(member: bytes) -> Any:
-    return msgpack.unpackb(member, strict_map_key=False)
+    return msgpack.unpackb(member, strict_map_key=False, ext_hook=ext_hook)
 
 
 def event_parts(time: float, record: dict) -> tuple[bytes, bytes]:
