@@ -330,3 +330,24 @@ def test_an_empty_window_is_a_load_error(text, column, what):
     error = only_error(text)
     assert (error.pos.line, error.pos.column) == (1, column)
     assert f"the window of {what} is empty" in error.message
+
+
+def test_nba_check_prints_every_error_in_the_report_format(capsys):
+    from engine.cli import main
+
+    root = BROKEN / "multi"
+    assert main(["check", str(root)]) == 1
+    err = capsys.readouterr().err
+    with pytest.raises(LoadError) as info:
+        load_ruleset(root)
+    assert err.startswith(info.value.report() + "\n")
+    lines = err.splitlines()
+    assert lines[0] == f"{root / 'a_syntax.rules'}:5:3: error: unexpected `then`; expected a value or expression"
+    assert lines[1:3] == ["  then a", "  ^"]
+
+
+def test_nba_check_accepts_a_good_ruleset(capsys):
+    from engine.cli import main
+
+    assert main(["check", str(RULEFILES / "good" / "multi")]) == 0
+    assert capsys.readouterr().err == ""
