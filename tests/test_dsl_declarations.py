@@ -717,3 +717,25 @@ def test_decisions_agree_with_a_model_of_steps_3_to_6(rules, policies, default, 
         expected = model_decision(rules, policies, default, contacts, time, limit)
         decision = engine.decide(event(time=time), limit=limit)
         assert [c.rule for c in decision.choices] == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("12", {"n": 12, "b": False, "t": 0, "s": "12"}),
+        ("abc", {"n": 1, "b": False, "t": 0, "s": "abc"}),
+        ("true", {"n": 1, "b": True, "t": 0, "s": "true"}),
+        ("2026-11-27", {"n": 1, "b": False, "t": 1_795_737_600, "s": "2026-11-27"}),
+        (5, {"n": 5, "b": False, "t": 5, "s": "keep"}),
+        (None, {"n": None, "b": None, "t": None, "s": None}),
+    ],
+)
+def test_a_set_is_read_through_the_profile_schema_and_one_that_cannot_be_leaves_its_field(value, expected):
+    # The engine's choice: a value that cannot be read as the declared kind is a failing `set`.
+    engine = engine_for(
+        "profile { n: number, b: bool, t: time, s: string }\n"
+        "on x set n = event.v set b = event.v set t = event.v set s = event.v end"
+    )
+    engine.put_profile("c1", {"n": 1, "b": False, "t": 0, "s": "keep"})
+    engine.decide(event("x", v=value))
+    assert engine.get_profile("c1") == expected
