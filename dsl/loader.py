@@ -44,7 +44,7 @@ def load_ruleset(root: str | os.PathLike) -> CompiledRuleset:
     diagnostics = Diagnostics()
     for path in paths:
         try:
-            sources[path] = Path(path).read_text(encoding="utf-8")
+            sources[path] = Path(path).read_text(encoding="utf-8-sig")  # a leading BOM is not text
         except UnicodeDecodeError as exc:
             diagnostics.error(Position(path, 1, 1), f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")
         except OSError as exc:
