@@ -351,3 +351,12 @@ def test_nba_check_accepts_a_good_ruleset(capsys):
 
     assert main(["check", str(RULEFILES / "good" / "multi")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_utf8_byte_order_mark_and_crlf_line_ends_are_read_as_text(tmp_path):
+    (tmp_path / "windows.rules").write_bytes(b"\xef\xbb\xbfrule r when true then a end\r\nrule s\r\n  when vipp then b end\r\n")
+    with pytest.raises(LoadError) as info:
+        load_ruleset(tmp_path)
+    (error,) = info.value.diagnostics
+    assert (error.pos.line, error.pos.column, error.message) == (3, 8, "unknown segment `vipp`")
+    assert str(info.value).splitlines()[1:] == ["  when vipp then b end", "       ^"]
