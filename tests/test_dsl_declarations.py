@@ -652,6 +652,8 @@ rule_specs = st.lists(
             "channel": st.sampled_from(CHANNELS),
             "cap": st.one_of(st.none(), st.tuples(st.integers(1, 2), st.sampled_from([60, 300]))),
             "held_out": st.booleans(),
+            "computed": st.booleans(),  # a priority computed at decision time (from the event)
+            "when": st.sampled_from(["true", "true", "event.flip", "not event.flip"]),
         }
     ),
     min_size=1,
@@ -660,7 +662,7 @@ rule_specs = st.lists(
 policy_specs = st.lists(
     st.tuples(st.sampled_from(["email", "sms", "all"]), st.integers(1, 3), st.sampled_from([60, 300])), max_size=2
 )
-decisions = st.lists(st.tuples(st.integers(0, 120), st.integers(1, 3)), min_size=1, max_size=6)
+decisions = st.lists(st.tuples(st.integers(0, 120), st.integers(1, 3), st.booleans()), min_size=1, max_size=6)
 
 
 def ruleset_text(rules, policies, default):
@@ -669,17 +671,21 @@ def ruleset_text(rules, policies, default):
         via = f" via {spec['channel']}" if spec["channel"] else ""
         cap = f" cap {spec['cap'][0]} per {spec['cap'][1]}s" if spec["cap"] else ""
         holdout = " holdout 100%" if spec["held_out"] else ""
-        lines.append(f"rule r{number} priority {spec['priority']} when true then {spec['action']}{via}{cap}{holdout} end")
+        priority = f"event.p{number}" if spec["computed"] else spec["priority"]
+        lines.append(f"rule r{number} priority {priority} when {spec['when']} then {spec['action']}{via}{cap}{holdout} end")
     if default:
         lines.append("default fallback via web")
     return "\n".join(lines)
 
 
-def model_decision(rules, policies, default, contacts, t, limit):
+def model_decision(rules, policies, default, contacts, t, limit, flip):
     def in_window(contact, window):
         return t - window < contact[0] <= t
 
-    ranked = sorted(range(len(rules)), key=lambda i: (-rules[i]["priority"], i))
+    def matches(spec):
+        return {"true": True, "event.flip": flip, "not event.flip": not flip}[spec["when"]]
+
+    ranked = sorted((i for i in range(len(rules)) if matches(rules[i])), key=lambda i: (-rules[i]["priority"], i))
     chosen = []
     for index in ranked:
         if len(chosen) >= limit:
@@ -712,10 +718,11 @@ def test_decisions_agree_with_a_model_of_steps_3_to_6(rules, policies, default, 
     engine = engine_for(ruleset_text(rules, policies, default))
     contacts: list = []
     time = T0
-    for gap, limit in steps:
+    priorities = {f"p{number}": spec["priority"] for number, spec in enumerate(rules)}
+    for gap, limit, flip in steps:
         time += gap
-        expected = model_decision(rules, policies, default, contacts, time, limit)
-        decision = engine.decide(event(time=time), limit=limit)
+        expected = model_decision(rules, policies, default, contacts, time, limit, flip)
+        decision = engine.decide(event(time=time, flip=flip, **priorities), limit=limit)
         assert [c.rule for c in decision.choices] == expected
 
 
