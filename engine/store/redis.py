@@ -788,7 +788,10 @@ class AsyncNode:
     """The asyncio side of one node: a shared ``AsyncLink`` per event loop, opened on demand.
 
     A connect runs in the background (with a patient timeout): a caller waits for it at
-    most its own timeout, and the callers after it find the connection ready.
+    most its own timeout, and the callers after it find the connection ready. The very
+    first connect of an event loop (a server starting) is waited for a little longer,
+    ``COLD_START_WAIT_S``, so that the first decisions are not made without state only
+    because the connection was not open yet.
     """
 
     def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
@@ -800,6 +803,7 @@ class AsyncNode:
         self.loop = None
         self.link: AsyncLink | None = None
         self.connecting: asyncio.Task | None = None
+        self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
 
     async def request(self, commands: list[tuple], timeout_s: float) -> list:
@@ -812,15 +816,16 @@ class AsyncNode:
     async def get_link(self, timeout_s: float) -> AsyncLink:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # links of another (maybe closed) loop are forgotten
-            self.loop, self.link, self.connecting = loop, None, None
+            self.loop, self.link, self.connecting, self.warm = loop, None, None, False
         if self.link is not None and not self.link.closed:
             return self.link
         self.backoff.check()
         if self.connecting is None:
             self.connecting = loop.create_task(self.open_link())
             self.connecting.add_done_callback(retrieve_exception)
+        wait_s = timeout_s if self.warm else max(timeout_s, COLD_START_WAIT_S)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(wait_s):
                 return await asyncio.shield(self.connecting)
         except TimeoutError as error:
             raise StoreUnavailable("redis: connecting took too long") from error
@@ -843,6 +848,7 @@ class AsyncNode:
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
         self.link = AsyncLink(conn, self.on_late_reply)
+        self.warm = True
         return self.link
 
     async def close(self, timeout_s: float) -> None:
@@ -958,6 +964,7 @@ class Topology:
 
 MAX_REDIRECTS = 3
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
+COLD_START_WAIT_S = 0.1  # how long the first callers of an event loop wait for its first connection
 
 
 def with_asking(commands: list[tuple], asking: bool) -> list[tuple]:
