@@ -722,8 +722,12 @@ def test_decisions_agree_with_a_model_of_steps_3_to_6(rules, policies, default, 
     for gap, limit, flip in steps:
         time += gap
         expected = model_decision(rules, policies, default, contacts, time, limit, flip)
+        explained = engine.decide(event(time=time, flip=flip, **priorities), limit=limit, explain=True, dry_run=True)
         decision = engine.decide(event(time=time, flip=flip, **priorities), limit=limit)
         assert [c.rule for c in decision.choices] == expected
+        assert explained.choices == decision.choices  # an explanation does not change the decision
+        chosen = [entry.rule for entry in explained.trace if entry.outcome == "chosen"]
+        assert chosen == [c.rule for c in decision.choices]
 
 
 @pytest.mark.parametrize(
