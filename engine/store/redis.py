@@ -652,29 +652,28 @@ class Pending:
 class Deadline:
     """Fails a waiting request when Redis has not answered it within ``timeout_s``.
 
-    The budget is for Redis, not for this process: when the deadline's own callback runs
-    late (the event loop was busy with other callers, and the answer may be sitting
-    unread in the socket), it looks again after the loop has had a turn to read, and only
-    a check that runs on time (or the hard limit, ``LOOP_LAG_LIMIT`` budgets) fails the
-    request. Without this, a saturated loop would make every decision degraded.
+    The budget is for Redis, not for this process: when the deadline passes, the answer
+    may already be in the socket, unread because the event loop was busy with other
+    callers. So the request fails only once the loop has also taken ``LOOP_TURNS`` more
+    turns (each one reads the socket and runs the reader) without an answer, or at the
+    hard limit of ``LOOP_LAG_LIMIT`` budgets. On an idle loop those turns take
+    microseconds; without them a saturated loop would make every decision degraded.
     """
 
-    __slots__ = ("loop", "future", "tolerance", "hard_limit", "handle")
+    __slots__ = ("loop", "future", "hard_limit", "handle")
 
     def __init__(self, loop, future: asyncio.Future, timeout_s: float):
         self.loop = loop
         self.future = future
-        self.tolerance = timeout_s / 4
         now = loop.time()
         self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
-        self.handle = loop.call_at(now + timeout_s, self.expire, now + timeout_s)
+        self.handle = loop.call_at(now + timeout_s, self.expire, LOOP_TURNS)
 
-    def expire(self, due: float) -> None:
+    def expire(self, turns_left: int) -> None:
         if self.future.done():
             return
-        now = self.loop.time()
-        if now - due > self.tolerance and now < self.hard_limit:
-            self.handle = self.loop.call_at(now + self.tolerance, self.expire, now + self.tolerance)
+        if turns_left and self.loop.time() < self.hard_limit:
+            self.handle = self.loop.call_soon(self.expire, turns_left - 1)
             return
         self.future.set_exception(StoreUnavailable("redis answered too late"))
 
@@ -682,6 +681,7 @@ class Deadline:
         self.handle.cancel()
 
 
+LOOP_TURNS = 3
 LOOP_LAG_LIMIT = 20  # a busy loop may stretch the budget this many times, no more
 
 
