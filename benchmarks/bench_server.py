@@ -373,7 +373,17 @@ def put_profiles(port: int, customers: int, prefix: str, seed: int) -> None:
 
 # ------------------------------------------------------------------ one target
 
-def measure_target(name: str, port: int, config: dict, nba: bool) -> dict:
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_target(name: str, port: int, config: dict, nba: bool, pid: int | None = None) -> dict:
     seq_n, pipe_n, customers, seed = config["sequential"], config["pipelined"], config["customers"], config["seed"]
     prefix = f"{len(name)}{name[:3]}-"
     if nba:
@@ -387,7 +397,12 @@ def measure_target(name: str, port: int, config: dict, nba: bool) -> dict:
     first_id = 10_000_000
     pipelined(port, decide_frames(pipe_events[: min(5000, pipe_n)], first_id), first_id, nba)  # warm-up
     warm = server_stats(port) if nba else None
-    pipe = pipelined(port, decide_frames(pipe_events, first_id), first_id, nba)
+    frames = decide_frames(pipe_events, first_id)
+    cpu_before = process_cpu_seconds(pid) if pid else None
+    pipe = pipelined(port, frames, first_id, nba)
+    cpu_after = process_cpu_seconds(pid) if pid else None
+    if cpu_before is not None and cpu_after is not None:
+        pipe["server_cpu_us"] = (cpu_after - cpu_before) / pipe_n * 1e6
     row = {"target": name, "sequential": seq, "pipelined": pipe}
     if nba:
         after = server_stats(port)
@@ -417,12 +432,13 @@ def in_process(rules_path: str, config: dict) -> dict:
     for event in events[: config["sequential"]]:  # the history the server's sequential phase leaves
         engine.decide(event).to_dict()
     timed = events[config["sequential"]:]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for event in timed:
         engine.decide(event).to_dict()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     engine.close()
-    return {"requests": len(timed), "seconds": elapsed, "per_second": len(timed) / elapsed}
+    return {"requests": len(timed), "seconds": elapsed, "per_second": len(timed) / elapsed,
+            "server_cpu_us": cpu / len(timed) * 1e6}
 
 
 def nba_command(rules_dir: str, redis_url: str | None) -> list[str]:
@@ -453,7 +469,7 @@ def measure_all(config: dict) -> list[dict]:
             proc = Process(command, name)
             try:
                 print(f"measuring {name} ...", flush=True)
-                rows.append(measure_target(name, proc.port, config, nba))
+                rows.append(measure_target(name, proc.port, config, nba, proc.proc.pid))
             finally:
                 proc.stop()
         print("measuring Engine.decide in-process ...", flush=True)
@@ -470,15 +486,16 @@ def measure_all(config: dict) -> list[dict]:
 def table(rows: list[dict]) -> str:
     echo = next((r for r in rows if r["target"] == "msgpack echo"), None)
     lines = [
-        "| target | sequential p50 µs | p99 µs | p99.9 µs | pipelined req/s | of echo | degraded (seq / pipelined) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| target | sequential p50 µs | p99 µs | p99.9 µs | pipelined req/s | of echo | CPU µs/request | degraded (seq / pipelined) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         seq, pipe = row.get("sequential"), row["pipelined"]
         share = f"{pipe['per_second'] / echo['pipelined']['per_second']:.0%}" if echo else "-"
         degraded = f"{seq['degraded_share']:.1%} / {pipe['degraded_share']:.1%}" if seq and "degraded_share" in seq else "-"
         latency = f"{seq['p50_us']:.0f} | {seq['p99_us']:.0f} | {seq['p999_us']:.0f}" if seq else "- | - | -"
-        lines.append(f"| {row['target']} | {latency} | {pipe['per_second']:,.0f} | {share} | {degraded} |")
+        cpu = f"{pipe['server_cpu_us']:.1f}" if pipe.get("server_cpu_us") is not None else "-"
+        lines.append(f"| {row['target']} | {latency} | {pipe['per_second']:,.0f} | {share} | {cpu} | {degraded} |")
     return "\n".join(lines)
 
 
@@ -532,7 +549,10 @@ def run(args: argparse.Namespace) -> dict:
         f"Events: DSL.md's example ruleset, page views, abandoned carts and purchases over {config['customers']:,} "
         "customers with profiles. `degraded`: decisions made without state because the store missed its latency budget. "
         "The default-only ruleset row shows the server's own cost with almost no rule work; the in-process row is "
-        "`Engine.decide(event).to_dict()` called in a loop on the same workload, without a server.",
+        "`Engine.decide(event).to_dict()` called in a loop on the same workload, without a server. "
+        "`CPU µs/request`: the server process's CPU time (user + system) over the pipelined run, per request "
+        "(for the in-process row, the loop's own): unlike wall-clock rates it does not depend on what else the "
+        "machine is running.",
         "",
         text,
         "",
