@@ -17,7 +17,6 @@ from engine.store.memory import MemoryStore
 
 RULEFILES = Path(__file__).parent / "rulefiles"
 T0 = 1_790_000_000  # 2026-09-21T...Z: a fixed decision time, so no test depends on the clock
-NO_VALUE = object()
 
 
 def engine_for(text: str, name: str = "test.rules") -> Engine:

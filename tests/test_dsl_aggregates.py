@@ -7,8 +7,12 @@ The history is built by deciding past events (each decision records its event); 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dsl_helpers import T0, EvalFailed, engine_for, event, trace_entry
+from engine import EventError
+
 
 AGGREGATES = """
 rule probe when event.type == "check" then probe with
@@ -263,8 +267,6 @@ def test_a_dry_run_records_nothing_in_the_history():
 
 
 def test_a_bad_event_records_nothing_in_the_history():
-    from engine import EventError
-
     engine = engine_for("event buy { amount: number }\n" + AGGREGATES)
     with pytest.raises(EventError):
         engine.decide(buy(10, "lots"))
@@ -299,8 +301,6 @@ def test_a_kind_error_inside_where_is_a_decision_time_error():
 
 # ---- the seven aggregates against a model of DSL.md's window rules ------------------------------
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 MODEL_RULES = """
 rule probe when event.type == "buy" or event.type == "check" then probe with

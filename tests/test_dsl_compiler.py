@@ -15,6 +15,7 @@ from dsl.source import Diagnostics
 from dsl.syntax import parse_module
 from dsl_helpers import T0, engine_for, event, trace_entry
 
+
 INDEXED = """
 rule only_a when event.type == "a" then xa end
 rule a_or_b when event.type in ["a", "b"] then xab end

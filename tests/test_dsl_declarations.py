@@ -4,11 +4,16 @@ schemas, `active`, holdouts, caps, same-action dedupe, `limit` and the event che
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dsl_helpers import RULEFILES, T0, actions, engine_at, engine_for, event, only_error, trace_entry
 from engine import EventError
+from engine.holdout import in_holdout
+
 
 # ---- rules ---------------------------------------------------------------------------------
 
@@ -124,8 +129,6 @@ def test_a_failing_segment_is_an_error_of_the_rule_using_it():
 def test_the_example_ruleset_of_dsl_md():
     engine = engine_at(RULEFILES / "good" / "retail" / "cart.rules")
     customer = "c-no-holdout"  # not in cart_rescue's 10% holdout (checked below)
-    from engine.holdout import in_holdout
-
     assert not in_holdout("cart_rescue", customer, 10)
     engine.put_profile(customer, {"tier": "silver", "email_opt_in": "true", "lifetime_value": 10})
     cart = event("cart_abandoned", customer, cart_value="80", items=2)
@@ -560,8 +563,6 @@ def test_the_time_may_be_absent_a_number_or_rfc_3339():
     engine = engine_for("rule r when true then a with t = event.time end")
     assert engine.decide(event(time=1_795_771_800.5), dry_run=True).params == {"t": 1_795_771_800.5}
     assert engine.decide(event(time="2026-11-27T10:30:00+01:00"), dry_run=True).params == {"t": 1_795_771_800}
-    import time
-
     before = time.time()
     now = engine.decide({"customer_id": "c1", "type": "ping"}, dry_run=True).params["t"]
     assert before - 1 <= now <= time.time() + 1
@@ -639,8 +640,6 @@ def test_an_event_schema_may_restate_the_fields_every_event_has():
 
 # ---- steps 3 to 6 against a model of DSL.md's decision ------------------------------------------
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CHANNELS = ["email", "sms", None]
 

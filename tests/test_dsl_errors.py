@@ -9,7 +9,9 @@ import re
 import pytest
 
 from dsl import LoadError, load_ruleset, load_text
-from dsl_helpers import RULEFILES, load_errors, only_error
+from dsl_helpers import RULEFILES, engine_at, event, load_errors, only_error
+from engine.cli import main
+
 
 BROKEN = RULEFILES / "broken"
 
@@ -188,8 +190,6 @@ def test_files_are_read_in_lexicographic_order_of_their_relative_paths(tmp_path)
 def test_declaration_order_breaks_ties_across_files(tmp_path):
     (tmp_path / "b.rules").write_text("rule from_b priority 5 when true then b end\n")
     (tmp_path / "a.rules").write_text("rule from_a priority 5 when true then a end\n")
-    from dsl_helpers import engine_at, event
-
     assert engine_at(tmp_path).decide(event()).rule == "from_a"
     (tmp_path / "a.rules").rename(tmp_path / "c.rules")
     assert engine_at(tmp_path).decide(event()).rule == "from_b"
@@ -333,8 +333,6 @@ def test_an_empty_window_is_a_load_error(text, column, what):
 
 
 def test_nba_check_prints_every_error_in_the_report_format(capsys):
-    from engine.cli import main
-
     root = BROKEN / "multi"
     assert main(["check", str(root)]) == 1
     err = capsys.readouterr().err
@@ -347,8 +345,6 @@ def test_nba_check_prints_every_error_in_the_report_format(capsys):
 
 
 def test_nba_check_accepts_a_good_ruleset(capsys):
-    from engine.cli import main
-
     assert main(["check", str(RULEFILES / "good" / "multi")]) == 0
     assert capsys.readouterr().err == ""
 

@@ -6,6 +6,7 @@ import pytest
 
 from dsl_helpers import EvalFailed, evaluate, holds, only_error
 
+
 MONDAY = "2026-11-23T00:00:00Z"
 
 FUNCTIONS = [
