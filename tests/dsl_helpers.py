@@ -16,7 +16,7 @@ from engine import Engine
 from engine.store.memory import MemoryStore
 
 RULEFILES = Path(__file__).parent / "rulefiles"
-T0 = 1_790_000_000  # 2026-09-21T...Z: a fixed decision time, so no test depends on the clock
+T0 = 1_790_000_000  # 2026-09-21T14:13:20Z: a fixed decision time, so no test depends on the clock
 
 
 def engine_for(text: str, name: str = "test.rules") -> Engine:
