@@ -265,3 +265,23 @@ def test_a_backslash_escapes_only_quote_backslash_n_and_t():
         (25, "unknown escape `\\x`"),  # `\n` before it is an escape
         (33, "unknown escape `\\q`"),
     ]
+
+
+@pytest.mark.parametrize(
+    "text, shape",
+    [
+        ("max(if a then 1 else 2, 3)", "(max (if a 1 2) 3)"),
+        ("[if a then 1 else 2, 3]", "[(if a 1 2) 3]"),
+        ("(if a then b else c) and d", "(and (if a b c) d)"),
+    ],
+)
+def test_if_needs_no_parentheses_where_a_whole_expression_goes(text, shape):
+    assert parse_expr(text) == shape
+    (rule,) = parse("rule r priority if vip then 60 else 40 when true then x with v = if a then 1 else 2 end").declarations
+    assert tree(rule.priority) == "(if vip 60 40)"
+
+
+@pytest.mark.parametrize("text", ["a == if b then 1 else 2", "not if a then b else c", "a and if b then c else d", "-if a then 1 else 2"])
+def test_if_inside_an_operator_needs_parentheses(text):
+    error = only_error(f"segment s = {text}")
+    assert "`if` inside an expression needs parentheses" in error.message
