@@ -749,3 +749,34 @@ def test_a_set_is_read_through_the_profile_schema_and_one_that_cannot_be_leaves_
     engine.put_profile("c1", {"n": 1, "b": False, "t": 0, "s": "keep"})
     engine.decide(event("x", v=value))
     assert engine.get_profile("c1") == expected
+
+
+def test_a_file_with_every_declaration_and_clause():
+    engine = engine_at(RULEFILES / "good" / "everything.rules")
+    ruleset = engine.ruleset
+    assert [rule.id for rule in ruleset.rules] == ["black_friday", "big_order", "reply_to_sender"]
+    assert [policy.label for policy in ruleset.policies] == [
+        "policy email: cap 3 per 7d",
+        "policy sms: cap 1 per 1d",
+        "policy all: cap 5 per 1d",
+    ]
+    assert ruleset.rule("black_friday").title == "Black Friday: 20% off for VIPs"
+    assert set(ruleset.needs.history) == {"mail", "order"}
+    engine.put_profile("vip", {"tier": "gold"})
+    assert not in_holdout("black_friday", "vip", 5)
+    order = event("order", "vip", "2026-11-27T10:00:00Z", amount="250")
+    decision = engine.decide(order, limit=3)
+    assert [(c.rule, c.action, c.channel) for c in decision.choices] == [
+        ("black_friday", "20% off", "email"),
+        ("big_order", "thank_you", "sms"),
+    ]
+    assert decision.choices[0].params == {"percent": 20, "until": 1_795_824_000}
+    assert decision.choices[1].params == {"amount": 250, "day": 5}
+    assert engine.get_profile("vip") == {
+        "tier": "gold", "ltv": 250, "last_seen": 1_795_773_600, "tags": [None, "buyer"]
+    }
+    mail = event("mail", "vip", "2026-11-27T11:30:00Z", **{"from": "Ann@Example.com", "subject": "hi"})
+    assert engine.decide(mail).params == {"recipient": "Ann@Example.com", "hour": 11, "since_order": 5400}
+    assert engine.get_profile("vip")["from"] == "Ann@Example.com"
+    # after the Black Friday window (06:00 in Paris is 05:00 UTC) only the default is left for a small order
+    assert engine.decide(event("order", "vip", "2026-11-28T05:00:00Z", amount=10)).rule == "default"
