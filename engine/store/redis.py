@@ -156,6 +156,8 @@ def decode_undeclared(text: str) -> Any:
 
 def read_number(text: str) -> Any:
     """A number from text the way an event's declared number field reads it; None if not one."""
+    if text.isdigit():  # the common case, and always an int
+        return int(text)
     try:
         number = float(text)
     except ValueError:
@@ -204,11 +206,38 @@ def encode_profile(profile: dict, schema: dict[str, str]) -> dict[str, str]:
 def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
     """An HGETALL reply (a map in RESP3, a flat list in RESP2) to the profile."""
     pairs = raw.items() if raw.__class__ is dict else zip(raw[::2], raw[1::2])
+    readers = field_readers(schema)
     profile = {}
     for name, value in pairs:
-        name = name.decode()
-        profile[name] = decode_profile_value(value, schema.get(name))
+        known = readers.get(name)
+        if known is None:
+            profile[name.decode()] = decode_profile_value(value, None)
+            continue
+        name, reader = known
+        text = value.decode()
+        if text[:1] == ESCAPE:
+            profile[name] = json.loads(text[1:])
+        elif reader is None:  # a declared string: the text itself
+            profile[name] = text
+        else:
+            read = reader(text)
+            profile[name] = decode_undeclared(text) if read is None else read
     return profile
+
+
+FIELD_READERS: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, {field bytes: (name, reader)})
+
+
+def field_readers(schema: dict[str, str]) -> dict[bytes, tuple[str, Any]]:
+    """Per declared field, its name and reader (None for strings), made once per schema."""
+    cached = FIELD_READERS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    readers = {name.encode(): (name, READERS.get(kind)) for name, kind in schema.items()}
+    if len(FIELD_READERS) > 64:
+        FIELD_READERS.clear()
+    FIELD_READERS[id(schema)] = (schema, readers)
+    return readers
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,8 +279,8 @@ def event_parts(time: float, record: dict) -> tuple[bytes, bytes]:
 
 def contact_parts(contact: Contact) -> tuple[bytes, bytes]:
     """Head and tail of a contact member ``[time, sequence, rule, action, channel]``."""
-    return (b"\x95" + pack_member(contact.time),
-            pack_member(contact.rule) + pack_member(contact.action) + pack_member(contact.channel))
+    tail = pack_member((contact.rule, contact.action, contact.channel))[1:]  # without its array header
+    return b"\x95" + pack_member(contact.time), tail
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
@@ -431,10 +460,18 @@ class Retention:
     max_events_per_type: int = 10_000  # per customer, like MemoryStore
     max_contacts: int = 10_000
 
+    def ttls(self, needs: StateNeeds) -> tuple[int, int]:
+        """Milliseconds: the TTL of history, contacts and meta; the profile's (0: none)."""
+        profile_ms = ttl_ms(self.profile_ttl_s, 0) if self.profile_ttl_s else 0
+        return ttl_ms(needs.retention, self.grace_s), profile_ms
+
 
 def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: StateWrite,
-                retention: Retention) -> tuple | None:
-    """The EVALSHA arguments (without the SHA) of ``write``; None when it cannot hold."""
+                retention: Retention, ttls: tuple[int, int]) -> tuple | None:
+    """The EVALSHA arguments (without the SHA) of ``write``; None when it cannot hold.
+
+    ``ttls`` is ``retention.ttls(needs)`` (the store keeps it per ruleset).
+    """
     contacts = write.contacts if needs.contact_window > 0 else []  # else trimmed at once
     caps = cap_arguments(write.cap_checks, contacts, write.time)
     if caps is None:
@@ -452,9 +489,7 @@ def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: Sta
     for name, value in encode_profile(write.profile_set, needs.profile_schema).items():
         args += [name, value]
     args += [repr(float(needs.contact_window)), repr(float(need.window if need else 0.0)),
-             retention.max_contacts, retention.max_events_per_type,
-             ttl_ms(needs.retention, retention.grace_s),
-             ttl_ms(retention.profile_ttl_s, 0) if retention.profile_ttl_s else 0]
+             retention.max_contacts, retention.max_events_per_type, *ttls]
     return (len(key_list), *key_list, *args)
 
 
@@ -1035,6 +1070,7 @@ class RedisStore(Store):
         self.wait_for_writes = from_url.get("wait_for_writes", wait_for_writes)
         self.lost_writes = 0  # writes sent without waiting that Redis did not apply
         self.resending: set[asyncio.Task] = set()
+        self.ttls_by_needs: dict[int, tuple] = {}
         self.latency_budget_s = latency_budget_s
         self.write_timeout_s = write_timeout_s
         self.io_timeout_s = io_timeout_s
@@ -1212,7 +1248,7 @@ class RedisStore(Store):
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         if write.is_empty:
             return True
-        args = plan_commit(self.keys, customer_id, needs, write, self.retention)
+        args = plan_commit(self.keys, customer_id, needs, write, self.retention, self.ttls(needs))
         if args is None:
             return False
         command = ("EVALSHA", COMMIT_SHA, *args)
@@ -1228,7 +1264,7 @@ class RedisStore(Store):
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         if write.is_empty:
             return True
-        args = plan_commit(self.keys, customer_id, needs, write, self.retention)
+        args = plan_commit(self.keys, customer_id, needs, write, self.retention, self.ttls(needs))
         if args is None:
             return False
         command = ("EVALSHA", COMMIT_SHA, *args)
@@ -1240,6 +1276,15 @@ class RedisStore(Store):
         if is_noscript(reply):
             [reply] = await self.call_async(key, [eval_instead(command)], self.write_timeout_s)
         return checked([reply])[0] == 1
+
+    def ttls(self, needs: StateNeeds) -> tuple[int, int]:
+        """``retention.ttls(needs)``, computed once per ruleset's needs."""
+        cached = self.ttls_by_needs.get(id(needs))
+        if cached is None or cached[0] is not needs:
+            if len(self.ttls_by_needs) > 16:
+                self.ttls_by_needs.clear()
+            cached = self.ttls_by_needs[id(needs)] = (needs, self.retention.ttls(needs))
+        return cached[1]
 
     def may_send_only(self, write: StateWrite) -> bool:
         """A write no cap can refuse: unless told to wait, send it and go on."""
