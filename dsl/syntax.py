@@ -375,12 +375,34 @@ class TreeBuilder:
         return n.Binary(self.pos(tree), "not in", self.expr(left, in_where), self.expr(right, in_where))
 
     def expr_and_op(self, tree: Tree, in_where: bool) -> n.Expr:
-        left, right = tree.children
-        return n.Binary(self.pos(tree), "and", self.expr(left, in_where), self.expr(right, in_where))
+        return self.logic_chain(tree, "and", in_where)
 
     def expr_or_op(self, tree: Tree, in_where: bool) -> n.Expr:
-        left, right = tree.children
-        return n.Binary(self.pos(tree), "or", self.expr(left, in_where), self.expr(right, in_where))
+        return self.logic_chain(tree, "or", in_where)
+
+    def logic_chain(self, tree: Tree, op: str, in_where: bool) -> n.Expr:
+        """``a or b or c ...`` as a balanced tree of ``or``s.
+
+        The meaning is the same (operands are tested left to right until one decides) but
+        the depth is log2 of the length, so a chain of hundreds of tests still loads (the
+        parser's left-nested tree would exhaust Python's recursion on the way down).
+        """
+        operands = []
+        node = tree
+        while isinstance(node, Tree) and node.data == f"{op}_op":
+            left, right = node.children
+            operands.append(right)
+            node = left
+        operands.append(node)
+        operands.reverse()
+        return self.balanced(op, [self.expr(item, in_where) for item in operands])
+
+    def balanced(self, op: str, operands: list[n.Expr]) -> n.Expr:
+        if len(operands) == 1:
+            return operands[0]
+        middle = len(operands) // 2
+        left = self.balanced(op, operands[:middle])
+        return n.Binary(left.pos, op, left, self.balanced(op, operands[middle:]))
 
     def expr_if_expr(self, tree: Tree, in_where: bool) -> n.Expr:
         cond, then, other = (self.expr(child, in_where) for child in tree.children[1:])
