@@ -59,17 +59,39 @@ def load_text(text: str, name: str = "<rules>") -> CompiledRuleset:
     return load_sources({name: text}, Diagnostics())
 
 
+TOO_DEEP = (
+    "an expression is nested too deeply to load; split it into segments, "
+    "or test a list of values with `in [...]`"
+)
+
+
 def load_sources(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
     modules: list[n.Module] = []
     for path, text in sources.items():
-        module = parse_module(path, text, diagnostics)
+        try:
+            module = parse_module(path, text, diagnostics)
+        except RecursionError:
+            diagnostics.error(Position(path, 1, 1), TOO_DEEP)
+            continue
         if module is not None:
             modules.append(module)
     parsed = {module.path for module in modules}
-    checked = check(modules, diagnostics, tuple(path for path in sources if path not in parsed))
+    first = Position(next(iter(sources), "<rules>"), 1, 1)
+    try:
+        checked = check(modules, diagnostics, tuple(path for path in sources if path not in parsed))
+    except RecursionError:
+        diagnostics.error(first, TOO_DEEP)
     if diagnostics:
         raise LoadError(diagnostics.items, {path: text.splitlines() for path, text in sources.items()})
-    return compile_ruleset(checked)
+    try:
+        return compile_ruleset(checked)
+    except RecursionError:
+        pass
+    except SyntaxError as exc:  # Python's own limit on nested parentheses in the generated code
+        if "too many nested" not in str(exc):
+            raise
+    diagnostics.error(first, TOO_DEEP)
+    raise LoadError(diagnostics.items, {path: text.splitlines() for path, text in sources.items()})
 
 
 def _diagnostic(path: str, message: str):
