@@ -270,3 +270,27 @@ def test_aggregates_in_the_default_and_in_sets_are_needs_too():
         "buy": (("amount",), 3 * 86400.0),
         "view": (("price",), 3600.0),
     }
+
+
+def test_long_or_and_and_chains_load_and_keep_their_meaning():
+    n = 2000
+    anyof = " or ".join(f"event.x == {i}" for i in range(n))
+    allof = " and ".join(f"event.y != {i}" for i in range(n))
+    engine = engine_for(f'rule r when event.type == "a" and ({anyof}) then r end\nrule s when {allof} then s end')
+    assert engine.ruleset.rule("r").event_types == frozenset({"a"})
+    assert [c.rule for c in engine.decide(event("a", x=n - 1, y=5), limit=2).choices] == ["r"]
+    assert [c.rule for c in engine.decide(event("a", x=n, y=-1), limit=2).choices] == ["s"]
+    # still left to right, stopping at the first operand that decides: no error from the third
+    decision = engine_for("rule r when event.a or event.b or event.c then r end").decide(event(a=False, b=True, c=5))
+    assert decision.action == "r"
+
+
+def test_an_expression_too_deep_to_load_is_a_load_error_not_a_crash():
+    from dsl import LoadError
+
+    chain = " + ".join(f"event.x{i}" for i in range(1000))
+    with pytest.raises(LoadError) as info:
+        load_text(f"rule r when {chain} > 0 then a end", "deep.rules")
+    (error,) = info.value.diagnostics
+    assert (error.pos.path, error.pos.line, error.pos.column) == ("deep.rules", 1, 1)
+    assert "nested too deeply" in error.message and "`in [...]`" in error.message

@@ -55,8 +55,11 @@ SHAPES = [
     ("a / b / c", "(/ (/ a b) c)"),
     ("a * b / c % d", "(% (/ (* a b) c) d)"),
     ("a + b - c + d", "(+ (- (+ a b) c) d)"),
-    ("a or b or c", "(or (or a b) c)"),
-    ("a and b and c", "(and (and a b) c)"),
+    # `and` and `or` are associative: a chain becomes a balanced tree, operands in order
+    # (so that a chain of thousands of tests loads); it is still tested left to right
+    ("a or b or c", "(or a (or b c))"),
+    ("a and b and c and d", "(and (and a b) (and c d))"),
+    ("(a or b) or c", "(or a (or b c))"),
     # loosest first: if; or; and; not; comparisons, in, not in; + -; * / %; unary -; . and calls
     ("a or b and c", "(or a (and b c))"),
     ("a and b or c", "(or (and a b) c)"),
