@@ -11,7 +11,7 @@ port (or ``--redis URL``), with the store's default latency budget of 1 ms.
   store (what the rules cost without any I/O), so that all of them see the same load.
 - concurrent: 16 asyncio callers (uvloop when installed) each awaiting
   ``engine.decide_async`` on the next event, beside 16 callers doing the bare round trip
-  through ``redis.asyncio``.
+  through ``redis.asyncio`` and through the store's own shared pipelined connection.
 - memory: at the end, ``MEMORY USAGE`` of every key, per customer and kind of key, and
   the growth of Redis's ``used_memory`` over the run, per customer.
 
@@ -218,6 +218,26 @@ async def concurrent_decisions(engine, events: list, callers: int) -> dict:
     return dict(percentiles(latencies), per_second=len(latencies) / elapsed, degraded=degraded)
 
 
+async def concurrent_bare_shared(store, events: list, times: list, callers: int) -> dict:
+    """The bare round trip through the store's own shared, pipelined asyncio connection."""
+    clock = time.perf_counter
+    latencies: list[float] = []
+    queue = iter(zip(events, times))
+
+    async def caller() -> None:
+        for event, time_s in queue:
+            t0 = clock()
+            key = store.keys.profile(event["customer_id"])
+            await store.call_async(key, bare_commands(store.keys, event["customer_id"], time_s), 1.0)
+            latencies.append(clock() - t0)
+
+    started = clock()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = clock() - started
+    await store.close_async()
+    return dict(percentiles(latencies), per_second=len(latencies) / elapsed)
+
+
 async def concurrent_bare(url: str, keys, events: list, times: list, callers: int) -> dict:
     import redis.asyncio as aioredis
 
@@ -323,6 +343,7 @@ def run(args: argparse.Namespace) -> dict:
         engine.store.latency_budget_s = RELAXED_BUDGET_S
         concurrent_relaxed, _ = run_loop(concurrent_decisions(engine, third, callers))
         concurrent_bare_figures, _ = run_loop(concurrent_bare(url, keys, second, times, callers))
+        concurrent_shared_figures, _ = run_loop(concurrent_bare_shared(engine.store, second, times, callers))
         engine.close()
         memory = memory_per_customer(url, "nbabench", used_before)
     finally:
@@ -334,7 +355,7 @@ def run(args: argparse.Namespace) -> dict:
         "loop": loop_name,
         "sequential": seq,
         "concurrent": {"decide": concurrent, "decide_relaxed_budget": concurrent_relaxed,
-                       "bare_pipeline": concurrent_bare_figures},
+                       "bare_pipeline": concurrent_bare_figures, "bare_shared": concurrent_shared_figures},
         "memory": memory,
         "goals": {
             "concurrent_p99_under_1ms": concurrent["p99_us"] < GOAL_CONCURRENT_P99_US,
@@ -367,6 +388,7 @@ def format_markdown(data: dict) -> str:
         row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget {RELAXED_BUDGET_S * 1000:g} ms",
             conc["decide_relaxed_budget"]),
         row(f"{data['callers']} concurrent: bare round trip, redis.asyncio Pipeline", conc["bare_pipeline"]),
+        row(f"{data['callers']} concurrent: bare round trip, the store's shared connection", conc["bare_shared"]),
     ]
     goals = data["goals"]
     lines = [
