@@ -643,6 +643,30 @@ def read_reply(conn) -> Any:
         return error
 
 
+def read_replies(conn, count: int) -> list:
+    """``count`` replies (errors in place), parsed in bulk by the connection's hiredis reader.
+
+    redis-py's ``read_response`` costs a few microseconds per reply, and a decision's read
+    has one per command; error replies come out of the reader as redis-py's exception
+    objects, as they do through ``read_response``.
+    """
+    parser = getattr(conn, "_parser", None)
+    reader, sock = getattr(parser, "_reader", None), getattr(parser, "_sock", None)
+    if reader is None or sock is None:  # not the hiredis parser
+        return [read_reply(conn) for _ in range(count)]
+    replies: list = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA or reply is False:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            reader.feed(data)
+        else:
+            replies.append(reply)
+    return replies
+
+
 def round_trip(link: SyncLink, commands: list[tuple], timeout_s: float,
                on_late_reply: Callable[[tuple, Any], None]) -> list:
     """Send ``commands`` in one write and read every reply (errors in place).
@@ -654,13 +678,14 @@ def round_trip(link: SyncLink, commands: list[tuple], timeout_s: float,
     conn._sock.settimeout(timeout_s)
     conn.send_packed_command([pack_commands(commands)], check_health=False)
     unread, link.unread = link.unread, []
-    for index, command in enumerate(unread):
-        try:
-            on_late_reply(command, read_reply(conn))
-        except BaseException:
-            link.unread = unread[index:]  # the link is dropped by the caller anyway
-            raise
-    return [read_reply(conn) for _ in commands]
+    try:
+        replies = read_replies(conn, len(unread) + len(commands))
+    except BaseException:
+        link.unread = unread  # the link is dropped by the caller anyway
+        raise
+    for command, reply in zip(unread, replies):
+        on_late_reply(command, reply)
+    return replies[len(unread):]
 
 
 def send_only(link: SyncLink, commands: list[tuple], timeout_s: float) -> None:
