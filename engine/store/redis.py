@@ -16,12 +16,14 @@ with one EVALSHA of ``COMMIT_SCRIPT``, which checks the caps and records atomica
 Members carry their time exactly as given (an int stays an int) and a per-customer
 sequence number, so no two are equal and the events of one instant keep their order.
 
-Transport: redis-py connections with the hiredis parser, RESP3. The sync path takes a
-connection from a per-node free list and does one packed write and N ``read_response``
-calls per round trip (redis-py's ``Pipeline`` object costs ~3x more per call); the asyncio
-path shares one pipelined connection per node between all concurrent callers. A
-connection that fails or times out half-way through a round trip is never reused.
-See docs/redis.md for the figures.
+Transport: redis-py connections (they connect, authenticate, speak TLS, select the
+database, say HELLO 3) with the hiredis parser. A round trip is one packed write of
+commands packed by ``hiredis.pack_command`` and the replies parsed in bulk by the
+connection's own hiredis reader (one ``read_response`` per reply when the parser is not
+hiredis's): redis-py's ``Pipeline`` object costs ~2x more per round trip. The sync path
+takes connections from a per-node free list; the asyncio path shares one pipelined
+connection per node and event loop between all concurrent callers. A connection that
+fails or times out half-way through a round trip is never reused. Figures: docs/redis.md.
 """
 
 from __future__ import annotations
