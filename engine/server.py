@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import logging
 import multiprocessing
 import os
@@ -771,6 +772,8 @@ async def _serve(rules_path, settings, redis_url, engine_factory, blocking, work
         if ready is not None:
             ready.put(("failed", worker, str(exc)))
         return 2
+    gc.collect()
+    gc.freeze()  # the loaded engine is not garbage: keep the cycle collector from scanning it again and again
     server = Server(
         engine,
         settings,
