@@ -88,3 +88,34 @@ def test_a_stale_slot_table_follows_moved(store, with_contact):
     assert store.get_profile(customer, NEEDS) == {"ltv": 7}
     assert store.topology.address_for(key) == right
     assert store.lost_writes == 0
+
+
+def test_a_slot_being_migrated_is_followed_by_ask(store, redis_cluster):  # noqa: F811
+    customer = "migrating-customer"
+    layout = KeyLayout()
+    assert store.commit(customer, NEEDS, write(T0, {"ltv": 1}, with_contact=True))  # every key exists
+    keys = [layout.meta(customer), layout.contacts(customer), layout.profile(customer), layout.history(customer, "page_view")]
+    slot = redis_py.cluster.key_slot(keys[0].encode())
+    source_host, source_port = store.topology.address_for(keys[0])
+    nodes = {node.port: redis_py.Redis(host="127.0.0.1", port=node.port) for node in redis_cluster.nodes}
+    source = nodes.pop(source_port)
+    target_port, target = next(iter(nodes.items()))
+    source_id, target_id = source.execute_command("CLUSTER", "MYID"), target.execute_command("CLUSTER", "MYID")
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    try:
+        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+        state = store.read(customer, NEEDS, T0)  # the source answers ASK: asked again on the target
+        assert state.profile == {"ltv": 1} and len(state.contacts) == 1
+        assert not store.commit(customer, NEEDS, write(T0 + 1, with_contact=True))  # the cap, checked there
+        assert store.commit(customer, NEEDS, write(T0 + 1, {"ltv": 2}))
+        assert store.get_profile(customer, NEEDS) == {"ltv": 2}
+        assert target.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 4
+        assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        assert store.lost_writes == 0
+    finally:
+        for node in (source, target):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            node.close()
+        for node in nodes.values():
+            node.close()

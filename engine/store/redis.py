@@ -1053,19 +1053,31 @@ COLD_START_WAIT_S = 0.1  # how long the first callers of an event loop wait for 
 
 
 def with_asking(commands: list[tuple], asking: bool) -> list[tuple]:
-    return [("ASKING",), *commands] if asking else commands
+    """After an ASK: ASKING before each command (it lets only the next one in)."""
+    if not asking:
+        return commands
+    return [part for command in commands for part in (("ASKING",), command)]
 
 
-def follow(topology: "Topology", replies: list, asking: bool) -> Redirect | None:
-    """The redirect among ``replies`` (a MOVED one updates the slot table), or None."""
+def without_asking(replies: list, asking: bool) -> list:
+    return replies[1::2] if asking else replies
+
+
+def moved_in(replies: list) -> Redirect | None:
     for reply in replies:
-        if isinstance(reply, ResponseError):
-            redirect = as_redirect(reply)
-            if redirect is not None:
-                if redirect.kind == "MOVED":
-                    topology.moved(redirect)
-                return redirect
+        if isinstance(reply, MovedError):
+            return as_redirect(reply)
     return None
+
+
+def asked_in(replies: list) -> list[int]:
+    """Indexes of the replies that are ASK redirects."""
+    return [index for index, reply in enumerate(replies) if isinstance(reply, AskError)]
+
+
+def fill_in(replies: list, indexes: list[int], answers: list) -> None:
+    for index, answer in zip(indexes, answers):
+        replies[index] = answer
 
 
 # ---------------------------------------------------------------------------------------
@@ -1259,28 +1271,45 @@ class RedisStore(Store):
         log.warning("a state write sent without waiting was lost: %s", why)
 
     def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
-        """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
+        """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects.
+
+        MOVED: the slot lives elsewhere now; the table learns it and all is sent there.
+        ASK (the slot is being migrated): only the commands asked about go to the target.
+        """
         if self.topology.cluster is None:
             self.discover()
-        address, asking = self.topology.address_for(key), False
+        address = self.topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
-            replies = self.exchange(address, with_asking(commands, asking), timeout_s)
-            redirect = follow(self.topology, replies, asking)
-            if redirect is None:
-                return replies[1:] if asking else replies
-            address, asking = redirect.address, redirect.kind == "ASK"
+            replies = self.exchange(address, commands, timeout_s)
+            moved = moved_in(replies)
+            if moved is None:
+                asked = asked_in(replies)
+                if asked:
+                    target = as_redirect(replies[asked[0]]).address
+                    answers = self.exchange(target, with_asking([commands[i] for i in asked], True), timeout_s)
+                    fill_in(replies, asked, without_asking(answers, True))
+                return replies
+            self.topology.moved(moved)
+            address = moved.address
         raise StoreUnavailable("redis cluster keeps redirecting")
 
     async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         if self.topology.cluster is None:
             await self.discover_async()
-        address, asking = self.topology.address_for(key), False
+        address = self.topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
-            replies = await self.exchange_async(address, with_asking(commands, asking), timeout_s)
-            redirect = follow(self.topology, replies, asking)
-            if redirect is None:
-                return replies[1:] if asking else replies
-            address, asking = redirect.address, redirect.kind == "ASK"
+            replies = await self.exchange_async(address, commands, timeout_s)
+            moved = moved_in(replies)
+            if moved is None:
+                asked = asked_in(replies)
+                if asked:
+                    target = as_redirect(replies[asked[0]]).address
+                    asking = with_asking([commands[i] for i in asked], True)
+                    answers = await self.exchange_async(target, asking, timeout_s)
+                    fill_in(replies, asked, without_asking(answers, True))
+                return replies
+            self.topology.moved(moved)
+            address = moved.address
         raise StoreUnavailable("redis cluster keeps redirecting")
 
     # -- the Store interface
