@@ -148,6 +148,31 @@ def test_profiles_read_back_the_same(redis_url):  # noqa: F811
         assert engine.get_profile(customer) == memory.get_profile(customer)
 
 
+def test_threads_sharing_one_engine_decide_as_memory_does(redis_url, demo, on_memory):  # noqa: F811
+    events, profiles = demo
+    by_customer: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_customer.setdefault(event["customer_id"], []).append(index)
+    engine = Engine.from_path(RULES, redis_url=redis_url, **RELAXED)
+    for profile in profiles:
+        profile = dict(profile)
+        engine.put_profile(profile.pop("customer_id"), profile)
+    decided: dict[int, dict] = {}
+
+    def decide_for(indexes: list[int]) -> None:  # one customer's events, in order
+        for index in indexes:
+            decided[index] = engine.decide(events[index]).to_dict()
+
+    groups = list(by_customer.values())
+    threads = [threading.Thread(target=lambda chunk=groups[n::8]: [decide_for(g) for g in chunk]) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    engine.close()
+    assert_same_lines(on_memory, [decided[index] for index in range(len(events))])
+
+
 # -- a cap holds across processes
 
 
