@@ -848,13 +848,16 @@ class AsyncLink:
             return
         self.closed = True
         lost = StoreUnavailable(f"redis connection lost: {error!r}")
-        while self.waiting:
-            pending = self.waiting.popleft()
+        written = len(self.waiting) - len(self.outgoing)  # the first ones were written
+        for position, pending in enumerate(self.waiting):
             if pending.future is None:
-                for command in pending.commands:
-                    self.on_late_reply(command, lost)
+                if position >= written:  # never written: surely lost (a written one: unknown)
+                    for command in pending.commands:
+                        self.on_late_reply(command, lost)
             elif not pending.future.done():
                 pending.future.set_exception(lost)
+        self.waiting.clear()
+        self.outgoing = []
         asyncio.get_running_loop().create_task(discard_async(self.conn))
 
     async def close(self, timeout_s: float) -> None:
