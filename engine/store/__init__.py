@@ -15,7 +15,7 @@ def open_store(redis_url: str | None = None, **options) -> Store:
     Cluster (found out on connecting). ``options`` go to ``RedisStore``
     (``latency_budget_s``, ``write_timeout_s``, ``key_prefix``, ``profile_ttl_s``, ...).
     """
-    if redis_url is None:
+    if not redis_url:
         from engine.store.memory import MemoryStore
 
         return MemoryStore(**{name: options[name] for name in MEMORY_OPTIONS if name in options})
