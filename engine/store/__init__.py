@@ -9,7 +9,7 @@ MEMORY_OPTIONS = ("max_events_per_type", "max_contacts")  # the others only mean
 
 
 def open_store(redis_url: str | None = None, **options) -> Store:
-    """The in-memory store when ``redis_url`` is None, else a ``RedisStore`` on that URL.
+    """The in-memory store when ``redis_url`` is None or empty, else a ``RedisStore`` on it.
 
     A ``redis://`` or ``rediss://`` URL of a single server or of any node of a Redis
     Cluster (found out on connecting). ``options`` go to ``RedisStore``
