@@ -1160,12 +1160,12 @@ class RedisStore(Store):
             return False
         return True
 
-    def discover(self) -> None:
+    def discover(self, timeout_s: float | None = None) -> None:
         """Ask the seed node (or any node known before) for ``CLUSTER SLOTS``."""
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
             try:
-                [reply] = self.exchange(address, [("CLUSTER", "SLOTS")], self.io_timeout_s)
+                [reply] = self.exchange(address, [("CLUSTER", "SLOTS")], timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
                 failure = error
                 continue
@@ -1173,11 +1173,11 @@ class RedisStore(Store):
             return
         raise failure or StoreUnavailable("redis: no node to ask")
 
-    async def discover_async(self) -> None:
+    async def discover_async(self, timeout_s: float | None = None) -> None:
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
             try:
-                [reply] = await self.exchange_async(address, [("CLUSTER", "SLOTS")], self.io_timeout_s)
+                [reply] = await self.exchange_async(address, [("CLUSTER", "SLOTS")], timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
                 failure = error
                 continue
@@ -1280,7 +1280,7 @@ class RedisStore(Store):
         ASK (the slot is being migrated): only the commands asked about go to the target.
         """
         if self.topology.cluster is None:
-            self.discover()
+            self.discover(timeout_s)
         address = self.topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
             replies = self.exchange(address, commands, timeout_s)
@@ -1298,7 +1298,7 @@ class RedisStore(Store):
 
     async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         if self.topology.cluster is None:
-            await self.discover_async()
+            await self.discover_async(timeout_s)
         address = self.topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
             replies = await self.exchange_async(address, commands, timeout_s)
@@ -1374,12 +1374,12 @@ class RedisStore(Store):
 
     def send_only(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
-            self.discover()
+            self.discover(self.write_timeout_s)
         self.exchange(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
 
     async def send_only_async(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
-            await self.discover_async()
+            await self.discover_async(self.write_timeout_s)
         await self.exchange_async(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
