@@ -118,6 +118,7 @@ class ExprGen:
         self.aggregate_call = aggregate
         self.past = past
         self.loads: dict[tuple[str, str], str] = {}  # (root, field) -> local variable
+        self.flags: dict[tuple[str, str], str] = {}  # (local variable, "num" | "str") -> flag variable
 
     def prologue(self, indent: str = "    ") -> str:
         """The lines that load the fields the generated expressions read (may be empty)."""
@@ -125,7 +126,21 @@ class ExprGen:
         for (root, name), variable in self.loads.items():
             source = "ev" if root == "event" else "pr"
             lines.append(f"{indent}{variable} = {source}.get({name!r})\n")
+        for (variable, kind), flag in self.flags.items():
+            test = "in _NUM" if kind == "num" else "is str"
+            lines.append(f"{indent}{flag} = {variable}.__class__ {test}\n")
         return "".join(lines)
+
+    def kind_test(self, first: str, name: str, kind: str) -> str:
+        """A test that the value (evaluated by ``first``, then held in ``name``) is a number
+        (``num``: never a bool) or a string (``str``). For a loaded field the test is made once,
+        in the prologue."""
+        if (None, name) != (None, first) or name not in self.loads.values():
+            return f"{first}.__class__ {'in _NUM' if kind == 'num' else 'is str'}"
+        flag = self.flags.get((name, kind))
+        if flag is None:
+            flag = self.flags[(name, kind)] = f"{name}_{kind}"
+        return flag
 
     def load(self, root: str, name: str) -> str:
         variable = self.loads.get((root, name))
@@ -216,7 +231,7 @@ class ExprGen:
         if op in _ARITHMETIC_FAST and isinstance(right, n.Literal) and rt.is_number(right.value):
             first, name = self.bind(self.value(left))
             literal = self.value(right)
-            return f"({name} {op} {literal} if {first}.__class__ in _NUM else {_BINARY_HELPERS[op]}({name}, {literal}))"
+            return f"({name} {op} {literal} if {self.kind_test(first, name, 'num')} else {_BINARY_HELPERS[op]}({name}, {literal}))"
         return f"{_BINARY_HELPERS[op]}({self.value(left)}, {self.value(right)})"
 
     def logic(self, expr: n.Binary, op: str) -> str:
@@ -242,7 +257,10 @@ class ExprGen:
             if rt.is_number(value):
                 first, name = self.bind(source)
                 literal = literal_source(value, self.module)
-                test = f"({first} == {literal} and {name}.__class__ is not bool)"
+                if first == name and name in self.loads.values():
+                    test = f"({self.kind_test(name, name, 'num')} and {name} == {literal})"
+                else:
+                    test = f"({first} == {literal} and {name}.__class__ is not bool)"
                 return f"(not {test})" if negate else test
         return f"{_BINARY_HELPERS[op]}({source}, {self.value(right)})"
 
@@ -251,8 +269,8 @@ class ExprGen:
         if isinstance(right, n.Literal) and (rt.is_number(right.value) or isinstance(right.value, str)):
             first, name = self.bind(self.value(left))
             literal = literal_source(right.value, self.module)
-            guard = "in _NUM" if rt.is_number(right.value) else "is str"
-            return f"({name} {op} {literal} if {first}.__class__ {guard} else {helper}({name}, {literal}))"
+            guard = self.kind_test(first, name, "num" if rt.is_number(right.value) else "str")
+            return f"({name} {op} {literal} if {guard} else {helper}({name}, {literal}))"
         return f"{helper}({self.value(left)}, {self.value(right)})"
 
     def membership(self, op: str, left: n.Expr, right: n.Expr) -> str:
@@ -263,5 +281,5 @@ class ExprGen:
             strings = self.module.constant(frozenset(right.value), "_S")
             items = self.module.constant(right.value, "_L")
             first, name = self.bind(self.value(left))
-            return f"({name} {op} {strings} if {first}.__class__ is str else {helper}({name}, {items}))"
+            return f"({name} {op} {strings} if {self.kind_test(first, name, 'str')} else {helper}({name}, {items}))"
         return f"{helper}({self.value(left)}, {self.value(right)})"

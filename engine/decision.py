@@ -1,4 +1,9 @@
-"""The decision an engine answers with: small frozen records, turned into plain maps at the edge."""
+"""The decision an engine answers with: small records, turned into plain maps at the edge.
+
+These are built for every decision, so they are plain slotted dataclasses rather than
+frozen ones: constructing a frozen dataclass costs about five times as much (each field
+goes through ``object.__setattr__``). Treat them as read-only.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
     """One chosen action."""
 
@@ -19,7 +24,7 @@ class Choice:
         return {"rule": self.rule, "action": self.action, "channel": self.channel, "params": self.params}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TraceEntry:
     """What happened to one rule the decision considered.
 
@@ -47,7 +52,7 @@ class TraceEntry:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     customer_id: str
     choices: tuple[Choice, ...]  # first choice, then the alternatives

@@ -75,7 +75,7 @@ class Engine:
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
-            if dry_run or degraded or outcome.write.is_empty:
+            if dry_run or degraded or outcome.write is None or outcome.write.is_empty:
                 return self._finish(customer_id, outcome, degraded)
             try:
                 if self.store.commit(customer_id, ruleset.needs, outcome.write):
@@ -96,7 +96,7 @@ class Engine:
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
-            if dry_run or degraded or outcome.write.is_empty:
+            if dry_run or degraded or outcome.write is None or outcome.write.is_empty:
                 return self._finish(customer_id, outcome, degraded)
             try:
                 if await self.store.commit_async(customer_id, ruleset.needs, outcome.write):

@@ -21,25 +21,36 @@ _BOOL_TEXT = {"true": True, "false": False}
 
 def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> dict:
     """The event with ``time`` as epoch seconds and declared fields read as their kinds."""
-    if not isinstance(raw, Mapping):
+    if raw.__class__ is not dict and not isinstance(raw, Mapping):
         raise EventError(None, f"an event is a map of fields, not {type(raw).__name__}")
     event = dict(raw)
-    for key in ("customer_id", "type"):
-        value = event.get(key)
-        if value is None:
-            raise EventError(key, "is required")
-        if value.__class__ is not str:
-            raise EventError(key, f"must be a string, not {_kind(value)}")
-        if not value:
-            raise EventError(key, "must not be empty")
-    event["time"] = event_time(event.get("time"), now)
-    schema = event_schemas.get(event["type"])
+    customer_id = event.get("customer_id")
+    event_type = event.get("type")
+    if customer_id.__class__ is not str or not customer_id:
+        _refuse_id("customer_id", customer_id)
+    if event_type.__class__ is not str or not event_type:
+        _refuse_id("type", event_type)
+    when = event.get("time")
+    if when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
+        event["time"] = event_time(when, now)
+    schema = event_schemas.get(event_type)
     if schema:
         for name, declared in schema.items():
             value = event.get(name)
             if value is not None:
                 event[name] = read_as(value, declared, name)
     return event
+
+
+_INFINITE = (float("inf"), float("-inf"))
+
+
+def _refuse_id(key: str, value) -> None:
+    if value is None:
+        raise EventError(key, "is required")
+    if value.__class__ is not str:
+        raise EventError(key, f"must be a string, not {_kind(value)}")
+    raise EventError(key, "must not be empty")
 
 
 def event_time(value, now: float | None = None) -> float:

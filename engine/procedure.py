@@ -8,6 +8,7 @@ touches a store, so the in-memory and Redis paths share every line of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 from dsl.compiler import CompiledRule, CompiledRuleset
 from dsl.twins import runtime as _runtime
@@ -29,7 +30,7 @@ SAME_ACTION = "same_action"
 @dataclass(slots=True)
 class Outcome:
     choices: list[Choice]
-    write: StateWrite
+    write: StateWrite | None  # None: nothing to record
     passed_over: list[tuple[str, str]]  # (rule id, reason)
     errors: list[tuple[str, str]]  # (rule id, message)
     trace: list[TraceEntry] | None
@@ -55,12 +56,15 @@ def evaluate(
     context = EvalContext(event, state.profile, t, event_type, state.history)
 
     # 2-3. candidates in ranking order: priority, highest first; ties in declaration order
-    bucket = ruleset.bucket(event_type)
+    bucket = ruleset.buckets.get(event_type) or ruleset.buckets[None]
     raised: list = []  # (rule index, exception) for every rule that failed
-    if bucket.ranked:
-        candidates = ranked_matches(bucket, rules, context, raised)
+    computed = None  # priorities computed at decision time (buckets that are not ranked)
+    if not bucket.ranked:
+        candidates, computed = rank_matches(bucket, rules, context, raised)
+    elif len(bucket.matchers) == 1:
+        candidates = bucket.matchers[0](context, raised)
     else:
-        candidates = rank_matches(bucket, rules, context, raised)
+        candidates = chain.from_iterable(matcher(context, raised) for matcher in bucket.matchers)
 
     # 4. down the ranking: holdouts, caps, policies, same action, limit
     chosen: list[Choice] = []
@@ -69,14 +73,15 @@ def evaluate(
     outcomes: dict[int, tuple[str, str | None, str | None]] = {}
     priorities: dict[int, float] = {}
     contacts = state.contacts
-    for index, priority in candidates:
-        priorities[index] = priority
+    for index in candidates:
+        rule = rules[index]
+        if explain:
+            priorities[index] = rule.priority if computed is None else computed[index]
         if len(chosen) >= limit:
             if not explain:
                 break  # a ranked bucket stops testing rules here
             outcomes[index] = ("not_reached", None, None)
             continue
-        rule = rules[index]
         reason = pass_over_reason(ruleset, rule, customer_id, t, contacts, chosen, chosen_rules)
         if reason is not None:
             passed_over.append((rule.id, reason))
@@ -91,11 +96,11 @@ def evaluate(
         chosen.append(Choice(rule.id, rule.action, rule.channel, params))
         chosen_rules.append(rule)
         outcomes[index] = ("chosen", None, None)
-    errors = [(rules[index].id, error_message(exc)) for index, exc in raised]
+    errors = [(rules[index].id, error_message(exc)) for index, exc in raised] if raised else []
 
     # 5. the default, when nothing else was chosen
     default_error = None
-    recorded = list(chosen)
+    recorded = chosen[:]
     if not chosen and ruleset.default is not None:
         default = ruleset.default
         try:
@@ -112,15 +117,8 @@ def evaluate(
     return Outcome(chosen, write, passed_over, errors, trace)
 
 
-def ranked_matches(bucket, rules: list[CompiledRule], context, raised: list):
-    """(index, priority) of the matching rules of a ranked bucket, tested as they are asked for."""
-    for matcher in bucket.matchers:
-        for index in matcher(context, raised):
-            yield index, rules[index].priority
-
-
-def rank_matches(bucket, rules: list[CompiledRule], context, raised: list) -> list[tuple[int, float]]:
-    """(index, priority) of every matching rule, with computed priorities, in ranking order."""
+def rank_matches(bucket, rules: list[CompiledRule], context, raised: list) -> tuple[list[int], dict]:
+    """Every matching rule in ranking order, and the priorities computed for them."""
     matched: list[int] = []
     for matcher in bucket.matchers:
         matched += matcher(context, raised)
@@ -139,7 +137,7 @@ def rank_matches(bucket, rules: list[CompiledRule], context, raised: list) -> li
             continue
         ranked.append((-priority, index))
     ranked.sort()
-    return [(index, -negative) for negative, index in ranked]
+    return [index for _negative, index in ranked], {index: -negative for negative, index in ranked}
 
 
 def priority_error(priority) -> str:
@@ -200,8 +198,15 @@ def state_write(
     context: EvalContext,
     recorded: list[Choice],
     recorded_rules: list[CompiledRule],
-) -> StateWrite:
-    """6. What the decision records: contacts (with their cap checks), history, `on` updates."""
+) -> StateWrite | None:
+    """6. What the decision records: contacts (with their cap checks), history, `on` updates.
+
+    None when there is nothing to record (no store round trip is needed).
+    """
+    event_type = event["type"]
+    need = ruleset.needs.history.get(event_type)
+    if not recorded and need is None and event_type not in ruleset.on_updates:
+        return None
     t = event["time"]
     contacts = [Contact(t, c.rule, c.action, c.channel) for c in recorded]
     checks: list[CapCheck] = []
@@ -217,9 +222,8 @@ def state_write(
                 continue
             if check not in checks:
                 checks.append(check)
-    need = ruleset.needs.history.get(event["type"])
     record = None if need is None else {name: event.get(name) for name in need.fields}
-    return StateWrite(t, event["type"], record, contacts, checks, profile_updates(ruleset, event["type"], context))
+    return StateWrite(t, event_type, record, contacts, checks, profile_updates(ruleset, event_type, context))
 
 
 def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalContext) -> dict:

@@ -59,7 +59,7 @@ class History:
         return len(self.times)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # built per decision: not frozen (see engine/decision.py)
 class Contact:
     """An action given to a customer and recorded for caps and policies."""
 
@@ -82,7 +82,7 @@ def empty_state() -> CustomerState:
     return CustomerState(profile={}, history={}, contacts=[])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CapCheck:
     """A limit that must still hold once a write's contacts are added.
 

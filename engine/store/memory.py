@@ -48,8 +48,8 @@ class MemoryStore(Store):
         customer = self._customers.get(customer_id)
         if customer is None:
             return CustomerState(profile={}, history={}, contacts=[])
-        history = {t: h for t, h in customer.history.items() if t in needs.history}
-        return CustomerState(profile=customer.profile, history=history, contacts=customer.contacts)
+        # Only the needed types are ever stored; the dict is replaced, never changed, on writes.
+        return CustomerState(profile=customer.profile, history=customer.history, contacts=customer.contacts)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         with self._lock:
@@ -97,7 +97,7 @@ class MemoryStore(Store):
         if start:
             times = times[start:]
             columns = {name: values[start:] for name, values in columns.items()}
-        customer.history[write.event_type] = History(times, columns)
+        customer.history = {**customer.history, write.event_type: History(times, columns)}
 
     # -- profiles --
 
