@@ -18,6 +18,10 @@ from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, is_sure_bool, literal_source
 from dsl.folding import fold
 
+# State is kept this much longer than the longest window that reads it, so that an event
+# arriving up to this late (decided at a time older than the newest seen) still finds every
+# past event and contact its windows hold. Later than that, what is older was trimmed.
+LATE_EVENTS_S = 300.0
 RULES_PER_MATCHER = 200  # rules per generated match function (keeps each function small)
 ANY_TYPE = None  # the bucket for event types no rule names
 
@@ -159,10 +163,10 @@ class Compiler:
         )
         needs = StateNeeds(
             history={
-                t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w))
+                t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w) + LATE_EVENTS_S)
                 for t, w in sorted(self.history_windows.items())
             },
-            contact_window=float(contact_window),
+            contact_window=float(contact_window) + LATE_EVENTS_S if contact_window else 0.0,
             profile_schema=dict(checked.profile_schema),
         )
         return CompiledRuleset(

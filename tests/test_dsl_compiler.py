@@ -14,6 +14,7 @@ from dsl.folding import fold
 from dsl.source import Diagnostics
 from dsl.syntax import parse_module
 from dsl_helpers import T0, engine_for, event, trace_entry
+from dsl.compiler import LATE_EVENTS_S
 
 
 INDEXED = """
@@ -215,9 +216,9 @@ def test_history_needs_types_fields_and_longest_window():
     # top-level fields read by the aggregates and their `where`s, sorted; `time` and `type` are always there
     assert needs["view"].fields == ("category", "item")
     assert needs["purchase"].fields == ("amount", "coupon")
-    # the longest window per type
-    assert needs["view"].window == 3 * 86400
-    assert needs["purchase"].window == 7 * 86400
+    # the longest window per type, plus the allowance for late events
+    assert needs["view"].window == 3 * 86400 + LATE_EVENTS_S
+    assert needs["purchase"].window == 7 * 86400 + LATE_EVENTS_S
     assert ruleset.needs.contact_window == 0
 
 
@@ -236,8 +237,8 @@ def test_the_contact_window_is_the_longest_cap_or_policy():
         rule s when true then b cap 3 per 2w end
         """
     )
-    assert ruleset.needs.contact_window == 14 * 86400
-    assert load_text("policy all: cap 1 per 30m").needs.contact_window == 1800
+    assert ruleset.needs.contact_window == 14 * 86400 + LATE_EVENTS_S
+    assert load_text("policy all: cap 1 per 30m").needs.contact_window == 1800 + LATE_EVENTS_S
 
 
 def test_needs_carry_the_profile_schema():
@@ -259,9 +260,9 @@ def test_only_the_needed_event_types_and_fields_are_kept():
 
 def test_history_older_than_the_longest_window_is_not_kept():
     engine = engine_for('rule r when event.type == "check" then a with n = count(buy within 1h) end')
-    for seconds_ago in (7200, 3700, 100, 0):
+    for seconds_ago in (7200, 3950, 3700, 100, 0):  # kept: 1h plus the late-event allowance
         engine.decide(event("buy", time=T0 - seconds_ago))
-    assert engine.store.history_sizes("c1") == {"buy": 2}
+    assert engine.store.history_sizes("c1") == {"buy": 3}
 
 
 def test_aggregates_in_the_default_and_in_sets_are_needs_too():
