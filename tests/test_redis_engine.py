@@ -122,6 +122,11 @@ def test_demo_replay_on_a_cluster_matches_memory(redis_cluster_url, demo, on_mem
         assert_same_lines(on_memory, replay(engine, *demo))
 
 
+def test_demo_replay_on_a_cluster_async_matches_memory(redis_cluster_url, demo, on_memory):  # noqa: F811
+    engine = Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED)
+    assert_same_lines(on_memory, asyncio.run(replay_async(engine, *demo)))
+
+
 def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):  # noqa: F811
     from engine.cli import main
 
