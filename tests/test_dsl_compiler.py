@@ -268,8 +268,8 @@ def test_history_older_than_the_longest_window_is_not_kept():
 def test_aggregates_in_the_default_and_in_sets_are_needs_too():
     ruleset = load_text("default d with n = count(buy within 2d), s = sum(view.price within 1h)\non x set y = max(buy.amount within 3d) end")
     assert {t: (need.fields, need.window) for t, need in ruleset.needs.history.items()} == {
-        "buy": (("amount",), 3 * 86400.0),
-        "view": (("price",), 3600.0),
+        "buy": (("amount",), 3 * 86400.0 + LATE_EVENTS_S),
+        "view": (("price",), 3600.0 + LATE_EVENTS_S),
     }
 
 
