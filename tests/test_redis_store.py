@@ -62,8 +62,10 @@ def contact(time, rule="r1", action="a1", channel="email") -> Contact:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+    | st.binary(max_size=5),  # bytes: from msgpack requests, not JSON
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5) | st.integers(0, 9), inner, max_size=3),
     max_leaves=8,
 )
 

@@ -29,6 +29,7 @@ fails or times out half-way through a round trip is never reused. Figures: docs/
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -101,6 +102,7 @@ class KeyLayout:
 # followed by its JSON, which every reader decodes back to that exact value.
 
 ESCAPE = "\x00"
+MSGPACK_MARK = "b64:"  # after ESCAPE: base64 of msgpack (JSON text never starts with "b")
 
 
 def is_number(value: Any) -> bool:
@@ -122,7 +124,32 @@ def parses_as_json(text: str) -> bool:
 def encode_undeclared(value: Any) -> str:
     if value.__class__ is str and not parses_as_json(value) and not value.startswith(ESCAPE):
         return value
-    return json_text(value)
+    return exact_json(value) or escaped(value)
+
+
+def exact_json(value: Any) -> str | None:
+    """``value`` as JSON text when that reads back as exactly ``value``; else None."""
+    try:
+        text = json_text(value)
+    except (TypeError, ValueError):  # bytes, say
+        return None
+    if value.__class__ in (str, int, float, bool) or value is None or json.loads(text) == value:
+        return text
+    return None  # a tuple, a map with keys that are not strings, a NaN in a list...
+
+
+def escaped(value: Any) -> str:
+    """NUL, then the value's JSON; or ``b64:`` and its msgpack when JSON cannot hold it."""
+    text = exact_json(value)
+    if text is not None:
+        return ESCAPE + text
+    return ESCAPE + MSGPACK_MARK + base64.b64encode(pack_member(value)).decode()
+
+
+def unescaped(text: str) -> Any:
+    if text.startswith(MSGPACK_MARK, 1):
+        return unpack_member(base64.b64decode(text[1 + len(MSGPACK_MARK):]))
+    return json.loads(text[1:])
 
 
 def fits_kind(value: Any, kind: str) -> bool:
@@ -142,11 +169,13 @@ def encode_profile_value(value: Any, kind: str | None) -> str:
     if kind is None:
         return encode_undeclared(value)
     if not fits_kind(value, kind):
-        return ESCAPE + json_text(value)
+        return escaped(value)
     if kind == "string":
         return value
     if kind == "bool":
         return "true" if value else "false"
+    if kind == "list":
+        return exact_json(value) or escaped(value)
     return json_text(value)
 
 
@@ -193,7 +222,7 @@ def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
     """The value of a profile field as stored (by the engine or a plain HSET)."""
     text = raw.decode() if raw.__class__ is bytes else raw
     if text.startswith(ESCAPE):
-        return json.loads(text[1:])
+        return unescaped(text)
     if kind is None:
         return decode_undeclared(text)
     if kind == "string":
@@ -219,7 +248,7 @@ def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
         name, reader = known
         text = value.decode()
         if text[:1] == ESCAPE:
-            profile[name] = json.loads(text[1:])
+            profile[name] = unescaped(text)
         elif reader is None:  # a declared string: the text itself
             profile[name] = text
         else:
