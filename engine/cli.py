@@ -12,6 +12,7 @@ from dsl import LoadError, load_ruleset
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_LOAD = 2
+REPLAY_BUDGET_S = 0.05  # `nba replay --redis`: the state read's latency budget (a URL's ?latency_budget_ms= wins)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +176,8 @@ def run_replay(args) -> int:
     if args.redis:
         from engine.store import open_store
 
-        engine = Engine(ruleset, open_store(args.redis), path=args.rules)
+        # A replay is a batch: give Redis time to answer rather than deciding without state.
+        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules)
     else:
         engine = Engine(ruleset, path=args.rules)
     try:
