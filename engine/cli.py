@@ -100,7 +100,7 @@ def run_check(args) -> int:
     types = sorted(t for t in ruleset.buckets if t is not None)
     print(
         f"{args.rules}: ok: {len(ruleset.rules)} rules in {len(ruleset.paths)} files, "
-        f"{len(ruleset.policies)} policies, indexed by {len(types)} event types"
+        f"{len(ruleset.policies)} policies, indexed by {len(types)} event type{'' if len(types) == 1 else 's'}"
         + (", with a default" if ruleset.default else "")
     )
     return EXIT_OK
