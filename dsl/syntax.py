@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 from copy import copy
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from lark import Token, Tree
 from lark.parsers.lalr_parser_state import ParserState
 
 from dsl import nodes as n
+from dsl.runtime import parse_time
 from dsl.source import Diagnostics, Position, suggest
 
 RESERVED = frozenset(
@@ -70,14 +70,7 @@ def number_value(text: str) -> int | float:
 
 def time_value(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 time literal (no zone: UTC); None if invalid."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    value = moment.timestamp()
-    return int(value) if value == int(value) else value
+    return parse_time(text)
 
 
 _ESCAPE = re.compile(r"\\(.)")
