@@ -357,24 +357,22 @@ class Connection(asyncio.Protocol):
         if customer_id is not None:
             queue = self._waiting.get(customer_id)
             if queue is not None:
-                queue.append((req, started))
+                queue.append((req, started))  # runs once this customer's earlier request is answered
                 return
             self._waiting[customer_id] = deque()
-        self.server.spawn(self._run(req, started, customer_id))
+        self.server.submit(self, req, started)
 
-    async def _run(self, req, started: float, customer_id: str | None) -> None:
-        running = self.server.running
-        while True:
-            async with running:  # at most max_concurrency requests at the store at once
-                response = await self.dispatcher.handle(req)
-            self._finish(response, req.op, started)
-            if customer_id is None:
-                return
-            queue = self._waiting[customer_id]
-            if not queue:
-                del self._waiting[customer_id]
-                return
-            req, started = queue.popleft()
+    def complete(self, req, response: dict, started: float):
+        """Answer ``req``; return this customer's next waiting request (req, started), or None."""
+        self._finish(response, req.op, started)
+        customer_id = req.customer_id if req.op in CUSTOMER_OPS else None
+        if customer_id is None:
+            return None
+        queue = self._waiting[customer_id]
+        if queue:
+            return queue.popleft()
+        del self._waiting[customer_id]
+        return None
 
     def _finish(self, response: dict, op: str, started: float) -> None:
         self.in_flight -= 1
@@ -493,7 +491,8 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
-        self.running = asyncio.Semaphore(settings.max_concurrency)
+        self._active = 0  # runners (tasks) at work
+        self._backlog: deque = deque()  # (connection, request, started) waiting for a runner
         self._reloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nba-reload")
         self._metrics_http = None
         self._stopped: asyncio.Event | None = None
@@ -552,6 +551,33 @@ class Server:
         self._reloader.shutdown(wait=False)
         log.info("stopped")
         self._stopped.set()
+
+    def submit(self, conn: Connection, req, started: float) -> None:
+        """Run a request that needs the event loop: at once while fewer than
+        ``max_concurrency`` run, else when a running one is done (no task per waiting request)."""
+        if self._active < self.settings.max_concurrency:
+            self._active += 1
+            self.spawn(self._work(conn, req, started))
+        else:
+            self._backlog.append((conn, req, started))
+
+    async def _work(self, conn: Connection, req, started: float) -> None:
+        """One of at most ``max_concurrency`` runners: answers its request, then the same
+        customer's next one, then whatever waits in the backlog."""
+        handle = self.dispatcher.handle
+        backlog = self._backlog
+        try:
+            while True:
+                response = await handle(req)
+                following = conn.complete(req, response, started)
+                if following is not None:
+                    req, started = following
+                elif backlog:
+                    conn, req, started = backlog.popleft()
+                else:
+                    return
+        finally:
+            self._active -= 1
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

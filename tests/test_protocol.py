@@ -462,3 +462,20 @@ def test_eof_with_whole_frames_still_queued_answers_them_all(rules):
         assert sorted(r["id"] for r in seen) == list(range(6))
 
     run(scenario())
+
+
+def test_at_most_max_concurrency_requests_run_at_once(rules):
+    async def scenario():
+        engine = FakeEngine(str(rules), delay=0.002)
+        conn, transport, server = open_connection(rules, blocking=False, engine=engine, max_concurrency=2)
+        conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(20)))
+        assert len(server._tasks) == 2 and len(server._backlog) == 18
+        seen = []
+        while len(seen) < 20:
+            assert len(server._tasks) <= 2
+            await asyncio.sleep(0.001)
+            seen += transport.responses()
+        assert sorted(r["id"] for r in seen) == list(range(20))
+        assert server._active == 0 or not server._backlog
+
+    run(scenario())
