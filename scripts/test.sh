@@ -20,6 +20,6 @@ fi
 
 .venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
 echo "== tests on the Cython twins"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== tests on the pure-Python twins"
-NBA_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+NBA_PURE_PYTHON=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"
