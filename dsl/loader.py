@@ -6,6 +6,7 @@ in the order of their paths relative to the root (Unicode code points).
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -66,6 +67,19 @@ TOO_DEEP = (
 
 
 def load_sources(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
+    # A load allocates millions of objects that all stay alive until it ends: the cyclic
+    # garbage collector would scan them again and again (10,000 rules load in half the time
+    # without it). Nothing here makes reference cycles that outlive the load.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(sources, diagnostics)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
     modules: list[n.Module] = []
     for path, text in sources.items():
         try:
