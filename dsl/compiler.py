@@ -95,8 +95,6 @@ class CompiledRuleset:
     needs: StateNeeds
     event_schemas: dict[str, dict[str, str]]
     profile_schema: dict[str, str]
-    history_types: frozenset[str]
-    aggregate_count: int
     python_source: str = ""
     paths: list[str] = field(default_factory=list)
 
@@ -178,8 +176,6 @@ class Compiler:
             needs=needs,
             event_schemas=checked.event_schemas,
             profile_schema=checked.profile_schema,
-            history_types=frozenset(self.history_windows),
-            aggregate_count=self._aggregate_ids,
             python_source=namespace["__source__"],
         )
 

@@ -105,11 +105,6 @@ class Engine:
                 return self._finish(customer_id, outcome, True)
         raise EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
 
-    def evaluate_only(self, event: Mapping, state: CustomerState | None = None, limit: int = 1) -> Outcome:
-        """Evaluate without reading or writing any state (benchmarks, tools)."""
-        ruleset, checked = self._prepare(event, limit)
-        return evaluate(ruleset, checked, state or empty_state(), limit, False)
-
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
             raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")

@@ -42,9 +42,6 @@ class StateNeeds:
         return max(longest, self.contact_window)
 
 
-EMPTY_NEEDS = StateNeeds(history={}, contact_window=0.0, profile_schema={})
-
-
 @dataclass(slots=True)
 class History:
     """One event type's past events, sorted by time, stored column-wise.
@@ -134,8 +131,6 @@ class StateWrite:
 
 class Store(ABC):
     """Where customers' state lives. Implementations: ``MemoryStore``, ``RedisStore``."""
-
-    degraded_reads: bool = False  # whether reads may raise StoreUnavailable
 
     @abstractmethod
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:

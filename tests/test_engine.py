@@ -263,3 +263,18 @@ def test_infinite_numbers_are_refused_for_declared_number_fields(engine):
     with pytest.raises(EventError) as info:
         engine.decide(cart(value=float("inf")))
     assert info.value.field == "cart_value"
+
+
+def test_memory_store_sweeps_quiet_customers(write_rules):
+    from engine.store import memory
+
+    engine = Engine.from_path(write_rules("rule r when event.type == \"v\" and count(v within 1h) > 5 then a end"))
+    engine.put_profile("kept", {"x": 1})
+    engine.decide({"customer_id": "kept", "type": "v", "time": T0})
+    engine.decide({"customer_id": "gone", "type": "v", "time": T0})
+    needs = engine.ruleset.needs
+    assert engine.store.sweep(T0 + 1800, needs) == 0  # still inside the window
+    assert engine.store.sweep(T0 + needs.retention + 1, needs) == 2
+    assert engine.store.customer_count() == 1 and engine.get_profile("kept") == {"x": 1}
+    assert engine.store.history_sizes("kept") == {}
+    assert memory.SWEEP_EVERY_COMMITS >= 1000  # commits sweep now and then, not every time

@@ -21,6 +21,7 @@ from engine.state import Contact, CustomerState, History, StateNeeds, StateWrite
 
 DEFAULT_MAX_EVENTS_PER_TYPE = 10_000
 DEFAULT_MAX_CONTACTS = 10_000
+SWEEP_EVERY_COMMITS = 50_000
 
 
 @dataclass(slots=True)
@@ -41,6 +42,8 @@ class MemoryStore(Store):
         self.max_contacts = max_contacts
         self._customers: dict[str, _Customer] = {}
         self._lock = threading.Lock()
+        self._commits = 0
+        self._newest = float("-inf")  # the newest event time written for any customer
 
     # -- the decision's read and write --
 
@@ -63,6 +66,10 @@ class MemoryStore(Store):
                     if not check.holds(customer.contacts, write.contacts, write.time):
                         return False
             customer.newest = max(customer.newest, write.time)
+            self._newest = max(self._newest, write.time)
+            self._commits += 1
+            if self._commits % SWEEP_EVERY_COMMITS == 0:
+                self._sweep(self._newest, needs)
             if write.contacts:
                 customer.contacts = self._with_contacts(customer, needs, write.contacts)
             if write.event_record is not None:
@@ -113,19 +120,25 @@ class MemoryStore(Store):
     # -- housekeeping --
 
     def sweep(self, now: float, needs: StateNeeds) -> int:
-        """Forget the history and contacts of customers quiet for longer than the retention."""
-        forgotten = 0
+        """Forget the history and contacts of customers quiet for longer than the retention.
+
+        Commits call it every ``SWEEP_EVERY_COMMITS`` writes, with the newest event time seen.
+        """
         with self._lock:
-            for customer_id in list(self._customers):
-                customer = self._customers[customer_id]
-                if customer.newest > now - needs.retention:
-                    continue
-                if customer.profile:
-                    customer.history = {}
-                    customer.contacts = []
-                else:
-                    del self._customers[customer_id]
-                forgotten += 1
+            return self._sweep(now, needs)
+
+    def _sweep(self, now: float, needs: StateNeeds) -> int:
+        forgotten = 0
+        for customer_id in list(self._customers):
+            customer = self._customers[customer_id]
+            if customer.newest > now - needs.retention or (not customer.history and not customer.contacts):
+                continue
+            if customer.profile:
+                customer.history = {}
+                customer.contacts = []
+            else:
+                del self._customers[customer_id]
+            forgotten += 1
         return forgotten
 
     def customer_count(self) -> int:

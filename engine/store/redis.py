@@ -1137,7 +1137,6 @@ class RedisStore(Store):
     profiles only with ``profile_ttl_s``.
     """
 
-    degraded_reads = True
 
     def __init__(
         self,
