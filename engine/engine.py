@@ -66,6 +66,13 @@ class Engine:
     # -- deciding --
 
     def decide(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> Decision:
+        lock = self.store.decision_lock
+        if lock is None:
+            return self._decide(event, limit, explain, dry_run)
+        with lock:
+            return self._decide(event, limit, explain, dry_run)
+
+    def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> Decision:
         ruleset, checked = self._prepare(event, limit)
         customer_id = checked["customer_id"]
         for _attempt in range(MAX_ATTEMPTS):
@@ -87,6 +94,13 @@ class Engine:
     async def decide_async(
         self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
     ) -> Decision:
+        lock = self.store.decision_lock
+        if lock is None:
+            return await self._decide_async(event, limit, explain, dry_run)
+        with lock:  # the in-memory store: its reads and commits never suspend
+            return await self._decide_async(event, limit, explain, dry_run)
+
+    async def _decide_async(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> Decision:
         ruleset, checked = self._prepare(event, limit)
         customer_id = checked["customer_id"]
         for _attempt in range(MAX_ATTEMPTS):

@@ -132,6 +132,10 @@ class StateWrite:
 class Store(ABC):
     """Where customers' state lives. Implementations: ``MemoryStore``, ``RedisStore``."""
 
+    # A lock the engine holds from a decision's read to its commit, for a store whose reads
+    # hand out structures its commits change in place; None: decisions run side by side.
+    decision_lock = None
+
     @abstractmethod
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         """Read the profile, the needed history and the contacts, in one round trip.

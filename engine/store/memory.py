@@ -41,7 +41,8 @@ class MemoryStore(Store):
         self.max_events_per_type = max_events_per_type
         self.max_contacts = max_contacts
         self._customers: dict[str, _Customer] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.decision_lock = self._lock
         self._commits = 0
         self._newest = float("-inf")  # the newest event time written for any customer
 
@@ -71,40 +72,41 @@ class MemoryStore(Store):
             if self._commits % SWEEP_EVERY_COMMITS == 0:
                 self._sweep(self._newest, needs)
             if write.contacts:
-                customer.contacts = self._with_contacts(customer, needs, write.contacts)
+                self._add_contacts(customer, needs, write.contacts)
             if write.event_record is not None:
                 self._add_event(customer, needs, write)
             if write.profile_set:
-                profile = dict(customer.profile)
-                profile.update(write.profile_set)
-                customer.profile = profile
+                customer.profile.update(write.profile_set)
             return True
 
-    def _with_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact]) -> list[Contact]:
-        contacts = sorted(customer.contacts + new, key=_contact_time)
+    def _add_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact]) -> None:
+        contacts = customer.contacts
+        contacts += new
+        contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear
         start = bisect_right(contacts, customer.newest - needs.contact_window, key=_contact_time)
         start = max(start, len(contacts) - self.max_contacts)
-        return contacts[start:]
+        del contacts[:start]
 
     def _add_event(self, customer: _Customer, needs: StateNeeds, write: StateWrite) -> None:
+        """Insert the event at its time (at the end, O(1), in the usual case) and trim, in place."""
         need = needs.history.get(write.event_type)
         if need is None:
             return
-        old = customer.history.get(write.event_type) or History()
-        position = bisect_right(old.times, write.time)
-        times = old.times[:position] + [write.time] + old.times[position:]
-        columns = {}
-        for name in need.fields:
-            column = old.columns.get(name)
-            if column is None or len(column) != len(old.times):
-                column = [None] * len(old.times)
-            columns[name] = column[:position] + [write.event_record.get(name)] + column[position:]
+        history = customer.history.get(write.event_type)
+        if history is None or set(history.columns) != set(need.fields):
+            history = _with_fields(history, need.fields)
+            customer.history = {**customer.history, write.event_type: history}
+        times = history.times
+        position = len(times) if not times or write.time >= times[-1] else bisect_right(times, write.time)
+        times.insert(position, write.time)
+        for name, column in history.columns.items():
+            column.insert(position, write.event_record.get(name))
         start = bisect_right(times, customer.newest - need.window)
         start = max(start, len(times) - self.max_events_per_type)
         if start:
-            times = times[start:]
-            columns = {name: values[start:] for name, values in columns.items()}
-        customer.history = {**customer.history, write.event_type: History(times, columns)}
+            del times[:start]
+            for column in history.columns.values():
+                del column[:start]
 
     # -- profiles --
 
@@ -147,6 +149,15 @@ class MemoryStore(Store):
     def history_sizes(self, customer_id: str) -> dict[str, int]:
         customer = self._customers.get(customer_id)
         return {t: len(h) for t, h in customer.history.items()} if customer else {}
+
+
+def _with_fields(history: History | None, fields: tuple[str, ...]) -> History:
+    """A copy of ``history`` (or a new one) with exactly ``fields`` as columns (after a reload)."""
+    if history is None:
+        return History([], {name: [] for name in fields})
+    size = len(history.times)
+    columns = {name: list(history.columns.get(name) or [None] * size) for name in fields}
+    return History(list(history.times), columns)
 
 
 def _contact_time(contact: Contact) -> float:
