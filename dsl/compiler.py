@@ -43,6 +43,8 @@ class CompiledRule:
     active_from: float
     active_to: float
     event_types: frozenset[str] | None
+    policies: tuple  # the CompiledPolicy objects that count this rule's action (its channel's and `all`)
+    guarded: bool  # a holdout, a cap or a policy can pass this rule over
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,10 @@ class Compiler:
         default_part = self.default_part()
         namespace = self.module.namespace(filename)
 
+        self.policies = [
+            CompiledPolicy(p.channel, p.limit, p.window, f"{p.label}: cap {p.limit} per {format_duration(p.window)}")
+            for p in checked.policies
+        ]
         rules = [self.finish_rule(namespace, *parts) for parts in rule_parts]
         buckets = {
             key: Bucket(tuple(bucket_plan[key]), tuple(namespace[name] for name in names), self.is_ranked(bucket_plan[key]))
@@ -152,10 +158,7 @@ class Compiler:
         if default_part is not None:
             action, channel, params, params_fn = default_part
             default = CompiledDefault(action, channel, params, namespace[params_fn] if params_fn else None)
-        policies = [
-            CompiledPolicy(p.channel, p.limit, p.window, f"{p.label}: cap {p.limit} per {format_duration(p.window)}")
-            for p in checked.policies
-        ]
+        policies = self.policies
         contact_window = max(
             [p.window for p in checked.policies] + [r.cap.window for r in checked.rules if r.cap], default=0.0
         )
@@ -349,6 +352,8 @@ class Compiler:
             active_from=rule.active_from if rule.active_from is not None else -math.inf,
             active_to=rule.active_to if rule.active_to is not None else math.inf,
             event_types=self.checked.rule_event_types.get(rule.id),
+            policies=(policies := tuple(p for p in self.policies if p.channel is None or p.channel == rule.then.channel)),
+            guarded=bool(rule.holdout or rule.cap or policies),
         )
 
     def plan_buckets(self) -> dict[str | None, list[int]]:

@@ -82,7 +82,10 @@ def evaluate(
                 break  # a ranked bucket stops testing rules here
             outcomes[index] = ("not_reached", None, None)
             continue
-        reason = pass_over_reason(ruleset, rule, customer_id, t, contacts, chosen, chosen_rules)
+        if rule.guarded or chosen:
+            reason = pass_over_reason(rule, customer_id, t, contacts, chosen, chosen_rules)
+        else:
+            reason = None
         if reason is not None:
             passed_over.append((rule.id, reason))
             outcomes[index] = ("passed_over", reason, None)
@@ -98,19 +101,18 @@ def evaluate(
         outcomes[index] = ("chosen", None, None)
     errors = [(rules[index].id, error_message(exc)) for index, exc in raised] if raised else []
 
-    # 5. the default, when nothing else was chosen
+    # 5. the default, when nothing else was chosen (never recorded)
     default_error = None
-    recorded = chosen[:]
+    write = state_write(ruleset, event, context, chosen, chosen_rules)
     if not chosen and ruleset.default is not None:
         default = ruleset.default
         try:
             params = default.params_fn(context) if default.params_fn is not None else dict(default.params)
-            chosen.append(Choice("default", default.action, default.channel, params))
+            chosen = [Choice("default", default.action, default.channel, params)]
         except Exception as exc:  # noqa: BLE001
             default_error = error_message(exc)
             errors.append(("default", default_error))
 
-    write = state_write(ruleset, event, context, recorded, chosen_rules)
     trace = None
     if explain:
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
@@ -147,7 +149,6 @@ def priority_error(priority) -> str:
 
 
 def pass_over_reason(
-    ruleset: CompiledRuleset,
     rule: CompiledRule,
     customer_id: str,
     t: float,
@@ -161,9 +162,7 @@ def pass_over_reason(
         cap_limit, window = rule.cap
         if count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit:
             return CAP
-    for policy in ruleset.policies:
-        if policy.channel is not None and policy.channel != rule.channel:
-            continue
+    for policy in rule.policies:
         already = sum(1 for c in chosen_rules if policy.channel is None or c.channel == policy.channel)
         if count_contacts(contacts, t, policy.window, channel=policy.channel) + already + 1 > policy.limit:
             return policy.label
@@ -213,13 +212,11 @@ def state_write(
     for rule in recorded_rules:
         if rule.cap is not None:
             checks.append(CapCheck("rule", rule.id, rule.cap[0], rule.cap[1]))
-        for policy in ruleset.policies:
+        for policy in rule.policies:
             if policy.channel is None:
                 check = CapCheck("all", None, policy.limit, policy.window)
-            elif policy.channel == rule.channel:
-                check = CapCheck("channel", policy.channel, policy.limit, policy.window)
             else:
-                continue
+                check = CapCheck("channel", policy.channel, policy.limit, policy.window)
             if check not in checks:
                 checks.append(check)
     record = None if need is None else {name: event.get(name) for name in need.fields}
