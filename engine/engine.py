@@ -82,14 +82,14 @@ class Engine:
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
-            if dry_run or degraded or outcome.write is None or outcome.write.is_empty:
+            if dry_run or degraded or _nothing_to_record(outcome):
                 return self._finish(customer_id, outcome, degraded)
             try:
                 if self.store.commit(customer_id, ruleset.needs, outcome.write):
                     return self._finish(customer_id, outcome, False)
             except StoreUnavailable:
                 return self._finish(customer_id, outcome, True)
-        raise EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
+        raise _contention(customer_id)
 
     async def decide_async(
         self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
@@ -110,14 +110,14 @@ class Engine:
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
-            if dry_run or degraded or outcome.write is None or outcome.write.is_empty:
+            if dry_run or degraded or _nothing_to_record(outcome):
                 return self._finish(customer_id, outcome, degraded)
             try:
                 if await self.store.commit_async(customer_id, ruleset.needs, outcome.write):
                     return self._finish(customer_id, outcome, False)
             except StoreUnavailable:
                 return self._finish(customer_id, outcome, True)
-        raise EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
+        raise _contention(customer_id)
 
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
@@ -194,6 +194,15 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _nothing_to_record(outcome: Outcome) -> bool:
+    return outcome.write is None or outcome.write.is_empty
+
+
+def _contention(customer_id: str) -> EngineError:
+    """Each attempt's write found contacts recorded meanwhile by another process."""
+    return EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
 
 
 def _checked_customer(customer_id) -> str:
