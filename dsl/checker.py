@@ -10,8 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from dsl import nodes as n
-from dsl.source import Diagnostics, Position, suggest
-from dsl.syntax import FIELD_AGGREGATES
+from dsl.source import Diagnostics, suggest
 
 ANY = "any"
 SCHEMA_KINDS = {"string": "string", "number": "number", "bool": "bool", "time": "number", "list": "list"}
@@ -436,7 +435,7 @@ class Checker:
                 self.diag.error(side.pos, f"`{expr.op}` {what}, but {describe(side)} is {ARTICLE[kind]}")
                 return ANY
         if {left, right} == {"number", "string"}:
-            self.diag.error(expr.pos, f"`+` joins two strings or adds two numbers, not a string and a number")
+            self.diag.error(expr.pos, "`+` joins two strings or adds two numbers, not a string and a number")
             return ANY
         return "number" if left == right == "number" else ANY
 
@@ -554,4 +553,4 @@ def check(modules: list[n.Module], diagnostics: Diagnostics, unparsed: tuple[str
     return Checker(diagnostics, unparsed).check(modules)
 
 
-__all__ = ["CheckedRuleset", "Checker", "check", "event_types_of", "walk", "Position", "FIELD_AGGREGATES"]
+__all__ = ["CheckedRuleset", "Checker", "check", "event_types_of", "walk"]

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
-from dsl.codegen import ExprGen, ModuleBuilder, is_sure_bool, literal_source
+from dsl.codegen import ExprGen, ModuleBuilder, literal_source
 from dsl.folding import fold
+
+if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must not need engine)
+    from engine.state import StateNeeds
 
 # State is kept this much longer than the longest window that reads it, so that an event
 # arriving up to this late (decided at a time older than the newest seen) still finds every
@@ -471,4 +474,4 @@ def compile_ruleset(checked: CheckedRuleset, filename: str = "<rules>") -> Compi
     return Compiler(checked).compile(filename)
 
 
-__all__ = ["CompiledRuleset", "CompiledRule", "Bucket", "compile_ruleset", "is_sure_bool"]
+__all__ = ["Bucket", "CompiledRule", "CompiledRuleset", "compile_ruleset"]

@@ -15,7 +15,7 @@ from engine.errors import EngineError, EventError, RequestError
 from engine.events import check_event, read_as
 from dsl.twins import pick
 from engine.procedure import Outcome
-from engine.state import CustomerState, Store, StoreUnavailable, empty_state
+from engine.state import Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
 
 evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
