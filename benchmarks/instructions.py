@@ -1,0 +1,107 @@
+"""Instructions per decision, counted by valgrind's callgrind: repeatable on a noisy machine.
+
+Wall-clock figures on a shared machine move 15-40% from run to run; instruction counts do
+not. Each contender runs twice under callgrind on the same seeded workload, once deciding
+no events and once deciding N; the difference over N is its cost per decision, set-up
+excluded. Use it to compare two versions of the hot path, or the twins, before and after a
+change:
+
+    python -m benchmarks.instructions                       # nba evaluation, decide, the reference
+    python -m benchmarks.instructions --contenders eval --rules 200 --events 1000
+    NBA_PURE_PYTHON=1 python -m benchmarks.instructions --contenders eval
+
+Rule counts above a few hundred make the set-up slow under valgrind (about 50x); the cost
+per decision depends on the rules per event type (20 here at every size), not on the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+CONTENDERS = ("reference", "eval", "decide")
+
+
+def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> None:
+    """Decide the first ``n_events`` events of the seeded workload (``pool`` events, generated
+    whatever ``n_events`` is, so that both runs do the same set-up) with one contender."""
+    from benchmarks.synthetic import generate, render_rules
+
+    workload = generate(n_rules, pool, seed=seed)
+    events = workload.events[:n_events]
+    if contender == "reference":
+        from benchmarks.peers import reference
+
+        decide = reference.build(workload)
+        for event in events:
+            decide(event, workload.profiles[event["customer_id"]])
+        return
+    from dsl import load_text
+    from engine import Engine
+
+    engine = Engine(load_text(render_rules(workload)))
+    for customer_id, profile in workload.profiles.items():
+        engine.put_profile(customer_id, profile)
+    if contender == "decide":
+        for event in events:
+            engine.decide(event)
+        return
+    from dsl.twins import pick
+    from engine.events import check_event
+    from engine.state import CustomerState
+
+    evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
+    ruleset = engine.ruleset
+    states = {cid: CustomerState(profile=p, history={}, contacts=[]) for cid, p in workload.profiles.items()}
+    checked = [check_event(event, ruleset.event_schemas) for event in events]
+    for event in checked:
+        evaluate(ruleset, event, states[event["customer_id"]], 1, False)
+
+
+def count_instructions(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> int:
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-m", "benchmarks.instructions", "--worker", contender,
+        "--rules", str(n_rules), "--pool", str(pool), "--events", str(n_events), "--seed", str(seed),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_decision(contender: str, n_rules: int, n_events: int, seed: int) -> int:
+    baseline = count_instructions(contender, n_rules, n_events, 0, seed)
+    total = count_instructions(contender, n_rules, n_events, n_events, seed)
+    return (total - baseline) // n_events
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated: " + ", ".join(CONTENDERS))
+    parser.add_argument("--rules", type=int, default=200)
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--pool", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_workload(args.worker, args.rules, args.pool, args.events, args.seed)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
+        return 2
+    twin = "pure Python" if os.environ.get("NBA_PURE_PYTHON") else "Cython when built"
+    print(f"instructions per decision, {args.rules} rules, {args.events} events, twins: {twin}")
+    for contender in args.contenders.split(","):
+        print(f"  {contender:<10} {per_decision(contender, args.rules, args.events, args.seed):>9,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
