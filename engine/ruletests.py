@@ -2,7 +2,7 @@
 
 Test files are TOML files named ``*.test.toml`` anywhere under the ruleset directory (the
 rule loader reads only ``*.rules``, so they can live beside the rules); for a ruleset that
-is one file ``x.rules``, the test file is ``x.test.toml`` beside it. docs/testing.md
+is one file ``x.rules``, the test file is ``x.test.toml`` beside it. README.md, "Testing rules"
 describes the format. A file::
 
     [defaults]                     # optional: shared by every case of this file

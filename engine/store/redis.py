@@ -23,7 +23,7 @@ connection's own hiredis reader (one ``read_response`` per reply when the parser
 hiredis's): redis-py's ``Pipeline`` object costs ~2x more per round trip. The sync path
 takes connections from a per-node free list; the asyncio path shares one pipelined
 connection per node and event loop between all concurrent callers. A connection that
-fails or times out half-way through a round trip is never reused. Figures: docs/redis.md.
+fails or times out half-way through a round trip is never reused. Figures: README.md, "In Redis".
 """
 
 from __future__ import annotations
