@@ -231,11 +231,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nba bench eval")
-    parser.add_argument("--quick", action="store_true")
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-    return 0
+    from benchmarks.cli import main as bench_main  # the same options as `nba bench eval`
+
+    return bench_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

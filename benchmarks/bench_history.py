@@ -201,11 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(result))
         return 0
-    parser = argparse.ArgumentParser(prog="nba bench history")
-    parser.add_argument("--quick", action="store_true")
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-    return 0
+    from benchmarks.cli import main as bench_main  # the same options as `nba bench history`
+
+    return bench_main(["history", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

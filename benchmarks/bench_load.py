@@ -79,11 +79,9 @@ def _twin() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nba bench load")
-    parser.add_argument("--quick", action="store_true")
-    add_arguments(parser)
-    run(parser.parse_args(argv))
-    return 0
+    from benchmarks.cli import main as bench_main  # the same options as `nba bench load`
+
+    return bench_main(["load", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
