@@ -24,10 +24,16 @@ def rule_files(root: str | os.PathLike) -> list[str]:
     root = os.fspath(root)
     if os.path.isfile(root):
         return [root]
+    return files_under(root, RULE_SUFFIX)
+
+
+def files_under(root: str, suffix: str) -> list[str]:
+    """Files below ``root`` whose names end in ``suffix``, in the order of their paths relative
+    to ``root`` (Unicode code points), as paths that start with ``root``."""
     found = []
     for directory, _dirs, files in os.walk(root):
         for name in files:
-            if name.endswith(RULE_SUFFIX):
+            if name.endswith(suffix):
                 full = os.path.join(directory, name)
                 found.append((Path(os.path.relpath(full, root)).as_posix(), full))
     return [full for _rel, full in sorted(found)]

@@ -46,6 +46,7 @@ from typing import TextIO
 
 from dsl import LoadError, load_ruleset
 from dsl.compiler import CompiledRuleset
+from dsl.loader import files_under
 from dsl.runtime import parse_time
 from engine.decision import Choice, Decision, TraceEntry
 from engine.engine import MAX_LIMIT, Engine
@@ -146,13 +147,7 @@ def find_test_files(rules_path: str | os.PathLike) -> list[str]:
         base = root[: -len(".rules")] if root.endswith(".rules") else root
         candidate = base + TEST_SUFFIX
         return [candidate] if os.path.isfile(candidate) else []
-    found = []
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            if name.endswith(TEST_SUFFIX):
-                full = os.path.join(directory, name)
-                found.append((Path(os.path.relpath(full, root)).as_posix(), full))
-    return [full for _rel, full in sorted(found)]
+    return files_under(root, TEST_SUFFIX)
 
 
 def load_test_file(path: str, ruleset: CompiledRuleset | None = None) -> list[Case]:
