@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 from benchmarks import peers
+from benchmarks.children import run_in_twin
 from benchmarks.eval_worker import NBA_DECIDE, NBA_EVAL
 from benchmarks.report import figure, markdown_table, ratio
 
 DEFAULT_RULE_COUNTS = (10, 100, 1000, 10000)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,24 +52,14 @@ def settings(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------
 
 def run_worker(n_rules: int, config: dict, pure: bool, with_peers: bool, earlier_builds: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "NBA_PURE_PYTHON"}
-    if pure:
-        env["NBA_PURE_PYTHON"] = "1"
-    command = [sys.executable, "-m", "benchmarks.eval_worker", "--rules", str(n_rules),
-               "--events", str(config["events"]), "--seed", str(config["seed"]), "--budget", str(config["budget"]),
-               "--earlier-builds", json.dumps(earlier_builds)]
+    args = ["benchmarks.eval_worker", "--rules", str(n_rules),
+            "--events", str(config["events"]), "--seed", str(config["seed"]), "--budget", str(config["budget"]),
+            "--earlier-builds", json.dumps(earlier_builds)]
     if with_peers:
-        command += ["--peers", ",".join(sorted(config["peers"])) if config["peers"] else "all"]
+        args += ["--peers", ",".join(sorted(config["peers"])) if config["peers"] else "all"]
     if not config["nba"]:
-        command.append("--no-nba")
-    try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
-    return json.loads(lines[-1])
+        args.append("--no-nba")
+    return run_in_twin(args, pure, timeout_s=3600)
 
 
 def twin_rows(result: dict, twin: str, pure: bool) -> list[dict]:

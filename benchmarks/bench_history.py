@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import history_workload as hw
+from benchmarks.children import run_in_twin
 from benchmarks.report import figure, markdown_table, ratio
 from benchmarks.timing import summarize
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NBA_TWINS = (("Cython", None), ("pure Python", "1"))
 
 
@@ -118,18 +116,7 @@ def child(config: dict) -> dict:
 
 
 def run_child(pure: str | None, config: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "NBA_PURE_PYTHON"}
-    if pure:
-        env["NBA_PURE_PYTHON"] = pure
-    command = [sys.executable, "-m", "benchmarks.bench_history", "--child", json.dumps(config)]
-    try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
-    return json.loads(lines[-1])
+    return run_in_twin(["benchmarks.bench_history", "--child", json.dumps(config)], bool(pure), timeout_s=1800)
 
 
 # ---------------------------------------------------------------------------------------
