@@ -121,11 +121,8 @@ def event_types_of(condition: n.Expr | None) -> frozenset[str] | None:
             return None
         return left | right
     if isinstance(condition, n.Binary) and condition.op in ("==", "in"):
-        sides = (condition.left, condition.right)
-        if condition.op == "in":
-            sides = (condition.left, condition.right)
-        field_side, value_side = sides
-        if condition.op == "==" and not _is_event_type(field_side):
+        field_side, value_side = condition.left, condition.right
+        if condition.op == "==" and not _is_event_type(field_side):  # "x" == event.type
             field_side, value_side = value_side, field_side
         if not _is_event_type(field_side):
             return None
