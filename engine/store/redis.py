@@ -37,8 +37,10 @@ import math
 import os
 import time as clock
 from collections import deque
+from itertools import repeat
+from operator import itemgetter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
@@ -246,26 +248,43 @@ def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
             profile[name.decode()] = decode_profile_value(value, None)
             continue
         name, reader = known
-        text = value.decode()
-        if text[:1] == ESCAPE:
-            profile[name] = unescaped(text)
-        elif reader is None:  # a declared string: the text itself
-            profile[name] = text
-        else:
-            read = reader(text)
-            profile[name] = decode_undeclared(text) if read is None else read
+        if value[:1] == ESCAPE_BYTE:
+            profile[name] = unescaped(value.decode())
+            continue
+        read = reader(value)
+        profile[name] = decode_undeclared(value.decode()) if read is None else read
     return profile
+
+
+ESCAPE_BYTE = ESCAPE.encode()
+
+
+def read_number_bytes(raw: bytes) -> Any:
+    return int(raw) if raw.isdigit() else read_number(raw.decode())  # bytes: ASCII digits only
+
+
+def read_time_bytes(raw: bytes) -> Any:
+    return int(raw) if raw.isdigit() else read_time(raw.decode())
+
+
+BYTES_READERS = {  # kind -> raw bytes to value, None when not of that kind
+    "string": bytes.decode,
+    "number": read_number_bytes,
+    "time": read_time_bytes,
+    "bool": {b"true": True, b"false": False}.get,
+    "list": lambda raw: read_list(raw.decode()),
+}
 
 
 FIELD_READERS: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, {field bytes: (name, reader)})
 
 
 def field_readers(schema: dict[str, str]) -> dict[bytes, tuple[str, Any]]:
-    """Per declared field, its name and reader (None for strings), made once per schema."""
+    """Per declared field, its name and reader of raw bytes, made once per schema."""
     cached = FIELD_READERS.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    readers = {name.encode(): (name, READERS.get(kind)) for name, kind in schema.items()}
+    readers = {name.encode(): (name, BYTES_READERS.get(kind, bytes.decode)) for name, kind in schema.items()}
     if len(FIELD_READERS) > 64:
         FIELD_READERS.clear()
     FIELD_READERS[id(schema)] = (schema, readers)
@@ -315,19 +334,44 @@ def contact_parts(contact: Contact) -> tuple[bytes, bytes]:
     return b"\x95" + pack_member(contact.time), tail
 
 
+def unpack_members(raw: list) -> list:
+    """Every member of a ZRANGEBYSCORE reply, unpacked.
+
+    A member never changes once written (its sequence number makes it unique), so the
+    members this process has unpacked before are taken from ``MEMBER_CACHE``: a customer's
+    history is read again at each of their events. The others are unpacked in one call,
+    as one msgpack array.
+    """
+    cache = MEMBER_CACHE
+    entries = list(map(cache.get, raw))
+    if None not in entries:
+        return entries
+    missing = [member for member, entry in zip(raw, entries) if entry is None]
+    unpacked = msgpack.unpackb(b"\xdd" + len(missing).to_bytes(4, "big") + b"".join(missing),
+                               strict_map_key=False, ext_hook=ext_hook)
+    if len(cache) + len(missing) > MEMBER_CACHE_SIZE:
+        cache.clear()
+    cache.update(zip(missing, unpacked))
+    fresh = iter(unpacked)
+    return [entry if entry is not None else next(fresh) for entry in entries]
+
+
+MEMBER_CACHE: dict[bytes, list] = {}  # member -> unpacked; never changed by a reader
+MEMBER_CACHE_SIZE = 65_536  # members (some 10 MiB at most), then it starts over
+
+
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
-    entries = [unpack_member(member) for member in raw]
-    times = [entry[0] for entry in entries]
-    columns = {name: [entry[2].get(name) for entry in entries] for name in fields}
-    return History(times=times, columns=columns)
+    entries = unpack_members(raw)
+    records = list(map(THIRD, entries))
+    columns = {name: list(map(dict.get, records, repeat(name))) for name in fields}
+    return History(list(map(FIRST, entries)), columns)
+
+
+FIRST, THIRD = itemgetter(0), itemgetter(2)
 
 
 def decode_contacts(raw: list) -> list[Contact]:
-    contacts = []
-    for member in raw:
-        time, _sequence, rule, action, channel = unpack_member(member)
-        contacts.append(Contact(time=time, rule=rule, action=action, channel=channel))
-    return contacts
+    return [Contact(time, rule, action, channel) for time, _sequence, rule, action, channel in unpack_members(raw)]
 
 
 def exclusive_after(time: float) -> str:
@@ -451,39 +495,6 @@ def ttl_ms(seconds: float, grace_s: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ReadPlan:
-    """The commands of one state read and how to decode their replies."""
-
-    commands: list[tuple]
-    history_fields: list[tuple[str, tuple[str, ...]]]  # (type, fields) per ZRANGEBYSCORE
-    with_contacts: bool
-
-
-def plan_read(keys: KeyLayout, customer_id: str, needs: StateNeeds, time: float) -> ReadPlan:
-    commands: list[tuple] = [("HGETALL", keys.profile(customer_id))]
-    history_fields = []
-    for event_type, need in needs.history.items():
-        commands.append(("ZRANGEBYSCORE", keys.history(customer_id, event_type),
-                         exclusive_after(time - need.window), "+inf"))
-        history_fields.append((event_type, need.fields))
-    with_contacts = needs.contact_window > 0
-    if with_contacts:
-        commands.append(("ZRANGEBYSCORE", keys.contacts(customer_id),
-                         exclusive_after(time - needs.contact_window), "+inf"))
-    return ReadPlan(commands, history_fields, with_contacts)
-
-
-def decode_read(plan: ReadPlan, replies: list, needs: StateNeeds) -> CustomerState:
-    profile = decode_profile(replies[0], needs.profile_schema)
-    history = {}
-    for (event_type, fields), raw in zip(plan.history_fields, replies[1:]):
-        if raw:
-            history[event_type] = decode_history(raw, fields)
-    contacts = decode_contacts(replies[-1]) if plan.with_contacts else []
-    return CustomerState(profile=profile, history=history, contacts=contacts)
-
-
-@dataclass(frozen=True, slots=True)
 class Retention:
     """How long recorded state is kept: in event time (trimming) and wall-clock time (TTLs)."""
 
@@ -498,31 +509,119 @@ class Retention:
         return ttl_ms(needs.retention, self.grace_s), profile_ms
 
 
-def plan_commit(keys: KeyLayout, customer_id: str, needs: StateNeeds, write: StateWrite,
-                retention: Retention, ttls: tuple[int, int]) -> tuple | None:
-    """The EVALSHA arguments (without the SHA) of ``write``; None when it cannot hold.
+ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
+ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
 
-    ``ttls`` is ``retention.ttls(needs)`` (the store keeps it per ruleset).
+
+class Codec:
+    """One ruleset's needs as Redis requests and replies, made once per needs (no I/O).
+
+    The read of a customer is one byte string: a template of the whole pipeline (HGETALL,
+    then a ZRANGEBYSCORE per needed history type and for the contacts) filled in with the
+    customer's key base and the window bounds by one ``%`` format. A commit is the
+    EVALSHA command, its per-event-type tail (windows, limits, TTLs) made once.
     """
-    contacts = write.contacts if needs.contact_window > 0 else []  # else trimmed at once
-    caps = cap_arguments(write.cap_checks, contacts, write.time)
-    if caps is None:
-        return None
-    need = needs.history.get(write.event_type)
-    event_kept = write.event_record is not None and need is not None and need.window > 0
-    key_list = [keys.meta(customer_id), keys.contacts(customer_id), keys.profile(customer_id)]
-    if event_kept:
-        key_list.append(keys.history(customer_id, write.event_type))
-    args: list = [repr(float(write.time)), *caps, len(contacts)]
-    for contact in contacts:
-        args += [repr(float(contact.time)), *contact_parts(contact)]
-    args += event_parts(write.time, write.event_record) if event_kept else ["", ""]
-    args.append(len(write.profile_set))
-    for name, value in encode_profile(write.profile_set, needs.profile_schema).items():
-        args += [name, value]
-    args += [repr(float(needs.contact_window)), repr(float(need.window if need else 0.0)),
-             retention.max_contacts, retention.max_events_per_type, *ttls]
-    return (len(key_list), *key_list, *args)
+
+    __slots__ = ("needs", "schema", "history", "windows", "suffix_sizes", "with_contacts",
+                 "count", "template", "tails", "retention", "ttls")
+
+    def __init__(self, needs: StateNeeds, retention: Retention):
+        self.needs = needs
+        self.schema = needs.profile_schema
+        self.retention = retention
+        self.ttls = retention.ttls(needs)
+        self.history = [(event_type, need.fields) for event_type, need in needs.history.items()]
+        self.windows = [float(need.window) for need in needs.history.values()]
+        suffixes = [f":h:{event_type}".encode() for event_type in needs.history]
+        self.with_contacts = needs.contact_window > 0
+        if self.with_contacts:
+            self.windows.append(float(needs.contact_window))
+            suffixes.append(b":c")
+        self.suffix_sizes = [len(suffix) for suffix in suffixes]
+        self.count = 1 + len(suffixes)
+        parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
+        parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        self.template = b"".join(parts)
+        self.tails: dict[str, tuple] = {}
+
+    # -- the read
+
+    def read_request(self, base: bytes, time: float) -> bytes:
+        """The packed read of the customer whose keys start with ``base``."""
+        size = len(base)
+        args: list = [size + 2, base]
+        for window, extra in zip(self.windows, self.suffix_sizes):
+            bound = repr(time - window).encode()  # a float: its repr is exact
+            args += (size + extra, base, len(bound) + 1, bound)
+        return self.template % tuple(args)
+
+    def read_commands(self, base: str, time: float) -> list[tuple]:
+        """The same read as command tuples (for ASKING after a cluster redirect)."""
+        commands: list[tuple] = [("HGETALL", base + ":p")]
+        for event_type, _fields in self.history:
+            commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - self.needs.history[event_type].window), "+inf"))
+        if self.with_contacts:
+            commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
+        return commands
+
+    def decode_read(self, replies: list) -> CustomerState:
+        profile = decode_profile(replies[0], self.schema)
+        history = {}
+        position = 1
+        for event_type, fields in self.history:
+            raw = replies[position]
+            position += 1
+            if raw:
+                history[event_type] = decode_history(raw, fields)
+        contacts = decode_contacts(replies[position]) if self.with_contacts and replies[position] else []
+        return CustomerState(profile, history, contacts)
+
+    # -- the commit
+
+    def tail(self, event_type: str) -> tuple:
+        """(history suffix or None when the type is not kept, the script's last arguments)."""
+        cached = self.tails.get(event_type)
+        if cached is None:
+            need = self.needs.history.get(event_type)
+            kept = need is not None and need.window > 0
+            retention = self.retention
+            cached = (f":h:{event_type}" if kept else None,
+                      (repr(float(self.needs.contact_window)), repr(float(need.window if need else 0.0)),
+                       retention.max_contacts, retention.max_events_per_type, *self.ttls))
+            if len(self.tails) < 1024:  # event types are the ruleset's: a handful
+                self.tails[event_type] = cached
+        return cached
+
+    def commit_command(self, base: str, write: StateWrite) -> tuple | None:
+        """The EVALSHA command of ``write``; None when it cannot hold (a cap exceeded by itself)."""
+        contacts = write.contacts if self.with_contacts else []  # else trimmed at once
+        caps = cap_arguments(write.cap_checks, contacts, write.time) if contacts else NO_CAPS
+        if caps is None:
+            return None
+        suffix, tail = self.tail(write.event_type)
+        time = repr(float(write.time))
+        if suffix is not None and write.event_record is not None:
+            args = ["EVALSHA", COMMIT_SHA, 4, base + ":m", base + ":c", base + ":p", base + suffix, time,
+                    *caps, len(contacts)]
+            for contact in contacts:
+                args += (repr(float(contact.time)), *contact_parts(contact))
+            args += event_parts(write.time, write.event_record)
+        else:
+            args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", base + ":c", base + ":p", time, *caps, len(contacts)]
+            for contact in contacts:
+                args += (repr(float(contact.time)), *contact_parts(contact))
+            args += ("", "")
+        profile_set = write.profile_set
+        args.append(len(profile_set))
+        if profile_set:
+            schema = self.schema
+            for name, value in profile_set.items():
+                args += (name, encode_profile_value(value, schema.get(name)))
+        args += tail
+        return tuple(args)
+
+
+NO_CAPS = (0,)
 
 
 def plan_put_profile(keys: KeyLayout, customer_id: str, profile: dict, needs: StateNeeds,
@@ -599,13 +698,45 @@ class Backoff:
 
 
 class SyncLink:
-    """A redis-py connection, and the writes sent on it whose replies are still unread."""
+    """A redis-py connection, and the writes sent on it whose replies are still unread.
 
-    __slots__ = ("conn", "unread")
+    Once connected, a round trip skips redis-py: one ``sendall`` of the packed commands on
+    the connection's socket, and its hiredis reader fed from ``recv_into`` a buffer of
+    the link's own (redis-py's ``read_response`` when the parser is not hiredis's).
+    """
+
+    __slots__ = ("conn", "unread", "sock", "reader", "timeout_s", "buffer")
 
     def __init__(self, conn):
         self.conn = conn
         self.unread: list[tuple] = []
+        self.sock = conn._sock
+        self.reader = getattr(getattr(conn, "_parser", None), "_reader", None)
+        self.timeout_s: float | None = None
+        self.buffer = bytearray(65536) if self.reader is not None else None
+
+    def send(self, packed: bytes, timeout_s: float) -> None:
+        if timeout_s != self.timeout_s:
+            self.sock.settimeout(timeout_s)
+            self.timeout_s = timeout_s
+        self.sock.sendall(packed)
+
+    def receive(self, count: int) -> list:
+        """``count`` replies (errors in place, as redis-py's exception objects)."""
+        reader = self.reader
+        if reader is None:  # not the hiredis parser
+            return [read_reply(self.conn) for _ in range(count)]
+        replies: list = []
+        while len(replies) < count:
+            reply = reader.gets()
+            if reply is NOT_ENOUGH_DATA or reply is False:
+                size = self.sock.recv_into(self.buffer)
+                if not size:
+                    raise ConnectionError("redis closed the connection")
+                reader.feed(self.buffer, 0, size)
+            else:
+                replies.append(reply)
+        return replies
 
     def close(self) -> None:
         self.conn.disconnect()
@@ -657,7 +788,7 @@ class SyncNode:
         for link in free:
             try:
                 if link.unread:
-                    round_trip(link, [("PING",)], timeout_s, on_late_reply)
+                    round_trip(link, PING, 1, timeout_s, on_late_reply)
             except CONNECTION_ERRORS:
                 pass
             link.close()
@@ -667,6 +798,9 @@ def pack_commands(commands: list[tuple]) -> bytes:
     return b"".join([hiredis.pack_command(command) for command in commands])
 
 
+PING = pack_commands([("PING",)])
+
+
 def read_reply(conn) -> Any:
     try:
         return conn.read_response(disconnect_on_error=False)
@@ -674,43 +808,20 @@ def read_reply(conn) -> Any:
         return error
 
 
-def read_replies(conn, count: int) -> list:
-    """``count`` replies (errors in place), parsed in bulk by the connection's hiredis reader.
-
-    redis-py's ``read_response`` costs a few microseconds per reply, and a decision's read
-    has one per command; error replies come out of the reader as redis-py's exception
-    objects, as they do through ``read_response``.
-    """
-    parser = getattr(conn, "_parser", None)
-    reader, sock = getattr(parser, "_reader", None), getattr(parser, "_sock", None)
-    if reader is None or sock is None:  # not the hiredis parser
-        return [read_reply(conn) for _ in range(count)]
-    replies: list = []
-    while len(replies) < count:
-        reply = reader.gets()
-        if reply is NOT_ENOUGH_DATA or reply is False:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("redis closed the connection")
-            reader.feed(data)
-        else:
-            replies.append(reply)
-    return replies
-
-
-def round_trip(link: SyncLink, commands: list[tuple], timeout_s: float,
+def round_trip(link: SyncLink, packed: bytes, count: int, timeout_s: float,
                on_late_reply: Callable[[tuple, Any], None]) -> list:
-    """Send ``commands`` in one write and read every reply (errors in place).
+    """Send ``packed`` (``count`` commands) in one write and read every reply (errors in place).
 
     The replies owed to writes sent earlier on this link come first: they go to
     ``on_late_reply``.
     """
-    conn = link.conn
-    conn._sock.settimeout(timeout_s)
-    conn.send_packed_command([pack_commands(commands)], check_health=False)
-    unread, link.unread = link.unread, []
+    link.send(packed, timeout_s)
+    unread = link.unread
+    if not unread:
+        return link.receive(count)
+    link.unread = []
     try:
-        replies = read_replies(conn, len(unread) + len(commands))
+        replies = link.receive(len(unread) + count)
     except BaseException:
         link.unread = unread  # the link is dropped by the caller anyway
         raise
@@ -719,11 +830,9 @@ def round_trip(link: SyncLink, commands: list[tuple], timeout_s: float,
     return replies[len(unread):]
 
 
-def send_only(link: SyncLink, commands: list[tuple], timeout_s: float) -> None:
-    """Send ``commands`` without waiting; their replies are read on the link's next round trip."""
-    conn = link.conn
-    conn._sock.settimeout(timeout_s)
-    conn.send_packed_command([pack_commands(commands)], check_health=False)
+def send_only(link: SyncLink, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
+    """Send ``packed`` (``commands``) without waiting; the replies are read on the link's next round trip."""
+    link.send(packed, timeout_s)
     link.unread.extend(commands)
 
 
@@ -802,8 +911,8 @@ class AsyncLink:
         if len(self.outgoing) == 1:
             asyncio.get_running_loop().create_task(self.flush())
 
-    def send_only(self, commands: list[tuple]) -> None:
-        self.enqueue(Pending(len(commands), None, commands), pack_commands(commands))
+    def send_only(self, packed: bytes, commands: list[tuple]) -> None:
+        self.enqueue(Pending(len(commands), None, commands), packed)
 
     async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
         loop = asyncio.get_running_loop()
@@ -893,7 +1002,7 @@ class AsyncLink:
         """Wait (a while) for the replies still owed, then disconnect."""
         if self.waiting and not self.closed:
             try:
-                await self.request(pack_commands([("PING",)]), 1, timeout_s)
+                await self.request(PING, 1, timeout_s)
             except StoreUnavailable:
                 pass
         self.reader.cancel()
@@ -923,12 +1032,17 @@ class AsyncNode:
         self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
 
-    async def request(self, commands: list[tuple], timeout_s: float) -> list:
-        link = await self.get_link(timeout_s)
-        return await link.request(pack_commands(commands), len(commands), timeout_s)
+    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+        link = self.link
+        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+            link = await self.get_link(timeout_s)
+        return await link.request(packed, count, timeout_s)
 
-    async def send_only(self, commands: list[tuple], timeout_s: float) -> None:
-        (await self.get_link(timeout_s)).send_only(commands)
+    async def send_only(self, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
+        link = self.link
+        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+            link = await self.get_link(timeout_s)
+        link.send_only(packed, commands)
 
     async def get_link(self, timeout_s: float) -> AsyncLink:
         loop = asyncio.get_running_loop()
@@ -1095,6 +1209,16 @@ def without_asking(replies: list, asking: bool) -> list:
     return replies[1::2] if asking else replies
 
 
+def has_error(replies: list) -> bool:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            return True
+    return False
+
+
+CLUSTER_SLOTS = pack_commands([("CLUSTER", "SLOTS")])
+
+
 def moved_in(replies: list) -> Redirect | None:
     for reply in replies:
         if isinstance(reply, MovedError):
@@ -1163,7 +1287,8 @@ class RedisStore(Store):
         self.wait_for_writes = from_url.get("wait_for_writes", wait_for_writes)
         self.lost_writes = 0  # writes sent without waiting that Redis did not apply
         self.resending: set[asyncio.Task] = set()
-        self.ttls_by_needs: dict[int, tuple] = {}
+        self.codecs: dict[int, Codec] = {}  # id(needs) -> its codec
+        self.last_base: tuple[str | None, str, bytes] = (None, "", b"")  # customer id, its key base (text, bytes)
         self.latency_budget_s = latency_budget_s
         self.write_timeout_s = write_timeout_s
         self.io_timeout_s = io_timeout_s
@@ -1193,7 +1318,7 @@ class RedisStore(Store):
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
             try:
-                [reply] = self.exchange(address, [("CLUSTER", "SLOTS")], timeout_s or self.io_timeout_s)
+                [reply] = self.exchange(address, CLUSTER_SLOTS, 1, timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
                 failure = error
                 continue
@@ -1205,7 +1330,7 @@ class RedisStore(Store):
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
             try:
-                [reply] = await self.exchange_async(address, [("CLUSTER", "SLOTS")], timeout_s or self.io_timeout_s)
+                [reply] = await self.exchange_async(address, CLUSTER_SLOTS, 1, timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
                 failure = error
                 continue
@@ -1234,35 +1359,48 @@ class RedisStore(Store):
 
     # -- round trips
 
-    def exchange(self, address: tuple[str, int], commands: list[tuple], timeout_s: float,
-                 wait: bool = True) -> list | None:
-        """One round trip to one node (or only the send, ``wait=False``).
+    def exchange(self, address: tuple[str, int], packed: bytes, count: int, timeout_s: float) -> list:
+        """One round trip to one node: ``packed`` holds ``count`` commands.
 
         A connection that fails half-way is dropped, never reused.
         """
-        node = self.sync_node(address)
+        node = self.sync_nodes.get(address) or self.sync_node(address)
         link = node.acquire()
         try:
-            if not wait:
-                send_only(link, commands, timeout_s)
-                node.release(link)
-                return None
-            replies = round_trip(link, commands, timeout_s, self.late_reply)
+            replies = round_trip(link, packed, count, timeout_s, self.late_reply)
         except CONNECTION_ERRORS as error:  # writes still unanswered on it were sent: most likely applied
-            link.close()
-            self.topology.lost(address)
-            raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+            self.link_failed(link, address, error)
         node.release(link)
         return replies
 
-    async def exchange_async(self, address: tuple[str, int], commands: list[tuple], timeout_s: float,
-                             wait: bool = True) -> list | None:
-        node = self.async_node(address)
+    def send_to(self, address: tuple[str, int], packed: bytes, commands: list[tuple], timeout_s: float) -> None:
+        """Send ``commands`` (packed) to one node without waiting for their replies."""
+        node = self.sync_nodes.get(address) or self.sync_node(address)
+        link = node.acquire()
         try:
-            if not wait:
-                await node.send_only(commands, timeout_s)
-                return None
-            return await node.request(commands, timeout_s)
+            send_only(link, packed, commands, timeout_s)
+        except CONNECTION_ERRORS as error:
+            self.link_failed(link, address, error)
+        node.release(link)
+
+    def link_failed(self, link: SyncLink, address: tuple[str, int], error: BaseException) -> NoReturn:
+        link.close()
+        self.topology.lost(address)
+        raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+
+    async def exchange_async(self, address: tuple[str, int], packed: bytes, count: int, timeout_s: float) -> list:
+        node = self.async_nodes.get(address) or self.async_node(address)
+        try:
+            return await node.request(packed, count, timeout_s)
+        except StoreUnavailable:
+            self.topology.lost(address)
+            raise
+
+    async def send_to_async(self, address: tuple[str, int], packed: bytes, commands: list[tuple],
+                            timeout_s: float) -> None:
+        node = self.async_nodes.get(address) or self.async_node(address)
+        try:
+            await node.send_only(packed, commands, timeout_s)
         except StoreUnavailable:
             self.topology.lost(address)
             raise
@@ -1302,99 +1440,134 @@ class RedisStore(Store):
         log.warning("a state write sent without waiting was lost: %s", why)
 
     def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
-        """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects.
+        """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
+        return self.call_packed(key, pack_commands(commands), len(commands), timeout_s, commands)
 
-        MOVED: the slot lives elsewhere now; the table learns it and all is sent there.
-        ASK (the slot is being migrated): only the commands asked about go to the target.
+    def call_packed(self, key: str, packed: bytes, count: int, timeout_s: float,
+                    commands: list[tuple] | Callable[[], list[tuple]]) -> list:
+        """``packed`` (``count`` commands, all on ``key``'s slot) in one round trip.
+
+        ``commands`` are the same commands as tuples (or a function making them), for the
+        rare round trips that cannot resend the packed bytes as they are. MOVED: the slot
+        lives elsewhere now; the table learns it and all is sent there. ASK (the slot is
+        being migrated): only the commands asked about go to the target.
         """
-        if self.topology.cluster is None:
+        topology = self.topology
+        if topology.cluster is None:
             self.discover(timeout_s)
-        address = self.topology.address_for(key)
+        address = topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
-            replies = self.exchange(address, commands, timeout_s)
+            replies = self.exchange(address, packed, count, timeout_s)
+            if not has_error(replies):
+                return replies
             moved = moved_in(replies)
             if moved is None:
                 asked = asked_in(replies)
                 if asked:
+                    commands = commands() if callable(commands) else commands
                     target = as_redirect(replies[asked[0]]).address
-                    answers = self.exchange(target, with_asking([commands[i] for i in asked], True), timeout_s)
+                    asking = with_asking([commands[i] for i in asked], True)
+                    answers = self.exchange(target, pack_commands(asking), len(asking), timeout_s)
                     fill_in(replies, asked, without_asking(answers, True))
                 return replies
-            self.topology.moved(moved)
+            topology.moved(moved)
             address = moved.address
         raise StoreUnavailable("redis cluster keeps redirecting")
 
     async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
-        if self.topology.cluster is None:
+        return await self.call_packed_async(key, pack_commands(commands), len(commands), timeout_s, commands)
+
+    async def call_packed_async(self, key: str, packed: bytes, count: int, timeout_s: float,
+                                commands: list[tuple] | Callable[[], list[tuple]]) -> list:
+        topology = self.topology
+        if topology.cluster is None:
             await self.discover_async(timeout_s)
-        address = self.topology.address_for(key)
+        address = topology.address_for(key)
         for _ in range(MAX_REDIRECTS):
-            replies = await self.exchange_async(address, commands, timeout_s)
+            replies = await self.exchange_async(address, packed, count, timeout_s)
+            if not has_error(replies):
+                return replies
             moved = moved_in(replies)
             if moved is None:
                 asked = asked_in(replies)
                 if asked:
+                    commands = commands() if callable(commands) else commands
                     target = as_redirect(replies[asked[0]]).address
                     asking = with_asking([commands[i] for i in asked], True)
-                    answers = await self.exchange_async(target, asking, timeout_s)
+                    answers = await self.exchange_async(target, pack_commands(asking), len(asking), timeout_s)
                     fill_in(replies, asked, without_asking(answers, True))
                 return replies
-            self.topology.moved(moved)
+            topology.moved(moved)
             address = moved.address
         raise StoreUnavailable("redis cluster keeps redirecting")
 
     # -- the Store interface
 
+    def codec(self, needs: StateNeeds) -> Codec:
+        """The needs' codec, made once per ruleset's needs."""
+        codec = self.codecs.get(id(needs))
+        if codec is None or codec.needs is not needs:
+            if len(self.codecs) > 16:
+                self.codecs.clear()
+            codec = self.codecs[id(needs)] = Codec(needs, self.retention)
+        return codec
+
+    def base(self, customer_id: str) -> tuple[str | None, str, bytes]:
+        """(customer id, the start of its keys as text and as bytes); the last one is kept."""
+        last = self.last_base
+        if last[0] == customer_id:
+            return last
+        text = self.keys.base(customer_id)
+        last = self.last_base = (customer_id, text, text.encode())
+        return last
+
+    def ttls(self, needs: StateNeeds) -> tuple[int, int]:
+        """``retention.ttls(needs)``, computed once per ruleset's needs."""
+        return self.codec(needs).ttls
+
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
-        plan = plan_read(self.keys, customer_id, needs, time)
-        replies = self.call(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
-        return decoded_state(plan, replies, needs, customer_id)
+        codec = self.codec(needs)
+        _, base, base_bytes = self.base(customer_id)
+        replies = self.call_packed(base, codec.read_request(base_bytes, time), codec.count, self.latency_budget_s,
+                                   lambda: codec.read_commands(base, time))
+        return decoded_state(codec, replies, customer_id)
 
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
-        plan = plan_read(self.keys, customer_id, needs, time)
-        replies = await self.call_async(self.keys.profile(customer_id), plan.commands, self.latency_budget_s)
-        return decoded_state(plan, replies, needs, customer_id)
+        codec = self.codec(needs)
+        _, base, base_bytes = self.base(customer_id)
+        replies = await self.call_packed_async(base, codec.read_request(base_bytes, time), codec.count,
+                                               self.latency_budget_s, lambda: codec.read_commands(base, time))
+        return decoded_state(codec, replies, customer_id)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         if write.is_empty:
             return True
-        args = plan_commit(self.keys, customer_id, needs, write, self.retention, self.ttls(needs))
-        if args is None:
+        base = self.base(customer_id)[1]
+        command = self.codec(needs).commit_command(base, write)
+        if command is None:
             return False
-        command = ("EVALSHA", COMMIT_SHA, *args)
-        key = self.keys.profile(customer_id)
         if self.may_send_only(write):
-            self.send_only(key, command)
+            self.send_only(base, command)
             return True
-        [reply] = self.call(key, [command], self.write_timeout_s)
+        [reply] = self.call(base, [command], self.write_timeout_s)
         if is_noscript(reply):
-            [reply] = self.call(key, [eval_instead(command)], self.write_timeout_s)
+            [reply] = self.call(base, [eval_instead(command)], self.write_timeout_s)
         return checked([reply])[0] == 1
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         if write.is_empty:
             return True
-        args = plan_commit(self.keys, customer_id, needs, write, self.retention, self.ttls(needs))
-        if args is None:
+        base = self.base(customer_id)[1]
+        command = self.codec(needs).commit_command(base, write)
+        if command is None:
             return False
-        command = ("EVALSHA", COMMIT_SHA, *args)
-        key = self.keys.profile(customer_id)
         if self.may_send_only(write):
-            await self.send_only_async(key, command)
+            await self.send_only_async(base, command)
             return True
-        [reply] = await self.call_async(key, [command], self.write_timeout_s)
+        [reply] = await self.call_async(base, [command], self.write_timeout_s)
         if is_noscript(reply):
-            [reply] = await self.call_async(key, [eval_instead(command)], self.write_timeout_s)
+            [reply] = await self.call_async(base, [eval_instead(command)], self.write_timeout_s)
         return checked([reply])[0] == 1
-
-    def ttls(self, needs: StateNeeds) -> tuple[int, int]:
-        """``retention.ttls(needs)``, computed once per ruleset's needs."""
-        cached = self.ttls_by_needs.get(id(needs))
-        if cached is None or cached[0] is not needs:
-            if len(self.ttls_by_needs) > 16:
-                self.ttls_by_needs.clear()
-            cached = self.ttls_by_needs[id(needs)] = (needs, self.retention.ttls(needs))
-        return cached[1]
 
     def may_send_only(self, write: StateWrite) -> bool:
         """A write no cap can refuse: unless told to wait, send it and go on."""
@@ -1403,12 +1576,13 @@ class RedisStore(Store):
     def send_only(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
             self.discover(self.write_timeout_s)
-        self.exchange(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
+        self.send_to(self.topology.address_for(key), hiredis.pack_command(command), [command], self.write_timeout_s)
 
     async def send_only_async(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
             await self.discover_async(self.write_timeout_s)
-        await self.exchange_async(self.topology.address_for(key), [command], self.write_timeout_s, wait=False)
+        await self.send_to_async(self.topology.address_for(key), hiredis.pack_command(command), [command],
+                                 self.write_timeout_s)
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
@@ -1439,12 +1613,12 @@ class RedisStore(Store):
             await node.close(self.write_timeout_s)
 
 
-def decoded_state(plan: ReadPlan, replies: list, needs: StateNeeds, customer_id: str) -> CustomerState:
+def decoded_state(codec: Codec, replies: list, customer_id: str) -> CustomerState:
     """The replies of a read as state; StoreUnavailable (not a crash) when they cannot be read."""
     try:
-        return decode_read(plan, checked(replies), needs)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:  # written by hand?
-        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)
+        return codec.decode_read(checked(replies))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as error:
+        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)  # written by hand?
         raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
 
 
