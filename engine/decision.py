@@ -84,16 +84,33 @@ class Decision:
         return list(self.choices[1:])
 
     def to_dict(self) -> dict:
-        first = self.choices[0] if self.choices else None
+        return decision_map(self.customer_id, self.choices, self.degraded, self.trace)
+
+
+def decision_map(customer_id: str, choices, degraded: bool, trace) -> dict:
+    """A decision as the map of INTERFACES.md (``Decision.to_dict``; ``Engine.decide_map``
+    builds it straight from an outcome, without the ``Decision``)."""
+    if choices:
+        first = choices[0]
         out = {
-            "customer_id": self.customer_id,
-            "rule": first.rule if first else None,
-            "action": first.action if first else None,
-            "channel": first.channel if first else None,
-            "params": first.params if first else None,
-            "alternatives": [choice.to_dict() for choice in self.choices[1:]],
-            "degraded": self.degraded,
+            "customer_id": customer_id,
+            "rule": first.rule,
+            "action": first.action,
+            "channel": first.channel,
+            "params": first.params,
+            "alternatives": [choice.to_dict() for choice in choices[1:]] if len(choices) > 1 else [],
+            "degraded": degraded,
         }
-        if self.trace is not None:
-            out["trace"] = [entry.to_dict() for entry in self.trace]
-        return out
+    else:
+        out = {
+            "customer_id": customer_id,
+            "rule": None,
+            "action": None,
+            "channel": None,
+            "params": None,
+            "alternatives": [],
+            "degraded": degraded,
+        }
+    if trace is not None:
+        out["trace"] = [entry.to_dict() for entry in trace]
+    return out

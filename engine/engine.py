@@ -10,7 +10,7 @@ from typing import Mapping
 
 from dsl import load_ruleset
 from dsl.compiler import CompiledRuleset
-from engine.decision import Decision
+from engine.decision import Decision, decision_map
 from engine.errors import EngineError, EventError, RequestError
 from engine.events import check_event, read_as
 from dsl.twins import pick
@@ -68,56 +68,90 @@ class Engine:
     def decide(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> Decision:
         lock = self.store.decision_lock
         if lock is None:
-            return self._decide(event, limit, explain, dry_run)
-        with lock:
-            return self._decide(event, limit, explain, dry_run)
+            customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
+        else:
+            with lock:
+                customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
+        trace = outcome.trace
+        return Decision(customer_id, tuple(outcome.choices), degraded, tuple(trace) if trace is not None else None)
 
-    def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> Decision:
+    def decide_map(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> dict:
+        """``decide(...).to_dict()``, built straight from the outcome (the socket server's path)."""
+        lock = self.store.decision_lock
+        if lock is None:
+            customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
+        else:
+            with lock:
+                customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
+        return decision_map(customer_id, outcome.choices, degraded, outcome.trace)
+
+    def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> tuple[str, Outcome, bool]:
         ruleset, checked = self._prepare(event, limit)
         customer_id = checked["customer_id"]
-        for _attempt in range(MAX_ATTEMPTS):
+        store = self.store
+        needs = ruleset.needs
+        time = checked["time"]
+        attempts = 0
+        while True:
             try:
-                state = self.store.read(customer_id, ruleset.needs, checked["time"])
+                state = store.read(customer_id, needs, time)
                 degraded = False
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
-            if dry_run or degraded or _nothing_to_record(outcome):
-                return self._finish(customer_id, outcome, degraded)
+            write = outcome.write
+            if dry_run or degraded or write is None or write.is_empty:
+                break
             try:
-                if self.store.commit(customer_id, ruleset.needs, outcome.write):
-                    return self._finish(customer_id, outcome, False)
+                if store.commit(customer_id, needs, write):
+                    break
             except StoreUnavailable:
-                return self._finish(customer_id, outcome, True)
-        raise _contention(customer_id)
+                degraded = True
+                break
+            attempts += 1
+            if attempts == MAX_ATTEMPTS:
+                raise _contention(customer_id)
+        self._record(outcome, degraded)
+        return customer_id, outcome, degraded
 
     async def decide_async(
         self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
     ) -> Decision:
         lock = self.store.decision_lock
         if lock is None:
-            return await self._decide_async(event, limit, explain, dry_run)
-        with lock:  # the in-memory store: its reads and commits never suspend
-            return await self._decide_async(event, limit, explain, dry_run)
+            customer_id, outcome, degraded = await self._decide_async(event, limit, explain, dry_run)
+        else:
+            with lock:  # the in-memory store: its reads and commits never suspend
+                customer_id, outcome, degraded = await self._decide_async(event, limit, explain, dry_run)
+        trace = outcome.trace
+        return Decision(customer_id, tuple(outcome.choices), degraded, tuple(trace) if trace is not None else None)
 
-    async def _decide_async(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> Decision:
+    async def _decide_async(
+        self, event: Mapping, limit: int, explain: bool, dry_run: bool
+    ) -> tuple[str, Outcome, bool]:
         ruleset, checked = self._prepare(event, limit)
         customer_id = checked["customer_id"]
+        store = self.store
+        needs = ruleset.needs
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                state = await self.store.read_async(customer_id, ruleset.needs, checked["time"])
+                state = await store.read_async(customer_id, needs, checked["time"])
                 degraded = False
             except StoreUnavailable:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
             if dry_run or degraded or _nothing_to_record(outcome):
-                return self._finish(customer_id, outcome, degraded)
+                break
             try:
-                if await self.store.commit_async(customer_id, ruleset.needs, outcome.write):
-                    return self._finish(customer_id, outcome, False)
+                if await store.commit_async(customer_id, needs, outcome.write):
+                    break
             except StoreUnavailable:
-                return self._finish(customer_id, outcome, True)
-        raise _contention(customer_id)
+                degraded = True
+                break
+        else:
+            raise _contention(customer_id)
+        self._record(outcome, degraded)
+        return customer_id, outcome, degraded
 
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
@@ -129,11 +163,19 @@ class Engine:
             self.stats.record_bad_event()
             raise
 
-    def _finish(self, customer_id: str, outcome: Outcome, degraded: bool) -> Decision:
-        first = outcome.choices[0].rule if outcome.choices else None
-        self.stats.record(first, outcome.passed_over, outcome.errors, degraded)
-        trace = tuple(outcome.trace) if outcome.trace is not None else None
-        return Decision(customer_id, tuple(outcome.choices), degraded, trace)
+    def _record(self, outcome: Outcome, degraded: bool) -> None:
+        """``EngineStats.record``, inlined: this runs for every decision."""
+        stats = self.stats
+        stats.decisions += 1
+        choices = outcome.choices
+        if choices:
+            stats.first_choices[choices[0].rule] += 1
+        else:
+            stats.nothing_chosen += 1
+        if degraded:
+            stats.degraded += 1
+        if outcome.passed_over or outcome.errors:
+            stats.record_reasons(outcome.passed_over, outcome.errors)
 
     # -- profiles --
 

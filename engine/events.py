@@ -21,9 +21,12 @@ _BOOL_TEXT = {"true": True, "false": False}
 
 def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> dict:
     """The event with ``time`` as epoch seconds and declared fields read as their kinds."""
-    if raw.__class__ is not dict and not isinstance(raw, Mapping):
+    if raw.__class__ is dict:
+        event = raw.copy()
+    elif isinstance(raw, Mapping):
+        event = dict(raw)
+    else:
         raise EventError(None, f"an event is a map of fields, not {type(raw).__name__}")
-    event = dict(raw)
     customer_id = event.get("customer_id")
     event_type = event.get("type")
     if customer_id.__class__ is not str or not customer_id:
@@ -37,12 +40,15 @@ def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float 
     if schema:
         for name, declared in schema.items():
             value = event.get(name)
-            if value is not None:
+            if value is not None and value.__class__ is not _AS_IS.get(declared):
                 event[name] = read_as(value, declared, name)
     return event
 
 
 _INFINITE = (float("inf"), float("-inf"))
+# The class whose values ``read_as`` returns unchanged for each declared kind (the common case,
+# checked without calling it); any other value goes through ``read_as``.
+_AS_IS = {"string": str, "number": int, "bool": bool, "time": int, "list": list}
 
 
 def _refuse_id(key: str, value) -> None:

@@ -24,6 +24,10 @@ class EngineStats:
             self.nothing_chosen += 1
         else:
             self.first_choices[first_rule] += 1
+        if passed_over or errors:
+            self.record_reasons(passed_over, errors)
+
+    def record_reasons(self, passed_over, errors) -> None:
         for _rule, reason in passed_over:
             self.passed_over[reason] += 1
         for rule, _message in errors:

@@ -7,15 +7,16 @@ policy window (and at most ``max_contacts``). Everything is trimmed relative to 
 newest time seen for the customer. ``sweep()`` forgets customers who went quiet for
 longer than the retention (their profile is kept).
 
-Writes replace a customer's lists instead of changing them in place, so a decision
-that is still reading a state it was given keeps a consistent picture.
+A read hands out the customer's record itself (a ``CustomerState``), not a copy: commits
+change its lists in place, so the engine holds ``decision_lock`` from a decision's read to
+its commit.
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
 
@@ -25,11 +26,14 @@ SWEEP_EVERY_COMMITS = 50_000
 
 
 @dataclass(slots=True)
-class _Customer:
-    profile: dict = field(default_factory=dict)
-    history: dict[str, History] = field(default_factory=dict)
-    contacts: list[Contact] = field(default_factory=list)
+class _Customer(CustomerState):
+    """A customer's record: read as its ``CustomerState``, with no copy."""
+
     newest: float = float("-inf")
+
+
+def _new_customer() -> _Customer:
+    return _Customer({}, {}, [])
 
 
 class MemoryStore(Store):
@@ -51,9 +55,8 @@ class MemoryStore(Store):
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         customer = self._customers.get(customer_id)
         if customer is None:
-            return CustomerState(profile={}, history={}, contacts=[])
-        # Only the needed types are ever stored; the dict is replaced, never changed, on writes.
-        return CustomerState(profile=customer.profile, history=customer.history, contacts=customer.contacts)
+            return CustomerState({}, {}, [])
+        return customer  # only the needed types are ever stored
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         with self._lock:
@@ -61,18 +64,22 @@ class MemoryStore(Store):
             if customer is None:
                 if write.is_empty:
                     return True
-                customer = self._customers[customer_id] = _Customer()
-            if write.cap_checks and write.contacts:
+                customer = self._customers[customer_id] = _new_customer()
+            contacts = write.contacts
+            time = write.time
+            if contacts and write.cap_checks:
                 for check in write.cap_checks:
-                    if not check.holds(customer.contacts, write.contacts, write.time):
+                    if not check.holds(customer.contacts, contacts, time):
                         return False
-            customer.newest = max(customer.newest, write.time)
-            self._newest = max(self._newest, write.time)
+            if time > customer.newest:
+                customer.newest = time
+            if time > self._newest:
+                self._newest = time
             self._commits += 1
             if self._commits % SWEEP_EVERY_COMMITS == 0:
                 self._sweep(self._newest, needs)
-            if write.contacts:
-                self._add_contacts(customer, needs, write.contacts)
+            if contacts:
+                self._add_contacts(customer, needs, contacts)
             if write.event_record is not None:
                 self._add_event(customer, needs, write)
             if write.profile_set:
@@ -89,20 +96,32 @@ class MemoryStore(Store):
 
     def _add_event(self, customer: _Customer, needs: StateNeeds, write: StateWrite) -> None:
         """Insert the event at its time (at the end, O(1), in the usual case) and trim, in place."""
-        need = needs.history.get(write.event_type)
+        event_type = write.event_type
+        need = needs.history.get(event_type)
         if need is None:
             return
-        history = customer.history.get(write.event_type)
-        if history is None or set(history.columns) != set(need.fields):
+        history = customer.history.get(event_type)
+        if history is None or not _has_columns(history.columns, need.fields):
             history = _with_fields(history, need.fields)
-            customer.history = {**customer.history, write.event_type: history}
+            customer.history = {**customer.history, event_type: history}
         times = history.times
-        position = len(times) if not times or write.time >= times[-1] else bisect_right(times, write.time)
-        times.insert(position, write.time)
-        for name, column in history.columns.items():
-            column.insert(position, write.event_record.get(name))
-        start = bisect_right(times, customer.newest - need.window)
-        start = max(start, len(times) - self.max_events_per_type)
+        time = write.time
+        record = write.event_record
+        if not times or time >= times[-1]:
+            times.append(time)
+            for name, column in history.columns.items():
+                column.append(record.get(name))
+        else:
+            position = bisect_right(times, time)
+            times.insert(position, time)
+            for name, column in history.columns.items():
+                column.insert(position, record.get(name))
+        start = 0
+        if times[0] <= customer.newest - need.window:
+            start = bisect_right(times, customer.newest - need.window)
+        excess = len(times) - self.max_events_per_type
+        if excess > start:
+            start = excess
         if start:
             del times[:start]
             for column in history.columns.values():
@@ -116,7 +135,9 @@ class MemoryStore(Store):
 
     def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         with self._lock:
-            customer = self._customers.setdefault(customer_id, _Customer())
+            customer = self._customers.get(customer_id)
+            if customer is None:
+                customer = self._customers[customer_id] = _new_customer()
             customer.profile = dict(profile)
 
     # -- housekeeping --
@@ -149,6 +170,16 @@ class MemoryStore(Store):
     def history_sizes(self, customer_id: str) -> dict[str, int]:
         customer = self._customers.get(customer_id)
         return {t: len(h) for t, h in customer.history.items()} if customer else {}
+
+
+def _has_columns(columns: dict, fields: tuple[str, ...]) -> bool:
+    """Whether ``columns`` has exactly the (distinct) ``fields``, without building sets."""
+    if len(columns) != len(fields):
+        return False
+    for name in fields:
+        if name not in columns:
+            return False
+    return True
 
 
 def _with_fields(history: History | None, fields: tuple[str, ...]) -> History:
