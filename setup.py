@@ -1,7 +1,8 @@
 """Builds the Cython twins of the hot path (see dsl/twins.py).
 
-Each extension is compiled from the same file as its pure-Python twin, so the two
-cannot drift apart. Without Cython or a C compiler the package still installs and
+Each twin extension is compiled from the same file as its pure-Python twin, so the two
+cannot drift apart; the rule matcher (dsl/_matchvm.pyx) is written in Cython and its
+pure-Python twin is the generated Python matchers. Without Cython or a C compiler the package still installs and
 runs on the pure-Python twins.
 """
 
@@ -13,6 +14,10 @@ TWINS = {
     "dsl._runtime_c": "dsl/runtime.py",
     "engine._procedure_c": "engine/procedure.py",
 }
+# Written in Cython; the pure-Python twin is another technique (see dsl/twins.py).
+CYTHON_ONLY = {
+    "dsl._matchvm": "dsl/_matchvm.pyx",
+}
 
 
 def extensions():
@@ -23,6 +28,7 @@ def extensions():
     except ImportError:
         return []
     modules = [Extension(name, [path]) for name, path in TWINS.items()]
+    modules += [Extension(name, [path]) for name, path in CYTHON_ONLY.items()]
     return cythonize(
         modules,
         language_level=3,

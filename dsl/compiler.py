@@ -17,6 +17,8 @@ from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, literal_source
 from dsl.folding import fold
+from dsl.matchplan import BucketPlan, PlanBuilder, resolve
+from dsl.twins import matchvm
 
 if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must not need engine)
     from engine.state import StateNeeds
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must no
 LATE_EVENTS_S = 300.0
 RULES_PER_MATCHER = 200  # rules per generated match function (keeps each function small)
 ANY_TYPE = None  # the bucket for event types no rule names
+_PICKED = object()  # Compiler's default matcher: the one dsl.twins picked
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +118,11 @@ class CompiledRuleset:
 
 
 class Compiler:
-    def __init__(self, checked: CheckedRuleset):
+    def __init__(self, checked: CheckedRuleset, matcher_vm=_PICKED):
+        """``matcher_vm``: the Cython matcher module (dsl._matchvm), None for generated
+        Python matchers; by default the one dsl.twins picked."""
         self.checked = checked
+        self.matcher_vm = matchvm if matcher_vm is _PICKED else matcher_vm
         self.module = ModuleBuilder()
         self.history_fields: dict[str, set[str]] = {}
         self.history_windows: dict[str, float] = {}
@@ -144,8 +150,8 @@ class Compiler:
         ]
         rules = [self.finish_rule(namespace, *parts) for parts in rule_parts]
         buckets = {
-            key: Bucket(tuple(bucket_plan[key]), tuple(namespace[name] for name in names), self.is_ranked(bucket_plan[key]))
-            for key, names in matcher_names.items()
+            key: Bucket(tuple(bucket_plan[key]), self.finish_matchers(spec, namespace), self.is_ranked(bucket_plan[key]))
+            for key, spec in matcher_names.items()
         }
         on_updates = {
             event_type: tuple(
@@ -375,11 +381,15 @@ class Compiler:
     def is_ranked(self, indexes: list[int]) -> bool:
         return all(self.constant_priorities.get(index) is not None for index in indexes)
 
-    def matchers(self, event_type: str | None, indexes: list[int]) -> list[str]:
+    def matchers(self, event_type: str | None, indexes: list[int]) -> list[str] | BucketPlan:
+        """The names of the generated match functions of a bucket, or its plan for the
+        Cython matcher when that is built (the two test the rules alike)."""
         ranked = self.is_ranked(indexes)
         if ranked:
             priorities = self.constant_priorities
             indexes = sorted(indexes, key=lambda index: (-priorities[index], index))
+        if self.matcher_vm is not None:
+            return self.match_plan(event_type, indexes)
         names = []
         label = "any" if event_type is None else str(len(self.module.functions))
         for start in range(0, max(len(indexes), 1), RULES_PER_MATCHER):
@@ -410,6 +420,31 @@ class Compiler:
             self.module.add_function("\n".join(lines))
             names.append(name)
         return names
+
+    def finish_matchers(self, spec: list[str] | BucketPlan, namespace: dict) -> tuple[Callable, ...]:
+        if isinstance(spec, BucketPlan):
+            return (self.matcher_vm.BucketProgram(resolve(spec, namespace)),)
+        return tuple(namespace[name] for name in spec)
+
+    def match_plan(self, event_type: str | None, indexes: list[int]) -> BucketPlan:
+        builder = PlanBuilder(self.python_condition)
+        for index in indexes:
+            rule = self.checked.rules[index]
+            condition = fold(rule.when, event_type)
+            if isinstance(condition, n.Literal) and condition.value is False:
+                continue
+            active_from = rule.active_from if rule.active_from is not None else -math.inf
+            active_to = rule.active_to if rule.active_to is not None else math.inf
+            builder.add_rule(index, condition, active_from, active_to)
+        return builder.plan()
+
+    def python_condition(self, expr: n.Expr, what: str) -> str:
+        """A generated ``(x) -> bool`` for a sub-condition the Cython matcher calls."""
+        name = f"_when_{len(self.module.functions)}"
+        gen = self.gen()
+        test = gen.cond(expr, what)
+        self.expression_function(name, gen, test)
+        return name
 
     def active_test(self, rule: n.Rule) -> str:
         parts = []
@@ -470,8 +505,8 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def compile_ruleset(checked: CheckedRuleset, filename: str = "<rules>") -> CompiledRuleset:
-    return Compiler(checked).compile(filename)
+def compile_ruleset(checked: CheckedRuleset, filename: str = "<rules>", matcher_vm=_PICKED) -> CompiledRuleset:
+    return Compiler(checked, matcher_vm).compile(filename)
 
 
 __all__ = ["Bucket", "CompiledRule", "CompiledRuleset", "compile_ruleset"]

@@ -1,0 +1,353 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The Cython matcher: tests a bucket's rules by interpreting their compact form.
+
+The compiled twin of the generated Python matchers (dsl/compiler.py builds both from the
+same checked rules; dsl/matchplan.py defines the form). ``BucketProgram(plan)`` is called
+like a generated matcher, ``program(x, errors)``, and gives the indexes of the rules that
+hold in the bucket's order, lazily, so a ranked decision stops testing at its limit.
+
+A field is read at most once per decision, on first use, into a slot that keeps its
+kind and, for a number, its value as a C double; comparisons with a literal then run in
+C. The unusual cases (a null, a value of another kind, a whole number beyond 2**53) go
+through the very ``dsl.runtime`` helper the generated code calls, so both twins give
+the same results and raise the same errors. Sub-conditions without an atom call their
+generated Python function.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.exc cimport PyErr_Occurred
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject, PyObject_RichCompareBool
+from cpython.set cimport PySet_Contains
+from libc.string cimport memcmp
+
+cdef extern from "Python.h":
+    bint PyFloat_CheckExact(object)
+    bint PyLong_CheckExact(object)
+    bint PyUnicode_CheckExact(object)
+    double PyFloat_AS_DOUBLE(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    int PyUnicode_KIND(object)
+    void* PyUnicode_DATA(object)
+
+# Node kinds: the numbers of dsl/matchplan.py.
+DEF K_FALSE = 0
+DEF K_TRUE = 1
+DEF K_AND = 2
+DEF K_OR = 3
+DEF K_NOT = 4
+DEF K_PYTHON = 5
+DEF K_NUMBER_ORDER = 6
+DEF K_STRING_ORDER = 7
+DEF K_STRING_EQ = 8
+DEF K_NUMBER_EQ = 9
+DEF K_IS = 10
+DEF K_IN_STRINGS = 11
+DEF K_TRUTH = 12
+
+# Slot kinds once loaded.
+DEF S_UNLOADED = 0
+DEF S_NUMBER = 1  # a float, or an int that converts exactly: ``number`` holds it
+DEF S_STRING = 2
+DEF S_OTHER = 3  # null, bool, a big int, a list, a map: the helpers decide
+
+DEF ROOT_EVENT = 0
+DEF ROOT_PROFILE = 1
+DEF ROOT_TIME = 2
+
+DEF EXACT = 9007199254740992  # 2**53
+DEF INLINE_SLOTS = 32  # fields a bucket reads without allocating per decision
+
+
+cdef struct Node:
+    int kind
+    int size
+    int slot
+    int op
+    double number
+    PyObject* obj
+    PyObject* obj2
+    PyObject* obj3
+
+
+cdef struct Entry:
+    Py_ssize_t rule
+    double active_from
+    double active_to
+    int node
+
+
+cdef struct Slot:
+    int kind
+    double number
+    PyObject* value  # borrowed from the event or profile dict, which outlive the decision
+
+
+from sys import intern
+
+
+cdef class BucketProgram:
+    """One bucket's rules, ready to test: ``program(x, errors)`` -> matching rule indexes."""
+
+    cdef Node* nodes
+    cdef Entry* entries
+    cdef int n_nodes
+    cdef int n_entries
+    cdef int n_slots
+    cdef int* slot_roots
+    cdef tuple slot_names
+    cdef list keep  # the objects the nodes point at
+
+    def __cinit__(self, plan):
+        cdef int i
+        self.nodes = NULL
+        self.entries = NULL
+        self.slot_roots = NULL
+        self.keep = []
+        nodes = plan.nodes
+        entries = plan.entries
+        self.n_nodes = len(nodes)
+        self.n_entries = len(entries)
+        self.n_slots = len(plan.slots)
+        self.nodes = <Node*> PyMem_Malloc(max(self.n_nodes, 1) * sizeof(Node))
+        self.entries = <Entry*> PyMem_Malloc(max(self.n_entries, 1) * sizeof(Entry))
+        self.slot_roots = <int*> PyMem_Malloc(max(self.n_slots, 1) * sizeof(int))
+        if self.nodes == NULL or self.entries == NULL or self.slot_roots == NULL:
+            raise MemoryError()
+        self.slot_names = tuple(intern(name) for _root, name in plan.slots)
+        for i, (root, _name) in enumerate(plan.slots):
+            self.slot_roots[i] = root
+        for i, node in enumerate(nodes):
+            kind, size, slot, op, number, obj, obj2, obj3 = node
+            self.nodes[i].kind = kind
+            self.nodes[i].size = size
+            self.nodes[i].slot = slot
+            self.nodes[i].op = op
+            self.nodes[i].number = number
+            self.nodes[i].obj = self._hold(obj)
+            self.nodes[i].obj2 = self._hold(obj2)
+            self.nodes[i].obj3 = self._hold(obj3)
+        for i, entry in enumerate(entries):
+            self.entries[i].rule = entry.rule
+            self.entries[i].active_from = entry.active_from
+            self.entries[i].active_to = entry.active_to
+            self.entries[i].node = entry.node
+
+    cdef PyObject* _hold(self, obj):
+        self.keep.append(obj)
+        return <PyObject*> obj
+
+    def __dealloc__(self):
+        PyMem_Free(self.nodes)
+        PyMem_Free(self.entries)
+        PyMem_Free(self.slot_roots)
+
+    def __call__(self, x, list errors):
+        return start(self, x, errors)
+
+    @property
+    def size(self):
+        """(rules, nodes, slots)"""
+        return (self.n_entries, self.n_nodes, self.n_slots)
+
+
+@cython.freelist(16)
+cdef class Matches:
+    """The rules of one bucket that hold for one decision, found as they are asked for."""
+
+    cdef BucketProgram program
+    cdef object x
+    cdef list errors
+    cdef dict ev
+    cdef dict pr
+    cdef object t
+    cdef double t_number
+    cdef int position
+    cdef Slot* slots
+    cdef Slot inline_slots[INLINE_SLOTS]
+
+    def __dealloc__(self):
+        if self.slots != &self.inline_slots[0]:
+            PyMem_Free(self.slots)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef BucketProgram program = self.program
+        cdef Entry* entry
+        cdef int held
+        while self.position < program.n_entries:
+            entry = &program.entries[self.position]
+            self.position += 1
+            if not (entry.active_from <= self.t_number and self.t_number < entry.active_to):
+                continue
+            try:
+                held = test(self, program.nodes, entry.node)
+            except Exception as exc:  # a rule's error never stops the decision
+                self.errors.append((entry.rule, exc))
+                continue
+            if held:
+                return entry.rule
+        raise StopIteration
+
+
+cdef Matches start(BucketProgram program, x, list errors):
+    cdef Matches matches = Matches.__new__(Matches)
+    cdef int i
+    matches.program = program
+    matches.x = x
+    matches.errors = errors
+    matches.ev = x.ev
+    matches.pr = x.pr
+    matches.t = x.t
+    matches.t_number = <double> matches.t
+    matches.position = 0
+    if program.n_slots <= INLINE_SLOTS:
+        matches.slots = &matches.inline_slots[0]
+    else:
+        matches.slots = <Slot*> PyMem_Malloc(program.n_slots * sizeof(Slot))
+        if matches.slots == NULL:
+            raise MemoryError()
+    for i in range(program.n_slots):
+        matches.slots[i].kind = S_UNLOADED
+    return matches
+
+
+cdef Slot* load(Matches m, int index) except NULL:
+    """The slot of a field, read from the event or profile on first use."""
+    cdef Slot* slot = &m.slots[index]
+    cdef PyObject* found
+    cdef object value
+    cdef long long whole
+    cdef int overflow = 0
+    cdef int root = m.program.slot_roots[index]
+    if root == ROOT_TIME:
+        found = <PyObject*> m.t
+    else:
+        found = PyDict_GetItemWithError(m.ev if root == ROOT_EVENT else m.pr, m.program.slot_names[index])
+        if found == NULL:
+            if PyErr_Occurred():
+                return NULL
+            found = <PyObject*> None
+    slot.value = found
+    value = <object> found
+    if PyFloat_CheckExact(value):
+        slot.kind = S_NUMBER
+        slot.number = PyFloat_AS_DOUBLE(value)
+    elif PyLong_CheckExact(value):
+        whole = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and -EXACT <= whole <= EXACT:
+            slot.kind = S_NUMBER
+            slot.number = <double> whole
+        else:
+            slot.kind = S_OTHER
+    elif PyUnicode_CheckExact(value):
+        slot.kind = S_STRING
+    else:
+        slot.kind = S_OTHER
+    return slot
+
+
+cdef int test(Matches m, Node* nodes, int at) except -1:
+    """1 when the condition starting at node ``at`` holds, else 0."""
+    cdef Node* node = &nodes[at]
+    cdef int kind = node.kind
+    cdef int i, child, held
+    if kind == K_AND:
+        child = at + 1
+        for i in range(node.slot):  # slot: the number of children
+            node = &nodes[child]
+            held = atom(m, node) if node.kind >= K_NUMBER_ORDER else test(m, nodes, child)
+            if not held:
+                return 0
+            child += node.size
+        return 1
+    if kind == K_OR:
+        child = at + 1
+        for i in range(node.slot):
+            node = &nodes[child]
+            held = atom(m, node) if node.kind >= K_NUMBER_ORDER else test(m, nodes, child)
+            if held:
+                return 1
+            child += node.size
+        return 0
+    if kind >= K_NUMBER_ORDER:
+        return atom(m, node)
+    if kind == K_TRUE:
+        return 1
+    if kind == K_FALSE:
+        return 0
+    if kind == K_NOT:
+        return 0 if test(m, nodes, at + 1) else 1
+    if kind == K_PYTHON:
+        return 1 if (<object> node.obj)(m.x) else 0
+    raise AssertionError(f"unknown node kind {kind}")
+
+
+cdef inline int atom(Matches m, Node* node) except -1:
+    """1 when the atom (a field against a literal) holds, else 0."""
+    cdef int kind = node.kind
+    cdef int held
+    cdef Slot* slot = &m.slots[node.slot]
+    if slot.kind == S_UNLOADED:
+        slot = load(m, node.slot)
+    if kind == K_STRING_EQ:
+        if slot.kind == S_STRING:
+            held = same_string(slot.value, node.obj)
+        else:
+            held = PyObject_RichCompareBool(<object> slot.value, <object> node.obj, 2)
+        return held ^ node.op
+    if kind == K_NUMBER_ORDER:
+        if slot.kind == S_NUMBER:
+            return compare(slot.number, node.number, node.op)
+        return 1 if (<object> node.obj2)(<object> slot.value, <object> node.obj) else 0
+    if kind == K_IN_STRINGS:
+        if slot.kind == S_STRING:
+            return PySet_Contains(<object> node.obj, <object> slot.value) ^ node.op
+        return 1 if (<object> node.obj3)(<object> slot.value, <object> node.obj2) else 0
+    if kind == K_NUMBER_EQ:
+        # only numbers equal a number (a whole number beyond 2**53 never equals a
+        # literal within it)
+        held = slot.kind == S_NUMBER and slot.number == node.number
+        return held ^ node.op
+    if kind == K_IS:
+        return (slot.value == node.obj) ^ node.op
+    if kind == K_STRING_ORDER:
+        if slot.kind == S_STRING:
+            return PyObject_RichCompareBool(<object> slot.value, <object> node.obj, node.op)
+        return 1 if (<object> node.obj2)(<object> slot.value, <object> node.obj) else 0
+    if kind == K_TRUTH:
+        if slot.value == <PyObject*> True:
+            return 1
+        if slot.value == <PyObject*> False or slot.value == <PyObject*> None:
+            return 0
+        return 1 if (<object> node.obj2)(<object> slot.value, <object> node.obj) else 0
+    raise AssertionError(f"unknown node kind {kind}")
+
+
+cdef inline int same_string(PyObject* a, PyObject* b) noexcept:
+    """Two exact (so canonical, PEP 393) str objects equal?"""
+    cdef Py_ssize_t length
+    cdef int kind
+    if a == b:
+        return 1
+    length = PyUnicode_GET_LENGTH(<object> a)
+    if length != PyUnicode_GET_LENGTH(<object> b):
+        return 0
+    kind = PyUnicode_KIND(<object> a)
+    if kind != PyUnicode_KIND(<object> b):
+        return 0
+    return memcmp(PyUnicode_DATA(<object> a), PyUnicode_DATA(<object> b), length * kind) == 0
+
+
+cdef inline int compare(double a, double b, int op) noexcept:
+    if op == 0:
+        return a < b
+    if op == 1:
+        return a <= b
+    if op == 4:
+        return a > b
+    return a >= b

@@ -1,0 +1,136 @@
+"""The Cython matcher (dsl/_matchvm.pyx) against its pure-Python twin, the generated matchers.
+
+The same random rules are compiled twice, once for each matcher, and tested on the same
+random events and profiles, whose fields take values of every kind (null, bool, whole
+numbers small and beyond 2**53, floats, strings, lists, maps): both must give the same
+matching rules in the same order and the same errors, message for message.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsl.checker import check
+from dsl.compiler import compile_ruleset
+from dsl.source import Diagnostics
+from dsl.syntax import parse_module
+from dsl.twins import matchvm, runtime
+
+pytestmark = pytest.mark.skipif(matchvm is None, reason="the Cython matcher is not built (or NBA_PURE_PYTHON is set)")
+
+FIELDS = ["event.a", "event.b", "event.s", "profile.p", "profile.q", "event.time", "event.missing"]
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=5),
+    st.sampled_from([2**53, 2**53 + 1, -(2**60), 10**30]),
+    st.floats(min_value=-6, max_value=6, allow_nan=False),
+    st.sampled_from(["x", "y", "xy", "", "é", "日本", "Y", "a" * 40]),
+    st.lists(st.sampled_from(["x", 1, None]), max_size=2),
+    st.fixed_dictionaries({"k": st.sampled_from(["x", 1])}),
+)
+LITERALS = st.sampled_from(
+    ["3", "-2", "0", "2.5", "9007199254740992", "9007199254740993", "99999999999999999999",
+     '"x"', '"y"', '""', '"é"', "null", "true", "false", '["x", "y"]', '["xy"]', "[1, 2]", "2d"]
+)
+
+
+def atoms():
+    field = st.sampled_from(FIELDS)
+    compare = st.builds(
+        lambda f, op, lit, flip: f"{lit} {op} {f}" if flip else f"{f} {op} {lit}",
+        field, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), LITERALS, st.booleans(),
+    )
+    member = st.builds(
+        lambda f, op, lit: f"{f} {op} {lit}",
+        field, st.sampled_from(["in", "not in"]), st.sampled_from(['["x", "y"]', '["xy", "é"]', "[1, 2]", '"xyz"']),
+    )
+    python = st.sampled_from(
+        ["event.a + 1 > 2", "len(event.s) > 1", "event.a.k == \"x\"", "coalesce(event.a, 1) == 1",
+         "event.a == event.b", "profile.p < event.a"]
+    )
+    return st.one_of(compare, member, field, python, st.sampled_from(["true", "false", "null"]))
+
+
+CONDITIONS = st.recursive(
+    atoms(),
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"({a} and {b})", inner, inner),
+        st.builds(lambda a, b: f"({a} or {b})", inner, inner),
+        st.builds(lambda a: f"not ({a})", inner),
+    ),
+    max_leaves=6,
+)
+
+
+def compile_both(conditions: list[str]):
+    text = "".join(
+        f"rule r{i} priority {i % 3}\n  when event.type == \"t\" and {cond}\n  then act{i}\nend\n"
+        for i, cond in enumerate(conditions)
+    )
+    diagnostics = Diagnostics()
+    module = parse_module("<test>", text, diagnostics)
+    checked = check([module], diagnostics) if module is not None else None
+    if diagnostics or checked is None:
+        return None  # a condition the checker rejects (a kind it can tell is wrong)
+    return compile_ruleset(checked, matcher_vm=matchvm), compile_ruleset(checked, matcher_vm=None)
+
+
+def run(ruleset, event: dict, profile: dict):
+    bucket = ruleset.bucket(event["type"])
+    x = runtime.EvalContext(event, profile, event["time"], event["type"], {})
+    errors: list = []
+    matched = [index for matcher in bucket.matchers for index in matcher(x, errors)]
+    return matched, [(index, type(exc).__name__, str(exc)) for index, exc in errors]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    conditions=st.lists(CONDITIONS, min_size=1, max_size=6),
+    samples=st.lists(st.tuples(VALUES, VALUES, VALUES, VALUES, VALUES), min_size=1, max_size=8),
+)
+def test_the_cython_matcher_matches_the_generated_one(conditions, samples):
+    both = compile_both(conditions)
+    if both is None:
+        return
+    with_vm, generated = both
+    assert isinstance(with_vm.bucket("t").matchers[0], matchvm.BucketProgram)
+    for a, b, s, p, q in samples:
+        event = {"type": "t", "customer_id": "c", "time": 5.0, "a": a, "b": b, "s": s}
+        profile = {"p": p, "q": q}
+        assert run(with_vm, event, profile) == run(generated, event, profile), (conditions, event, profile)
+
+
+def test_a_ranked_bucket_stops_testing_at_the_first_match():
+    with_vm, _generated = compile_both(["event.a > 1", "event.a + 1 > 1", "event.a > 0"])
+    bucket = with_vm.bucket("t")
+    x = runtime.EvalContext({"type": "t", "time": 1.0, "a": 5}, {}, 1.0, "t", {})
+    errors: list = []
+    matches = bucket.matchers[0](x, errors)
+    assert next(matches) == 2  # priority 2 first
+    assert errors == []
+    assert list(matches) == [1, 0]
+
+
+def test_a_failing_rule_is_an_error_and_the_others_are_still_tested():
+    with_vm, generated = compile_both(["event.a > 1", "event.a == \"x\""])
+    event = {"type": "t", "customer_id": "c", "time": 1.0, "a": "x"}
+    matched, errors = run(with_vm, event, {})
+    assert matched == [1]
+    assert errors == [(0, "EvalError", "`>` compares two numbers or two strings, not a string and a number")]
+    assert run(generated, event, {}) == (matched, errors)
+
+
+def test_active_windows_are_tested_in_c():
+    text = (
+        'rule early priority 2\n  when event.type == "t"\n  then a\n  active from 2026-01-01 to 2026-02-01\nend\n'
+        'rule late priority 1\n  when event.type == "t"\n  then b\n  active from 2026-02-01\nend\n'
+    )
+    diagnostics = Diagnostics()
+    checked = check([parse_module("<test>", text, diagnostics)], diagnostics)
+    assert not diagnostics
+    for ruleset in (compile_ruleset(checked, matcher_vm=matchvm), compile_ruleset(checked, matcher_vm=None)):
+        for t, expected in ((1767225600.0, [0]), (1769904000.0, [1]), (1767225599.0, [])):
+            assert run(ruleset, {"type": "t", "time": t}, {}) == (expected, [])
