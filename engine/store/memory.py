@@ -59,7 +59,9 @@ class MemoryStore(Store):
         return customer  # only the needed types are ever stored
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: measurably slower, and this runs for most decisions
+        try:
             customer = self._customers.get(customer_id)
             if customer is None:
                 if write.is_empty:
@@ -85,6 +87,8 @@ class MemoryStore(Store):
             if write.profile_set:
                 customer.profile.update(write.profile_set)
             return True
+        finally:
+            lock.release()
 
     def _add_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact]) -> None:
         contacts = customer.contacts
