@@ -12,7 +12,7 @@ from dsl import load_ruleset
 from dsl.compiler import CompiledRuleset
 from engine.decision import Decision, decision_map
 from engine.errors import EngineError, EventError, RequestError
-from engine.events import check_event, read_as
+from engine.events import check_event, event_checker, read_as
 from dsl.twins import pick
 from engine.procedure import Outcome
 from engine.state import Store, StoreUnavailable, empty_state
@@ -37,6 +37,7 @@ class Engine:
 
             store = MemoryStore()
         self._ruleset = ruleset
+        self._current = (ruleset, event_checker(ruleset.event_schemas))  # swapped as one on reload
         self.store = store
         self.path = path
         self.stats = EngineStats()
@@ -94,9 +95,9 @@ class Engine:
     def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> tuple[str, Outcome, bool]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
             raise _bad_limit(limit)
-        ruleset = self._ruleset  # one ruleset for the whole decision, even across a reload
+        ruleset, check = self._current  # one ruleset for the whole decision, even across a reload
         try:
-            checked = check_event(event, ruleset.event_schemas)
+            checked = check(event)
         except EventError:
             self.stats.record_bad_event()
             raise
@@ -126,7 +127,17 @@ class Engine:
             attempts += 1
             if attempts == MAX_ATTEMPTS:
                 raise _contention(customer_id)
-        self._record(outcome, degraded)
+        stats = self.stats  # self._record(outcome, degraded), inlined
+        stats.decisions += 1
+        choices = outcome.choices
+        if choices:
+            stats.first_choices[choices[0].rule] += 1
+        else:
+            stats.nothing_chosen += 1
+        if degraded:
+            stats.degraded += 1
+        if outcome.passed_over or outcome.errors:
+            stats.record_reasons(outcome.passed_over, outcome.errors)
         return customer_id, outcome, degraded
 
     async def decide_async(
@@ -179,7 +190,7 @@ class Engine:
             raise
 
     def _record(self, outcome: Outcome, degraded: bool) -> None:
-        """``EngineStats.record``, inlined: this runs for every decision."""
+        """``EngineStats.record``, inlined (and inlined again in ``_decide``)."""
         stats = self.stats
         stats.decisions += 1
         choices = outcome.choices
@@ -236,6 +247,7 @@ class Engine:
         if target is None:
             raise RequestError("this engine was not loaded from a path; give reload() one")
         ruleset = load_ruleset(target)
+        self._current = (ruleset, event_checker(ruleset.event_schemas))
         self._ruleset = ruleset
         self.path = target
         return ruleset

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time as _time
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from dsl.twins import runtime as _runtime
 
@@ -43,6 +43,46 @@ def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float 
             if value is not None and value.__class__ is not _AS_IS.get(declared):
                 event[name] = read_as(value, declared, name)
     return event
+
+
+def event_checker(event_schemas: Mapping[str, Mapping[str, str]]) -> Callable[[Any], dict]:
+    """``check_event(raw, event_schemas)`` as a function of ``raw`` alone, with each event
+    type's declared fields listed once instead of at every event (the engine's path; the
+    same checks, errors and result)."""
+    fields_of = {
+        event_type: tuple((name, _AS_IS.get(declared), declared) for name, declared in schema.items())
+        for event_type, schema in event_schemas.items()
+        if schema
+    }
+    clock = _time.time
+
+    def check(raw) -> dict:
+        if raw.__class__ is dict:
+            event = raw.copy()
+        elif isinstance(raw, Mapping):
+            event = dict(raw)
+        else:
+            raise EventError(None, f"an event is a map of fields, not {type(raw).__name__}")
+        customer_id = event.get("customer_id")
+        event_type = event.get("type")
+        if customer_id.__class__ is not str or not customer_id:
+            _refuse_id("customer_id", customer_id)
+        if event_type.__class__ is not str or not event_type:
+            _refuse_id("type", event_type)
+        when = event.get("time")
+        if when is None:
+            event["time"] = clock()
+        elif when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
+            event["time"] = event_time(when)
+        fields = fields_of.get(event_type)
+        if fields is not None:
+            for name, as_is, declared in fields:
+                value = event.get(name)
+                if value is not None and value.__class__ is not as_is:
+                    event[name] = read_as(value, declared, name)
+        return event
+
+    return check
 
 
 _INFINITE = (float("inf"), float("-inf"))
