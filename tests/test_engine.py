@@ -278,3 +278,53 @@ def test_memory_store_sweeps_quiet_customers(write_rules):
     assert engine.store.customer_count() == 1 and engine.get_profile("kept") == {"x": 1}
     assert engine.store.history_sizes("kept") == {}
     assert memory.SWEEP_EVERY_COMMITS >= 1000  # commits sweep now and then, not every time
+
+
+def test_decide_map_is_the_decision_as_a_map(write_rules):
+    first = Engine.from_path(write_rules(RULES))
+    second = Engine.from_path(write_rules(RULES))
+    for engine in (first, second):
+        engine.put_profile("c0", {"email_opt_in": True, "tier": "gold"})
+    events = [cart(t=T0 + i * 600, customer=f"c{i % 3}") for i in range(12)]
+    events.append({"customer_id": "c0", "type": "purchase", "time": T0 + 9000, "amount": 5})
+    for limit, explain in ((1, False), (3, True)):
+        expected = [first.decide(e, limit=limit, explain=explain).to_dict() for e in events]
+        assert [second.decide_map(e, limit=limit, explain=explain) for e in events] == expected
+    assert first.stats.snapshot() == second.stats.snapshot()
+    assert first.get_profile("c0") == second.get_profile("c0")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80},
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": "80.5", "time": "2026-11-18T10:00:00Z"},
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": 1.5, "time": 1.5},
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": float("inf")},
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": True},
+        {"customer_id": "c", "type": "cart_abandoned", "cart_value": None, "time": T0},
+        {"customer_id": "c", "type": "purchase", "amount": "x"},
+        {"customer_id": "c", "type": "undeclared", "anything": [1]},
+        {"customer_id": "c", "type": "x", "time": float("nan")},
+        {"customer_id": "c", "type": "x", "time": "yesterday"},
+        {"customer_id": "", "type": "x"},
+        {"type": "x"},
+        {"customer_id": "c", "type": 3},
+        ["not", "a", "map"],
+    ],
+)
+def test_event_checker_checks_as_check_event_does(engine, event):
+    from engine.events import check_event, event_checker
+
+    schemas = engine.ruleset.event_schemas
+
+    def outcome(check):
+        try:
+            checked = check(event)
+        except EventError as exc:
+            return ("error", exc.field, str(exc))
+        if event.get("time") is None:
+            checked.pop("time")  # the clock's time: not the same twice
+        return ("ok", checked)
+
+    assert outcome(event_checker(schemas)) == outcome(lambda raw: check_event(raw, schemas))
