@@ -289,6 +289,22 @@ def test_bad_requests_are_answered_and_the_connection_stays_open(rules):
     assert server.stats.errors == {"bad_request": 2, "unknown_op": 1, "bad_event": 1, "internal": 2}
 
 
+def test_a_decide_without_an_id_keeps_its_options(rules):
+    conn, transport, _ = open_connection(rules)
+    conn.data_received(encode_frame({"op": "decide", "event": {"customer_id": "c1", "type": "t"}, "limit": 500}))
+    [response] = transport.responses()
+    assert (response["id"], response["error"]["code"]) == (None, "bad_request")
+
+
+def test_a_decision_that_cannot_be_encoded_is_made_once(rules):
+    conn, transport, server = open_connection(rules)
+    conn.data_received(encode_frame(decide(1, weird=True)) + encode_frame(decide(2)))
+    responses = transport.responses()
+    assert [(r["id"], r["ok"] or r["error"]["code"]) for r in responses] == [(1, "internal"), (2, True)]
+    assert server.engine.stats.decisions == 2
+    assert server.stats.requests == {"decide": 2} and server.stats.errors == {"internal": 1}
+
+
 @pytest.mark.parametrize(
     "bad, code",
     [(HEADER.pack(1 << 21), FRAME_TOO_LARGE), (raw_frame(b"\xc1"), BAD_FRAME), (raw_frame(b""), BAD_FRAME)],
@@ -479,3 +495,32 @@ def test_at_most_max_concurrency_requests_run_at_once(rules):
         assert server._active == 0 or not server._backlog
 
     run(scenario())
+
+
+def test_latency_histogram_counts_every_sample_once():
+    import bisect
+    import random
+
+    from engine.server import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
+
+    rng = random.Random(7)
+    stats = ServerStats(histogram=True)
+    seen = []
+    while len(seen) < 3 * LATENCY_SAMPLES + 123:
+        batch = [rng.expovariate(1 / 0.0004) for _ in range(rng.choice((1, 7, 5000, LATENCY_SAMPLES + 3)))]
+        if len(batch) == 1:
+            stats.observe("decide", batch[0])
+        else:
+            stats.observe_many("decide", batch)
+        seen += batch
+    buckets, total = stats.histogram()
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    for seconds in seen:
+        expected[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    cumulative = [sum(expected[: i + 1]) for i in range(len(expected))]
+    assert [count for _, count in buckets] == cumulative
+    assert total == pytest.approx(sum(seen))
+    assert stats.requests == {"decide": len(seen)}
+    latency = stats.latency_us()
+    assert latency["count"] == len(seen)
+    assert latency["max"] == round(max(seen[-LATENCY_SAMPLES:]) * 1e6, 1)
