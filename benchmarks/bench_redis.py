@@ -12,10 +12,14 @@ port (or ``--redis URL``), with the store's default latency budget of 1 ms.
 - concurrent: 16 asyncio callers (uvloop when installed) each awaiting
   ``engine.decide_async`` on the next event, beside 16 callers doing the bare round trip
   through ``redis.asyncio`` and through the store's own shared pipelined connection.
-- memory: at the end, ``MEMORY USAGE`` of every key, per customer and kind of key, and
-  the growth of Redis's ``used_memory`` over the run, per customer.
+- memory: then ``MEMORY USAGE`` of every key, per customer and kind of key, and the
+  growth of Redis's ``used_memory`` over the run, per customer.
+- spread over processes: the same 16 callers split over 2 and 4 engine processes (forked,
+  each with its own engine, event loop and connection, as ``nba serve --workers``), the
+  second part's events again, latencies pooled: one Python process is CPU-bound long
+  before Redis is.
 
-    nba bench redis [--quick] [--events N] [--concurrency 16] [--redis URL]
+    nba bench redis [--quick] [--events N] [--concurrency 16] [--processes 2,4] [--redis URL]
     python -m benchmarks.bench_redis --quick
 """
 
@@ -263,6 +267,60 @@ async def concurrent_bare(url: str, keys, events: list, times: list, callers: in
     return dict(percentiles(latencies), per_second=len(latencies) / elapsed)
 
 
+def process_caller(url: str, events: list, callers: int, start, results) -> None:
+    """One engine process of ``concurrent_processes``: its share of the callers, on its own loop."""
+    from engine import Engine
+
+    engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench")
+    clock = time.perf_counter
+    latencies: list[float] = []
+    degraded = 0
+    queue = iter(events)
+
+    async def caller() -> None:
+        nonlocal degraded
+        for event in queue:
+            t0 = clock()
+            decision = await engine.decide_async(event)
+            latencies.append(clock() - t0)
+            degraded += decision.degraded
+
+    async def main() -> tuple[float, float]:
+        await engine.decide_async(events[0], dry_run=True)  # connected
+        gc.collect()
+        gc.freeze()
+        start.wait()  # every process starts at once
+        began = clock()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        ended = clock()
+        await engine.close_async()
+        return began, ended
+
+    (began, ended), _ = run_loop(main())
+    results.put((latencies, degraded, began, ended))
+
+
+def concurrent_processes(url: str, events: list, callers: int, processes: int) -> dict:
+    """``callers`` asyncio callers spread over ``processes`` engine processes (as ``nba serve
+    --workers``), every one on its own event loop and its own connection; latencies pooled."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(processes), context.Queue()
+    shares = [callers // processes + (n < callers % processes) for n in range(processes)]
+    children = [context.Process(target=process_caller, args=(url, events[n::processes], shares[n], start, results))
+                for n in range(processes)]
+    for child in children:
+        child.start()
+    gathered = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    latencies = [latency for part in gathered for latency in part[0]]
+    elapsed = max(part[3] for part in gathered) - min(part[2] for part in gathered)
+    return dict(percentiles(latencies), per_second=len(latencies) / elapsed,
+                degraded=sum(part[1] for part in gathered), processes=processes)
+
+
 def used_memory(url: str) -> int:
     import redis
 
@@ -313,6 +371,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None, help="events decided sequentially (default: 6000; quick: 1500)")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent asyncio callers")
     parser.add_argument("--redis", metavar="URL", default=None, help="an existing Redis to use (it gets keys under the prefix nbabench)")
+    parser.add_argument("--processes", default="2,4", metavar="N,N",
+                        help="also run the concurrent callers spread over this many engine processes (default: 2,4; 0: not)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -322,6 +382,7 @@ def run(args: argparse.Namespace) -> dict:
     count = getattr(args, "events", None) or (1500 if quick else 6000)
     callers = getattr(args, "concurrency", 16) or 16
     url = getattr(args, "redis", None)
+    process_counts = [int(n) for n in str(getattr(args, "processes", "2,4") or "0").split(",") if n.strip()]
     events = read_jsonl(EVENTS)
     profiles = read_jsonl(PROFILES)
     first, second, third = (events[n * count:(n + 1) * count] or events[:count] for n in range(3))
@@ -347,6 +408,7 @@ def run(args: argparse.Namespace) -> dict:
         concurrent_shared_figures, _ = run_loop(concurrent_bare_shared(engine.store, second, times, callers))
         engine.close()
         memory = memory_per_customer(url, "nbabench", used_before)
+        spread = [concurrent_processes(url, second, callers, n) for n in process_counts if n > 1]
     finally:
         if server is not None:
             server.__exit__(None, None, None)
@@ -356,7 +418,8 @@ def run(args: argparse.Namespace) -> dict:
         "loop": loop_name,
         "sequential": seq,
         "concurrent": {"decide": concurrent, "decide_relaxed_budget": concurrent_relaxed,
-                       "bare_pipeline": concurrent_bare_figures, "bare_shared": concurrent_shared_figures},
+                       "bare_pipeline": concurrent_bare_figures, "bare_shared": concurrent_shared_figures,
+                       "decide_processes": spread},
         "memory": memory,
         "goals": {
             "concurrent_p99_under_1ms": concurrent["p99_us"] < GOAL_CONCURRENT_P99_US,
@@ -388,6 +451,8 @@ def format_markdown(data: dict) -> str:
         row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms ({data['loop']})", conc["decide"]),
         row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget {RELAXED_BUDGET_S * 1000:g} ms",
             conc["decide_relaxed_budget"]),
+        *[row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms, spread over "
+              f"{figures['processes']} processes", figures) for figures in conc.get("decide_processes", [])],
         row(f"{data['callers']} concurrent: bare round trip, redis.asyncio Pipeline", conc["bare_pipeline"]),
         row(f"{data['callers']} concurrent: bare round trip, the store's shared connection", conc["bare_shared"]),
     ]
@@ -401,7 +466,9 @@ def format_markdown(data: dict) -> str:
         "",
         f"- sequential p50 / bare p50: {goals['sequential_p50_ratio_to_bare_pipeline']:.2f}x the Pipeline round trip, "
         f"{goals['sequential_p50_ratio_to_bare_connection']:.2f}x the Connection round trip (goal: within 2x)",
-        f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs (goal: under 1000 µs)",
+        f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs in one process (goal: under 1000 µs)"
+        + "".join(f"; {figure(figures['p99_us'])} µs over {figures['processes']} processes"
+                  for figures in conc.get("decide_processes", [])),
         f"- memory after the run: {figure(memory['bytes_per_customer'])} bytes per customer (MEMORY USAGE of "
         f"its keys: {', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())}) over "
         f"{memory['customers']} customers; used_memory grew {figure(memory['used_memory_growth_per_customer'])} "
