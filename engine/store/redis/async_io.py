@@ -1,0 +1,313 @@
+"""The asyncio transport: one connection per node and event loop, shared (pipelined)
+by every concurrent caller of the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis.asyncio.connection as async_connection
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.exceptions import ResponseError
+
+from engine.state import StoreUnavailable
+
+from engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request waiting on a shared connection for its ``count`` replies.
+
+    A caller awaits ``future``; a write sent without waiting has ``commands`` instead,
+    and its replies go to the link's ``on_late_reply``.
+    """
+
+    count: int
+    future: asyncio.Future | None
+    commands: list[tuple] | None = None
+    replies: list = field(default_factory=list)
+
+
+class Deadline:
+    """Fails a waiting request when Redis has not answered it within ``timeout_s``.
+
+    The budget is for Redis, not for this process: when the deadline passes, the answer
+    may already be in the socket, unread because the event loop was busy with other
+    callers. So the request fails only once the loop has also taken ``LOOP_TURNS`` more
+    turns (each one reads the socket and runs the reader) without an answer, or at the
+    hard limit of ``LOOP_LAG_LIMIT`` budgets. On an idle loop those turns take
+    microseconds; without them a saturated loop would make every decision degraded.
+    """
+
+    __slots__ = ("loop", "future", "hard_limit", "handle")
+
+    def __init__(self, loop, future: asyncio.Future, timeout_s: float):
+        self.loop = loop
+        self.future = future
+        now = loop.time()
+        self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
+        self.handle = loop.call_at(now + timeout_s, self.expire, LOOP_TURNS)
+
+    def expire(self, turns_left: int) -> None:
+        if self.future.done():
+            return
+        if turns_left and self.loop.time() < self.hard_limit:
+            self.handle = self.loop.call_soon(self.expire, turns_left - 1)
+            return
+        self.future.set_exception(StoreUnavailable("redis answered too late"))
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+LOOP_TURNS = 3
+LOOP_LAG_LIMIT = 20  # a busy loop may stretch the budget this many times, no more
+
+
+class AsyncLink:
+    """One connection shared by every concurrent caller of an event loop.
+
+    Callers' requests are written back to back (pipelined) and their replies come back in
+    the same order; a reader task hands each caller its own. A caller that gives up (its
+    timeout) leaves its replies to be read and dropped, so the connection never gets out
+    of step; a broken connection fails every waiting caller and is replaced.
+    """
+
+    def __init__(self, conn, on_late_reply: Callable[[tuple, Any], None]):
+        self.conn = conn
+        self.on_late_reply = on_late_reply
+        self.waiting: deque[Pending] = deque()
+        self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        writer = getattr(conn, "_writer", None)
+        self.writer = writer if hasattr(writer, "transport") else None
+        self.reader = self.loop.create_task(self.read_replies())
+
+    def enqueue(self, pending: Pending, packed: bytes) -> None:
+        if self.closed:
+            raise StoreUnavailable("redis connection lost")
+        self.waiting.append(pending)
+        self.outgoing.append(packed)
+        if len(self.outgoing) == 1:
+            if self.writer is not None:
+                self.loop.call_soon(self.flush_now)
+            else:
+                self.loop.create_task(self.flush())
+
+    def send_only(self, packed: bytes, commands: list[tuple]) -> None:
+        self.enqueue(Pending(len(commands), None, commands), packed)
+
+    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+        loop = asyncio.get_running_loop()
+        pending = Pending(count, loop.create_future())
+        self.enqueue(pending, packed)
+        deadline = Deadline(loop, pending.future, timeout_s)
+        try:
+            return await pending.future
+        finally:
+            deadline.cancel()
+
+    def flush_now(self) -> None:
+        """Write every request queued since the last flush in one go (fewer syscalls under load).
+
+        Straight to the stream's transport, which buffers what the socket does not take at
+        once: no task per write. A lost connection shows up in the reader, which fails
+        every waiting request.
+        """
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or not outgoing:
+            return
+        if self.writer.transport.is_closing():
+            self.fail(ConnectionError("redis connection closed"))
+            return
+        try:
+            self.writer.write(b"".join(outgoing))
+        except CONNECTION_ERRORS as error:
+            self.fail(error)
+
+    async def flush(self) -> None:
+        """``flush_now`` through redis-py, for a connection without a stream writer."""
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or not outgoing:
+            return
+        try:
+            await self.conn.send_packed_command(outgoing, check_health=False)
+        except CONNECTION_ERRORS as error:
+            self.fail(error)
+
+    async def read_replies(self) -> None:
+        try:
+            parser = getattr(self.conn, "_parser", None)
+            if hasattr(parser, "_reader") and hasattr(parser, "_stream"):
+                await self.read_replies_in_bulk(parser._reader, parser._stream)
+            while True:  # the redis-py parser is not hiredis's: one reply at a time
+                try:
+                    reply = await self.conn.read_response(disconnect_on_error=False)
+                except ResponseError as error:
+                    reply = error
+                self.deliver(reply)
+        except BaseException as error:  # noqa: BLE001 - the connection is gone either way
+            self.fail(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+
+    async def read_replies_in_bulk(self, reader, stream: asyncio.StreamReader) -> None:
+        """Every reply a chunk of bytes holds, parsed by the connection's own hiredis reader.
+
+        redis-py's ``read_response`` costs a few microseconds per reply; under load one
+        chunk holds the replies of many callers. Error replies come out of the reader as
+        redis-py's exception objects (``MovedError``, ``NoScriptError``, ...), as they do
+        through ``read_response``.
+        """
+        incomplete, gets, waiting = NOT_ENOUGH_DATA, reader.gets, self.waiting
+        while True:
+            reply = gets()
+            while reply is not incomplete and reply is not False:
+                pending = waiting[0]  # deliver(reply), inline
+                replies = pending.replies
+                replies.append(reply)
+                if len(replies) >= pending.count:
+                    self.complete()
+                reply = gets()
+            data = await stream.read(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            reader.feed(data)
+
+    def deliver(self, reply: Any) -> None:
+        pending = self.waiting[0]
+        pending.replies.append(reply)
+        if len(pending.replies) >= pending.count:
+            self.complete()
+
+    def complete(self) -> None:
+        """The first waiting request has all its replies: hand them over."""
+        pending = self.waiting.popleft()
+        if pending.future is None:
+            for command, late in zip(pending.commands, pending.replies):
+                self.on_late_reply(command, late)
+        elif not pending.future.done():
+            pending.future.set_result(pending.replies)
+
+    def fail(self, error: BaseException) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        lost = StoreUnavailable(f"redis connection lost: {error!r}")
+        written = len(self.waiting) - len(self.outgoing)  # the first ones were written
+        for position, pending in enumerate(self.waiting):
+            if pending.future is None:
+                if position >= written:  # never written: surely lost (a written one: unknown)
+                    for command in pending.commands:
+                        self.on_late_reply(command, lost)
+            elif not pending.future.done():
+                pending.future.set_exception(lost)
+        self.waiting.clear()
+        self.outgoing = []
+        asyncio.get_running_loop().create_task(discard_async(self.conn))
+
+    async def close(self, timeout_s: float) -> None:
+        """Wait (a while) for the replies still owed, then disconnect."""
+        if self.waiting and not self.closed:
+            try:
+                await self.request(PING, 1, timeout_s)
+            except StoreUnavailable:
+                pass
+        self.reader.cancel()
+        self.fail(ConnectionError("closed"))
+        await discard_async(self.conn)
+
+
+class AsyncNode:
+    """The asyncio side of one node: a shared ``AsyncLink`` per event loop, opened on demand.
+
+    A connect runs in the background (with a patient timeout): a caller waits for it at
+    most its own timeout, and the callers after it find the connection ready. The very
+    first connect of an event loop (a server starting) is waited for a little longer,
+    ``COLD_START_WAIT_S``, so that the first decisions are not made without state only
+    because the connection was not open yet.
+    """
+
+    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
+                 retry_interval_s: float, on_late_reply: Callable[[tuple, Any], None]):
+        self.endpoint = endpoint
+        self.connect_timeout_s = connect_timeout_s
+        self.setup_timeout_s = setup_timeout_s
+        self.on_late_reply = on_late_reply
+        self.loop = None
+        self.link: AsyncLink | None = None
+        self.connecting: asyncio.Task | None = None
+        self.warm = False  # a link was opened on this loop before
+        self.backoff = Backoff(retry_interval_s)
+
+    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+        link = self.link
+        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+            link = await self.get_link(timeout_s)
+        return await link.request(packed, count, timeout_s)
+
+    async def send_only(self, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
+        link = self.link
+        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+            link = await self.get_link(timeout_s)
+        link.send_only(packed, commands)
+
+    async def get_link(self, timeout_s: float) -> AsyncLink:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # links of another (maybe closed) loop are forgotten
+            self.loop, self.link, self.connecting, self.warm = loop, None, None, False
+        if self.link is not None and not self.link.closed:
+            return self.link
+        self.backoff.check()
+        if self.connecting is None:
+            self.connecting = loop.create_task(self.open_link())
+            self.connecting.add_done_callback(retrieve_exception)
+        wait_s = timeout_s if self.warm else max(timeout_s, COLD_START_WAIT_S)
+        try:
+            async with asyncio.timeout(wait_s):
+                return await asyncio.shield(self.connecting)
+        except TimeoutError as error:
+            raise StoreUnavailable("redis: connecting took too long") from error
+
+    async def open_link(self) -> AsyncLink:
+        options = dict(self.endpoint.async_options, host=self.endpoint.host, port=self.endpoint.port,
+                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.setup_timeout_s)
+        conn_class = options.pop("connection_class", async_connection.Connection)
+        conn = conn_class(**options)
+        try:
+            await conn.connect()
+            await conn.send_command("SCRIPT", "LOAD", COMMIT_SCRIPT)  # so writes sent without waiting find it
+            await conn.read_response()
+        except CONNECTION_ERRORS as error:
+            self.backoff.failed()
+            await discard_async(conn)
+            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+        finally:
+            self.connecting = None
+        conn.socket_timeout = None  # callers time out on their own; the reader waits forever
+        self.backoff.succeeded()
+        self.link = AsyncLink(conn, self.on_late_reply)
+        self.warm = True
+        return self.link
+
+    async def close(self, timeout_s: float) -> None:
+        link, self.link = self.link, None
+        if link is not None and self.loop is asyncio.get_running_loop():
+            await link.close(timeout_s)
+
+
+def retrieve_exception(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def discard_async(conn) -> None:
+    try:
+        await conn.disconnect(nowait=True)
+    except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+        pass
+COLD_START_WAIT_S = 0.1  # how long the first callers of an event loop wait for its first connection

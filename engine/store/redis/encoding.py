@@ -1,0 +1,304 @@
+"""The values in Redis: profile fields as text another service can write, history and
+contact members as msgpack. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
+
+import msgpack
+
+from dsl.runtime import parse_time
+from engine.state import Contact, History
+
+
+# ---------------------------------------------------------------------------------------
+# Profile encoding: plain text a service can write with HSET
+#
+#   string  the text itself                 number  a number: 12, 12.5, 1e+100
+#   bool    true / false                    time    a number (epoch seconds) or RFC 3339 text
+#   list    a JSON array                    undeclared fields: JSON when the text parses as
+#                                           JSON, else the text itself
+# Declared fields are read as an event's declared fields are (engine.events.read_as):
+# "12" is the int 12, "12.5" the float, "2026-11-27T09:30:00Z" a time in epoch seconds.
+# A value that does not fit its field's declared kind (null included) is written as NUL
+# followed by its JSON, which every reader decodes back to that exact value.
+
+ESCAPE = "\x00"
+MSGPACK_MARK = "b64:"  # after ESCAPE: base64 of msgpack (JSON text never starts with "b")
+
+
+def is_number(value: Any) -> bool:
+    return value.__class__ is int or value.__class__ is float
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parses_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def encode_undeclared(value: Any) -> str:
+    if value.__class__ is str and not parses_as_json(value) and not value.startswith(ESCAPE):
+        return value
+    return exact_json(value) or escaped(value)
+
+
+def exact_json(value: Any) -> str | None:
+    """``value`` as JSON text when that reads back as exactly ``value``; else None."""
+    try:
+        text = json_text(value)
+    except (TypeError, ValueError):  # bytes, say
+        return None
+    if value.__class__ in (str, int, float, bool) or value is None or json.loads(text) == value:
+        return text
+    return None  # a tuple, a map with keys that are not strings, a NaN in a list...
+
+
+def escaped(value: Any) -> str:
+    """NUL, then the value's JSON; or ``b64:`` and its msgpack when JSON cannot hold it."""
+    text = exact_json(value)
+    if text is not None:
+        return ESCAPE + text
+    return ESCAPE + MSGPACK_MARK + base64.b64encode(pack_member(value)).decode()
+
+
+def unescaped(text: str) -> Any:
+    if text.startswith(MSGPACK_MARK, 1):
+        return unpack_member(base64.b64decode(text[1 + len(MSGPACK_MARK):]))
+    return json.loads(text[1:])
+
+
+def fits_kind(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return value.__class__ is str and not value.startswith(ESCAPE)
+    if kind in ("number", "time"):
+        return is_number(value) and math.isfinite(value)
+    if kind == "bool":
+        return value.__class__ is bool
+    if kind == "list":
+        return value.__class__ is list
+    return False
+
+
+def encode_profile_value(value: Any, kind: str | None) -> str:
+    """The text stored in the profile hash for ``value`` of a field declared ``kind``."""
+    if kind is None:
+        return encode_undeclared(value)
+    if not fits_kind(value, kind):
+        return escaped(value)
+    if kind == "string":
+        return value
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "list":
+        return exact_json(value) or escaped(value)
+    return json_text(value)
+
+
+def decode_undeclared(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_number(text: str) -> Any:
+    """A number from text the way an event's declared number field reads it; None if not one."""
+    if text.isdigit():  # the common case, and always an int
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    stripped = text.strip()
+    return int(stripped) if stripped.lstrip("+-").isdigit() else number
+
+
+def read_time(text: str) -> Any:
+    number = read_number(text)
+    return number if number is not None else parse_time(text)
+
+
+def read_list(text: str) -> Any:
+    value = decode_undeclared(text)
+    return value if value.__class__ is list else None
+
+
+READERS = {  # kind -> text to value, None when the text is not of that kind
+    "number": read_number,
+    "time": read_time,
+    "bool": {"true": True, "false": False}.get,
+    "list": read_list,
+}
+
+
+def decode_profile_value(raw: bytes | str, kind: str | None) -> Any:
+    """The value of a profile field as stored (by the engine or a plain HSET)."""
+    text = raw.decode() if raw.__class__ is bytes else raw
+    if text.startswith(ESCAPE):
+        return unescaped(text)
+    if kind is None:
+        return decode_undeclared(text)
+    if kind == "string":
+        return text
+    value = READERS[kind](text)
+    return decode_undeclared(text) if value is None else value
+
+
+def encode_profile(profile: dict, schema: dict[str, str]) -> dict[str, str]:
+    return {name: encode_profile_value(value, schema.get(name)) for name, value in profile.items()}
+
+
+def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
+    """An HGETALL reply (a map in RESP3, a flat list in RESP2) to the profile."""
+    pairs = raw.items() if raw.__class__ is dict else zip(raw[::2], raw[1::2])
+    readers = field_readers(schema)
+    profile = {}
+    for name, value in pairs:
+        known = readers.get(name)
+        if known is None:
+            profile[name.decode()] = decode_profile_value(value, None)
+            continue
+        name, reader = known
+        if value[:1] == ESCAPE_BYTE:
+            profile[name] = unescaped(value.decode())
+            continue
+        read = reader(value)
+        profile[name] = decode_undeclared(value.decode()) if read is None else read
+    return profile
+
+
+ESCAPE_BYTE = ESCAPE.encode()
+
+
+def read_number_bytes(raw: bytes) -> Any:
+    return int(raw) if raw.isdigit() else read_number(raw.decode())  # bytes: ASCII digits only
+
+
+def read_time_bytes(raw: bytes) -> Any:
+    return int(raw) if raw.isdigit() else read_time(raw.decode())
+
+
+BYTES_READERS = {  # kind -> raw bytes to value, None when not of that kind
+    "string": bytes.decode,
+    "number": read_number_bytes,
+    "time": read_time_bytes,
+    "bool": {b"true": True, b"false": False}.get,
+    "list": lambda raw: read_list(raw.decode()),
+}
+
+
+FIELD_READERS: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, {field bytes: (name, reader)})
+
+
+def field_readers(schema: dict[str, str]) -> dict[bytes, tuple[str, Any]]:
+    """Per declared field, its name and reader of raw bytes, made once per schema."""
+    cached = FIELD_READERS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    readers = {name.encode(): (name, BYTES_READERS.get(kind, bytes.decode)) for name, kind in schema.items()}
+    if len(FIELD_READERS) > 64:
+        FIELD_READERS.clear()
+    FIELD_READERS[id(schema)] = (schema, readers)
+    return readers
+
+
+# ---------------------------------------------------------------------------------------
+# History and contacts: msgpack members of sorted sets
+
+
+BIG_INT = 1  # msgpack ext type: an int beyond 64 bits, as its decimal digits
+
+
+def pack_member(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except OverflowError:
+        return msgpack.packb(big_ints_as_ext(value), use_bin_type=True)
+
+
+def big_ints_as_ext(value: Any) -> Any:
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return msgpack.ExtType(BIG_INT, str(value).encode())
+    if isinstance(value, dict):
+        return {key: big_ints_as_ext(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [big_ints_as_ext(item) for item in value]
+    return value
+
+
+def ext_hook(code: int, data: bytes) -> Any:
+    return int(data) if code == BIG_INT else msgpack.ExtType(code, data)
+
+
+def unpack_member(member: bytes) -> Any:
+    return msgpack.unpackb(member, strict_map_key=False, ext_hook=ext_hook)
+
+
+def event_parts(time: float, record: dict) -> tuple[bytes, bytes]:
+    """Head and tail of a history member ``[time, sequence, {fields}]``."""
+    return b"\x93" + pack_member(time), pack_member(record)
+
+
+def contact_parts(contact: Contact) -> tuple[bytes, bytes]:
+    """Head and tail of a contact member ``[time, sequence, rule, action, channel]``."""
+    tail = pack_member((contact.rule, contact.action, contact.channel))[1:]  # without its array header
+    return b"\x95" + pack_member(contact.time), tail
+
+
+def unpack_members(raw: list) -> list:
+    """Every member of a ZRANGEBYSCORE reply, unpacked.
+
+    A member never changes once written (its sequence number makes it unique), so the
+    members this process has unpacked before are taken from ``MEMBER_CACHE``: a customer's
+    history is read again at each of their events. The others are unpacked in one call,
+    as one msgpack array.
+    """
+    cache = MEMBER_CACHE
+    entries = list(map(cache.get, raw))
+    if None not in entries:
+        return entries
+    missing = [member for member, entry in zip(raw, entries) if entry is None]
+    unpacked = msgpack.unpackb(b"\xdd" + len(missing).to_bytes(4, "big") + b"".join(missing),
+                               strict_map_key=False, ext_hook=ext_hook)
+    if len(cache) + len(missing) > MEMBER_CACHE_SIZE:
+        cache.clear()
+    cache.update(zip(missing, unpacked))
+    fresh = iter(unpacked)
+    return [entry if entry is not None else next(fresh) for entry in entries]
+
+
+MEMBER_CACHE: dict[bytes, list] = {}  # member -> unpacked; never changed by a reader
+MEMBER_CACHE_SIZE = 65_536  # members (some 10 MiB at most), then it starts over
+
+
+def decode_history(raw: list, fields: tuple[str, ...]) -> History:
+    entries = unpack_members(raw)
+    records = list(map(THIRD, entries))
+    columns = {name: list(map(dict.get, records, repeat(name))) for name in fields}
+    return History(list(map(FIRST, entries)), columns)
+
+
+FIRST, THIRD = itemgetter(0), itemgetter(2)
+
+
+def decode_contacts(raw: list) -> list[Contact]:
+    return [Contact(time, rule, action, channel) for time, _sequence, rule, action, channel in unpack_members(raw)]
+
+
+def exclusive_after(time: float) -> str:
+    """A ZRANGEBYSCORE bound: strictly after ``time`` (repr of a float is exact)."""
+    return "(" + repr(float(time))

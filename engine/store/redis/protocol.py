@@ -1,0 +1,574 @@
+"""The Redis protocol of the store, without I/O: keys, the commit script, requests packed
+per ruleset (``Codec``), replies and cluster redirects, URLs and the slot table.
+
+The sync (``sync_io``) and asyncio (``async_io``) transports move these bytes; the store
+(``store``) drives both with the same requests and the same reply handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time as clock
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import hiredis
+import msgpack
+import redis.asyncio.connection as async_connection
+import redis.connection as sync_connection
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+
+from engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+
+from engine.store.redis.encoding import (
+    contact_parts,
+    decode_contacts,
+    decode_history,
+    decode_profile,
+    encode_profile,
+    encode_profile_value,
+    event_parts,
+    exclusive_after,
+)
+
+log = logging.getLogger("nba.store.redis")
+
+# ---------------------------------------------------------------------------------------
+# Keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Names of one customer's keys; every one carries the hash tag ``{customer_id}``."""
+
+    prefix: str = "nba"
+
+    def base(self, customer_id: str) -> str:
+        return f"{self.prefix}:{{{customer_id}}}"
+
+    def profile(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":p"
+
+    def contacts(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":c"
+
+    def history(self, customer_id: str, event_type: str) -> str:
+        return f"{self.base(customer_id)}:h:{event_type}"
+
+    def meta(self, customer_id: str) -> str:
+        return self.base(customer_id) + ":m"
+
+
+# ---------------------------------------------------------------------------------------
+# The commit script
+#
+# KEYS: meta, contacts, profile, [history of the event's type]
+# ARGV: time,
+#       n_checks, (scope, key, allowed, start) * n_checks,
+#       n_contacts, (score, head, tail) * n_contacts,
+#       event head or "", event tail or "",
+#       n_sets, (field, value) * n_sets,
+#       contact_keep, history_keep, max_contacts, max_events, ttl_ms, profile_ttl_ms
+# ``allowed`` is a cap's limit minus the new contacts it counts; ``start`` is ``time -
+# window`` (computed by the caller), the window being (start, time]. A member is
+# ``head .. msgpack(sequence number) .. tail``: the caller packs its time into the head
+# and its fields into the tail; the script numbers members per customer, so that no two
+# are equal and members of one instant keep the order they were recorded in.
+# Trimming is relative to the newest time recorded for the customer, as MemoryStore does.
+# Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
+
+COMMIT_SCRIPT = r"""
+local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = ARGV[1]
+local i = 2
+
+local function count_existing(scope, key, start)
+  if scope == 'all' then
+    return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
+  end
+  local slot = (scope == 'rule') and 3 or 5
+  local count = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
+    local contact = cmsgpack.unpack(member)
+    if contact[slot] == key then count = count + 1 end
+  end
+  return count
+end
+
+local n_checks = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_checks do
+  local scope, key, allowed, start = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
+  if count_existing(scope, key, start) > allowed then return 0 end
+end
+
+local meta = redis.call('HMGET', meta_key, 't', 'n')
+local newest = now
+if meta[1] and tonumber(meta[1]) > tonumber(now) then newest = meta[1] end
+local sequence = tonumber(meta[2] or '0')
+
+local function add(key, score, head, tail)
+  sequence = sequence + 1
+  redis.call('ZADD', key, score, head .. cmsgpack.pack(sequence) .. tail)
+end
+
+local n_contacts = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_contacts do
+  add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+
+local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
+local event_kept = history_key ~= nil and event_head ~= ''
+if event_kept then add(history_key, now, event_head, event_tail) end
+
+local n_sets = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_sets do
+  redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+
+local contact_keep, history_keep = ARGV[i], ARGV[i + 1]
+local max_contacts, max_events = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+local ttl_ms, profile_ttl_ms = ARGV[i + 4], tonumber(ARGV[i + 5])
+
+local function trim(key, keep, max_count)
+  local cutoff = tonumber(newest) - tonumber(keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', cutoff))
+  redis.call('ZREMRANGEBYRANK', key, 0, -(max_count + 1))
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+
+if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts) end
+if event_kept then trim(history_key, history_keep, max_events) end
+redis.call('HSET', meta_key, 't', newest, 'n', sequence)
+redis.call('PEXPIRE', meta_key, ttl_ms)
+if profile_ttl_ms > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
+return 1
+"""
+
+COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
+
+
+def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
+    """The script's arguments for the cap checks; None when the new contacts alone exceed one.
+
+    Like MemoryStore, caps are checked only when the write records contacts.
+    """
+    if not new:
+        return [0]
+    args: list = [len(checks)]
+    for check in checks:
+        allowed = check.limit - sum(1 for contact in new if check.matches(contact))
+        if allowed < 0:
+            return None
+        args += [check.scope, check.key or "", allowed, repr(float(time - check.window))]
+    return args
+
+
+def ttl_ms(seconds: float, grace_s: float) -> int:
+    return max(1, math.ceil((seconds + grace_s) * 1000))
+
+
+# ---------------------------------------------------------------------------------------
+# Read and commit as commands (no I/O)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long recorded state is kept: in event time (trimming) and wall-clock time (TTLs)."""
+
+    grace_s: float = 60.0  # added to every TTL
+    profile_ttl_s: float | None = None  # None: profiles never expire
+    max_events_per_type: int = 10_000  # per customer, like MemoryStore
+    max_contacts: int = 10_000
+
+    def ttls(self, needs: StateNeeds) -> tuple[int, int]:
+        """Milliseconds: the TTL of history, contacts and meta; the profile's (0: none)."""
+        profile_ms = ttl_ms(self.profile_ttl_s, 0) if self.profile_ttl_s else 0
+        return ttl_ms(needs.retention, self.grace_s), profile_ms
+
+
+ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
+ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
+
+
+class Codec:
+    """One ruleset's needs as Redis requests and replies, made once per needs (no I/O).
+
+    The read of a customer is one byte string: a template of the whole pipeline (HGETALL,
+    then a ZRANGEBYSCORE per needed history type and for the contacts) filled in with the
+    customer's key base and the window bounds by one ``%`` format. A commit is the
+    EVALSHA command, its per-event-type tail (windows, limits, TTLs) made once.
+    """
+
+    __slots__ = ("needs", "schema", "history", "windows", "suffix_sizes", "with_contacts",
+                 "count", "template", "tails", "retention", "ttls")
+
+    def __init__(self, needs: StateNeeds, retention: Retention):
+        self.needs = needs
+        self.schema = needs.profile_schema
+        self.retention = retention
+        self.ttls = retention.ttls(needs)
+        self.history = [(event_type, need.fields) for event_type, need in needs.history.items()]
+        self.windows = [float(need.window) for need in needs.history.values()]
+        suffixes = [f":h:{event_type}".encode() for event_type in needs.history]
+        self.with_contacts = needs.contact_window > 0
+        if self.with_contacts:
+            self.windows.append(float(needs.contact_window))
+            suffixes.append(b":c")
+        self.suffix_sizes = [len(suffix) for suffix in suffixes]
+        self.count = 1 + len(suffixes)
+        parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
+        parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        self.template = b"".join(parts)
+        self.tails: dict[str, tuple] = {}
+
+    # -- the read
+
+    def read_request(self, base: bytes, time: float) -> bytes:
+        """The packed read of the customer whose keys start with ``base``."""
+        size = len(base)
+        args: list = [size + 2, base]
+        for window, extra in zip(self.windows, self.suffix_sizes):
+            bound = repr(time - window).encode()  # a float: its repr is exact
+            args += (size + extra, base, len(bound) + 1, bound)
+        return self.template % tuple(args)
+
+    def read_commands(self, base: str, time: float) -> list[tuple]:
+        """The same read as command tuples (for ASKING after a cluster redirect)."""
+        commands: list[tuple] = [("HGETALL", base + ":p")]
+        for event_type, _fields in self.history:
+            window = self.needs.history[event_type].window
+            commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - window), "+inf"))
+        if self.with_contacts:
+            commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
+        return commands
+
+    def decode_read(self, replies: list) -> CustomerState:
+        profile = decode_profile(replies[0], self.schema)
+        history = {}
+        position = 1
+        for event_type, fields in self.history:
+            raw = replies[position]
+            position += 1
+            if raw:
+                history[event_type] = decode_history(raw, fields)
+        contacts = decode_contacts(replies[position]) if self.with_contacts and replies[position] else []
+        return CustomerState(profile, history, contacts)
+
+    # -- the commit
+
+    def tail(self, event_type: str) -> tuple:
+        """(history suffix or None when the type is not kept, the script's last arguments)."""
+        cached = self.tails.get(event_type)
+        if cached is None:
+            need = self.needs.history.get(event_type)
+            kept = need is not None and need.window > 0
+            retention = self.retention
+            cached = (f":h:{event_type}" if kept else None,
+                      (repr(float(self.needs.contact_window)), repr(float(need.window if need else 0.0)),
+                       retention.max_contacts, retention.max_events_per_type, *self.ttls))
+            if len(self.tails) < 1024:  # event types are the ruleset's: a handful
+                self.tails[event_type] = cached
+        return cached
+
+    def commit_command(self, base: str, write: StateWrite) -> tuple | None:
+        """The EVALSHA command of ``write``; None when it cannot hold (a cap exceeded by itself)."""
+        contacts = write.contacts if self.with_contacts else []  # else trimmed at once
+        caps = cap_arguments(write.cap_checks, contacts, write.time) if contacts else NO_CAPS
+        if caps is None:
+            return None
+        suffix, tail = self.tail(write.event_type)
+        time = repr(float(write.time))
+        if suffix is not None and write.event_record is not None:
+            args = ["EVALSHA", COMMIT_SHA, 4, base + ":m", base + ":c", base + ":p", base + suffix, time,
+                    *caps, len(contacts)]
+            for contact in contacts:
+                args += (repr(float(contact.time)), *contact_parts(contact))
+            args += event_parts(write.time, write.event_record)
+        else:
+            args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", base + ":c", base + ":p", time, *caps, len(contacts)]
+            for contact in contacts:
+                args += (repr(float(contact.time)), *contact_parts(contact))
+            args += ("", "")
+        profile_set = write.profile_set
+        args.append(len(profile_set))
+        if profile_set:
+            schema = self.schema
+            for name, value in profile_set.items():
+                args += (name, encode_profile_value(value, schema.get(name)))
+        args += tail
+        return tuple(args)
+
+
+NO_CAPS = (0,)
+
+
+def plan_put_profile(keys: KeyLayout, customer_id: str, profile: dict, needs: StateNeeds,
+                     retention: Retention) -> list[tuple]:
+    key = keys.profile(customer_id)
+    commands: list[tuple] = [("MULTI",), ("DEL", key)]
+    if profile:
+        flat = [part for pair in encode_profile(profile, needs.profile_schema).items() for part in pair]
+        commands.append(("HSET", key, *flat))
+        if retention.profile_ttl_s:
+            commands.append(("PEXPIRE", key, ttl_ms(retention.profile_ttl_s, 0)))
+    commands.append(("EXEC",))
+    return commands
+
+
+# ---------------------------------------------------------------------------------------
+# Connections
+
+CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, EOFError)
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """Where one Redis node listens, and the redis-py connection options for it."""
+
+    host: str
+    port: int
+    options: dict  # for redis.connection.Connection (or SSLConnection)
+    async_options: dict  # for redis.asyncio.connection.Connection (or SSLConnection)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+class Redirect(Exception):
+    """A MOVED or ASK reply: the slot lives on another node."""
+
+    def __init__(self, kind: str, slot: int, host: str, port: int):
+        super().__init__(f"{kind} {slot} {host}:{port}")
+        self.kind = kind
+        self.slot = slot
+        self.address = (host, port)
+
+
+def as_redirect(reply: Any) -> Redirect | None:
+    """A MOVED or ASK error reply (redis-py's ``MovedError``/``AskError``) as a Redirect."""
+    if isinstance(reply, (MovedError, AskError)):
+        kind = "MOVED" if isinstance(reply, MovedError) else "ASK"
+        return Redirect(kind, reply.slot_id, reply.host, int(reply.port))
+    return None
+
+
+def is_noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+class Backoff:
+    """After a failed connect, calls fail fast for ``interval_s`` instead of waiting on it."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self.until = 0.0
+
+    def check(self) -> None:
+        if self.until and clock.monotonic() < self.until:
+            raise StoreUnavailable("redis is down; retrying shortly")
+
+    def failed(self) -> None:
+        self.until = clock.monotonic() + self.interval_s
+
+    def succeeded(self) -> None:
+        self.until = 0.0
+
+
+def pack_commands(commands: list[tuple]) -> bytes:
+    return b"".join([hiredis.pack_command(command) for command in commands])
+
+
+PING = pack_commands([("PING",)])
+
+
+# ---------------------------------------------------------------------------------------
+# Topology: one server, or a cluster's slot table
+
+
+URL_OPTIONS = {  # query parameter -> (RedisStore option, conversion)
+    "latency_budget_ms": ("latency_budget_s", lambda text: float(text) / 1000),
+    "write_timeout_ms": ("write_timeout_s", lambda text: float(text) / 1000),
+    "key_prefix": ("key_prefix", str),
+    "wait_for_writes": ("wait_for_writes", lambda text: text.lower() in ("1", "true", "yes")),
+}
+
+
+def store_options_in(url: str) -> tuple[str, dict]:
+    """``url`` without the store's own query parameters, and those as RedisStore options.
+
+    ``redis://host:6379/0?latency_budget_ms=5`` sets the budget where only a URL can be
+    given (``nba replay --redis``, ``nba serve --redis``).
+    """
+    parts = urlsplit(url)
+    kept, options = [], {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in URL_OPTIONS:
+            option, convert = URL_OPTIONS[name]
+            options[option] = convert(value)
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), options
+
+
+def connection_options(url: str) -> tuple[str, int, dict, dict]:
+    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP3."""
+    options = sync_connection.parse_url(url)
+    async_options = async_connection.parse_url(url)
+    host = options.pop("host", "127.0.0.1")
+    port = int(options.pop("port", 6379))
+    for each in (options, async_options):
+        each.pop("host", None)
+        each.pop("port", None)
+        each.setdefault("protocol", 3)
+    return host, port, options, async_options
+
+
+def parse_cluster_slots(reply: list, seed_host: str) -> dict[int, tuple[str, int]]:
+    """CLUSTER SLOTS to ``{slot: (host, port)}`` of each slot's master.
+
+    A master announced without an address (``""``, ``"?"``) is on the seed's host.
+    """
+    table = {}
+    for entry in reply:
+        start, end, master = entry[0], entry[1], entry[2]
+        host = master[0].decode() if isinstance(master[0], bytes) else master[0]
+        if host in ("", "?"):
+            host = seed_host
+        for slot in range(start, end + 1):
+            table[slot] = (host, int(master[1]))
+    return table
+
+
+class Topology:
+    """Which node holds which customer: the URL's server, or a cluster's slot owner."""
+
+    def __init__(self, seed: Endpoint):
+        self.seed = seed
+        self.cluster: bool | None = None  # None: not found out yet
+        self.slots: dict[int, tuple[str, int]] = {}
+
+    def address_for(self, key: str) -> tuple[str, int]:
+        if not self.cluster:
+            return self.seed.address
+        return self.slots.get(key_slot(key.encode()), self.seed.address)
+
+    def learn(self, reply: Any) -> None:
+        """Record what ``CLUSTER SLOTS`` answered (an error: not a cluster)."""
+        if isinstance(reply, ResponseError):
+            self.cluster = False
+            self.slots = {}
+        else:
+            self.cluster = True
+            self.slots = parse_cluster_slots(reply, self.seed.host)
+
+    def moved(self, redirect: Redirect) -> None:
+        self.slots[redirect.slot] = redirect.address
+
+    def lost(self, address: tuple[str, int]) -> None:
+        """A node failed: in a cluster, ask for the slot table again on the next call."""
+        if self.cluster:
+            self.cluster = None
+
+    def candidates(self) -> list[tuple[str, int]]:
+        known = dict.fromkeys([self.seed.address, *self.slots.values()])
+        return list(known)
+
+
+MAX_REDIRECTS = 3
+
+
+def with_asking(commands: list[tuple], asking: bool) -> list[tuple]:
+    """After an ASK: ASKING before each command (it lets only the next one in)."""
+    if not asking:
+        return commands
+    return [part for command in commands for part in (("ASKING",), command)]
+
+
+def without_asking(replies: list, asking: bool) -> list:
+    return replies[1::2] if asking else replies
+
+
+def has_error(replies: list) -> bool:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            return True
+    return False
+
+
+CLUSTER_SLOTS = pack_commands([("CLUSTER", "SLOTS")])
+
+
+def follow_redirects(topology: Topology, packed: bytes, count: int,
+                     commands: list[tuple] | Callable[[], list[tuple]], replies: list):
+    """The round trips after one whose ``replies`` hold an error, without I/O.
+
+    A generator: it yields ``(address, packed, count)`` for each round trip to make, is
+    sent that round trip's replies, and returns the call's replies. MOVED: the slot lives
+    elsewhere now; the table learns it and the whole request goes there. ASK (the slot
+    is being migrated): only the commands asked about go to the target, each after
+    ASKING. Other errors are the caller's to see.
+    """
+    for attempt in range(MAX_REDIRECTS):
+        moved = moved_in(replies)
+        if moved is None:
+            asked = asked_in(replies)
+            if asked:
+                commands = commands() if callable(commands) else commands
+                target = as_redirect(replies[asked[0]]).address
+                asking = with_asking([commands[i] for i in asked], True)
+                answers = yield target, pack_commands(asking), len(asking)
+                fill_in(replies, asked, without_asking(answers, True))
+            return replies
+        topology.moved(moved)
+        if attempt == MAX_REDIRECTS - 1:
+            break
+        replies = yield moved.address, packed, count
+    raise StoreUnavailable("redis cluster keeps redirecting")
+
+
+def moved_in(replies: list) -> Redirect | None:
+    for reply in replies:
+        if isinstance(reply, MovedError):
+            return as_redirect(reply)
+    return None
+
+
+def asked_in(replies: list) -> list[int]:
+    """Indexes of the replies that are ASK redirects."""
+    return [index for index, reply in enumerate(replies) if isinstance(reply, AskError)]
+
+
+def fill_in(replies: list, indexes: list[int], answers: list) -> None:
+    for index, answer in zip(indexes, answers):
+        replies[index] = answer
+
+
+def decoded_state(codec: Codec, replies: list, customer_id: str) -> CustomerState:
+    """The replies of a read as state; StoreUnavailable (not a crash) when they cannot be read."""
+    try:
+        return codec.decode_read(checked(replies))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as error:
+        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)  # written by hand?
+        raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
+
+
+def eval_instead(command: tuple) -> tuple:
+    """An EVALSHA of the commit script as an EVAL (which also loads it)."""
+    return ("EVAL", COMMIT_SCRIPT, *command[2:]) if command[0] == "EVALSHA" else command
+
+
+def checked(replies: list) -> list:
+    """The replies, or StoreUnavailable when Redis answered one with an error."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise StoreUnavailable(f"redis: {reply}")
+    return replies
