@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import threading
 
+import hiredis
 import pytest
 import redis as redis_py
 from hypothesis import HealthCheck, given, settings
@@ -15,11 +16,17 @@ from hypothesis import strategies as st
 from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
 from engine.store import open_store
 from engine.store.redis import (
+    Codec,
     KeyLayout,
     RedisStore,
+    Retention,
+    decode_profile,
     decode_profile_value,
     encode_profile_value,
+    pack_member,
+    unpack_member,
 )
+from engine.store.redis.encoding import unpack_members
 from redis_fixtures import needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
 
 pytestmark = needs_redis
@@ -100,6 +107,51 @@ def test_every_profile_value_round_trips_exactly(value, kind):
 def test_plain_hset_values_are_read_through_the_schema(text, kind, value):
     decoded = decode_profile_value(text.encode(), kind)
     assert decoded == value and type(decoded) is type(value)
+
+
+@given(value=JSON_VALUES, kind=st.sampled_from([None, "string", "number", "bool", "time", "list"]),
+       text=st.text(max_size=12))
+@settings(max_examples=300)
+def test_a_whole_hgetall_reply_decodes_as_each_value_does(value, kind, text):
+    """``decode_profile`` (the hot path, on bytes) agrees with ``decode_profile_value``."""
+    schema = {} if kind is None else {"f": kind}
+    for stored in (encode_profile_value(value, kind), text):
+        raw = stored.encode()
+        try:
+            expected = decode_profile_value(raw, kind)
+        except ValueError:  # a NUL and no JSON after it: unreadable either way
+            with pytest.raises(ValueError):
+                decode_profile({b"f": raw}, schema)
+            continue
+        for reply in ({b"f": raw}, [b"f", raw]):  # RESP3 map, RESP2 flat list
+            decoded = decode_profile(reply, schema)["f"]
+            assert decoded == expected and type(decoded) is type(expected)
+
+
+KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
+
+
+@given(customer=KEY_TEXT, types=st.lists(KEY_TEXT, max_size=3, unique=True),
+       windows=st.lists(st.floats(0.001, 1e9) | st.integers(1, 10**8), min_size=4, max_size=4),
+       contact_window=st.sampled_from([0.0, 60.0, 86400.0 * 365]), time=st.floats(0, 4e9) | st.integers(0, 4 * 10**9))
+@settings(max_examples=200)
+def test_the_read_template_packs_the_same_bytes_as_the_commands(customer, types, windows, contact_window, time):
+    needs = StateNeeds(history={name: HistoryNeed(("x",), window) for name, window in zip(types, windows)},
+                       contact_window=contact_window, profile_schema={})
+    codec = Codec(needs, Retention())
+    base = KeyLayout("p%").base(customer)
+    commands = codec.read_commands(base, time)
+    assert codec.read_request(base.encode(), time) == b"".join(hiredis.pack_command(c) for c in commands)
+    assert codec.count == len(commands) == 1 + len(types) + (contact_window > 0)
+
+
+def test_cached_members_unpack_as_fresh_ones():
+    members = [pack_member([T0 + n, n, {"category": str(n % 3), "price": n / 2}]) for n in range(50)]
+    fresh = [unpack_member(member) for member in members]
+    assert unpack_members(members[10:20]) == fresh[10:20]  # cached now
+    assert unpack_members(members) == fresh  # some cached, some not
+    assert unpack_members(list(reversed(members))) == list(reversed(fresh))
+    assert unpack_members([]) == []
 
 
 def test_profile_written_with_plain_hset(store, client):

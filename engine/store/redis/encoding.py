@@ -282,7 +282,7 @@ def unpack_members(raw: list) -> list:
 
 
 MEMBER_CACHE: dict[bytes, list] = {}  # member -> unpacked; never changed by a reader
-MEMBER_CACHE_SIZE = 65_536  # members (some 10 MiB at most), then it starts over
+MEMBER_CACHE_SIZE = 16_384  # members (about 500 bytes each with their keys: some 8 MB), then it starts over
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
