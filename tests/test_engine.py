@@ -328,3 +328,27 @@ def test_event_checker_checks_as_check_event_does(engine, event):
         return ("ok", checked)
 
     assert outcome(event_checker(schemas)) == outcome(lambda raw: check_event(raw, schemas))
+
+
+def test_event_times_read_from_the_minute_cache_are_parse_times():
+    import random
+
+    from dsl.twins import runtime
+    from engine.events import parse_event_time
+
+    rng = random.Random(3)
+    texts = [
+        "2026-11-27T00:12:47Z", "2026-11-27T00:12:60Z", "2026-02-30T00:12:47Z", "2026-11-27T24:00:00Z",
+        "2026-11-27T00:12:4xZ", "2026-11-27t00:12:47Z", "2026-11-27T00:12:47z", "1970-01-01T00:00:00Z",
+        "1970-01-01T00:00:07Z", "9999-12-31T23:59:59Z", "2026-11-27T00:1\uff12:47Z", "2026-11-27T00:12:\u0664\u0667Z",
+        "2026-11-27 00:12:47Z", "2026-13-27T00:12:47Z", "2026-11-27T00:12:+7Z", "2026-11-27T00:12:47.5Z",
+    ]
+    texts += [
+        f"{rng.randrange(1, 10000):04d}-{rng.randrange(0, 14):02d}-{rng.randrange(0, 33):02d}"
+        f"T{rng.randrange(0, 26):02d}:{rng.randrange(0, 62):02d}:{rng.randrange(0, 62):02d}Z"
+        for _ in range(3000)
+    ]
+    for text in texts + texts:  # the second time from the cache
+        expected = runtime.parse_time(text)
+        got = parse_event_time(text)
+        assert (got, type(got)) == (expected, type(expected)), text
