@@ -79,6 +79,8 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]]) -> Callable[[A
             for name, as_is, declared in fields:
                 value = event.get(name)
                 if value is not None and value.__class__ is not as_is:
+                    if value.__class__ is float and as_is is int and value - value == 0.0:
+                        continue  # a finite float for a number or a time: kept as it is
                     event[name] = read_as(value, declared, name)
         return event
 
