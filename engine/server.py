@@ -343,26 +343,22 @@ class Connection(asyncio.Protocol):
     def _process_input(self) -> None:
         if self._fatal or self.transport is None:
             return
-        decoder = self.decoder
+        next_frame = self.decoder.next_frame
         server = self.server
         decide_map = self._decide_map
+        pack = self._pack
         out = self._out
         latencies: list[float] = []  # of the decisions answered on the fast path below
         clock = time.perf_counter
         mark = clock()  # a request's latency starts when the one before it ends
         try:
             while self.in_flight < self.max_in_flight and not self._write_paused and not server.stopping:
-                try:
-                    obj = decoder.next_frame()
-                except FrameError as error:
-                    self._frame_error(error)
-                    return
-                if obj is NEED_MORE:
-                    break
+                obj = next_frame()
                 # The common request {id, op: decide, event} with the in-memory store: decided
-                # inline, with no Request object and no call per step; anything else (and any
-                # failure) takes the general path through _handle and _send.
-                if (
+                # inline, with no Request object and no call per step, one after another (they
+                # change neither the requests in flight nor the writing state); anything else
+                # takes the general path through _handle, and failures go through _send.
+                while (
                     decide_map is not None
                     and obj.__class__ is dict
                     and len(obj) == 3
@@ -376,7 +372,7 @@ class Connection(asyncio.Protocol):
                         response = self.dispatcher.error(obj["id"], "decide", exc)
                     else:
                         try:
-                            body = self._pack(response)
+                            body = pack(response)
                         except Exception:  # noqa: BLE001 - _send answers with an error instead
                             pass
                         else:
@@ -384,16 +380,23 @@ class Connection(asyncio.Protocol):
                             now = clock()
                             latencies.append(now - mark)
                             mark = now
+                            obj = next_frame()
                             continue
                     self._mark = mark
                     self._send(response, "decide", mark)
-                else:
-                    if latencies:  # counted before a `stats` request among them is answered
-                        self.stats.observe_many("decide", latencies)
-                        latencies = []
-                    self._mark = mark
-                    self._handle(obj, mark)
+                    mark = self._mark
+                    obj = next_frame()
+                if obj is NEED_MORE:
+                    break
+                if latencies:  # counted before a `stats` request among them is answered
+                    self.stats.observe_many("decide", latencies)
+                    latencies = []
+                self._mark = mark
+                self._handle(obj, mark)
                 mark = self._mark
+        except FrameError as error:
+            self._frame_error(error)
+            return
         finally:
             self.stats.observe_many("decide", latencies)
         self._flush()
