@@ -131,7 +131,9 @@ class Engine:
         stats.decisions += 1
         choices = outcome.choices
         if choices:
-            stats.first_choices[choices[0].rule] += 1
+            first_choices = stats.first_choices
+            rule = choices[0].rule
+            first_choices[rule] = first_choices.get(rule, 0) + 1
         else:
             stats.nothing_chosen += 1
         if degraded:
@@ -195,7 +197,9 @@ class Engine:
         stats.decisions += 1
         choices = outcome.choices
         if choices:
-            stats.first_choices[choices[0].rule] += 1
+            first_choices = stats.first_choices
+            rule = choices[0].rule
+            first_choices[rule] = first_choices.get(rule, 0) + 1
         else:
             stats.nothing_chosen += 1
         if degraded:
