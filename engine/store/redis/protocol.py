@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import time as clock
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -338,9 +338,10 @@ class Endpoint:
     options: dict  # for redis.connection.Connection (or SSLConnection)
     async_options: dict  # for redis.asyncio.connection.Connection (or SSLConnection)
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
+    address: tuple[str, int] = field(init=False)  # (host, port)
+
+    def __post_init__(self):
+        self.address = (self.host, self.port)
 
 
 class Redirect(Exception):

@@ -4,6 +4,7 @@ hiredis reader per round trip."""
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any, Callable
 
 import redis.connection as sync_connection
@@ -69,16 +70,18 @@ class SyncNode:
         self.connect_timeout_s = connect_timeout_s
         self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
         self.free: list[SyncLink] = []
-        self.pid = os.getpid()
         self.backoff = Backoff(retry_interval_s)
+        NODES.add(self)
 
     def acquire(self) -> SyncLink:
-        if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
-            self.free, self.pid = [], os.getpid()
         try:
             return self.free.pop()
         except IndexError:
             return self.connect()
+
+    def forget_parents_links(self) -> None:
+        """In a forked child: the parent's connections are not ours to use (nor to close)."""
+        self.free = []
 
     def connect(self) -> SyncLink:
         self.backoff.check()
@@ -110,6 +113,17 @@ class SyncNode:
             except CONNECTION_ERRORS:
                 pass
             link.close()
+
+
+NODES: weakref.WeakSet[SyncNode] = weakref.WeakSet()  # every SyncNode of this process
+
+
+def after_fork_in_child() -> None:
+    for node in list(NODES):
+        node.forget_parents_links()
+
+
+os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 def read_reply(conn) -> Any:
