@@ -104,31 +104,34 @@ class MemoryStore(Store):
         need = needs.history.get(event_type)
         if need is None:
             return
+        fields = need.fields
         history = customer.history.get(event_type)
-        if history is None or not _has_columns(history.columns, need.fields):
-            history = _with_fields(history, need.fields)
+        if history is None or not _has_columns(history.columns, fields):
+            history = _with_fields(history, fields)
             customer.history = {**customer.history, event_type: history}
         times = history.times
+        columns = history.columns
         time = write.time
-        record = write.event_record
         if not times or time >= times[-1]:
             times.append(time)
-            for name, column in history.columns.items():
-                column.append(record.get(name))
+            if columns:
+                record = write.event_record
+                for name, column in columns.items():
+                    column.append(record.get(name))
         else:
             position = bisect_right(times, time)
             times.insert(position, time)
-            for name, column in history.columns.items():
+            record = write.event_record
+            for name, column in columns.items():
                 column.insert(position, record.get(name))
-        start = 0
-        if times[0] <= customer.newest - need.window:
-            start = bisect_right(times, customer.newest - need.window)
+        cutoff = customer.newest - need.window
+        start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
         excess = len(times) - self.max_events_per_type
         if excess > start:
             start = excess
         if start:
             del times[:start]
-            for column in history.columns.values():
+            for column in columns.values():
                 del column[:start]
 
     # -- profiles --
@@ -180,6 +183,8 @@ def _has_columns(columns: dict, fields: tuple[str, ...]) -> bool:
     """Whether ``columns`` has exactly the (distinct) ``fields``, without building sets."""
     if len(columns) != len(fields):
         return False
+    if len(fields) == 1:
+        return fields[0] in columns
     for name in fields:
         if name not in columns:
             return False
