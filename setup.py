@@ -20,6 +20,11 @@ CYTHON_ONLY = {
 }
 
 
+def declarations(name: str) -> list[str]:
+    path = name.replace(".", "/") + ".pxd"
+    return [path] if os.path.exists(path) else []
+
+
 def extensions():
     if os.environ.get("NBA_NO_CYTHON"):
         return []
@@ -27,7 +32,8 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    modules = [Extension(name, [path]) for name, path in TWINS.items()]
+    # a twin's static types live in a .pxd named after the extension (dsl/_runtime_c.pxd)
+    modules = [Extension(name, [path], depends=declarations(name)) for name, path in TWINS.items()]
     modules += [Extension(name, [path]) for name, path in CYTHON_ONLY.items()]
     return cythonize(
         modules,

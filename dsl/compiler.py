@@ -105,6 +105,11 @@ class CompiledRuleset:
     profile_schema: dict[str, str]
     python_source: str = ""
     paths: list[str] = field(default_factory=list)
+    # the event types whose decisions record something even when no action is chosen
+    recorded_types: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recorded_types = frozenset(self.needs.history) | frozenset(self.on_updates)
 
     def bucket(self, event_type: str) -> Bucket:
         found = self.buckets.get(event_type)

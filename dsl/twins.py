@@ -35,9 +35,12 @@ def _built_and_current(pure: str, compiled: str) -> bool:
     pure_spec = importlib.util.find_spec(pure)
     if compiled_spec is None or not compiled_spec.origin or pure_spec is None or not pure_spec.origin:
         return False
-    if os.path.getmtime(pure_spec.origin) > os.path.getmtime(compiled_spec.origin):
+    declarations = os.path.join(os.path.dirname(pure_spec.origin), compiled.rsplit(".", 1)[-1] + ".pxd")
+    sources = [pure_spec.origin] + ([declarations] if os.path.exists(declarations) else [])
+    newest = max(sources, key=os.path.getmtime)
+    if os.path.getmtime(newest) > os.path.getmtime(compiled_spec.origin):
         warnings.warn(
-            f"{compiled} is older than {pure_spec.origin}; using the pure-Python twin "
+            f"{compiled} is older than {newest}; using the pure-Python twin "
             "(rebuild with: python setup.py build_ext --inplace)",
             RuntimeWarning,
             stacklevel=3,

@@ -7,7 +7,6 @@ touches a store, so the in-memory and Redis paths share every line of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import chain
 
 from dsl.compiler import CompiledRule, CompiledRuleset
@@ -27,13 +26,30 @@ CAP = "cap"
 SAME_ACTION = "same_action"
 
 
-@dataclass(slots=True)
 class Outcome:
-    choices: list[Choice]
-    write: StateWrite | None  # None: nothing to record
-    passed_over: list[tuple[str, str]]  # (rule id, reason)
-    errors: list[tuple[str, str]]  # (rule id, message)
-    trace: list[TraceEntry] | None
+    """What one decision chose and what it records (a C struct in the Cython twin)."""
+
+    __slots__ = ("choices", "write", "passed_over", "errors", "trace")
+
+    def __init__(
+        self,
+        choices: list[Choice],
+        write: StateWrite | None,  # None: nothing to record
+        passed_over: list[tuple[str, str]],  # (rule id, reason)
+        errors: list[tuple[str, str]],  # (rule id, message)
+        trace: list[TraceEntry] | None,
+    ):
+        self.choices = choices
+        self.write = write
+        self.passed_over = passed_over
+        self.errors = errors
+        self.trace = trace
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(choices={self.choices!r}, write={self.write!r}, passed_over={self.passed_over!r}, "
+            f"errors={self.errors!r}, trace={self.trace!r})"
+        )
 
 
 def error_message(exc: BaseException) -> str:
@@ -64,7 +80,7 @@ def evaluate(
     elif len(bucket.matchers) == 1:
         candidates = bucket.matchers[0](context, raised)
     else:
-        candidates = chain.from_iterable(matcher(context, raised) for matcher in bucket.matchers)
+        candidates = chained(bucket.matchers, context, raised)
 
     # 4. down the ranking: holdouts, caps, policies, same action, limit
     chosen: list[Choice] = []
@@ -103,7 +119,10 @@ def evaluate(
 
     # 5. the default, when nothing else was chosen (never recorded)
     default_error = None
-    write = state_write(ruleset, event, context, chosen, chosen_rules)
+    if chosen or event_type in ruleset.recorded_types:
+        write = state_write(ruleset, event, context, chosen, chosen_rules)
+    else:
+        write = None
     if not chosen and ruleset.default is not None:
         default = ruleset.default
         try:
@@ -117,6 +136,11 @@ def evaluate(
     if explain:
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
     return Outcome(chosen, write, passed_over, errors, trace)
+
+
+def chained(matchers, context, raised: list):
+    """The matches of several matchers, one after the other."""
+    return chain.from_iterable([matcher(context, raised) for matcher in matchers])
 
 
 def rank_matches(bucket, rules: list[CompiledRule], context, raised: list) -> tuple[list[int], dict]:

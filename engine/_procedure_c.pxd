@@ -1,0 +1,10 @@
+# Static types for the Cython twin of engine/procedure.py (Cython's pure-Python mode:
+# this file augments the .py source, which stays the one definition of the procedure).
+
+
+cdef class Outcome:
+    cdef public object choices
+    cdef public object write
+    cdef public object passed_over
+    cdef public object errors
+    cdef public object trace
