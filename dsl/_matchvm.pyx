@@ -17,6 +17,7 @@ generated Python function.
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.exc cimport PyErr_Occurred
+from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject, PyObject_RichCompareBool
@@ -56,6 +57,7 @@ DEF S_OTHER = 3  # null, bool, a big int, a list, a map: the helpers decide
 DEF ROOT_EVENT = 0
 DEF ROOT_PROFILE = 1
 DEF ROOT_TIME = 2
+DEF ROOT_PAST = 3
 
 DEF EXACT = 9007199254740992  # 2**53
 DEF INLINE_SLOTS = 32  # fields a bucket reads without allocating per decision
@@ -165,6 +167,8 @@ cdef class Matches:
     cdef object t
     cdef double t_number
     cdef int position
+    cdef list columns  # row filters: the past events' columns, one per slot
+    cdef Py_ssize_t row
     cdef Slot* slots
     cdef Slot inline_slots[INLINE_SLOTS]
 
@@ -196,14 +200,18 @@ cdef class Matches:
 
 cdef Matches start(BucketProgram program, x, list errors):
     cdef Matches matches = Matches.__new__(Matches)
-    cdef int i
-    matches.program = program
     matches.x = x
     matches.errors = errors
     matches.ev = x.ev
     matches.pr = x.pr
     matches.t = x.t
     matches.t_number = <double> matches.t
+    return with_slots(matches, program)
+
+
+cdef Matches with_slots(Matches matches, BucketProgram program):
+    cdef int i
+    matches.program = program
     matches.position = 0
     if program.n_slots <= INLINE_SLOTS:
         matches.slots = &matches.inline_slots[0]
@@ -224,7 +232,9 @@ cdef Slot* load(Matches m, int index) except NULL:
     cdef long long whole
     cdef int overflow = 0
     cdef int root = m.program.slot_roots[index]
-    if root == ROOT_TIME:
+    if root == ROOT_PAST:
+        found = PyList_GET_ITEM(<list> PyList_GET_ITEM(m.columns, index), m.row)
+    elif root == ROOT_TIME:
         found = <PyObject*> m.t
     else:
         found = PyDict_GetItemWithError(m.ev if root == ROOT_EVENT else m.pr, m.program.slot_names[index])
@@ -351,3 +361,66 @@ cdef inline int compare(double a, double b, int op) noexcept:
     if op == 4:
         return a > b
     return a >= b
+
+
+# ---- row filters: an aggregate's `where` over the past events' columns -----------------
+
+cdef Matches start_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi):
+    """A context that reads slot i from ``columns[i][row]``, once each column is checked."""
+    cdef Matches rows = Matches.__new__(Matches)
+    cdef Py_ssize_t i
+    if len(columns) != where.n_slots:
+        raise ValueError(f"a row filter of {where.n_slots} columns was given {len(columns)}")
+    if lo < 0:
+        raise ValueError("rows start at 0")
+    for i in range(where.n_slots):
+        columns[i] = rows_of(columns[i], hi)
+    rows.columns = columns
+    return with_slots(rows, where)
+
+
+cdef list rows_of(column, Py_ssize_t hi):
+    """The column as a list (one that is not, a tuple say, is copied), checked to hold row hi - 1."""
+    cdef list out = column if type(column) is list else list(column)
+    if len(out) < hi:
+        raise IndexError(f"a column of {len(out)} rows has no row {hi - 1}")
+    return out
+
+
+cdef inline int row_holds(Matches rows, Py_ssize_t row) except -1:
+    cdef int i
+    rows.row = row
+    for i in range(rows.program.n_slots):
+        rows.slots[i].kind = S_UNLOADED
+    return test(rows, rows.program.nodes, 0)
+
+
+def count_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi):
+    """How many of the rows ``lo`` to ``hi`` (excluded) the `where` holds for."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef Py_ssize_t row, total = 0
+    for row in range(lo, hi):
+        total += row_holds(rows, row)
+    return total
+
+
+def select_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi, values):
+    """The items of ``values`` in the rows ``lo`` to ``hi`` the `where` holds for, in order."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef Py_ssize_t row
+    cdef list out = []
+    values = rows_of(values, hi)
+    for row in range(lo, hi):
+        if row_holds(rows, row):
+            out.append(<object> PyList_GET_ITEM(values, row))
+    return out
+
+
+def last_row(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi):
+    """The last of the rows ``lo`` to ``hi`` (excluded) the `where` holds for, or -1."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef Py_ssize_t row
+    for row in range(hi - 1, lo - 1, -1):
+        if row_holds(rows, row):
+            return row
+    return -1

@@ -17,7 +17,7 @@ from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, literal_source
 from dsl.folding import fold
-from dsl.matchplan import BucketPlan, PlanBuilder, resolve
+from dsl.matchplan import BucketPlan, PlanBuilder, resolve, where_plan
 from dsl.twins import matchvm
 
 if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must not need engine)
@@ -132,6 +132,7 @@ class Compiler:
         self.history_fields: dict[str, set[str]] = {}
         self.history_windows: dict[str, float] = {}
         self._aggregate_ids = 0
+        self.row_filters: dict[str, str] = {}  # repr of a `where` plan -> its program's name
 
     # -- entry --
 
@@ -260,6 +261,7 @@ class Compiler:
         if uses_time:
             current += "        _p_time = t\n"
         key = agg.event_type
+        row_filter = self.row_filter(agg.where)
         lines = [
             "def __AGG__(x):",
             "    c = x.aggs",
@@ -282,17 +284,24 @@ class Compiler:
                 "            ts = h.times; cols = h.columns",
                 f"            lo = _bisect_right(ts, t - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(ts, t)",
             ]
-            lines += [f"            _c_{f} = _col(cols, {f!r}, ts)" for f in stored]
-            lines += [
-                "            for i in range(hi - 1, lo - 1, -1):",
-                "                _p_time = ts[i]",
-            ]
-            lines += [f"                {past[f]} = _c_{f}[i]" for f in stored]
-            lines += [
-                f"                if {where}:",
-                "                    best = _p_time",
-                "                    break",
-            ]
+            if row_filter is not None:
+                lines += [
+                    f"            i = _last_row({row_filter}, lo, hi)",
+                    "            if i >= 0:",
+                    "                best = ts[i]",
+                ]
+            else:
+                lines += [f"            _c_{f} = _col(cols, {f!r}, ts)" for f in stored]
+                lines += [
+                    "            for i in range(hi - 1, lo - 1, -1):",
+                    "                _p_time = ts[i]",
+                ]
+                lines += [f"                {past[f]} = _c_{f}[i]" for f in stored]
+                lines += [
+                    f"                if {where}:",
+                    "                    best = _p_time",
+                    "                    break",
+                ]
         else:
             lines += [
                 f"    h = x.hist.get({key!r})",
@@ -302,6 +311,15 @@ class Compiler:
             ]
             if agg.func == "count" and agg.where is None:
                 lines.append("        n += hi - lo")
+            elif row_filter is not None and agg.func == "count":
+                lines.append(f"        n += _count_rows({row_filter}, lo, hi)")
+            elif row_filter is not None and agg.path:
+                head = agg.path[0]
+                values = "ts" if head == "time" else f"_col(cols, {head!r}, ts)"
+                lines += [
+                    f"        for {past[head]} in _select_rows({row_filter}, lo, hi, {values}):",
+                    f"            {step}",
+                ]
             elif loop_vars:
                 target = ", ".join(loop_vars)
                 sources = loop_sources[0] if len(loop_sources) == 1 else "zip(" + ", ".join(loop_sources) + ")"
@@ -316,6 +334,26 @@ class Compiler:
             ]
         lines += [f"    r = {result}", "    c[__AGG__] = r", "    return r"]
         return "\n".join(lines)
+
+    def row_filter(self, where: n.Expr | None) -> str | None:
+        """The arguments that hand an aggregate's `where` to the Cython row filter (its
+        program, then its columns), or None: no `where`, no Cython matcher, or a `where`
+        that needs Python (the generated loop tests it then)."""
+        if where is None or self.matcher_vm is None:
+            return None
+        plan = where_plan(where)
+        if plan is None:
+            return None
+        vm = self.matcher_vm
+        for name, function in (("_count_rows", vm.count_rows), ("_select_rows", vm.select_rows), ("_last_row", vm.last_row)):
+            self.module.constants[name] = function
+        key = repr(plan)
+        program = self.row_filters.get(key)
+        if program is None:
+            program = self.row_filters[key] = f"_RF{len(self.row_filters)}"
+            self.module.constants[program] = vm.BucketProgram(plan)
+        columns = ", ".join("ts" if name == "time" else f"_col(cols, {name!r}, ts)" for _root, name in plan.slots)
+        return f"{program}, [{columns}]"
 
     # -- rules --
 

@@ -37,8 +37,9 @@ RICH = {"<": 0, "<=": 1, "==": 2, "!=": 3, ">": 4, ">=": 5}
 _ORDER_HELPERS = {"<": rt.lt, "<=": rt.le, ">": rt.gt, ">=": rt.ge}
 EXACT_FLOAT_INTEGERS = 2**53  # whole numbers up to this convert to a float exactly
 
-# Slot roots: which dict a slot reads, or the event time.
-EVENT, PROFILE, TIME = 0, 1, 2
+# Slot roots: which dict a slot reads, the event time, or (in an aggregate's `where`) a
+# column of the past events.
+EVENT, PROFILE, TIME, PAST = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +62,16 @@ class PlanBuilder:
     generated function ``(x) -> bool`` for a sub-condition the plan has no atom for; the
     names are replaced by the functions once the module is compiled (``resolve``)."""
 
-    def __init__(self, python_condition: Callable[[n.Expr, str], str]):
+    def __init__(self, python_condition: Callable[[n.Expr, str], str], past: bool = False):
         self.python_condition = python_condition
+        self.past = past  # fields are the past events' (an aggregate's `where`)
         self.slots: dict[tuple[int, str], int] = {}
         self.nodes: list[tuple] = []
         self.entries: list[Entry] = []
 
-    def add_rule(self, rule: int, condition: n.Expr, active_from: float, active_to: float) -> None:
+    def add_rule(self, rule: int, condition: n.Expr, active_from: float, active_to: float, what: str = "`when`") -> None:
         start = len(self.nodes)
-        self.condition(condition, "`when`")
+        self.condition(condition, what)
         self.entries.append(Entry(rule, active_from, active_to, start))
 
     def plan(self) -> BucketPlan:
@@ -162,13 +164,18 @@ class PlanBuilder:
 
     # -- fields --
 
-    @staticmethod
-    def simple_field(expr: n.Expr) -> bool:
-        return isinstance(expr, n.Field) and expr.root in ("event", "profile") and len(expr.path) == 1
+    def simple_field(self, expr: n.Expr) -> bool:
+        if not (isinstance(expr, n.Field) and len(expr.path) == 1):
+            return False
+        if self.past:
+            return expr.root == "past" and expr.path[0] != "type"
+        return expr.root in ("event", "profile")
 
     def slot(self, field: n.Field) -> int:
         name = field.path[0]
-        if field.root == "event":
+        if field.root == "past":
+            key = (PAST, name)
+        elif field.root == "event":
             key = (TIME, "time") if name == "time" else (EVENT, name)
         else:
             key = (PROFILE, name)
@@ -176,6 +183,26 @@ class PlanBuilder:
         if found is None:
             found = self.slots[key] = len(self.slots)
         return found
+
+
+class NoAtoms(Exception):
+    """A `where` the row filter cannot test without calling Python."""
+
+
+def no_python(_expr: n.Expr, _what: str) -> str:
+    raise NoAtoms
+
+
+def where_plan(where: n.Expr) -> BucketPlan | None:
+    """The plan of an aggregate's `where` for the Cython row filter (slots are the past
+    events' columns), or None when some part of it needs Python (an event field, a
+    function, arithmetic): the generated loop tests that `where`."""
+    builder = PlanBuilder(no_python, past=True)
+    try:
+        builder.add_rule(0, where, -math.inf, math.inf, "`where`")
+    except NoAtoms:
+        return None
+    return builder.plan()
 
 
 def exact_float(value) -> bool:

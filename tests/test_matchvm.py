@@ -134,3 +134,78 @@ def test_active_windows_are_tested_in_c():
     for ruleset in (compile_ruleset(checked, matcher_vm=matchvm), compile_ruleset(checked, matcher_vm=None)):
         for t, expected in ((1767225600.0, [0]), (1769904000.0, [1]), (1767225599.0, [])):
             assert run(ruleset, {"type": "t", "time": t}, {}) == (expected, [])
+
+
+# ---- aggregates: the row filter against the generated loops ------------------------------
+
+PAST_FIELDS = ["a", "s", "time"]
+WHERE_ATOMS = st.one_of(
+    st.builds(
+        lambda f, op, lit: f"{f} {op} {lit}",
+        st.sampled_from(PAST_FIELDS), st.sampled_from(["==", "!=", "<", ">="]),
+        st.sampled_from(["3", "2.5", '"x"', "null", "true", "9007199254740993"]),
+    ),
+    st.builds(lambda f, op: f"{f} {op} [\"x\", \"y\"]", st.sampled_from(PAST_FIELDS), st.sampled_from(["in", "not in"])),
+    st.sampled_from(["a", "s", "a + 1 > 2", "a == event.a"]),
+)
+WHERES = st.recursive(
+    WHERE_ATOMS,
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"({a} and {b})", inner, inner),
+        st.builds(lambda a, b: f"({a} or {b})", inner, inner),
+        st.builds(lambda a: f"not ({a})", inner),
+    ),
+    max_leaves=4,
+)
+AGGREGATES = ["count(t where W within 1h)", "sum(t.a where W within 1h)", "avg(t.a where W within 1h)",
+              "min(t.a where W within 1h)", "max(t.s where W within 1h)", "distinct(t.s where W within 1h)",
+              "since(t where W within 1h)"]
+
+
+def decide_both(where: str, past: list[tuple], event: dict):
+    from engine.procedure import evaluate
+    from engine.state import CustomerState, History
+
+    params = ", ".join(f"v{i} = {agg.replace('W', where)}" for i, agg in enumerate(AGGREGATES))
+    both = compile_both_text(f'rule r priority 1\n  when event.type == "t"\n  then act with {params}\nend\n')
+    if both is None:
+        return None
+    history = {"t": History([p[0] for p in past], {"a": [p[1] for p in past], "s": [p[2] for p in past]})}
+    state = CustomerState({}, history, [])
+    out = []
+    for ruleset in both:
+        outcome = evaluate(ruleset, event, state)
+        out.append(([c.params for c in outcome.choices], outcome.errors))
+    return out
+
+
+def compile_both_text(text: str):
+    diagnostics = Diagnostics()
+    module = parse_module("<test>", text, diagnostics)
+    checked = check([module], diagnostics) if module is not None else None
+    if diagnostics or checked is None:
+        return None
+    return compile_ruleset(checked, matcher_vm=matchvm), compile_ruleset(checked, matcher_vm=None)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    where=WHERES,
+    past=st.lists(st.tuples(st.integers(0, 3600), VALUES, VALUES), max_size=12).map(lambda rows: sorted(rows, key=lambda row: row[0])),
+    current=st.tuples(VALUES, VALUES),
+)
+def test_aggregates_with_the_row_filter_match_the_generated_loops(where, past, current):
+    event = {"type": "t", "customer_id": "c", "time": 3000.0, "a": current[0], "s": current[1]}
+    both = decide_both(where, [(float(t), a, s) for t, a, s in past], event)
+    if both is None:
+        return
+    with_vm, generated = both
+    assert with_vm == generated, (where, past, event)
+
+
+def test_a_where_on_past_fields_against_literals_uses_the_row_filter():
+    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a > 1 within 1h) > 0\n  then act\nend\n')
+    with_vm, generated = both
+    assert "_count_rows(" in with_vm.python_source and "_count_rows(" not in generated.python_source
+    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a == event.a within 1h) > 0\n  then act\nend\n')
+    assert "_count_rows(" not in both[0].python_source  # an event field: the generated loop
