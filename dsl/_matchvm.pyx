@@ -47,6 +47,7 @@ DEF K_NUMBER_EQ = 9
 DEF K_IS = 10
 DEF K_IN_STRINGS = 11
 DEF K_TRUTH = 12
+DEF K_EQ_BOUND = 13  # a past field == a value of the decision's (its slot index in ``number``)
 
 # Slot kinds once loaded.
 DEF S_UNLOADED = 0
@@ -58,6 +59,7 @@ DEF ROOT_EVENT = 0
 DEF ROOT_PROFILE = 1
 DEF ROOT_TIME = 2
 DEF ROOT_PAST = 3
+DEF ROOT_BOUND = 4
 
 DEF EXACT = 9007199254740992  # 2**53
 DEF INLINE_SLOTS = 32  # fields a bucket reads without allocating per decision
@@ -234,6 +236,8 @@ cdef Slot* load(Matches m, int index) except NULL:
     cdef int root = m.program.slot_roots[index]
     if root == ROOT_PAST:
         found = PyList_GET_ITEM(<list> PyList_GET_ITEM(m.columns, index), m.row)
+    elif root == ROOT_BOUND:
+        found = PyList_GET_ITEM(m.columns, index)
     elif root == ROOT_TIME:
         found = <PyObject*> m.t
     else:
@@ -301,6 +305,7 @@ cdef inline int atom(Matches m, Node* node) except -1:
     """1 when the atom (a field against a literal) holds, else 0."""
     cdef int kind = node.kind
     cdef int held
+    cdef Slot* other
     cdef Slot* slot = &m.slots[node.slot]
     if slot.kind == S_UNLOADED:
         slot = load(m, node.slot)
@@ -329,6 +334,15 @@ cdef inline int atom(Matches m, Node* node) except -1:
         if slot.kind == S_STRING:
             return PyObject_RichCompareBool(<object> slot.value, <object> node.obj, node.op)
         return 1 if (<object> node.obj2)(<object> slot.value, <object> node.obj) else 0
+    if kind == K_EQ_BOUND:
+        other = &m.slots[<int> node.number]
+        if other.kind == S_UNLOADED:
+            other = load(m, <int> node.number)
+        if slot.kind == S_STRING and other.kind == S_STRING:
+            held = same_string(slot.value, other.value)
+        else:
+            held = 1 if (<object> node.obj2)(<object> slot.value, <object> other.value) else 0
+        return held ^ node.op
     if kind == K_TRUTH:
         if slot.value == <PyObject*> True:
             return 1
@@ -374,7 +388,8 @@ cdef Matches start_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssi
     if lo < 0:
         raise ValueError("rows start at 0")
     for i in range(where.n_slots):
-        columns[i] = rows_of(columns[i], hi)
+        if where.slot_roots[i] == ROOT_PAST:
+            columns[i] = rows_of(columns[i], hi)
     rows.columns = columns
     return with_slots(rows, where)
 
@@ -424,3 +439,66 @@ def last_row(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi):
         if row_holds(rows, row):
             return row
     return -1
+
+
+# The accumulating kernels: each does what the generated loop's step does, row by row in
+# the same order, so the results are the same Python numbers and sets.
+
+def sum_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi, values):
+    """(sum, count) of the numbers of ``values`` in the rows the `where` holds for."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef list items = rows_of(values, hi)
+    cdef Py_ssize_t row, count = 0
+    total = 0
+    for row in range(lo, hi):
+        if row_holds(rows, row):
+            value = <object> PyList_GET_ITEM(items, row)
+            if type(value) is int or type(value) is float:
+                total = total + value
+                count += 1
+    return total, count
+
+
+def min_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi, values):
+    """The least number of ``values`` in the rows the `where` holds for, or None."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef list items = rows_of(values, hi)
+    cdef Py_ssize_t row
+    best = None
+    for row in range(lo, hi):
+        if row_holds(rows, row):
+            value = <object> PyList_GET_ITEM(items, row)
+            if (type(value) is int or type(value) is float) and (best is None or value < best):
+                best = value
+    return best
+
+
+def max_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi, values):
+    """The greatest number of ``values`` in the rows the `where` holds for, or None."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef list items = rows_of(values, hi)
+    cdef Py_ssize_t row
+    best = None
+    for row in range(lo, hi):
+        if row_holds(rows, row):
+            value = <object> PyList_GET_ITEM(items, row)
+            if (type(value) is int or type(value) is float) and (best is None or value > best):
+                best = value
+    return best
+
+
+def distinct_rows(BucketProgram where, list columns, Py_ssize_t lo, Py_ssize_t hi, values, set seen, distinct_key):
+    """Adds to ``seen`` the values (not null) of the rows the `where` holds for: strings and
+    numbers as they are, anything else by ``distinct_key``."""
+    cdef Matches rows = start_rows(where, columns, lo, hi)
+    cdef list items = rows_of(values, hi)
+    cdef Py_ssize_t row
+    for row in range(lo, hi):
+        if row_holds(rows, row):
+            value = <object> PyList_GET_ITEM(items, row)
+            if value is None:
+                continue
+            if type(value) is str or type(value) is int or type(value) is float:
+                seen.add(value)
+            else:
+                seen.add(distinct_key(value))

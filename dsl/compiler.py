@@ -17,7 +17,7 @@ from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, literal_source
 from dsl.folding import fold
-from dsl.matchplan import BucketPlan, PlanBuilder, resolve, where_plan
+from dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
 from dsl.twins import matchvm
 
 if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must not need engine)
@@ -313,9 +313,13 @@ class Compiler:
                 lines.append("        n += hi - lo")
             elif row_filter is not None and agg.func == "count":
                 lines.append(f"        n += _count_rows({row_filter}, lo, hi)")
+            elif row_filter is not None and len(agg.path) == 1 and agg.func in ROW_KERNELS:
+                head = agg.path[0]
+                values = column_source(head)
+                lines.append("        " + ROW_KERNELS[agg.func].format(args=f"{row_filter}, lo, hi, {values}"))
             elif row_filter is not None and agg.path:
                 head = agg.path[0]
-                values = "ts" if head == "time" else f"_col(cols, {head!r}, ts)"
+                values = column_source(head)
                 lines += [
                     f"        for {past[head]} in _select_rows({row_filter}, lo, hi, {values}):",
                     f"            {step}",
@@ -345,14 +349,16 @@ class Compiler:
         if plan is None:
             return None
         vm = self.matcher_vm
-        for name, function in (("_count_rows", vm.count_rows), ("_select_rows", vm.select_rows), ("_last_row", vm.last_row)):
-            self.module.constants[name] = function
+        for name in ("count_rows", "select_rows", "last_row", "sum_rows", "min_rows", "max_rows", "distinct_rows"):
+            self.module.constants["_" + name] = getattr(vm, name)
         key = repr(plan)
         program = self.row_filters.get(key)
         if program is None:
             program = self.row_filters[key] = f"_RF{len(self.row_filters)}"
             self.module.constants[program] = vm.BucketProgram(plan)
-        columns = ", ".join("ts" if name == "time" else f"_col(cols, {name!r}, ts)" for _root, name in plan.slots)
+        columns = ", ".join(
+            column_source(name) if root == PAST else decision_value_source(name) for root, name in plan.slots
+        )
         return f"{program}, [{columns}]"
 
     # -- rules --
@@ -523,6 +529,30 @@ class Compiler:
             return None
         params, params_fn = self.params_part(default.then, "_params_default")
         return default.then.action, default.then.channel, params, params_fn
+
+
+def column_source(name: str) -> str:
+    """A past events' column in a generated aggregate."""
+    return "ts" if name == "time" else f"_col(cols, {name!r}, ts)"
+
+
+def decision_value_source(qualified: str) -> str:
+    """``event.g`` / ``profile.h`` in a generated aggregate (``event.time`` is ``t``)."""
+    root, name = qualified.split(".", 1)
+    if qualified == "event.time":
+        return "t"
+    return f"{'ev' if root == 'event' else 'pr'}.get({name!r})"
+
+
+# The Cython row filter's kernels for an aggregate over one past field (the variables
+# are AGGREGATORS' own: each kernel starts from its initial value and steps as it does).
+ROW_KERNELS = {
+    "sum": "s, _k = _sum_rows({args})",
+    "avg": "s, k = _sum_rows({args})",
+    "min": "best = _min_rows({args})",
+    "max": "best = _max_rows({args})",
+    "distinct": "_distinct_rows({args}, seen, _distinct_key)",
+}
 
 
 def _aggregators() -> dict[str, tuple[str, str, str]]:

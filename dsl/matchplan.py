@@ -30,7 +30,7 @@ from dsl.codegen import is_sure_bool
 from dsl.twins import runtime as rt
 
 # Node kinds (dsl/_matchvm.pyx has the same numbers).
-FALSE, TRUE, AND, OR, NOT, PYTHON, NUMBER_ORDER, STRING_ORDER, STRING_EQ, NUMBER_EQ, IS, IN_STRINGS, TRUTH = range(13)
+FALSE, TRUE, AND, OR, NOT, PYTHON, NUMBER_ORDER, STRING_ORDER, STRING_EQ, NUMBER_EQ, IS, IN_STRINGS, TRUTH, EQ_BOUND = range(14)
 
 # Comparison operators, as CPython's rich comparison codes (Py_LT ... Py_GE).
 RICH = {"<": 0, "<=": 1, "==": 2, "!=": 3, ">": 4, ">=": 5}
@@ -38,8 +38,9 @@ _ORDER_HELPERS = {"<": rt.lt, "<=": rt.le, ">": rt.gt, ">=": rt.ge}
 EXACT_FLOAT_INTEGERS = 2**53  # whole numbers up to this convert to a float exactly
 
 # Slot roots: which dict a slot reads, the event time, or (in an aggregate's `where`) a
-# column of the past events.
-EVENT, PROFILE, TIME, PAST = 0, 1, 2, 3
+# column of the past events or a value of the decision's own (an event or profile field,
+# the event time) that the `where` compares them with.
+EVENT, PROFILE, TIME, PAST, BOUND = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,8 @@ class PlanBuilder:
     def comparison(self, expr: n.Binary) -> bool:
         """Appends an atom for ``expr`` when it has one; False when it has none."""
         op, left, right = expr.op, expr.left, expr.right
+        if op in ("==", "!=") and self.past and self.bound_equality(op, left, right):
+            return True
         if op in ("==", "!="):
             if isinstance(left, n.Literal) and not isinstance(right, n.Literal):
                 left, right = right, left
@@ -159,6 +162,21 @@ class PlanBuilder:
             return True
         return False
 
+    def bound_equality(self, op: str, left: n.Expr, right: n.Expr) -> bool:
+        """``past.f == event.g`` (either way round, or ``!=``): an EQ_BOUND atom, the
+        decision's value in a BOUND slot (whose index the atom keeps in ``number``)."""
+        def decision_field(expr):
+            return isinstance(expr, n.Field) and expr.root in ("event", "profile") and len(expr.path) == 1
+        if self.simple_field(left) and decision_field(right):
+            past, own = left, right
+        elif decision_field(left) and self.simple_field(right):
+            past, own = right, left
+        else:
+            return False
+        # `!=` is `not ==` (runtime.ne), and `==` is symmetric (runtime.eq)
+        self.atom(EQ_BOUND, self.slot(past), int(op == "!="), float(self.slot(own, bound=True)), None, rt.eq)
+        return True
+
     def atom(self, kind: int, slot: int, op: int, number: float, obj=None, obj2=None, obj3=None) -> None:
         self.nodes.append((kind, 1, slot, op, number, obj, obj2, obj3))
 
@@ -171,9 +189,11 @@ class PlanBuilder:
             return expr.root == "past" and expr.path[0] != "type"
         return expr.root in ("event", "profile")
 
-    def slot(self, field: n.Field) -> int:
+    def slot(self, field: n.Field, bound: bool = False) -> int:
         name = field.path[0]
-        if field.root == "past":
+        if bound:
+            key = (BOUND, f"{field.root}.{name}")
+        elif field.root == "past":
             key = (PAST, name)
         elif field.root == "event":
             key = (TIME, "time") if name == "time" else (EVENT, name)

@@ -146,7 +146,7 @@ WHERE_ATOMS = st.one_of(
         st.sampled_from(["3", "2.5", '"x"', "null", "true", "9007199254740993"]),
     ),
     st.builds(lambda f, op: f"{f} {op} [\"x\", \"y\"]", st.sampled_from(PAST_FIELDS), st.sampled_from(["in", "not in"])),
-    st.sampled_from(["a", "s", "a + 1 > 2", "a == event.a"]),
+    st.sampled_from(["a", "s", "a + 1 > 2", "a == event.a", "event.s != s", "time == event.time", "a == profile.p"]),
 )
 WHERES = st.recursive(
     WHERE_ATOMS,
@@ -171,7 +171,7 @@ def decide_both(where: str, past: list[tuple], event: dict):
     if both is None:
         return None
     history = {"t": History([p[0] for p in past], {"a": [p[1] for p in past], "s": [p[2] for p in past]})}
-    state = CustomerState({}, history, [])
+    state = CustomerState({"p": 1}, history, [])
     out = []
     for ruleset in both:
         outcome = evaluate(ruleset, event, state)
@@ -208,4 +208,6 @@ def test_a_where_on_past_fields_against_literals_uses_the_row_filter():
     with_vm, generated = both
     assert "_count_rows(" in with_vm.python_source and "_count_rows(" not in generated.python_source
     both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a == event.a within 1h) > 0\n  then act\nend\n')
-    assert "_count_rows(" not in both[0].python_source  # an event field: the generated loop
+    assert "_count_rows(" in both[0].python_source  # a past field against an event field
+    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a == event.a + 1 within 1h) > 0\n  then act\nend\n')
+    assert "_count_rows(" not in both[0].python_source  # arithmetic: the generated loop
