@@ -6,19 +6,21 @@ event -> check -> state read -> evaluate, rank, caps and holdouts -> decision ->
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from dsl import load_ruleset
 from dsl.compiler import CompiledRuleset
 from engine.decision import Decision, decision_map
 from engine.errors import EngineError, EventError, RequestError
-from engine.events import check_event, event_checker, read_as
+from engine.events import event_checker, read_as
 from dsl.twins import pick
 from engine.procedure import Outcome
 from engine.state import Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
 
 evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
+
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 8  # decisions retried when another process recorded a contact meanwhile
 MAX_LIMIT = 100
@@ -69,30 +71,26 @@ class Engine:
     def decide(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> Decision:
         lock = self.store.decision_lock
         if lock is None:
-            customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
-        else:
-            lock.acquire()  # not `with lock`: measurably slower, and this runs for every event
-            try:
-                customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
-            finally:
-                lock.release()
-        trace = outcome.trace
-        return Decision(customer_id, tuple(outcome.choices), degraded, tuple(trace) if trace is not None else None)
+            return self._decide(event, limit, explain, dry_run, _decision)
+        lock.acquire()  # not `with lock`: measurably slower, and this runs for every event
+        try:
+            return self._decide(event, limit, explain, dry_run, _decision)
+        finally:
+            lock.release()
 
     def decide_map(self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False) -> dict:
         """``decide(...).to_dict()``, built straight from the outcome (the socket server's path)."""
         lock = self.store.decision_lock
         if lock is None:
-            customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
-        else:
-            lock.acquire()
-            try:
-                customer_id, outcome, degraded = self._decide(event, limit, explain, dry_run)
-            finally:
-                lock.release()
-        return decision_map(customer_id, outcome.choices, degraded, outcome.trace)
+            return self._decide(event, limit, explain, dry_run, decision_map)
+        lock.acquire()
+        try:
+            return self._decide(event, limit, explain, dry_run, decision_map)
+        finally:
+            lock.release()
 
-    def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool) -> tuple[str, Outcome, bool]:
+    def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool, finish: Callable[..., T]) -> T:
+        """The decision, handed to ``finish(customer_id, choices, degraded, trace)``."""
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
             raise _bad_limit(limit)
         ruleset, check = self._current  # one ruleset for the whole decision, even across a reload
@@ -140,7 +138,7 @@ class Engine:
             stats.degraded += 1
         if outcome.passed_over or outcome.errors:
             stats.record_reasons(outcome.passed_over, outcome.errors)
-        return customer_id, outcome, degraded
+        return finish(customer_id, choices, degraded, outcome.trace)
 
     async def decide_async(
         self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
@@ -151,8 +149,7 @@ class Engine:
         else:
             with lock:  # the in-memory store: its reads and commits never suspend
                 customer_id, outcome, degraded = await self._decide_async(event, limit, explain, dry_run)
-        trace = outcome.trace
-        return Decision(customer_id, tuple(outcome.choices), degraded, tuple(trace) if trace is not None else None)
+        return _decision(customer_id, outcome.choices, degraded, outcome.trace)
 
     async def _decide_async(
         self, event: Mapping, limit: int, explain: bool, dry_run: bool
@@ -184,9 +181,9 @@ class Engine:
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
             raise _bad_limit(limit)
-        ruleset = self._ruleset  # one ruleset for the whole decision, even across a reload
+        ruleset, check = self._current  # one ruleset for the whole decision, even across a reload
         try:
-            return ruleset, check_event(event, ruleset.event_schemas)
+            return ruleset, check(event)
         except EventError:
             self.stats.record_bad_event()
             raise
@@ -271,6 +268,10 @@ class Engine:
 
 def _nothing_to_record(outcome: Outcome) -> bool:
     return outcome.write is None or outcome.write.is_empty
+
+
+def _decision(customer_id: str, choices: list, degraded: bool, trace: list | None) -> Decision:
+    return Decision(customer_id, tuple(choices), degraded, tuple(trace) if trace is not None else None)
 
 
 def _bad_limit(limit) -> RequestError:
