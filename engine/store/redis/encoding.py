@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import threading
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -163,7 +164,13 @@ def encode_profile(profile: dict, schema: dict[str, str]) -> dict[str, str]:
 
 
 def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
-    """An HGETALL reply (a map in RESP3, a flat list in RESP2) to the profile."""
+    """An HGETALL reply (a map in RESP3, a flat list in RESP2) to the profile.
+
+    A declared field's value is read once per distinct text (up to ``FIELD_VALUES_KEPT``
+    of them per field): a customer's profile is read again at each of their events, and
+    most of its fields have not changed. Only values that cannot change are kept
+    (strings, numbers, bools, null), never a list.
+    """
     pairs = raw.items() if raw.__class__ is dict else zip(raw[::2], raw[1::2])
     readers = field_readers(schema)
     profile = {}
@@ -172,13 +179,24 @@ def decode_profile(raw: Any, schema: dict[str, str]) -> dict:
         if known is None:
             profile[name.decode()] = decode_profile_value(value, None)
             continue
-        name, reader = known
-        if value[:1] == ESCAPE_BYTE:
-            profile[name] = unescaped(value.decode())
-            continue
-        read = reader(value)
-        profile[name] = decode_undeclared(value.decode()) if read is None else read
+        name, reader, seen = known
+        read = seen.get(value, UNSEEN)
+        if read is UNSEEN:
+            if value[:1] == ESCAPE_BYTE:
+                read = unescaped(value.decode())
+            else:
+                read = reader(value)
+                if read is None:
+                    read = decode_undeclared(value.decode())
+            if read.__class__ in IMMUTABLE and len(seen) < FIELD_VALUES_KEPT:
+                seen[value] = read
+        profile[name] = read
     return profile
+
+
+UNSEEN = object()
+IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+FIELD_VALUES_KEPT = 256
 
 
 ESCAPE_BYTE = ESCAPE.encode()
@@ -201,15 +219,16 @@ BYTES_READERS = {  # kind -> raw bytes to value, None when not of that kind
 }
 
 
-FIELD_READERS: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, {field bytes: (name, reader)})
+FIELD_READERS: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, {field bytes: (name, reader, seen)})
 
 
-def field_readers(schema: dict[str, str]) -> dict[bytes, tuple[str, Any]]:
-    """Per declared field, its name and reader of raw bytes, made once per schema."""
+def field_readers(schema: dict[str, str]) -> dict[bytes, tuple[str, Any, dict]]:
+    """Per declared field: its name, its reader of raw bytes, and the values read so far
+    ({raw: value}); made once per schema."""
     cached = FIELD_READERS.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    readers = {name.encode(): (name, BYTES_READERS.get(kind, bytes.decode)) for name, kind in schema.items()}
+    readers = {name.encode(): (name, BYTES_READERS.get(kind, bytes.decode), {}) for name, kind in schema.items()}
     if len(FIELD_READERS) > 64:
         FIELD_READERS.clear()
     FIELD_READERS[id(schema)] = (schema, readers)
@@ -225,9 +244,18 @@ BIG_INT = 1  # msgpack ext type: an int beyond 64 bits, as its decimal digits
 
 def pack_member(value: Any) -> bytes:
     try:
-        return msgpack.packb(value, use_bin_type=True)
+        pack = PACKERS.pack
+    except AttributeError:  # this thread's first
+        pack = PACKERS.pack = msgpack.Packer(use_bin_type=True, buf_size=4096).pack
+    try:
+        return pack(value)  # starts afresh after an error
     except OverflowError:
         return msgpack.packb(big_ints_as_ext(value), use_bin_type=True)
+
+
+# A packer per thread, used for every call (``msgpack.packb`` makes a new one, with a 256
+# KiB buffer, per call; a packer's buffer must not be shared by two threads at once).
+PACKERS = threading.local()
 
 
 def big_ints_as_ext(value: Any) -> Any:

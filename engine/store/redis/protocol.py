@@ -164,10 +164,13 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
         return [0]
     args: list = [len(checks)]
     for check in checks:
-        allowed = check.limit - sum(1 for contact in new if check.matches(contact))
+        allowed = check.limit
+        for contact in new:
+            if check.matches(contact):
+                allowed -= 1
         if allowed < 0:
             return None
-        args += [check.scope, check.key or "", allowed, repr(float(time - check.window))]
+        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)))
     return args
 
 
