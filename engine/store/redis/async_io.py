@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio.connection as async_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
@@ -244,10 +244,16 @@ class AsyncNode:
         self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
 
-    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
+    def request(self, packed: bytes, count: int, timeout_s: float) -> Awaitable[list]:
+        """The replies of ``packed`` (``count`` commands), to await; on the open link
+        itself when there is one (no coroutine of the node's own on the hot path)."""
         link = self.link
         if link is None or link.closed or self.loop is not asyncio.get_running_loop():
-            link = await self.get_link(timeout_s)
+            return self.request_on_new_link(packed, count, timeout_s)
+        return link.request(packed, count, timeout_s)
+
+    async def request_on_new_link(self, packed: bytes, count: int, timeout_s: float) -> list:
+        link = await self.get_link(timeout_s)
         return await link.request(packed, count, timeout_s)
 
     async def send_only(self, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
