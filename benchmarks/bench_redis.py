@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -216,11 +217,19 @@ async def concurrent_decisions(engine, events: list, callers: int) -> dict:
             degraded += decision.degraded
 
     await engine.decide_async(events[0], dry_run=True)  # connected
+    cpu_before = process_cpu_s()
     started = clock()
     await asyncio.gather(*(caller() for _ in range(callers)))
     elapsed = clock() - started
+    cpu_us = (process_cpu_s() - cpu_before) / len(latencies) * 1e6
     await engine.close_async()  # the writes sent without waiting are answered before the loop ends
-    return dict(percentiles(latencies), per_second=len(latencies) / elapsed, degraded=degraded)
+    return dict(percentiles(latencies), per_second=len(latencies) / elapsed, degraded=degraded, cpu_us=cpu_us)
+
+
+def process_cpu_s() -> float:
+    """This process's CPU time (user and system), in seconds."""
+    times = os.times()
+    return times.user + times.system
 
 
 async def concurrent_bare_shared(store, events: list, times: list, callers: int) -> dict:
@@ -469,6 +478,10 @@ def format_markdown(data: dict) -> str:
         f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs in one process (goal: under 1000 µs)"
         + "".join(f"; {figure(figures['p99_us'])} µs over {figures['processes']} processes"
                   for figures in conc.get("decide_processes", [])),
+        f"- CPU of the engine's process per concurrent decision (user + system, one process, 1 ms budget): "
+        f"{figure(conc['decide']['cpu_us'])} µs: one process decides at most {figure(1e6 / conc['decide']['cpu_us'])} "
+        f"times a second, so with {data['callers']} callers always waiting a decision takes at least "
+        f"{figure(data['callers'] * conc['decide']['cpu_us'])} µs on average (Little's law)",
         f"- memory after the run: {figure(memory['bytes_per_customer'])} bytes per customer (MEMORY USAGE of "
         f"its keys: {', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())}) over "
         f"{memory['customers']} customers; used_memory grew {figure(memory['used_memory_growth_per_customer'])} "
