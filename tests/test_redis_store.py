@@ -291,6 +291,26 @@ def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):  # noqa: F811
         assert outcomes.count(True) == 1, outcomes
 
 
+def read_in_child(store, results) -> None:
+    results.put(store.read("c1", NEEDS, T0).profile)
+    store.close()
+
+
+def test_a_forked_child_opens_its_own_connections(store):
+    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))  # a connection, a reply still owed on it
+    parents_link = store.sync_nodes[store.topology.seed.address].free[-1]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=read_in_child, args=(store, results))
+    child.start()
+    child.join(timeout=30)
+    assert results.get(timeout=10) == {"ltv": 1}
+    assert child.exitcode == 0
+    assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}  # the parent's link is intact
+    assert store.sync_nodes[store.topology.seed.address].free == [parents_link]
+    assert store.lost_writes == 0
+
+
 # -- retention
 
 
