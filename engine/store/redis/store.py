@@ -33,11 +33,8 @@ from engine.store.redis.protocol import (
 )
 from engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
 from engine.store.redis.async_io import AsyncNode
+
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
-
-
-# ---------------------------------------------------------------------------------------
-# The store
 
 
 class RedisStore(Store):
@@ -60,7 +57,6 @@ class RedisStore(Store):
     the meta key expire ``retention + ttl_grace_s`` after the customer's last write;
     profiles only with ``profile_ttl_s``.
     """
-
 
     def __init__(
         self,
