@@ -15,6 +15,7 @@ generated Python function.
 """
 
 cimport cython
+from dsl._runtime_c cimport EvalContext
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.exc cimport PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM
@@ -81,6 +82,10 @@ cdef struct Entry:
     double active_from
     double active_to
     int node
+    # the usual condition, atoms joined by `and` (or one atom): nodes first .. first + count
+    # (count 0: another condition, tested from ``node``)
+    int first
+    int count
 
 
 cdef struct Slot:
@@ -138,6 +143,15 @@ cdef class BucketProgram:
             self.entries[i].active_from = entry.active_from
             self.entries[i].active_to = entry.active_to
             self.entries[i].node = entry.node
+            self.entries[i].first = 0
+            self.entries[i].count = 0
+            head = nodes[entry.node]
+            if head[0] >= K_NUMBER_ORDER:
+                self.entries[i].first = entry.node
+                self.entries[i].count = 1
+            elif head[0] == K_AND and all(nodes[k][0] >= K_NUMBER_ORDER for k in range(entry.node + 1, entry.node + head[1])):
+                self.entries[i].first = entry.node + 1
+                self.entries[i].count = head[1] - 1
 
     cdef PyObject* _hold(self, obj):
         self.keep.append(obj)
@@ -151,6 +165,18 @@ cdef class BucketProgram:
     def __call__(self, x, list errors):
         return start(self, x, errors)
 
+    def start(self, dict ev, dict pr, t, etype, hist, list errors):
+        """``self(x, errors)`` with the context made here: the matches hold it as ``.x``."""
+        cdef EvalContext x = EvalContext.__new__(EvalContext)
+        x.ev = ev
+        x.pr = pr
+        x.t = t
+        x.etype = etype
+        x.hist = hist
+        x.aggs = {}
+        x.segs = {}
+        return start(self, x, errors)
+
     @property
     def size(self):
         """(rules, nodes, slots)"""
@@ -162,7 +188,7 @@ cdef class Matches:
     """The rules of one bucket that hold for one decision, found as they are asked for."""
 
     cdef BucketProgram program
-    cdef object x
+    cdef readonly object x  # the decision's EvalContext, also read as ``context``
     cdef list errors
     cdef dict ev
     cdef dict pr
@@ -181,26 +207,61 @@ cdef class Matches:
     def __iter__(self):
         return self
 
+
     def __next__(self):
         cdef BucketProgram program = self.program
+        cdef Entry* entry = NULL
+        cdef Py_ssize_t found = -1
+        while self.position < program.n_entries:
+            try:
+                found = self.next_match()
+            except Exception as exc:  # a rule's error never stops the decision
+                self.errors.append((program.entries[self.position - 1].rule, exc))
+                continue
+            if found >= 0:
+                return found
+            break
+        raise StopIteration
+
+    cdef Py_ssize_t next_match(self) except -2:
+        """The next rule that holds (its index), or -1; an error leaves ``position`` just
+        past the rule that raised it."""
+        cdef BucketProgram program = self.program
+        cdef Node* nodes = program.nodes
         cdef Entry* entry
-        cdef int held
+        cdef Node* node
+        cdef Slot* slot
+        cdef int held, k
         while self.position < program.n_entries:
             entry = &program.entries[self.position]
             self.position += 1
             if not (entry.active_from <= self.t_number and self.t_number < entry.active_to):
                 continue
-            try:
-                held = test(self, program.nodes, entry.node)
-            except Exception as exc:  # a rule's error never stops the decision
-                self.errors.append((entry.rule, exc))
+            if entry.count == 0:
+                if test(self, nodes, entry.node):
+                    return entry.rule
                 continue
+            held = 1
+            for k in range(entry.first, entry.first + entry.count):
+                node = &nodes[k]
+                slot = &self.slots[node.slot]
+                if slot.kind == S_UNLOADED:
+                    slot = load(self, node.slot)
+                # the common cases inline; atom() has them all
+                if node.kind == K_STRING_EQ and slot.kind == S_STRING:
+                    held = same_string(slot.value, node.obj) ^ node.op
+                elif node.kind == K_NUMBER_ORDER and slot.kind == S_NUMBER:
+                    held = compare(slot.number, node.number, node.op)
+                else:
+                    held = atom(self, node)
+                if not held:
+                    break
             if held:
                 return entry.rule
-        raise StopIteration
+        return -1
 
 
-cdef Matches start(BucketProgram program, x, list errors):
+cdef Matches start(BucketProgram program, EvalContext x, list errors):
     cdef Matches matches = Matches.__new__(Matches)
     matches.x = x
     matches.errors = errors

@@ -67,6 +67,17 @@ class Bucket:
     rules: tuple[int, ...]  # rule indexes in declaration order
     matchers: tuple[Callable, ...]  # each: (x, errors) -> matched rule indexes
     ranked: bool
+    # the one matcher of a ranked bucket that has one (the usual case), else None
+    only_matcher: Callable | None = field(init=False)
+    # that matcher's ``start(ev, pr, t, etype, hist, errors)`` when it makes the decision's
+    # context itself (the Cython matcher: the matches it gives hold the context as ``x``),
+    # else None
+    starter: Callable | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        only = self.matchers[0] if self.ranked and len(self.matchers) == 1 else None
+        object.__setattr__(self, "only_matcher", only)
+        object.__setattr__(self, "starter", getattr(only, "start", None))
 
 
 @dataclass(frozen=True, slots=True)

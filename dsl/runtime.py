@@ -488,5 +488,18 @@ class EvalContext:
         self.segs = {}
 
 
+def new_context(ev: dict, pr: dict, t, etype: str, hist: dict) -> EvalContext:
+    """``EvalContext(...)``, made without a generic call in the Cython twin."""
+    x = EvalContext.__new__(EvalContext)
+    x.ev = ev
+    x.pr = pr
+    x.t = t
+    x.etype = etype
+    x.hist = hist
+    x.aggs = {}
+    x.segs = {}
+    return x
+
+
 def compile_pattern(pattern: str):
     return re.compile(pattern)

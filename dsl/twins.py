@@ -76,5 +76,6 @@ def pick_extension(compiled: str, source: str) -> ModuleType | None:
 runtime = pick("dsl.runtime", "dsl._runtime_c")
 # The rule matcher: interprets each bucket's compact form (dsl/matchplan.py) in C; without
 # it the compiler generates Python matchers instead.
-matchvm = pick_extension("dsl._matchvm", "dsl/_matchvm.pyx")
+# (it reads the compiled runtime's EvalContext, so it goes with the compiled runtime)
+matchvm = pick_extension("dsl._matchvm", "dsl/_matchvm.pyx") if runtime.__name__.endswith("_c") else None
 IMPLEMENTATION = "cython" if runtime.__name__.endswith("_c") else "python"

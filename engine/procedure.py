@@ -17,6 +17,7 @@ from engine.holdout import in_holdout
 from engine.state import CapCheck, Contact, CustomerState, StateWrite
 
 EvalContext = _runtime.EvalContext
+new_context = _runtime.new_context
 EvalError = _runtime.EvalError
 kind_article = _runtime.kind_article
 
@@ -67,28 +68,33 @@ def evaluate(
 ) -> Outcome:
     t = event["time"]
     event_type = event["type"]
-    customer_id = event["customer_id"]
     rules = ruleset.rules
-    context = EvalContext(event, state.profile, t, event_type, state.history)
 
     # 2-3. candidates in ranking order: priority, highest first; ties in declaration order
     bucket = ruleset.buckets.get(event_type) or ruleset.buckets[None]
     raised: list = []  # (rule index, exception) for every rule that failed
     computed = None  # priorities computed at decision time (buckets that are not ranked)
-    if not bucket.ranked:
-        candidates, computed = rank_matches(bucket, rules, context, raised)
-    elif len(bucket.matchers) == 1:
-        candidates = bucket.matchers[0](context, raised)
+    starter = bucket.starter
+    if starter is not None:  # the Cython matcher makes the context as it starts
+        candidates = starter(event, state.profile, t, event_type, state.history, raised)
+        context = candidates.x
     else:
-        candidates = chained(bucket.matchers, context, raised)
+        context = new_context(event, state.profile, t, event_type, state.history)
+        matcher = bucket.only_matcher
+        if matcher is not None:
+            candidates = matcher(context, raised)
+        elif not bucket.ranked:
+            candidates, computed = rank_matches(bucket, rules, context, raised)
+        else:
+            candidates = chained(bucket.matchers, context, raised)
 
     # 4. down the ranking: holdouts, caps, policies, same action, limit
     chosen: list[Choice] = []
     chosen_rules: list[CompiledRule] = []
     passed_over: list[tuple[str, str]] = []
-    outcomes: dict[int, tuple[str, str | None, str | None]] = {}
-    priorities: dict[int, float] = {}
-    contacts = state.contacts
+    # for the trace: what happened to each candidate, and its priority
+    outcomes: dict[int, tuple[str, str | None, str | None]] | None = {} if explain else None
+    priorities: dict[int, float] | None = {} if explain else None
     for index in candidates:
         rule = rules[index]
         if explain:
@@ -99,22 +105,23 @@ def evaluate(
             outcomes[index] = ("not_reached", None, None)
             continue
         if rule.guarded or chosen:
-            reason = pass_over_reason(rule, customer_id, t, contacts, chosen, chosen_rules)
-        else:
-            reason = None
-        if reason is not None:
-            passed_over.append((rule.id, reason))
-            outcomes[index] = ("passed_over", reason, None)
-            continue
+            reason = pass_over_reason(rule, event["customer_id"], t, state.contacts, chosen, chosen_rules)
+            if reason is not None:
+                passed_over.append((rule.id, reason))
+                if explain:
+                    outcomes[index] = ("passed_over", reason, None)
+                continue
         try:
             params = rule.params_fn(context) if rule.params_fn is not None else dict(rule.params)
         except Exception as exc:  # noqa: BLE001 - a rule's error never stops the decision
             raised.append((index, exc))
-            outcomes[index] = ("error", None, error_message(exc))
+            if explain:
+                outcomes[index] = ("error", None, error_message(exc))
             continue
         chosen.append(Choice(rule.id, rule.action, rule.channel, params))
         chosen_rules.append(rule)
-        outcomes[index] = ("chosen", None, None)
+        if explain:
+            outcomes[index] = ("chosen", None, None)
     errors = [(rules[index].id, error_message(exc)) for index, exc in raised] if raised else []
 
     # 5. the default, when nothing else was chosen (never recorded)
@@ -135,7 +142,18 @@ def evaluate(
     trace = None
     if explain:
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
-    return Outcome(chosen, write, passed_over, errors, trace)
+    return new_outcome(chosen, write, passed_over, errors, trace)
+
+
+def new_outcome(choices: list, write, passed_over: list, errors: list, trace) -> Outcome:
+    """``Outcome(...)``, made without a generic call in the Cython twin."""
+    outcome = Outcome.__new__(Outcome)
+    outcome.choices = choices
+    outcome.write = write
+    outcome.passed_over = passed_over
+    outcome.errors = errors
+    outcome.trace = trace
+    return outcome
 
 
 def chained(matchers, context, raised: list):
