@@ -488,7 +488,7 @@ class EvalContext:
         self.segs = {}
 
 
-def new_context(ev: dict, pr: dict, t, etype: str, hist: dict) -> EvalContext:
+def new_context(ev: dict, pr: dict, t, etype, hist) -> EvalContext:
     """``EvalContext(...)``, made without a generic call in the Cython twin."""
     x = EvalContext.__new__(EvalContext)
     x.ev = ev
