@@ -9,7 +9,8 @@ port (or ``--redis URL``), with the store's default latency budget of 1 ms.
   timed the same way (through redis-py's ``Pipeline`` and through a plain redis-py
   ``Connection``, as the store sends it), and with the same decision on the in-memory
   store (what the rules cost without any I/O), so that all of them see the same load.
-- concurrent: 16 asyncio callers (uvloop when installed) each awaiting
+- concurrent: 16 asyncio callers (uvloop when installed), each deciding for its own customers
+  (the events split by customer, as a partitioned log feeds them), each awaiting
   ``engine.decide_async`` on the next event, beside 16 callers doing the bare round trip
   through ``redis.asyncio`` and through the store's own shared pipelined connection.
 - memory: then ``MEMORY USAGE`` of every key, per customer and kind of key, and the
@@ -35,6 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import heapq
 from collections import defaultdict
 from pathlib import Path
 
@@ -202,15 +204,61 @@ def sequential(engine, on_memory, bare: BareRoundTrip, events: list) -> dict:
     }
 
 
-async def concurrent_decisions(engine, events: list, callers: int) -> dict:
+def by_customer(events: list, parts: int) -> list[list]:
+    """The events split into ``parts`` streams of about the same length, each customer's
+    events in one stream, in order.
+
+    This is how a service feeds concurrent callers in production (a log partitioned by
+    customer): each caller decides for its own customers, one event after the other. The
+    demo day replayed at full speed puts one customer's session of page views back to
+    back, and callers sharing one ordered stream would decide them at the same instant
+    (the engine then has them take turns, engine/turns.py). Customers go to the shortest
+    stream so far, the busiest first, so that every caller stays busy until near the end.
+    """
+    counts: dict[str, int] = defaultdict(int)
+    for event in events:
+        counts[event["customer_id"]] += 1
+    lengths = [(0, part) for part in range(parts)]
+    heapq.heapify(lengths)
+    part_of: dict[str, int] = {}
+    for customer in sorted(counts, key=lambda c: (-counts[c], c)):
+        length, part = heapq.heappop(lengths)
+        part_of[customer] = part
+        heapq.heappush(lengths, (length + counts[customer], part))
+    streams: list[list] = [[] for _ in range(parts)]
+    for event in events:
+        streams[part_of[event["customer_id"]]].append(event)
+    return streams
+
+
+def while_all_busy(streams: list[list]) -> list:
+    """Iterators over the streams that all stop once the first of them runs out: latencies
+    are taken only while every caller is deciding (a caller that ran out of events would
+    leave the others less contended)."""
+    running = [True]
+
+    def stream_of(events: list):
+        for event in events:
+            if not running[0]:
+                return
+            yield event
+        running[0] = False
+
+    return [stream_of(events) for events in streams]
+
+
+async def concurrent_decisions(engine, events: list, callers: int, shared_stream: bool = False) -> dict:
+    """``callers`` asyncio callers, each on its own customers' events (``by_customer``), or
+    all taking the next event of one stream in file order (``shared_stream``)."""
     clock = time.perf_counter
     latencies: list[float] = []
     degraded = 0
-    queue = iter(events)
+    shared = iter(events)
+    streams = [shared] * callers if shared_stream else while_all_busy(by_customer(events, callers))
 
-    async def caller() -> None:
+    async def caller(stream) -> None:
         nonlocal degraded
-        for event in queue:
+        for event in stream:
             t0 = clock()
             decision = await engine.decide_async(event)
             latencies.append(clock() - t0)
@@ -219,7 +267,7 @@ async def concurrent_decisions(engine, events: list, callers: int) -> dict:
     await engine.decide_async(events[0], dry_run=True)  # connected
     cpu_before = process_cpu_s()
     started = clock()
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    await asyncio.gather(*(caller(stream) for stream in streams))
     elapsed = clock() - started
     cpu_us = (process_cpu_s() - cpu_before) / len(latencies) * 1e6
     await engine.close_async()  # the writes sent without waiting are answered before the loop ends
@@ -284,11 +332,10 @@ def process_caller(url: str, events: list, callers: int, start, results) -> None
     clock = time.perf_counter
     latencies: list[float] = []
     degraded = 0
-    queue = iter(events)
 
-    async def caller() -> None:
+    async def caller(stream: list) -> None:
         nonlocal degraded
-        for event in queue:
+        for event in stream:
             t0 = clock()
             decision = await engine.decide_async(event)
             latencies.append(clock() - t0)
@@ -300,7 +347,7 @@ def process_caller(url: str, events: list, callers: int, start, results) -> None
         gc.freeze()
         start.wait()  # every process starts at once
         began = clock()
-        await asyncio.gather(*(caller() for _ in range(callers)))
+        await asyncio.gather(*(caller(stream) for stream in while_all_busy(by_customer(events, callers))))
         ended = clock()
         await engine.close_async()
         return began, ended
@@ -317,7 +364,8 @@ def concurrent_processes(url: str, events: list, callers: int, processes: int) -
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(processes), context.Queue()
     shares = [callers // processes + (n < callers % processes) for n in range(processes)]
-    children = [context.Process(target=process_caller, args=(url, events[n::processes], shares[n], start, results))
+    parts = by_customer(events, processes)  # each customer's events in one process, in order
+    children = [context.Process(target=process_caller, args=(url, parts[n], shares[n], start, results))
                 for n in range(processes)]
     for child in children:
         child.start()
@@ -328,6 +376,16 @@ def concurrent_processes(url: str, events: list, callers: int, processes: int) -
     elapsed = max(part[3] for part in gathered) - min(part[2] for part in gathered)
     return dict(percentiles(latencies), per_second=len(latencies) / elapsed,
                 degraded=sum(part[1] for part in gathered), processes=processes)
+
+
+def redis_cpu_s(url: str) -> float:
+    """The Redis server's CPU time so far (user + system, INFO cpu), in seconds."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    cpu = client.info("cpu")
+    client.close()
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
 
 
 def used_memory(url: str) -> int:
@@ -410,9 +468,15 @@ def run(args: argparse.Namespace) -> dict:
         seq = sequential(engine, on_memory, bare, first)
         bare.close()
         times = [event_time(engine, event) for event in second]
+        redis_cpu_before = redis_cpu_s(url)
         concurrent, loop_name = run_loop(concurrent_decisions(engine, second, callers))
+        concurrent["redis_cpu_us"] = (redis_cpu_s(url) - redis_cpu_before) / len(second) * 1e6
         engine.store.latency_budget_s = RELAXED_BUDGET_S
         concurrent_relaxed, _ = run_loop(concurrent_decisions(engine, third, callers))
+        shared_engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench-shared")
+        prepare(shared_engine, profiles)
+        concurrent_shared_stream, _ = run_loop(concurrent_decisions(shared_engine, second, callers, shared_stream=True))
+        shared_engine.close()
         concurrent_bare_figures, _ = run_loop(concurrent_bare(url, keys, second, times, callers))
         concurrent_shared_figures, _ = run_loop(concurrent_bare_shared(engine.store, second, times, callers))
         engine.close()
@@ -427,6 +491,7 @@ def run(args: argparse.Namespace) -> dict:
         "loop": loop_name,
         "sequential": seq,
         "concurrent": {"decide": concurrent, "decide_relaxed_budget": concurrent_relaxed,
+                       "decide_shared_stream": concurrent_shared_stream,
                        "bare_pipeline": concurrent_bare_figures, "bare_shared": concurrent_shared_figures,
                        "decide_processes": spread},
         "memory": memory,
@@ -460,6 +525,8 @@ def format_markdown(data: dict) -> str:
         row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms ({data['loop']})", conc["decide"]),
         row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget {RELAXED_BUDGET_S * 1000:g} ms",
             conc["decide_relaxed_budget"]),
+        row(f"{data['callers']} concurrent, one shared stream in file order: engine.decide_async on Redis, budget 1 ms",
+            conc["decide_shared_stream"]),
         *[row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms, spread over "
               f"{figures['processes']} processes", figures) for figures in conc.get("decide_processes", [])],
         row(f"{data['callers']} concurrent: bare round trip, redis.asyncio Pipeline", conc["bare_pipeline"]),
@@ -468,8 +535,10 @@ def format_markdown(data: dict) -> str:
     goals = data["goals"]
     lines = [
         f"{data['events']} demo events decided sequentially, then {data['events']} more by {data['callers']} "
-        "concurrent callers (twice: with the default latency budget of 1 ms and with a relaxed one); "
-        "rules/ on a throwaway redis-server.",
+        "concurrent callers, each deciding for its own customers in order (twice: with the default latency "
+        "budget of 1 ms and with a relaxed one), and once more with the callers taking the next event of one "
+        "shared stream in file order (one customer's consecutive events then wait for each other); rules/ on a "
+        "throwaway redis-server.",
         "",
         markdown_table(headers, rows),
         "",
@@ -481,7 +550,8 @@ def format_markdown(data: dict) -> str:
         f"- CPU of the engine's process per concurrent decision (user + system, one process, 1 ms budget): "
         f"{figure(conc['decide']['cpu_us'])} µs: one process decides at most {figure(1e6 / conc['decide']['cpu_us'])} "
         f"times a second, so with {data['callers']} callers always waiting a decision takes at least "
-        f"{figure(data['callers'] * conc['decide']['cpu_us'])} µs on average (Little's law)",
+        f"{figure(data['callers'] * conc['decide']['cpu_us'])} µs on average (Little's law); the Redis server's "
+        f"CPU per decision: {figure(conc['decide']['redis_cpu_us'])} µs",
         f"- memory after the run: {figure(memory['bytes_per_customer'])} bytes per customer (MEMORY USAGE of "
         f"its keys: {', '.join(f'{kind} {figure(size)}' for kind, size in memory['by_kind'].items())}) over "
         f"{memory['customers']} customers; used_memory grew {figure(memory['used_memory_growth_per_customer'])} "

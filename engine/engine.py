@@ -6,6 +6,7 @@ event -> check -> state read -> evaluate, rank, caps and holdouts -> decision ->
 from __future__ import annotations
 
 import os
+from asyncio import get_running_loop
 from typing import Callable, Mapping, TypeVar
 
 from dsl import load_ruleset
@@ -17,6 +18,7 @@ from dsl.twins import pick
 from engine.procedure import Outcome
 from engine.state import Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
+from engine.turns import turns_for
 
 evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
 
@@ -43,6 +45,7 @@ class Engine:
         self.store = store
         self.path = path
         self.stats = EngineStats()
+        self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
 
     @classmethod
     def from_path(
@@ -145,16 +148,34 @@ class Engine:
     ) -> Decision:
         lock = self.store.decision_lock
         if lock is None:
-            customer_id, outcome, degraded = await self._decide_async(event, limit, explain, dry_run)
+            customer_id, outcome, degraded = await self._decide_async_in_turn(event, limit, explain, dry_run)
         else:
             with lock:  # the in-memory store: its reads and commits never suspend
-                customer_id, outcome, degraded = await self._decide_async(event, limit, explain, dry_run)
+                customer_id, outcome, degraded = await self._decide_async(
+                    *self._prepare(event, limit), limit, dry_run, explain
+                )
         return _decision(customer_id, outcome.choices, degraded, outcome.trace)
 
-    async def _decide_async(
+    async def _decide_async_in_turn(
         self, event: Mapping, limit: int, explain: bool, dry_run: bool
     ) -> tuple[str, Outcome, bool]:
+        """``_decide_async`` once the customer's earlier decisions in this loop are done
+        (engine/turns.py): on a store whose reads suspend, they would otherwise overlap."""
         ruleset, checked = self._prepare(event, limit)
+        customer_id = checked["customer_id"]
+        loop = get_running_loop()
+        turns = self._turns.get(loop) or turns_for(self._turns, loop)
+        turn = turns.take(customer_id)
+        if turn is not None:
+            await turns.wait(turn, customer_id)
+        try:
+            return await self._decide_async(ruleset, checked, limit, dry_run, explain)
+        finally:
+            turns.give_back(customer_id)
+
+    async def _decide_async(
+        self, ruleset: CompiledRuleset, checked: dict, limit: int, dry_run: bool, explain: bool
+    ) -> tuple[str, Outcome, bool]:
         customer_id = checked["customer_id"]
         store = self.store
         needs = ruleset.needs

@@ -96,6 +96,33 @@ def on_memory(demo):
 # -- replays agree line for line
 
 
+def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, demo, on_memory):  # noqa: F811
+    """One customer's events taken by different callers at once are decided in the order
+    they were taken (engine/turns.py): each sees the state the one before it left."""
+    events, profiles = demo
+    engine = Engine.from_path(RULES, redis_url=redis_url, **RELAXED)
+
+    async def run() -> list:
+        for profile in profiles:
+            profile = dict(profile)
+            await engine.put_profile_async(profile.pop("customer_id"), profile)
+        out: list = [None] * len(events)
+        stream = iter(enumerate(events, 1))
+
+        async def caller() -> None:
+            for number, event in stream:
+                try:
+                    out[number - 1] = (await engine.decide_async(event)).to_dict()
+                except EngineError as error:
+                    out[number - 1] = {"line": number, "error": str(error)}
+
+        await asyncio.gather(*(caller() for _ in range(16)))
+        await engine.close_async()
+        return out
+
+    assert_same_lines(on_memory, asyncio.run(run()))
+
+
 def test_golden_replay_on_redis_matches_memory(redis_url):  # noqa: F811
     events, profiles = read_jsonl(GOLDEN_EVENTS), read_jsonl(GOLDEN_PROFILES)
     expected = replay(Engine.from_path(RULES), events, profiles)

@@ -34,19 +34,24 @@ class Pending:
 class Deadline:
     """Fails a waiting request when Redis has not answered it within ``timeout_s``.
 
-    The budget is for Redis, not for this process: when the deadline passes, the answer
-    may already be in the socket, unread because the event loop was busy with other
-    callers. So the request fails only once the loop has also taken ``LOOP_TURNS`` more
-    turns (each one reads the socket and runs the reader) without an answer, or at the
-    hard limit of ``LOOP_LAG_LIMIT`` budgets. On an idle loop those turns take
-    microseconds; without them a saturated loop would make every decision degraded.
+    The budget is for Redis, not for this process. When the deadline passes, the request
+    fails only if Redis has stopped answering: while replies to the requests written before
+    it keep arriving on the link (Redis is working through them in order, and this process
+    is the one behind), it waits on, up to ``LOOP_LAG_LIMIT`` budgets. A reply may also sit
+    unread in the socket because the event loop was busy: so the request fails only once
+    the loop has also taken ``LOOP_TURNS`` more turns (each one reads the socket and runs
+    the reader) without an answer. On an idle loop those turns take microseconds; without
+    these two rules a saturated engine process would decide without state, with Redis
+    answering every request in time.
     """
 
-    __slots__ = ("loop", "future", "hard_limit", "handle")
+    __slots__ = ("loop", "future", "link", "timeout_s", "hard_limit", "handle")
 
-    def __init__(self, loop, future: asyncio.Future, timeout_s: float):
+    def __init__(self, loop, future: asyncio.Future, timeout_s: float, link: "AsyncLink"):
         self.loop = loop
         self.future = future
+        self.link = link
+        self.timeout_s = timeout_s
         now = loop.time()
         self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
         self.handle = loop.call_at(now + timeout_s, self.expire, LOOP_TURNS)
@@ -54,16 +59,22 @@ class Deadline:
     def expire(self, turns_left: int) -> None:
         if self.future.done():
             return
-        if turns_left and self.loop.time() < self.hard_limit:
-            self.handle = self.loop.call_soon(self.expire, turns_left - 1)
-            return
+        now = self.loop.time()
+        if now < self.hard_limit:
+            answering_until = self.link.last_reply_at + self.timeout_s
+            if answering_until > now:  # replies are still coming: Redis is not the one late
+                self.handle = self.loop.call_at(min(answering_until, self.hard_limit), self.expire, turns_left)
+                return
+            if turns_left:
+                self.handle = self.loop.call_soon(self.expire, turns_left - 1)
+                return
         self.future.set_exception(StoreUnavailable("redis answered too late"))
 
     def cancel(self) -> None:
         self.handle.cancel()
 
 
-LOOP_TURNS = 3
+LOOP_TURNS = 8
 LOOP_LAG_LIMIT = 20  # a busy loop may stretch the budget this many times, no more
 
 
@@ -83,6 +94,7 @@ class AsyncLink:
         self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
         self.closed = False
         self.loop = asyncio.get_running_loop()
+        self.last_reply_at = float("-inf")  # loop time of the latest bytes read from Redis
         writer = getattr(conn, "_writer", None)
         self.writer = writer if hasattr(writer, "transport") else None
         self.reader = self.loop.create_task(self.read_replies())
@@ -105,7 +117,7 @@ class AsyncLink:
         loop = asyncio.get_running_loop()
         pending = Pending(count, loop.create_future())
         self.enqueue(pending, packed)
-        deadline = Deadline(loop, pending.future, timeout_s)
+        deadline = Deadline(loop, pending.future, timeout_s, self)
         try:
             return await pending.future
         finally:
@@ -149,6 +161,7 @@ class AsyncLink:
                     reply = await self.conn.read_response(disconnect_on_error=False)
                 except ResponseError as error:
                     reply = error
+                self.last_reply_at = self.loop.time()
                 self.deliver(reply)
         except BaseException as error:  # noqa: BLE001 - the connection is gone either way
             self.fail(error)
@@ -176,6 +189,7 @@ class AsyncLink:
             data = await stream.read(65536)
             if not data:
                 raise ConnectionError("redis closed the connection")
+            self.last_reply_at = self.loop.time()
             reader.feed(data)
 
     def deliver(self, reply: Any) -> None:
