@@ -18,7 +18,7 @@ from dsl.twins import pick
 from engine.procedure import Outcome
 from engine.state import Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
-from engine.turns import turns_for
+from engine.turns import ThreadTurns, turns_for
 
 evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
 
@@ -46,6 +46,7 @@ class Engine:
         self.path = path
         self.stats = EngineStats()
         self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
+        self._thread_turns = ThreadTurns()
 
     @classmethod
     def from_path(
@@ -94,14 +95,20 @@ class Engine:
 
     def _decide(self, event: Mapping, limit: int, explain: bool, dry_run: bool, finish: Callable[..., T]) -> T:
         """The decision, handed to ``finish(customer_id, choices, degraded, trace)``."""
-        if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
-            raise _bad_limit(limit)
-        ruleset, check = self._current  # one ruleset for the whole decision, even across a reload
+        ruleset, checked = self._prepare(event, limit)
+        customer_id = checked["customer_id"]
+        store = self.store
+        if store.decision_lock is not None:  # the in-memory store: the engine holds its lock
+            return self._decide_checked(ruleset, checked, limit, explain, dry_run, finish)
+        turns = self._thread_turns  # a store whose reads block: one customer's decisions take turns
+        turns.take(customer_id)
         try:
-            checked = check(event)
-        except EventError:
-            self.stats.record_bad_event()
-            raise
+            return self._decide_checked(ruleset, checked, limit, explain, dry_run, finish)
+        finally:
+            turns.give_back(customer_id)
+
+    def _decide_checked(self, ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool, dry_run: bool,
+                        finish: Callable[..., T]) -> T:
         customer_id = checked["customer_id"]
         store = self.store
         needs = ruleset.needs
@@ -128,20 +135,8 @@ class Engine:
             attempts += 1
             if attempts == MAX_ATTEMPTS:
                 raise _contention(customer_id)
-        stats = self.stats  # self._record(outcome, degraded), inlined
-        stats.decisions += 1
-        choices = outcome.choices
-        if choices:
-            first_choices = stats.first_choices
-            rule = choices[0].rule
-            first_choices[rule] = first_choices.get(rule, 0) + 1
-        else:
-            stats.nothing_chosen += 1
-        if degraded:
-            stats.degraded += 1
-        if outcome.passed_over or outcome.errors:
-            stats.record_reasons(outcome.passed_over, outcome.errors)
-        return finish(customer_id, choices, degraded, outcome.trace)
+        self._record(outcome, degraded)
+        return finish(customer_id, outcome.choices, degraded, outcome.trace)
 
     async def decide_async(
         self, event: Mapping, *, limit: int = 1, explain: bool = False, dry_run: bool = False
@@ -210,7 +205,7 @@ class Engine:
             raise
 
     def _record(self, outcome: Outcome, degraded: bool) -> None:
-        """``EngineStats.record``, inlined (and inlined again in ``_decide``)."""
+        """``EngineStats.record``, inlined: it runs for every decision."""
         stats = self.stats
         stats.decisions += 1
         choices = outcome.choices

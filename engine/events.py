@@ -20,41 +20,22 @@ _BOOL_TEXT = {"true": True, "false": False}
 
 
 def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> dict:
-    """The event with ``time`` as epoch seconds and declared fields read as their kinds."""
-    if raw.__class__ is dict:
-        event = raw.copy()
-    elif isinstance(raw, Mapping):
-        event = dict(raw)
-    else:
-        raise EventError(None, f"an event is a map of fields, not {type(raw).__name__}")
-    customer_id = event.get("customer_id")
-    event_type = event.get("type")
-    if customer_id.__class__ is not str or not customer_id:
-        _refuse_id("customer_id", customer_id)
-    if event_type.__class__ is not str or not event_type:
-        _refuse_id("type", event_type)
-    when = event.get("time")
-    if when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
-        event["time"] = event_time(when, now)
-    schema = event_schemas.get(event_type)
-    if schema:
-        for name, declared in schema.items():
-            value = event.get(name)
-            if value is not None and value.__class__ is not _AS_IS.get(declared):
-                event[name] = read_as(value, declared, name)
-    return event
+    """The event with ``time`` as epoch seconds (``now``, or the clock's, when it has none)
+    and declared fields read as their kinds. The engine checks through ``event_checker``,
+    made once per ruleset."""
+    return event_checker(event_schemas, now)(raw)
 
 
-def event_checker(event_schemas: Mapping[str, Mapping[str, str]]) -> Callable[[Any], dict]:
-    """``check_event(raw, event_schemas)`` as a function of ``raw`` alone, with each event
-    type's declared fields listed once instead of at every event (the engine's path; the
-    same checks, errors and result)."""
+def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> Callable[[Any], dict]:
+    """The check of step 1 as a function of the raw event alone, with each event type's
+    declared fields listed once instead of at every event. An event without a time is
+    given ``now``, or the clock's time when the event is checked."""
     fields_of = {
         event_type: tuple((name, _AS_IS.get(declared), declared) for name, declared in schema.items())
         for event_type, schema in event_schemas.items()
         if schema
     }
-    clock = _time.time
+    clock = _time.time if now is None else (lambda: now)
 
     def check(raw) -> dict:
         if raw.__class__ is dict:

@@ -9,11 +9,14 @@ decision for a customer that already has one in flight waits for it to finish, t
 the state it left. Across processes the store's atomic commit still keeps every cap.
 
 The uncontended path costs one dict lookup, a store and a delete, and never suspends.
+``ThreadTurns`` does the same for threads sharing one engine through the blocking API
+(there the order among threads that arrive together is the lock's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 
 
@@ -68,3 +71,29 @@ def turns_for(by_loop: dict, loop: asyncio.AbstractEventLoop) -> CustomerTurns:
             del by_loop[old]
         turns = by_loop[loop] = CustomerTurns(loop)
     return turns
+
+
+class ThreadTurns:
+    """Customer id -> [its lock, how many threads hold or wait for it]."""
+
+    __slots__ = ("guard", "held")
+
+    def __init__(self):
+        self.guard = threading.Lock()
+        self.held: dict[str, list] = {}
+
+    def take(self, customer_id: str) -> None:
+        with self.guard:
+            entry = self.held.get(customer_id)
+            if entry is None:
+                entry = self.held[customer_id] = [threading.Lock(), 0]
+            entry[1] += 1
+        entry[0].acquire()
+
+    def give_back(self, customer_id: str) -> None:
+        with self.guard:
+            entry = self.held[customer_id]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self.held[customer_id]
+        entry[0].release()

@@ -245,6 +245,47 @@ def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules)
     assert asyncio.run(race()) == ["default"] * 15 + ["one_offer"]
 
 
+COUNTING_RULES = """
+rule third_visit
+  when event.type == "visit" and count(visit within 1d) == 3
+  then badge
+end
+default nothing
+"""
+
+
+def test_threads_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):  # noqa: F811
+    """Eight threads, one customer, one instant: each decision reads the state the one
+    before it left, so exactly one of them counts three visits."""
+    engine = Engine.from_path(write_rules(COUNTING_RULES), redis_url=redis_url, **RELAXED)
+    start = threading.Barrier(8)
+    rules: list[str] = []
+
+    def visit_once() -> None:
+        start.wait()
+        rules.append(engine.decide({"customer_id": "crowd", "type": "visit", "time": 1_795_000_000}).rule)
+
+    threads = [threading.Thread(target=visit_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.close()
+    assert sorted(rules) == ["default"] * 7 + ["third_visit"]
+
+
+def test_async_callers_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):  # noqa: F811
+    engine = Engine.from_path(write_rules(COUNTING_RULES), redis_url=redis_url, **RELAXED)
+    event = {"customer_id": "crowd", "type": "visit", "time": 1_795_000_000}
+
+    async def crowd() -> list[str]:
+        decisions = await asyncio.gather(*(engine.decide_async(event) for _ in range(8)))
+        await engine.close_async()
+        return [decision.rule for decision in decisions]
+
+    assert asyncio.run(crowd()) == ["default", "default", "third_visit"] + ["default"] * 5  # in arrival order
+
+
 # -- faults: Redis stops and comes back while decisions flow
 
 
