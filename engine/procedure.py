@@ -246,7 +246,8 @@ def state_write(
     """
     event_type = event["type"]
     need = ruleset.needs.history.get(event_type)
-    if not recorded and need is None and event_type not in ruleset.on_updates:
+    blocks = ruleset.on_updates.get(event_type)
+    if not recorded and need is None and blocks is None:
         return None
     t = event["time"]
     contacts = [Contact(t, c.rule, c.action, c.channel) for c in recorded]
@@ -262,10 +263,11 @@ def state_write(
             if check not in checks:
                 checks.append(check)
     record = None if need is None else {name: event.get(name) for name in need.fields}
-    return StateWrite(t, event_type, record, contacts, checks, profile_updates(ruleset, event_type, context))
+    updates = profile_updates(ruleset, blocks, context) if blocks is not None else {}
+    return StateWrite(t, event_type, record, contacts, checks, updates)
 
 
-def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalContext) -> dict:
+def profile_updates(ruleset: CompiledRuleset, blocks: tuple, context: EvalContext) -> dict:
     """Every `set` sees the profile as it was before the event; a later `set` wins.
 
     A value is read through the profile schema as ``put_profile`` reads it (``"150"`` into
@@ -273,7 +275,7 @@ def profile_updates(ruleset: CompiledRuleset, event_type: str, context: EvalCont
     """
     updates: dict = {}
     schema = ruleset.profile_schema
-    for block in ruleset.on_updates.get(event_type, ()):
+    for block in blocks:
         if block.condition is not None:
             try:
                 if not block.condition(context):
