@@ -1,28 +1,38 @@
 """Builds the Cython twins of the hot path (see dsl/twins.py).
 
-Each twin extension is compiled from the same file as its pure-Python twin, so the two
-cannot drift apart; the rule matcher (dsl/_matchvm.pyx) is written in Cython and its
-pure-Python twin is the generated Python matchers. Without Cython or a C compiler the package still installs and
+Each module of ``dsl.twins.COMPILED`` is compiled from its own ``.py`` (Cython's
+pure-Python mode, with static types from a ``.pxd`` of the same name where there is one)
+into an extension of the same name beside it, so the two twins cannot drift apart. The
+rule matcher (dsl/_matchvm.pyx) is written in Cython; its pure-Python twin is the
+generated Python matchers. Without Cython or a C compiler the package still installs and
 runs on the pure-Python twins.
 """
 
+import ast
 import os
 
 from setuptools import Extension, setup
 
-TWINS = {
-    "dsl._runtime_c": "dsl/runtime.py",
-    "engine._procedure_c": "engine/procedure.py",
-}
+HERE = os.path.dirname(os.path.abspath(__file__))
 # Written in Cython; the pure-Python twin is another technique (see dsl/twins.py).
 CYTHON_ONLY = {
     "dsl._matchvm": "dsl/_matchvm.pyx",
 }
 
 
-def declarations(name: str) -> list[str]:
-    path = name.replace(".", "/") + ".pxd"
-    return [path] if os.path.exists(path) else []
+def compiled_modules() -> list[str]:
+    """``dsl.twins.COMPILED``, read from its source (the package is not importable here)."""
+    with open(os.path.join(HERE, "dsl", "twins.py"), encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMPILED" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("dsl/twins.py has no COMPILED list")
+
+
+def declarations(path: str) -> list[str]:
+    pxd = path[:-3] + ".pxd"
+    return [pxd] if os.path.exists(os.path.join(HERE, pxd)) else []
 
 
 def extensions():
@@ -32,14 +42,14 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    # a twin's static types live in a .pxd named after the extension (dsl/_runtime_c.pxd)
-    modules = [Extension(name, [path], depends=declarations(name)) for name, path in TWINS.items()]
+    modules = [Extension(path[:-3].replace("/", "."), [path], depends=declarations(path)) for path in compiled_modules()]
     modules += [Extension(name, [path]) for name, path in CYTHON_ONLY.items()]
     return cythonize(
         modules,
         language_level=3,
-        compiler_directives={"binding": False, "boundscheck": False, "wraparound": True},
+        compiler_directives={"binding": True, "boundscheck": False, "wraparound": True},
         quiet=True,
+        nthreads=os.cpu_count() or 1,
     )
 
 

@@ -66,7 +66,6 @@ def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
 
 def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
     """The two nba contenders and the load time of the ruleset."""
-    from dsl.twins import pick
     from engine import Engine
     from engine.state import CustomerState
 
@@ -75,7 +74,7 @@ def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
         started = time.perf_counter()
         engine = Engine.from_path(str(path))
         load_s = time.perf_counter() - started
-    procedure = pick("engine.procedure", "engine._procedure_c")  # the twin the Engine uses
+    from engine import procedure  # the twin the Engine uses
     ruleset = engine.ruleset
 
     def evaluate(event, state):

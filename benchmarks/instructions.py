@@ -50,11 +50,10 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
         for event in events:
             engine.decide(event)
         return
-    from dsl.twins import pick
     from engine.events import check_event
     from engine.state import CustomerState
 
-    evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
+    from engine.procedure import evaluate
     ruleset = engine.ruleset
     states = {cid: CustomerState(profile=p, history={}, contacts=[]) for cid, p in workload.profiles.items()}
     # every event of the pool is checked, so that the check is set-up in both runs

@@ -14,13 +14,11 @@ from dsl.compiler import CompiledRuleset
 from engine.decision import Decision, decision_map
 from engine.errors import EngineError, EventError, RequestError
 from engine.events import event_checker, read_as
-from dsl.twins import pick
-from engine.procedure import Outcome
+from engine.procedure import Outcome, evaluate
 from engine.state import Store, StoreUnavailable, empty_state
 from engine.stats import EngineStats
 from engine.turns import ThreadTurns, turns_for
 
-evaluate = pick("engine.procedure", "engine._procedure_c").evaluate
 
 T = TypeVar("T")
 

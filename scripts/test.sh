@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v -e '^running' -e 'Warning' -e '^  warn' || true
+.venv/bin/python setup.py -q build_ext --inplace -j 2 2>&1 | grep -v -e '^running' -e 'Warning' -e '^  warn' || true
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server (the Redis tests start their own servers on free ports)"
