@@ -35,6 +35,20 @@ def declarations(path: str) -> list[str]:
     return [pxd] if os.path.exists(os.path.join(HERE, pxd)) else []
 
 
+def drop_foreign_c_files(paths: list[str]) -> None:
+    """A ``.c`` generated for another module name (these twins were once built as
+    ``dsl._runtime_c`` from the same ``dsl/runtime.py``) looks up to date to Cython but
+    would build an extension Python cannot import: remove it so it is generated again."""
+    for path in paths:
+        c_file = os.path.join(HERE, path[:-3] + ".c")
+        if not os.path.exists(c_file):
+            continue
+        init = "PyInit_" + os.path.basename(path)[:-3]
+        with open(c_file, encoding="utf-8", errors="replace") as generated:
+            if init + "(" not in generated.read():
+                os.remove(c_file)
+
+
 def extensions():
     if os.environ.get("NBA_NO_CYTHON"):
         return []
@@ -42,7 +56,9 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    modules = [Extension(path[:-3].replace("/", "."), [path], depends=declarations(path)) for path in compiled_modules()]
+    paths = compiled_modules()
+    drop_foreign_c_files(paths)
+    modules = [Extension(path[:-3].replace("/", "."), [path], depends=declarations(path)) for path in paths]
     modules += [Extension(name, [path]) for name, path in CYTHON_ONLY.items()]
     return cythonize(
         modules,
