@@ -48,14 +48,20 @@ def test_one_customers_decisions_run_one_at_a_time_in_arrival_order():
     assert order == ["a starts", "a ends", "b starts", "b ends", "c starts", "c ends"]
 
 
+async def three_in_line() -> tuple[CustomerTurns, asyncio.Future, asyncio.Task]:
+    """One customer's first decision in flight, a second waiting (as a task), a third in line."""
+    turns = CustomerTurns(asyncio.get_running_loop())
+    assert turns.take("c1") is None
+    second = turns.take("c1")
+    third = turns.take("c1")
+    waiting_second = asyncio.ensure_future(turns.wait(second, "c1"))
+    await asyncio.sleep(0)
+    return turns, third, waiting_second
+
+
 def test_a_waiter_cancelled_before_its_turn_is_skipped():
     async def scenario():
-        turns = CustomerTurns(asyncio.get_running_loop())
-        assert turns.take("c1") is None
-        second = turns.take("c1")
-        third = turns.take("c1")
-        waiting_second = asyncio.ensure_future(turns.wait(second, "c1"))
-        await asyncio.sleep(0)
+        turns, third, waiting_second = await three_in_line()
         waiting_second.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting_second
@@ -69,12 +75,7 @@ def test_a_waiter_cancelled_before_its_turn_is_skipped():
 
 def test_a_waiter_cancelled_once_its_turn_was_handed_over_passes_it_on():
     async def scenario():
-        turns = CustomerTurns(asyncio.get_running_loop())
-        assert turns.take("c1") is None
-        second = turns.take("c1")
-        third = turns.take("c1")
-        waiting_second = asyncio.ensure_future(turns.wait(second, "c1"))
-        await asyncio.sleep(0)
+        turns, third, waiting_second = await three_in_line()
         turns.give_back("c1")  # the turn goes to the second ...
         waiting_second.cancel()  # ... which is cancelled before it runs
         with pytest.raises(asyncio.CancelledError):
