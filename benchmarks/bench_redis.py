@@ -473,14 +473,15 @@ def run(args: argparse.Namespace) -> dict:
         concurrent["redis_cpu_us"] = (redis_cpu_s(url) - redis_cpu_before) / len(second) * 1e6
         engine.store.latency_budget_s = RELAXED_BUDGET_S
         concurrent_relaxed, _ = run_loop(concurrent_decisions(engine, third, callers))
-        shared_engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench-shared")
-        prepare(shared_engine, profiles)
-        concurrent_shared_stream, _ = run_loop(concurrent_decisions(shared_engine, second, callers, shared_stream=True))
-        shared_engine.close()
         concurrent_bare_figures, _ = run_loop(concurrent_bare(url, keys, second, times, callers))
         concurrent_shared_figures, _ = run_loop(concurrent_bare_shared(engine.store, second, times, callers))
         engine.close()
         memory = memory_per_customer(url, "nbabench", used_before)
+        # on keys of their own, after the memory is taken: the same events by callers sharing one stream
+        shared_engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench-shared")
+        prepare(shared_engine, profiles)
+        concurrent_shared_stream, _ = run_loop(concurrent_decisions(shared_engine, second, callers, shared_stream=True))
+        shared_engine.close()
         spread = [concurrent_processes(url, second, callers, n) for n in process_counts if n > 1]
     finally:
         if server is not None:
