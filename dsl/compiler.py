@@ -144,6 +144,7 @@ class Compiler:
         self.history_windows: dict[str, float] = {}
         self._aggregate_ids = 0
         self.row_filters: dict[str, str] = {}  # repr of a `where` plan -> its program's name
+        self.folded_segments: dict[str, n.Expr] | None = None  # for the Cython matcher's plans
 
     # -- entry --
 
@@ -487,7 +488,9 @@ class Compiler:
         return tuple(namespace[name] for name in spec)
 
     def match_plan(self, event_type: str | None, indexes: list[int]) -> BucketPlan:
-        builder = PlanBuilder(self.python_condition)
+        if self.folded_segments is None:
+            self.folded_segments = {name: fold(seg.condition) for name, seg in self.checked.segments.items()}
+        builder = PlanBuilder(self.python_condition, segments=self.folded_segments)
         for index in indexes:
             rule = self.checked.rules[index]
             condition = fold(rule.when, event_type)

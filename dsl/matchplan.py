@@ -63,9 +63,12 @@ class PlanBuilder:
     generated function ``(x) -> bool`` for a sub-condition the plan has no atom for; the
     names are replaced by the functions once the module is compiled (``resolve``)."""
 
-    def __init__(self, python_condition: Callable[[n.Expr, str], str], past: bool = False):
+    def __init__(self, python_condition: Callable[[n.Expr, str], str], past: bool = False,
+                 segments: dict[str, n.Expr] | None = None):
         self.python_condition = python_condition
         self.past = past  # fields are the past events' (an aggregate's `where`)
+        # segment -> its folded condition; a segment made of atoms alone is tested in place
+        self.segments = segments or {}
         self.slots: dict[tuple[int, str], int] = {}
         self.nodes: list[tuple] = []
         self.entries: list[Entry] = []
@@ -88,10 +91,27 @@ class PlanBuilder:
             self.nested(NOT, [(expr.operand, "`not`")])
         elif isinstance(expr, n.Literal) and (expr.value is None or isinstance(expr.value, bool)):
             self.nodes.append((TRUE if expr.value is True else FALSE, 1, 0, 0, 0.0, None, None, None))
+        elif isinstance(expr, n.SegmentRef) and self.all_atoms(expr.name):
+            # as its generated function tests it (`gen.cond(..., "a segment")`), so the
+            # same values hold and the same errors are raised; a segment's value is only
+            # ever its condition's, so testing it in place instead of once per decision
+            # changes nothing but the cost
+            self.condition(self.segments[expr.name], "a segment")
         elif not is_sure_bool(expr) and self.simple_field(expr):
             self.atom(TRUTH, self.slot(expr), 0, 0.0, what, rt.truth)
         elif not (isinstance(expr, n.Binary) and self.comparison(expr)):
             self.nodes.append((PYTHON, 1, 0, 0, 0.0, self.python_condition(expr, what), None, None))
+
+    def all_atoms(self, segment: str) -> bool:
+        """True when the segment's condition (its segments too) needs no Python."""
+        condition = self.segments.get(segment)
+        if condition is None:
+            return False
+        try:
+            PlanBuilder(no_python, self.past, self.segments).condition(condition, "a segment")
+        except NoAtoms:
+            return False
+        return True
 
     def logic(self, expr: n.Binary) -> None:
         """``a and b and c`` (parsed ``(a and b) and c``) becomes one node with three

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsl.checker import check
-from dsl.compiler import compile_ruleset
+from dsl.compiler import Compiler, compile_ruleset
+from dsl.matchplan import IN_STRINGS, NUMBER_ORDER, OR, PYTHON
 from dsl.source import Diagnostics
 from dsl.syntax import parse_module
 from dsl.twins import matchvm, runtime
@@ -54,6 +55,20 @@ def atoms():
     return st.one_of(compare, member, field, python, st.sampled_from(["true", "false", "null"]))
 
 
+def over_segments(names: list[str]):
+    """Conditions whose leaves are atoms or uses of the segments ``names`` (half of them)."""
+    leaves = st.one_of(atoms(), st.sampled_from(names)) if names else atoms()
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.builds(lambda a, b: f"({a} and {b})", inner, inner),
+            st.builds(lambda a, b: f"({a} or {b})", inner, inner),
+            st.builds(lambda a: f"not ({a})", inner),
+        ),
+        max_leaves=4,
+    )
+
+
 CONDITIONS = st.recursive(
     atoms(),
     lambda inner: st.one_of(
@@ -65,8 +80,9 @@ CONDITIONS = st.recursive(
 )
 
 
-def compile_both(conditions: list[str]):
-    text = "".join(
+def compile_both(conditions: list[str], segments: list[str] = ()):
+    text = "".join(f"segment s{i} = {cond}\n" for i, cond in enumerate(segments))
+    text += "".join(
         f"rule r{i} priority {i % 3}\n  when event.type == \"t\" and {cond}\n  then act{i}\nend\n"
         for i, cond in enumerate(conditions)
     )
@@ -101,6 +117,51 @@ def test_the_cython_matcher_matches_the_generated_one(conditions, samples):
         event = {"type": "t", "customer_id": "c", "time": 5.0, "a": a, "b": b, "s": s}
         profile = {"p": p, "q": q}
         assert run(with_vm, event, profile) == run(generated, event, profile), (conditions, event, profile)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    segments=st.tuples(over_segments([]), over_segments(["s0"]), over_segments(["s0", "s1"])),  # no cycles
+    conditions=st.lists(over_segments(["s0", "s1", "s2"]), min_size=1, max_size=5),
+    samples=st.lists(st.tuples(VALUES, VALUES, VALUES, VALUES, VALUES), min_size=1, max_size=8),
+)
+def test_segments_tested_in_place_match_the_generated_ones(segments, conditions, samples):
+    """Segments made of atoms are tested by the C matcher itself, the others through their
+    generated function: either way as the generated matchers test them, errors included."""
+    both = compile_both(conditions, list(segments))
+    if both is None:
+        return  # a kind the checker can tell is wrong
+    with_vm, generated = both
+    for a, b, s, p, q in samples:
+        event = {"type": "t", "customer_id": "c", "time": 5.0, "a": a, "b": b, "s": s}
+        profile = {"p": p, "q": q}
+        assert run(with_vm, event, profile) == run(generated, event, profile), (segments, conditions, event, profile)
+
+
+def test_a_segment_tested_in_place_fails_as_its_generated_function_does():
+    with_vm, generated = compile_both(["s1 and event.b == 1", "not s1"], ["event.a", "s0 or event.s == \"x\""])
+    event = {"type": "t", "customer_id": "c", "time": 5.0, "a": 3, "b": 1, "s": "y"}
+    expected = ([], [(1, "EvalError", "a segment needs true or false, not a number"),  # priority 1 first
+                     (0, "EvalError", "a segment needs true or false, not a number")])
+    assert run(with_vm, event, {}) == run(generated, event, {}) == expected
+
+
+def test_a_segment_of_atoms_is_tested_in_c_and_one_with_an_aggregate_through_python():
+    text = (
+        'segment vip = profile.tier in ["gold", "platinum"] or profile.ltv >= 1000\n'
+        'segment regular = count(visit within 1d) >= 3\n'
+        'rule a\n  when event.type == "visit" and vip\n  then x\nend\n'
+        'rule b\n  when event.type == "visit" and regular\n  then y\nend\n'
+    )
+    diagnostics = Diagnostics()
+    checked = check([parse_module("<test>", text, diagnostics)], diagnostics)
+    assert not diagnostics
+    compiler = Compiler(checked, matcher_vm=matchvm)
+    compiler.declare_segments()  # the generated functions the plan may call
+    plan = compiler.match_plan("visit", [0, 1])
+    kinds = [node[0] for node in plan.nodes]
+    assert kinds.count(PYTHON) == 1  # the aggregate's segment, through its generated function
+    assert kinds.count(OR) == 1 and kinds.count(IN_STRINGS) == 1 and kinds.count(NUMBER_ORDER) == 1  # vip
 
 
 def test_a_ranked_bucket_stops_testing_at_the_first_match():
