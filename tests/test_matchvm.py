@@ -55,9 +55,8 @@ def atoms():
     return st.one_of(compare, member, field, python, st.sampled_from(["true", "false", "null"]))
 
 
-def over_segments(names: list[str]):
-    """Conditions whose leaves are atoms or uses of the segments ``names`` (half of them)."""
-    leaves = st.one_of(atoms(), st.sampled_from(names)) if names else atoms()
+def combined(leaves, max_leaves: int):
+    """Conditions joining ``leaves`` with `and`, `or` and `not`."""
     return st.recursive(
         leaves,
         lambda inner: st.one_of(
@@ -65,19 +64,16 @@ def over_segments(names: list[str]):
             st.builds(lambda a, b: f"({a} or {b})", inner, inner),
             st.builds(lambda a: f"not ({a})", inner),
         ),
-        max_leaves=4,
+        max_leaves=max_leaves,
     )
 
 
-CONDITIONS = st.recursive(
-    atoms(),
-    lambda inner: st.one_of(
-        st.builds(lambda a, b: f"({a} and {b})", inner, inner),
-        st.builds(lambda a, b: f"({a} or {b})", inner, inner),
-        st.builds(lambda a: f"not ({a})", inner),
-    ),
-    max_leaves=6,
-)
+def over_segments(names: list[str]):
+    """Conditions whose leaves are atoms or uses of the segments ``names`` (half of them)."""
+    return combined(st.one_of(atoms(), st.sampled_from(names)) if names else atoms(), 4)
+
+
+CONDITIONS = combined(atoms(), 6)
 
 
 def compile_both(conditions: list[str], segments: list[str] = ()):
@@ -209,15 +205,7 @@ WHERE_ATOMS = st.one_of(
     st.builds(lambda f, op: f"{f} {op} [\"x\", \"y\"]", st.sampled_from(PAST_FIELDS), st.sampled_from(["in", "not in"])),
     st.sampled_from(["a", "s", "a + 1 > 2", "a == event.a", "event.s != s", "time == event.time", "a == profile.p"]),
 )
-WHERES = st.recursive(
-    WHERE_ATOMS,
-    lambda inner: st.one_of(
-        st.builds(lambda a, b: f"({a} and {b})", inner, inner),
-        st.builds(lambda a, b: f"({a} or {b})", inner, inner),
-        st.builds(lambda a: f"not ({a})", inner),
-    ),
-    max_leaves=4,
-)
+WHERES = combined(WHERE_ATOMS, 4)
 AGGREGATES = ["count(t where W within 1h)", "sum(t.a where W within 1h)", "avg(t.a where W within 1h)",
               "min(t.a where W within 1h)", "max(t.s where W within 1h)", "distinct(t.s where W within 1h)",
               "since(t where W within 1h)"]
