@@ -145,7 +145,7 @@ class Engine:
         else:
             with lock:  # the in-memory store: its reads and commits never suspend
                 customer_id, outcome, degraded = await self._decide_async(
-                    *self._prepare(event, limit), limit, dry_run, explain
+                    *self._prepare(event, limit), limit, explain, dry_run
                 )
         return _decision(customer_id, outcome.choices, degraded, outcome.trace)
 
@@ -157,17 +157,17 @@ class Engine:
         ruleset, checked = self._prepare(event, limit)
         customer_id = checked["customer_id"]
         loop = get_running_loop()
-        turns = self._turns.get(loop) or turns_for(self._turns, loop)
+        turns = turns_for(self._turns, loop)
         turn = turns.take(customer_id)
         if turn is not None:
             await turns.wait(turn, customer_id)
         try:
-            return await self._decide_async(ruleset, checked, limit, dry_run, explain)
+            return await self._decide_async(ruleset, checked, limit, explain, dry_run)
         finally:
             turns.give_back(customer_id)
 
     async def _decide_async(
-        self, ruleset: CompiledRuleset, checked: dict, limit: int, dry_run: bool, explain: bool
+        self, ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool, dry_run: bool
     ) -> tuple[str, Outcome, bool]:
         customer_id = checked["customer_id"]
         store = self.store
