@@ -102,6 +102,9 @@ def test_every_profile_value_round_trips_exactly(value, kind):
         ('{"a": [1, 2]}', None, {"a": [1, 2]}),
         ("hello", None, "hello"),
         ("not a number", "number", "not a number"),
+        ("NaN", None, "NaN"),
+        ("Infinity", "number", "Infinity"),
+        ('[1, -Infinity]', None, '[1, -Infinity]'),
     ],
 )
 def test_plain_hset_values_are_read_through_the_schema(text, kind, value):

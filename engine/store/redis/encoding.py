@@ -38,12 +38,23 @@ def is_number(value: Any) -> bool:
 
 
 def json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """``value`` as JSON; ValueError for a NaN or an infinity (which JSON has no text for)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def read_json(text: str) -> Any:
+    """JSON text's value. ``NaN`` and ``Infinity``, which Python's reader would take, are
+    not JSON: a plain ``HSET`` of ``NaN`` is the text "NaN", not a number no event could hold."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def parses_as_json(text: str) -> bool:
     try:
-        json.loads(text)
+        read_json(text)
     except ValueError:
         return False
     return True
@@ -61,7 +72,7 @@ def exact_json(value: Any) -> str | None:
         text = json_text(value)
     except (TypeError, ValueError):  # bytes, say
         return None
-    if value.__class__ in (str, int, float, bool) or value is None or json.loads(text) == value:
+    if value.__class__ in (str, int, float, bool) or value is None or read_json(text) == value:
         return text
     return None  # a tuple, a map with keys that are not strings, a NaN in a list...
 
@@ -108,8 +119,9 @@ def encode_profile_value(value: Any, kind: str | None) -> str:
 
 
 def decode_undeclared(text: str) -> Any:
+    """JSON text as its value, anything else as the text itself."""
     try:
-        return json.loads(text)
+        return read_json(text)
     except ValueError:
         return text
 
