@@ -47,11 +47,10 @@ class BuildTooSlow(Exception):
 
 
 def loaded_twin() -> str:
-    """"cython" when any nba module was loaded from a compiled extension, else "pure"."""
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] in ("dsl", "engine") and str(getattr(module, "__file__", "") or "").endswith((".so", ".pyd")):
-            return "cython"
-    return "pure"
+    """"cython" when this process runs the compiled twins (dsl/twins.py), else "pure"."""
+    import dsl.twins
+
+    return "cython" if dsl.twins.IMPLEMENTATION == "cython" else "pure"
 
 
 def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
