@@ -17,6 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Written in Cython; the pure-Python twin is another technique (see dsl/twins.py).
 CYTHON_ONLY = {
     "dsl._matchvm": "dsl/_matchvm.pyx",
+    "engine.store.redis._resp": "engine/store/redis/_resp.pyx",  # its twin: hiredis.pack_command
 }
 
 

@@ -12,18 +12,25 @@ change:
 
 Rule counts above a few hundred make the set-up slow under valgrind (about 50x); the cost
 per decision depends on the rules per event type (20 here at every size), not on the total.
+
+Two more contenders decide the demo day (examples/demo) through the example rules (rules/):
+``demo`` with ``Engine.decide`` on the in-memory store, ``redis`` with 16 asyncio callers
+awaiting ``Engine.decide_async`` on a throwaway ``redis-server`` (only this process's
+instructions are counted, not the server's; the latency budget is raised so that
+valgrind's slowness degrades no decision). ``--events`` is then capped at the demo's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 
-CONTENDERS = ("reference", "eval", "decide")
+CONTENDERS = ("reference", "eval", "decide", "demo", "redis")
 
 
 def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> None:
@@ -31,6 +38,9 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
     whatever ``n_events`` is, so that both runs do the same set-up) with one contender."""
     from benchmarks.synthetic import generate, render_rules
 
+    if contender in ("demo", "redis"):
+        run_demo(contender, pool, n_events)
+        return
     workload = generate(n_rules, pool, seed=seed)
     events = workload.events[:n_events]
     if contender == "reference":
@@ -62,6 +72,50 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
         evaluate(ruleset, event, states[event["customer_id"]], 1, False)
 
 
+def run_demo(contender: str, pool: int, n_events: int) -> None:
+    """The demo day's first ``n_events`` of ``pool`` events, in memory or on Redis."""
+    import gc
+
+    from benchmarks import bench_redis
+    from engine import Engine
+
+    events = bench_redis.read_jsonl(bench_redis.EVENTS, pool)
+    profiles = bench_redis.read_jsonl(bench_redis.PROFILES)
+    if contender == "demo":
+        engine = Engine.from_path(bench_redis.RULES)
+        bench_redis.prepare(engine, profiles)
+        checked = events[:n_events]
+        gc.collect()
+        for event in checked:
+            engine.decide(event)
+        return
+    with bench_redis.ThrowawayRedis() as server:
+        engine = Engine.from_path(bench_redis.RULES, redis_url=server.url, key_prefix="instructions")
+        engine.store.latency_budget_s = 30.0
+        bench_redis.prepare(engine, profiles)
+        streams = bench_redis.by_customer(events, REDIS_CALLERS)  # the same split in both runs
+        budget = [n_events]
+
+        async def caller(stream: list) -> None:
+            for event in stream:
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+                await engine.decide_async(event)
+
+        async def main() -> None:
+            await engine.decide_async(events[0], dry_run=True)  # connected, scripts loaded
+            await asyncio.gather(*(caller(stream) for stream in streams))
+            await engine.close_async()
+
+        gc.collect()
+        bench_redis.run_loop(main())
+        engine.close()
+
+
+REDIS_CALLERS = 16
+
+
 def count_instructions(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> int:
     command = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
@@ -76,6 +130,10 @@ def count_instructions(contender: str, n_rules: int, pool: int, n_events: int, s
 
 
 def per_decision(contender: str, n_rules: int, n_events: int, seed: int) -> int:
+    if contender in ("demo", "redis"):
+        from benchmarks import bench_redis
+
+        n_events = min(n_events, len(bench_redis.read_jsonl(bench_redis.EVENTS)))
     baseline = count_instructions(contender, n_rules, n_events, 0, seed)
     total = count_instructions(contender, n_rules, n_events, n_events, seed)
     return (total - baseline) // n_events

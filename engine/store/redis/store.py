@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, NoReturn
 
-import hiredis
 
 from engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
 
@@ -27,6 +26,7 @@ from engine.store.redis.protocol import (
     has_error,
     is_noscript,
     log,
+    pack_command,
     pack_commands,
     plan_put_profile,
     store_options_in,
@@ -361,12 +361,12 @@ class RedisStore(Store):
     def send_only(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
             self.discover(self.write_timeout_s)
-        self.send_to(self.topology.address_for(key), hiredis.pack_command(command), [command], self.write_timeout_s)
+        self.send_to(self.topology.address_for(key), pack_command(command), [command], self.write_timeout_s)
 
     async def send_only_async(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
             await self.discover_async(self.write_timeout_s)
-        await self.send_to_async(self.topology.address_for(key), hiredis.pack_command(command), [command],
+        await self.send_to_async(self.topology.address_for(key), pack_command(command), [command],
                                  self.write_timeout_s)
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
