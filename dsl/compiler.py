@@ -17,6 +17,7 @@ from dsl import nodes as n
 from dsl.checker import CheckedRuleset, walk
 from dsl.codegen import ExprGen, ModuleBuilder, literal_source
 from dsl.folding import fold
+from dsl.needs import read_needs
 from dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
 from dsl.twins import matchvm
 
@@ -116,6 +117,8 @@ class CompiledRuleset:
     profile_schema: dict[str, str]
     python_source: str = ""
     paths: list[str] = field(default_factory=list)
+    # event type -> what its decision reads (dsl/needs.py); None: every other type
+    read_needs: dict[str | None, StateNeeds] = field(default_factory=dict)
     # the event types whose decisions record something even when no action is chosen
     recorded_types: frozenset[str] = field(init=False)
 
@@ -125,6 +128,14 @@ class CompiledRuleset:
     def bucket(self, event_type: str) -> Bucket:
         found = self.buckets.get(event_type)
         return found if found is not None else self.buckets[ANY_TYPE]
+
+    def needs_for(self, event_type: str) -> StateNeeds:
+        """What a decision for ``event_type`` reads of the customer's state (never more
+        than ``needs``, which is what is recorded and kept)."""
+        found = self.read_needs.get(event_type)
+        if found is None:
+            found = self.read_needs.get(ANY_TYPE, self.needs)
+        return found
 
     def rule(self, rule_id: str) -> CompiledRule | None:
         for rule in self.rules:
@@ -207,6 +218,7 @@ class Compiler:
             event_schemas=checked.event_schemas,
             profile_schema=checked.profile_schema,
             python_source=namespace["__source__"],
+            read_needs=read_needs(checked, bucket_plan, needs, LATE_EVENTS_S),
         )
 
     # -- segments --

@@ -109,12 +109,13 @@ class Engine:
                         finish: Callable[..., T]) -> T:
         customer_id = checked["customer_id"]
         store = self.store
-        needs = ruleset.needs
+        needs = ruleset.needs  # what is recorded and kept
+        reads = ruleset.needs_for(checked["type"])  # what this event's decision reads
         time = checked["time"]
         attempts = 0
         while True:
             try:
-                state = store.read(customer_id, needs, time)
+                state = store.read(customer_id, reads, time)
                 degraded = False
             except StoreUnavailable:
                 state, degraded = empty_state(), True
@@ -171,10 +172,11 @@ class Engine:
     ) -> tuple[str, Outcome, bool]:
         customer_id = checked["customer_id"]
         store = self.store
-        needs = ruleset.needs
+        needs = ruleset.needs  # what is recorded and kept
+        reads = ruleset.needs_for(checked["type"])  # what this event's decision reads
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                state = await store.read_async(customer_id, needs, checked["time"])
+                state = await store.read_async(customer_id, reads, checked["time"])
                 degraded = False
             except StoreUnavailable:
                 state, degraded = empty_state(), True

@@ -34,6 +34,7 @@ from engine.store.redis.protocol import (
 from engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
 from engine.store.redis.async_io import AsyncNode
 
+MAX_CODECS = 4096  # a ruleset has one per event type its rules name, and one more; then they start over
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
 
 
@@ -283,10 +284,10 @@ class RedisStore(Store):
     # -- the Store interface
 
     def codec(self, needs: StateNeeds) -> Codec:
-        """The needs' codec, made once per ruleset's needs."""
+        """The needs' codec, made once per needs (the ruleset's, and what each event type reads)."""
         codec = self.codecs.get(id(needs))
         if codec is None or codec.needs is not needs:
-            if len(self.codecs) > 16:
+            if len(self.codecs) > MAX_CODECS:
                 self.codecs.clear()
             codec = self.codecs[id(needs)] = Codec(needs, self.retention)
         return codec
