@@ -7,8 +7,6 @@ import base64
 import json
 import math
 import threading
-from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -329,13 +327,13 @@ MEMBER_CACHE_SIZE = 16_384  # members (about 500 bytes each with their keys: som
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
+    """The members of a history reply as columns. Plain comprehensions: compiled, they
+    cost a third of ``map`` over ``itemgetter`` and ``dict.get``."""
     entries = unpack_members(raw)
-    records = list(map(THIRD, entries))
-    columns = {name: list(map(dict.get, records, repeat(name))) for name in fields}
-    return History(list(map(FIRST, entries)), columns)
-
-
-FIRST, THIRD = itemgetter(0), itemgetter(2)
+    columns = {}
+    for name in fields:
+        columns[name] = [entry[2].get(name) for entry in entries]
+    return History([entry[0] for entry in entries], columns)
 
 
 def decode_contacts(raw: list) -> list[Contact]:
