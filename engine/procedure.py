@@ -122,6 +122,8 @@ def evaluate(
         chosen_rules.append(rule)
         if explain:
             outcomes[index] = ("chosen", None, None)
+        elif len(chosen) >= limit:
+            break  # DSL.md: the ranking stops once `limit` actions are chosen; no rule after is tested
     errors = [(rules[index].id, error_message(exc)) for index, exc in raised] if raised else []
 
     # 5. the default, when nothing else was chosen (never recorded)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dsl import LoadError
+from dsl import LoadError, load_text
 from engine import Engine, EventError, RequestError
 
 RULES = """
@@ -370,3 +370,25 @@ def test_event_times_read_from_the_minute_cache_are_parse_times():
         expected = runtime.parse_time(text)
         got = parse_event_time(text)
         assert (got, type(got)) == (expected, type(expected)), text
+
+
+def test_a_ranked_decision_tests_no_rule_after_its_limit():
+    """README: a ranked bucket stops testing once `limit` actions are chosen, so the error of
+    a rule ranked after them is neither raised nor counted (an explanation tests them all)."""
+    from engine.procedure import evaluate
+    from engine.state import CustomerState
+
+    ruleset = load_text("""
+rule first priority 10 when event.type == "x" then a via web end
+rule broken priority 5 when event.type == "x" and event.amount > 5 then b via web end
+rule later priority 1 when event.type == "x" then c via web end
+""")
+    event = {"customer_id": "c", "type": "x", "time": 1.0, "amount": "abc"}
+
+    def decide(limit, explain):
+        outcome = evaluate(ruleset, event, CustomerState({}, {}, []), limit, explain)
+        return [choice.rule for choice in outcome.choices], [rule for rule, _message in outcome.errors]
+
+    assert decide(1, False) == (["first"], [])
+    assert decide(1, True) == (["first"], ["broken"])
+    assert decide(2, False) == (["first", "later"], ["broken"])
