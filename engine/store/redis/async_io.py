@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import redis.asyncio.connection as async_connection
@@ -17,24 +16,35 @@ from engine.state import StoreUnavailable
 from engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
 
 
-@dataclass(slots=True)
 class Pending:
     """A request waiting on a shared connection for its ``count`` replies.
 
     A caller awaits ``future``; a write sent without waiting has ``commands`` instead,
-    and its replies go to the link's ``on_late_reply``.
+    and its replies go to the link's ``on_late_reply``. A caller's request carries its
+    deadline, which the link's ``Watchdog`` enforces.
     """
 
-    count: int
-    future: asyncio.Future | None
-    commands: list[tuple] | None = None
-    replies: list = field(default_factory=list)
+    __slots__ = ("count", "future", "commands", "replies", "timeout_s", "deadline", "hard_limit", "turns_left")
+
+    def __init__(self, count: int, future: asyncio.Future | None, commands: list[tuple] | None = None,
+                 timeout_s: float = 0.0, now: float = 0.0):
+        self.count = count
+        self.future = future
+        self.commands = commands
+        self.replies = []
+        self.timeout_s = timeout_s
+        self.deadline = now + timeout_s
+        self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
+        self.turns_left = LOOP_TURNS
 
 
-class Deadline:
-    """Fails a waiting request when Redis has not answered it within ``timeout_s``.
+class Watchdog:
+    """Fails a link's waiting requests that Redis has not answered within their budget.
 
-    The budget is for Redis, not for this process. When the deadline passes, the request
+    One timer per link, set for the earliest deadline of its waiting requests, rather than
+    one per request: most requests are answered long before it fires.
+
+    The budget is for Redis, not for this process. When a deadline passes, the request
     fails only if Redis has stopped answering: while replies to the requests written before
     it keep arriving on the link (Redis is working through them in order, and this process
     is the one behind), it waits on, up to ``LOOP_LAG_LIMIT`` budgets. A reply may also sit
@@ -45,35 +55,61 @@ class Deadline:
     answering every request in time.
     """
 
-    __slots__ = ("loop", "future", "link", "timeout_s", "hard_limit", "handle")
+    __slots__ = ("loop", "link", "handle", "armed_for")
 
-    def __init__(self, loop, future: asyncio.Future, timeout_s: float, link: "AsyncLink"):
+    def __init__(self, loop, link):
         self.loop = loop
-        self.future = future
-        self.link = link
-        self.timeout_s = timeout_s
-        now = loop.time()
-        self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
-        self.handle = loop.call_at(now + timeout_s, self.expire, LOOP_TURNS)
+        self.link = link  # its ``waiting`` requests (in the order written) and ``last_reply_at``
+        self.handle = None
+        self.armed_for = INFINITY
 
-    def expire(self, turns_left: int) -> None:
-        if self.future.done():
-            return
+    def watch(self, pending: Pending) -> None:
+        """``pending`` was queued: make sure the timer fires by its deadline."""
+        if pending.deadline < self.armed_for:
+            self.arm(pending.deadline)
+
+    def arm(self, at: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.armed_for = at
+        self.handle = self.loop.call_at(at, self.check)
+
+    def check(self) -> None:
+        self.handle, self.armed_for = None, INFINITY
         now = self.loop.time()
-        if now < self.hard_limit:
-            answering_until = self.link.last_reply_at + self.timeout_s
-            if answering_until > now:  # replies are still coming: Redis is not the one late
-                self.handle = self.loop.call_at(min(answering_until, self.hard_limit), self.expire, turns_left)
-                return
-            if turns_left:
-                self.handle = self.loop.call_soon(self.expire, turns_left - 1)
-                return
-        self.future.set_exception(StoreUnavailable("redis answered too late"))
+        last_reply_at = self.link.last_reply_at
+        soonest, recheck_next_turn = INFINITY, False
+        for pending in self.link.waiting:
+            future = pending.future
+            if future is None or future.done():
+                continue
+            if pending.deadline > now:
+                soonest = min(soonest, pending.deadline)
+                continue
+            if now < pending.hard_limit:
+                answering_until = last_reply_at + pending.timeout_s
+                if answering_until > now:  # replies are still coming: Redis is not the one late
+                    pending.deadline = min(answering_until, pending.hard_limit)
+                    soonest = min(soonest, pending.deadline)
+                    continue
+                if pending.turns_left:
+                    pending.turns_left -= 1
+                    recheck_next_turn = True
+                    continue
+            future.set_exception(StoreUnavailable("redis answered too late"))
+        if recheck_next_turn:
+            self.armed_for = now  # every later request's deadline is after this
+            self.handle = self.loop.call_soon(self.check)
+        elif soonest < INFINITY:
+            self.arm(soonest)
 
     def cancel(self) -> None:
-        self.handle.cancel()
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle, self.armed_for = None, INFINITY
 
 
+INFINITY = float("inf")
 LOOP_TURNS = 8
 LOOP_LAG_LIMIT = 20  # a busy loop may stretch the budget this many times, no more
 
@@ -97,6 +133,7 @@ class AsyncLink:
         self.last_reply_at = float("-inf")  # loop time of the latest bytes read from Redis
         writer = getattr(conn, "_writer", None)
         self.writer = writer if hasattr(writer, "transport") else None
+        self.watchdog = Watchdog(self.loop, self)
         self.reader = self.loop.create_task(self.read_replies())
 
     def enqueue(self, pending: Pending, packed: bytes) -> None:
@@ -113,15 +150,15 @@ class AsyncLink:
     def send_only(self, packed: bytes, commands: list[tuple]) -> None:
         self.enqueue(Pending(len(commands), None, commands), packed)
 
-    async def request(self, packed: bytes, count: int, timeout_s: float) -> list:
-        loop = asyncio.get_running_loop()
-        pending = Pending(count, loop.create_future())
+    def request(self, packed: bytes, count: int, timeout_s: float) -> asyncio.Future:
+        """A future of the replies of ``packed`` (``count`` commands), failed with
+        ``StoreUnavailable`` when Redis does not answer within ``timeout_s``. To be awaited
+        in this link's event loop."""
+        loop = self.loop
+        pending = Pending(count, loop.create_future(), None, timeout_s, loop.time())
         self.enqueue(pending, packed)
-        deadline = Deadline(loop, pending.future, timeout_s, self)
-        try:
-            return await pending.future
-        finally:
-            deadline.cancel()
+        self.watchdog.watch(pending)
+        return pending.future
 
     def flush_now(self) -> None:
         """Write every request queued since the last flush in one go (fewer syscalls under load).
@@ -211,6 +248,7 @@ class AsyncLink:
         if self.closed:
             return
         self.closed = True
+        self.watchdog.cancel()
         lost = StoreUnavailable(f"redis connection lost: {error!r}")
         written = len(self.waiting) - len(self.outgoing)  # the first ones were written
         for position, pending in enumerate(self.waiting):
@@ -258,11 +296,18 @@ class AsyncNode:
         self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
 
+    def ready_link(self) -> AsyncLink | None:
+        """The open link of the running event loop, if there is one."""
+        link = self.link
+        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+            return None
+        return link
+
     def request(self, packed: bytes, count: int, timeout_s: float) -> Awaitable[list]:
         """The replies of ``packed`` (``count`` commands), to await; on the open link
         itself when there is one (no coroutine of the node's own on the hot path)."""
-        link = self.link
-        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+        link = self.ready_link()
+        if link is None:
             return self.request_on_new_link(packed, count, timeout_s)
         return link.request(packed, count, timeout_s)
 
@@ -271,9 +316,7 @@ class AsyncNode:
         return await link.request(packed, count, timeout_s)
 
     async def send_only(self, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
-        link = self.link
-        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
-            link = await self.get_link(timeout_s)
+        link = self.ready_link() or await self.get_link(timeout_s)
         link.send_only(packed, commands)
 
     async def get_link(self, timeout_s: float) -> AsyncLink:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, NoReturn
+from typing import Any, Awaitable, Callable, NoReturn
 
 
 from engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
@@ -129,6 +129,7 @@ class RedisStore(Store):
             try:
                 [reply] = await self.exchange_async(address, CLUSTER_SLOTS, 1, timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
+                self.topology.lost(address)
                 failure = error
                 continue
             self.topology.learn(reply)
@@ -185,13 +186,11 @@ class RedisStore(Store):
         self.topology.lost(address)
         raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
 
-    async def exchange_async(self, address: tuple[str, int], packed: bytes, count: int, timeout_s: float) -> list:
+    def exchange_async(self, address: tuple[str, int], packed: bytes, count: int, timeout_s: float) -> Awaitable[list]:
+        """The replies of ``packed`` at ``address``, to await: a future on the node's open
+        link (no coroutine of the store's own between the caller and the reply)."""
         node = self.async_nodes.get(address) or self.async_node(address)
-        try:
-            return await node.request(packed, count, timeout_s)
-        except StoreUnavailable:
-            self.topology.lost(address)
-            raise
+        return node.request(packed, count, timeout_s)
 
     async def send_to_async(self, address: tuple[str, int], packed: bytes, commands: list[tuple],
                             timeout_s: float) -> None:
@@ -270,16 +269,21 @@ class RedisStore(Store):
         topology = self.topology
         if topology.cluster is None:
             await self.discover_async(timeout_s)
-        replies = await self.exchange_async(topology.address_for(key), packed, count, timeout_s)
-        if not has_error(replies):
-            return replies
-        steps = follow_redirects(topology, packed, count, commands, replies)
+        address = topology.address_for(key)
         try:
+            replies = await self.exchange_async(address, packed, count, timeout_s)
+            if not has_error(replies):
+                return replies
+            steps = follow_redirects(topology, packed, count, commands, replies)
             request = next(steps)
             while True:
+                address = request[0]
                 request = steps.send(await self.exchange_async(*request, timeout_s))
         except StopIteration as done:
             return done.value
+        except StoreUnavailable:
+            topology.lost(address)
+            raise
 
     # -- the Store interface
 
@@ -336,7 +340,8 @@ class RedisStore(Store):
         if command is None:
             return wait
         if not wait:
-            await self.send_only_async(base, command)
+            if not self.sent_at_once(base, command):
+                await self.send_only_async(base, command)
             return True
         [reply] = await self.call_async(base, [command], self.write_timeout_s)
         if is_noscript(reply):
@@ -363,6 +368,18 @@ class RedisStore(Store):
         if self.topology.cluster is None:
             self.discover(self.write_timeout_s)
         self.send_to(self.topology.address_for(key), pack_command(command), [command], self.write_timeout_s)
+
+    def sent_at_once(self, key: str, command: tuple) -> bool:
+        """Send a write without waiting on its node's open link, if it has one (no coroutine)."""
+        topology = self.topology
+        if topology.cluster is None:
+            return False
+        node = self.async_nodes.get(topology.address_for(key))
+        link = node.ready_link() if node is not None else None
+        if link is None:
+            return False
+        link.send_only(pack_command(command), [command])
+        return True
 
     async def send_only_async(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
