@@ -13,7 +13,7 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
 from engine.store import open_store
 from engine.store.redis import (
     Codec,
@@ -165,6 +165,28 @@ def test_profile_written_with_plain_hset(store, client):
     assert store.get_profile("c1", NEEDS) == {
         "tier": "gold", "ltv": 1200.5, "opt_in": True, "last_at": 1795771800, "tags": ["x"], "visits": 3, "note": "hi",
     }
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_both_protocols_read_the_same_state(redis_url, protocol):  # noqa: F811
+    """RESP2 by default (a flat HGETALL reply, cheaper for hiredis); RESP3 when the URL asks."""
+    store = RedisStore(f"{redis_url}?protocol={protocol}", **RELAXED)
+    try:
+        store.put_profile("c1", {"tier": "gold", "ltv": 12.5, "opt_in": True}, NEEDS)
+        assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)]))
+        expected = CustomerState({"tier": "gold", "ltv": 12.5, "opt_in": True},
+                                 store.read("c1", NEEDS, T0).history, [contact(T0)])
+        assert store.read("c1", NEEDS, T0) == expected
+        assert "page_view" in expected.history
+
+        async def scenario():
+            state = await store.read_async("c1", NEEDS, T0)
+            await store.close_async()
+            return state
+
+        assert asyncio.run(scenario()) == expected
+    finally:
+        store.close()
 
 
 def test_put_profile_replaces_the_profile(store):
