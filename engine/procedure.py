@@ -220,12 +220,14 @@ def count_contacts(
     contacts: list[Contact], t: float, window: float, rule: str | None = None, channel: str | None = None
 ) -> int:
     """Contacts in ``(t - window, t]``, of one rule or one channel (neither: all of them)."""
-    start = t - window
+    start: float = t - window
     total = 0
+    when: float  # a C double in the Cython twin: int times compare with no float objects made
     for contact in reversed(contacts):  # sorted by time: the newest are last
-        if contact.time <= start:
+        when = contact.time
+        if when <= start:
             break
-        if contact.time > t:
+        if when > t:
             continue
         if rule is not None and contact.rule != rule:
             continue
