@@ -22,6 +22,13 @@ class Link:
         self.last_reply_at = float("-inf")
 
 
+def watched_link() -> tuple[asyncio.AbstractEventLoop, Link, Watchdog]:
+    """The running loop, a link with nothing waiting, and the watchdog of its deadlines."""
+    loop = asyncio.get_running_loop()
+    link = Link()
+    return loop, link, Watchdog(loop, link)
+
+
 def request(loop, link: Link, watchdog: Watchdog, timeout_s: float) -> asyncio.Future:
     pending = Pending(1, loop.create_future(), None, timeout_s, loop.time())
     link.waiting.append(pending)
@@ -39,9 +46,8 @@ async def replies_flowing(loop, link: Link, seconds: float) -> None:
 
 def test_a_request_fails_once_redis_has_answered_nothing_for_the_budget():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
-        future = request(loop, link, Watchdog(loop, link), 0.01)
+        loop, link, watchdog = watched_link()
+        future = request(loop, link, watchdog, 0.01)
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(future, 1.0)
 
@@ -50,9 +56,8 @@ def test_a_request_fails_once_redis_has_answered_nothing_for_the_budget():
 
 def test_a_request_waits_on_while_redis_answers_the_ones_before_it():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
-        future = request(loop, link, Watchdog(loop, link), 0.01)
+        loop, link, watchdog = watched_link()
+        future = request(loop, link, watchdog, 0.01)
         await replies_flowing(loop, link, 0.08)  # eight budgets: more than the budget, less than the limit
         assert not future.done()
         with pytest.raises(StoreUnavailable):  # then Redis stops: it fails
@@ -63,10 +68,9 @@ def test_a_request_waits_on_while_redis_answers_the_ones_before_it():
 
 def test_a_request_fails_at_the_hard_limit_even_while_replies_flow():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
+        loop, link, watchdog = watched_link()
         started = loop.time()
-        future = request(loop, link, Watchdog(loop, link), 0.01)
+        future = request(loop, link, watchdog, 0.01)
         flowing = asyncio.ensure_future(replies_flowing(loop, link, 5.0))
         try:
             with pytest.raises(StoreUnavailable):
@@ -80,9 +84,7 @@ def test_a_request_fails_at_the_hard_limit_even_while_replies_flow():
 
 def test_an_answered_request_is_left_alone():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
-        watchdog = Watchdog(loop, link)
+        loop, link, watchdog = watched_link()
         future = request(loop, link, watchdog, 0.01)
         future.set_result(["reply"])
         await asyncio.sleep(0.03)
@@ -94,9 +96,7 @@ def test_an_answered_request_is_left_alone():
 
 def test_each_request_has_its_own_deadline_under_one_timer():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
-        watchdog = Watchdog(loop, link)
+        loop, link, watchdog = watched_link()
         patient = request(loop, link, watchdog, 0.2)
         hasty = request(loop, link, watchdog, 0.01)  # asked later, due sooner: the timer moves up
         answered = request(loop, link, watchdog, 0.01)
@@ -114,9 +114,7 @@ def test_each_request_has_its_own_deadline_under_one_timer():
 
 def test_a_cancelled_caller_leaves_the_watchdog_nothing_to_do():
     async def scenario():
-        loop = asyncio.get_running_loop()
-        link = Link()
-        watchdog = Watchdog(loop, link)
+        loop, link, watchdog = watched_link()
         future = request(loop, link, watchdog, 0.01)
         future.cancel()
         await asyncio.sleep(0.03)
