@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks import history_workload as hw
 from benchmarks.children import run_in_twin
 from benchmarks.report import figure, markdown_table, ratio
-from benchmarks.timing import summarize
+from benchmarks.timing import freeze_loaded, summarize
 
 NBA_TWINS = (("Cython", None), ("pure Python", "1"))
 
@@ -92,8 +92,7 @@ def child(config: dict) -> dict:
     for event in data.past:
         engine.decide(event)
     fill_s = time.perf_counter() - started
-    gc.collect()
-    gc.freeze()  # the history so far is not garbage: keep the collector off it, as a server would
+    freeze_loaded()
 
     clock = time.perf_counter_ns
     nba_ns, reference_ns, got, expected = [], [], [], []

@@ -40,6 +40,8 @@ import heapq
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.timing import freeze_loaded
+
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
 EVENTS = REPO / "examples" / "demo" / "events.jsonl"
@@ -343,8 +345,7 @@ def process_caller(url: str, events: list, callers: int, start, results) -> None
 
     async def main() -> tuple[float, float]:
         await engine.decide_async(events[0], dry_run=True)  # connected
-        gc.collect()
-        gc.freeze()
+        freeze_loaded()
         start.wait()  # every process starts at once
         began = clock()
         await asyncio.gather(*(caller(stream) for stream in while_all_busy(by_customer(events, callers))))
@@ -463,8 +464,7 @@ def run(args: argparse.Namespace) -> dict:
         on_memory = Engine.from_path(RULES)
         prepare(on_memory, profiles)
         bare = BareRoundTrip(url, keys)
-        gc.collect()
-        gc.freeze()  # the loaded events and rules are not garbage: keep the collector off them
+        freeze_loaded()
         seq = sequential(engine, on_memory, bare, first)
         bare.close()
         times = [event_time(engine, event) for event in second]

@@ -24,7 +24,6 @@ Contenders:
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import signal
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks import peers, synthetic
-from benchmarks.timing import measure_interleaved
+from benchmarks.timing import freeze_loaded, measure_interleaved
 
 BUILD_LIMIT_SECONDS = 60.0
 NBA_EVAL = "nba evaluation"
@@ -173,8 +172,7 @@ def run(rules: int, events: int, seed: int, budget: float, with_peers: bool, wan
     for label, version, build in other_contenders(wanted, with_peers):
         contenders.append(built(label, version, build, workload, earlier_builds))
     runnable = [c for c in contenders if "decide" in c]
-    gc.collect()
-    gc.freeze()  # what is loaded is not garbage: keep the collector off it, as a server would
+    freeze_loaded()
     measured = measure_interleaved([(c["contender"], c["decide"], c["inputs"]) for c in runnable], budget_seconds=budget)
     rows = []
     for contender in contenders:

@@ -30,17 +30,9 @@ import shutil
 import subprocess
 import sys
 
+from benchmarks.timing import freeze_loaded
+
 CONTENDERS = ("reference", "eval", "decide", "demo", "redis")
-
-
-def settled() -> None:
-    """Collect the set-up's garbage and freeze what is left, before the decisions: otherwise
-    a full collection over the set-up's objects falls in one of the two runs and not the
-    other, and moves the difference by about a thousand instructions per decision."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> None:
@@ -57,7 +49,7 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
         from benchmarks.peers import reference
 
         decide = reference.build(workload)
-        settled()
+        freeze_loaded()
         for event in events:
             decide(event, workload.profiles[event["customer_id"]])
         return
@@ -68,7 +60,7 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
     for customer_id, profile in workload.profiles.items():
         engine.put_profile(customer_id, profile)
     if contender == "decide":
-        settled()
+        freeze_loaded()
         for event in events:
             engine.decide(event)
         return
@@ -80,7 +72,7 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
     states = {cid: CustomerState(profile=p, history={}, contacts=[]) for cid, p in workload.profiles.items()}
     # every event of the pool is checked, so that the check is set-up in both runs
     checked = [check_event(event, ruleset.event_schemas) for event in workload.events]
-    settled()
+    freeze_loaded()
     for event in checked[:n_events]:
         evaluate(ruleset, event, states[event["customer_id"]], 1, False)
 
@@ -96,7 +88,7 @@ def run_demo(contender: str, pool: int, n_events: int) -> None:
         engine = Engine.from_path(bench_redis.RULES)
         bench_redis.prepare(engine, profiles)
         checked = events[:n_events]
-        settled()
+        freeze_loaded()
         for event in checked:
             engine.decide(event)
         return
@@ -119,7 +111,7 @@ def run_demo(contender: str, pool: int, n_events: int) -> None:
             await asyncio.gather(*(caller(stream) for stream in streams))
             await engine.close_async()
 
-        settled()
+        freeze_loaded()
         bench_redis.run_loop(main())
         engine.close()
 
