@@ -8,9 +8,15 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'  # pyproject.toml's license needs 77
 .venv/bin/python -m pip install -q -e '.[test]'
-.venv/bin/python setup.py -q build_ext --inplace -j 2 2>&1 | grep -v -e '^running' -e 'Warning' -e '^  warn' || true
+# (re)build every Cython extension in place: the editable install builds them once, this
+# rebuilds the ones whose sources changed since
+if ! .venv/bin/python setup.py -q build_ext --inplace -j 2 > .venv/build_ext.log 2>&1; then
+  cat .venv/build_ext.log
+  echo "the Cython build failed (its output is above)" >&2
+  exit 1
+fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server (the Redis tests start their own servers on free ports)"
@@ -18,7 +24,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-.venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+.venv/bin/python - <<'CHECK'
+import importlib
+import dsl.twins as t
+modules = [path[:-3].replace("/", ".") for path in t.COMPILED]
+interpreted = [name for name in modules if not t.is_compiled(importlib.import_module(name))]
+assert not interpreted and t.matchvm is not None, f"the Cython twins did not build: interpreted {interpreted}, matcher {t.matchvm}"
+CHECK
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== tests on the pure-Python twins"
