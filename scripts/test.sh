@@ -29,7 +29,9 @@ import importlib
 import dsl.twins as t
 modules = [path[:-3].replace("/", ".") for path in t.COMPILED]
 interpreted = [name for name in modules if not t.is_compiled(importlib.import_module(name))]
-assert not interpreted and t.matchvm is not None, f"the Cython twins did not build: interpreted {interpreted}, matcher {t.matchvm}"
+from engine.store.redis import protocol
+missing = [name for name, module in (("dsl._matchvm", t.matchvm), ("engine.store.redis._resp", protocol._resp)) if module is None]
+assert not interpreted and not missing, f"the Cython twins did not build: interpreted {interpreted}, missing {missing}"
 CHECK
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
