@@ -4,7 +4,8 @@ Targets, each a separate process measured in the same run by the same client cod
 two bare msgpack echo servers (asyncio + uvloop, length-prefixed frames, each request
 decoded and encoded back: the floor any msgpack-over-TCP server pays), one writing the
 responses of a read in one write as nba's server does, one writing each response as it is
-made (the plain way, and the ~150,000 frames/s echo the issue cites), then `nba serve` on the
+made (the plain way; the project's brief cites an echo floor of ~150,000 frames/s, nearer
+this one's rate than the first's), then `nba serve` on the
 in-memory store, then `nba serve` on Redis (a throwaway `redis-server` on a free loopback
 port). The workload is the ruleset of DSL.md's example and a mix of its event types over
 many customers.
