@@ -52,7 +52,8 @@ COMPILED = (
     "engine/store/redis/sync_io.py",
     "engine/store/redis/async_io.py",
 )
-_COMPILED_NAMES = frozenset(path[:-3].replace("/", ".") for path in COMPILED)
+COMPILED_MODULES = tuple(path[:-3].replace("/", ".") for path in COMPILED)  # their module names
+_COMPILED_NAMES = frozenset(COMPILED_MODULES)
 
 
 class TwinFinder(importlib.abc.MetaPathFinder):
