@@ -132,21 +132,22 @@ class EchoProtocol(asyncio.Protocol):
         buf = self.buf
         buf += data
         pos, size, out = 0, len(buf), []
+        batched, write = self.batched, self.transport.write  # read once per read, not per frame
         while size - pos >= 4:
             (length,) = HEADER.unpack_from(buf, pos)
             end = pos + 4 + length
             if end > size:
                 break
             body = msgpack.packb(msgpack.unpackb(buf[pos + 4 : end]))
-            if self.batched:
+            if batched:
                 out.append(HEADER.pack(len(body)))
                 out.append(body)
             else:
-                self.transport.write(HEADER.pack(len(body)) + body)
+                write(HEADER.pack(len(body)) + body)
             pos = end
         del buf[:pos]
         if out:
-            self.transport.write(b"".join(out))
+            write(b"".join(out))
 
 
 class FramewiseEchoProtocol(EchoProtocol):
