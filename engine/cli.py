@@ -1,4 +1,4 @@
-"""The ``nba`` command: check, decide, replay, test, serve and bench (INTERFACES.md)."""
+"""The ``nba`` command: check, decide, replay, test, serve, lsp and bench (INTERFACES.md)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(serve)
     serve.set_defaults(run=run_serve)
+
+    lsp = commands.add_parser("lsp", help="a language server for .rules files over stdio (docs/editors.md)")
+    lsp.set_defaults(run=run_lsp)
 
     commands.add_parser("bench", help="run the benchmarks (nba bench --help)")
     return parser
@@ -199,6 +202,12 @@ def run_serve(args) -> int:
     from engine.server import serve_main
 
     return serve_main(args)
+
+
+def run_lsp(args) -> int:
+    from engine.lsp import main as lsp_main
+
+    return lsp_main()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The VS Code grammar's test runs VS Code's TextMate engine on node (tests/test_vscode_grammar.py)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing nodejs and npm (the VS Code grammar's test runs on node)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nodejs npm >/dev/null \
+    || echo "could not install nodejs and npm: the VS Code grammar's test will be skipped" >&2
+fi
+if command -v npm >/dev/null 2>&1; then
+  (cd editors/vscode/test && npm ci --no-audit --no-fund --silent)
+fi
+
 .venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,223 @@
+"""One ruleset as an editor sees it: the files on disk with the open buffers over them,
+parsed and checked together, and every finding (error or warning) with its place.
+
+Parsing is the costly step (Lark on every character), so each file is parsed in pieces,
+one declaration each, kept while their text stays the same (``chunks``): a keystroke
+re-parses the declaration being typed in, then the whole ruleset is checked again (the
+checker is cheap next to the parser; see benchmarks/bench_lsp.py). Only ``dsl`` is used here, never the engine.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from dsl import nodes as n
+from dsl.checker import CheckedRuleset, check
+from dsl.loader import TOO_DEEP, rule_files
+from dsl.source import Diagnostics, Position
+from engine.lsp.chunks import FileParse, PieceCache, place
+from engine.lsp.symbols import Index, build_index
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something to show in the editor: an error of the checker or a warning of lint."""
+
+    pos: Position
+    message: str
+    severity: str = ERROR
+    code: str | None = None
+    source: str = "nba"
+
+
+
+
+@dataclass
+class Analysis:
+    """The result of one check of a ruleset."""
+
+    root: str
+    sources: dict[str, str]  # path -> text, in declaration order
+    modules: list[n.Module]  # the files that parsed
+    checked: CheckedRuleset
+    # for hover, completion and symbols: each file's declarations that parse, also while
+    # another declaration of the file does not (as it often does not mid-typing)
+    known_modules: list[n.Module] = field(default_factory=list)
+    findings: dict[str, list[Finding]] = field(default_factory=dict)  # path -> findings, in place order
+    offsets: dict[str, tuple[str, int]] = field(default_factory=dict)  # see chunks.place
+
+    def place(self, pos: Position) -> Position:
+        """Where a node of this analysis is, in its file."""
+        return place(pos, self.offsets)
+
+    @cached_property
+    def index(self) -> Index:
+        """What the ruleset declares, built on first use (a keystroke's check does not need it)."""
+        return build_index(self.known_modules)
+
+    def module(self, path: str) -> n.Module | None:
+        """The declarations of the file that parse (their nodes' places go through ``place``)."""
+        for module in self.known_modules:
+            if module.path == path:
+                return module
+        return None
+
+
+# Each source of findings takes a finished analysis (sources, modules, checked ruleset and
+# the checker's findings so far) and gives more findings. Lint warnings are one more entry.
+FindingSource = Callable[[Analysis], Iterable[Finding]]
+FINDING_SOURCES: list[FindingSource] = []
+
+
+def _lint_findings(analysis: Analysis) -> Iterable[Finding]:
+    """Lint's warnings, once `dsl.lint` exists; none while the ruleset has errors."""
+    try:
+        from dsl import lint  # noqa: F401 - not on every version of dsl
+    except ImportError:
+        return ()
+    return ()
+
+
+FINDING_SOURCES.append(_lint_findings)
+
+
+def normal_path(path: str | os.PathLike) -> str:
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+def ruleset_root(path: str, workspace_folders: Iterable[str], configured: Iterable[str] = ()) -> str:
+    """The directory whose ruleset the file ``path`` belongs to.
+
+    A configured ruleset root that holds the file wins (the deepest one). Otherwise: the
+    file's own directory, extended upwards while the parent directory also holds ``.rules``
+    files directly, never above the workspace folder that holds the file. So a workspace
+    folder that is itself a ruleset is one ruleset, and in a repository whose rules live in
+    ``rules/`` the ruleset is ``rules/``, not every ``.rules`` file of the repository.
+    """
+    path = normal_path(path)
+    holders = [normal_path(c) for c in configured if _inside(path, normal_path(c))]
+    if holders:
+        return max(holders, key=len)
+    directory = os.path.dirname(path)
+    folders = [normal_path(f) for f in workspace_folders if _inside(path, normal_path(f))]
+    top = max(folders, key=len) if folders else directory
+    while directory != top and _inside(directory, top):
+        parent = os.path.dirname(directory)
+        if parent == directory or not _holds_rules(parent):
+            break
+        directory = parent
+    return directory
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _holds_rules(directory: str) -> bool:
+    try:
+        return any(entry.is_file() and entry.name.endswith(".rules") for entry in os.scandir(directory))
+    except OSError:
+        return False
+
+
+class Ruleset:
+    """A ruleset root and the parses of its files, kept between checks."""
+
+    def __init__(self, root: str):
+        self.root = normal_path(root)
+        self._pieces: dict[str, PieceCache] = {}
+        self._disk: dict[str, tuple[tuple[int, int], str | None, str | None]] = {}
+
+    def holds(self, path: str) -> bool:
+        return _inside(normal_path(path), self.root)
+
+    def sources(self, buffers: Mapping[str, str]) -> tuple[dict[str, str], list[Finding]]:
+        """Every file's text in declaration order (open buffers win over the disk), and the
+        files that cannot be read."""
+        paths = set(rule_files(self.root)) if os.path.isdir(self.root) else set()
+        paths.update(p for p in buffers if self.holds(p) and p.endswith(".rules"))
+        ordered = sorted(paths, key=lambda p: Path(os.path.relpath(p, self.root)).as_posix())
+        texts: dict[str, str] = {}
+        unreadable: list[Finding] = []
+        for path in ordered:
+            if path in buffers:
+                texts[path] = buffers[path].removeprefix("\ufeff")  # as the loader reads files
+                continue
+            text, problem = self._read(path)
+            if text is not None:
+                texts[path] = text
+            else:
+                unreadable.append(Finding(Position(path, 1, 1), problem or "cannot read the file"))
+        return texts, unreadable
+
+    def _read(self, path: str) -> tuple[str | None, str | None]:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            return None, f"cannot read the file: {exc.strerror}"
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = self._disk.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        try:
+            text, problem = Path(path).read_text(encoding="utf-8-sig"), None
+        except UnicodeDecodeError as exc:
+            text, problem = None, f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        except OSError as exc:
+            text, problem = None, f"cannot read the file: {exc.strerror}"
+        self._disk[path] = (key, text, problem)
+        return text, problem
+
+    def parse(self, path: str, text: str) -> FileParse:
+        cache = self._pieces.get(path)
+        if cache is None:
+            cache = self._pieces[path] = PieceCache(path)
+        return cache.parse(text)
+
+    def analyze(self, buffers: Mapping[str, str]) -> Analysis:
+        """Parse what changed, check everything, gather every finding."""
+        collecting = gc.isenabled()
+        gc.disable()  # as the loader does: a parse makes many objects and no cycles
+        try:
+            return self._analyze(buffers)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _analyze(self, buffers: Mapping[str, str]) -> Analysis:
+        sources, unreadable = self.sources(buffers)
+        for gone in set(self._pieces) - set(sources):
+            del self._pieces[gone]
+        parsed = {path: self.parse(path, text) for path, text in sources.items()}
+        modules = [p.module for p in parsed.values() if p.module is not None]
+        unparsed = tuple(path for path, p in parsed.items() if p.module is None)
+        diagnostics = Diagnostics()
+        for p in parsed.values():
+            diagnostics.items.extend(p.errors)
+        try:
+            checked = check(modules, diagnostics, unparsed)
+        except RecursionError:
+            checked = CheckedRuleset()
+            diagnostics.error(Position(next(iter(sources), self.root), 1, 1), TOO_DEEP)
+        offsets = {name: where for p in parsed.values() for name, where in p.offsets.items()}
+        outlines = [p.outline for p in parsed.values()]
+        analysis = Analysis(self.root, sources, modules, checked, outlines, offsets=offsets)
+        findings = [Finding(d.pos, d.message) for d in diagnostics.items] + unreadable
+        for source in FINDING_SOURCES:
+            findings.extend(source(analysis))
+        findings = [f if f.pos.path in sources else replace(f, pos=analysis.place(f.pos)) for f in findings]
+        by_path: dict[str, list[Finding]] = {path: [] for path in sources}
+        for finding in findings:
+            by_path.setdefault(finding.pos.path, []).append(finding)
+        for items in by_path.values():
+            items.sort(key=lambda f: (f.pos.line, f.pos.column))
+        analysis.findings = by_path
+        return analysis
