@@ -3,8 +3,8 @@ parsed and checked together, and every finding (error or warning) with its place
 
 Parsing is the costly step (Lark on every character), so each file is parsed in pieces,
 one declaration each, kept while their text stays the same (``chunks``): a keystroke
-re-parses the declaration being typed in, then the whole ruleset is checked again (the
-checker is cheap next to the parser; see benchmarks/bench_lsp.py). Only ``dsl`` is used here, never the engine.
+re-parses the declaration being typed in; and the rules whose nodes did not change keep
+the findings of their last check (``rulecheck``). See benchmarks/bench_lsp.py. Only ``dsl`` is used here, never the engine.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from dsl import nodes as n
-from dsl.checker import CheckedRuleset, check
+from dsl.checker import CheckedRuleset
 from dsl.loader import TOO_DEEP, rule_files
 from dsl.source import Diagnostics, Position
 from engine.lsp.chunks import FileParse, PieceCache, place
+from engine.lsp.rulecheck import RuleChecks
 from engine.lsp.symbols import Index, build_index
 
 ERROR = "error"
@@ -134,6 +135,7 @@ class Ruleset:
     def __init__(self, root: str):
         self.root = normal_path(root)
         self._pieces: dict[str, PieceCache] = {}
+        self._checks = RuleChecks()
         self._disk: dict[str, tuple[tuple[int, int], str | None, str | None]] = {}
 
     def holds(self, path: str) -> bool:
@@ -203,9 +205,10 @@ class Ruleset:
         for p in parsed.values():
             diagnostics.items.extend(p.errors)
         try:
-            checked = check(modules, diagnostics, unparsed)
+            checked = self._checks.check(modules, diagnostics, unparsed)
         except RecursionError:
             checked = CheckedRuleset()
+            self._checks = RuleChecks()
             diagnostics.error(Position(next(iter(sources), self.root), 1, 1), TOO_DEEP)
         offsets = {name: where for p in parsed.values() for name, where in p.offsets.items()}
         outlines = [p.outline for p in parsed.values()]

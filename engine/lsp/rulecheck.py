@@ -1,0 +1,70 @@
+"""Checking a ruleset again after a keystroke without checking every rule again.
+
+With parsing done piece by piece (``chunks``), the checker is most of a keystroke's time at
+1,000 rules (benchmarks/bench_lsp.py). A rule's check reads the rule and the ruleset's
+other declarations (schemas, segments, ...), never another rule. So while every declaration
+that is not a rule is the very same node as at the last check (its piece's text did not
+change), a rule that is also the same node gives the same findings: they are replayed,
+and only new or changed rules are checked. Anything else that changed, and the whole
+ruleset is checked again. The checker is ``dsl.checker.Checker``; only its per-rule step is
+wrapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsl import nodes as n
+from dsl.checker import CheckedRuleset, Checker
+from dsl.source import Diagnostic, Diagnostics
+
+
+@dataclass(slots=True)
+class _Checked:
+    rule: n.Rule  # held, so that its id is not reused while this entry lives
+    findings: list[Diagnostic]
+    event_types: frozenset[str] | None
+    kinds: dict[int, str]
+
+
+class RuleChecks:
+    """The per-rule results of the last check of one ruleset."""
+
+    def __init__(self) -> None:
+        self.context: list[n.Node] = []  # the declarations that are not rules, held
+        self.unparsed: tuple[str, ...] = ()
+        self.rules: dict[int, _Checked] = {}
+
+    def check(self, modules: list[n.Module], diagnostics: Diagnostics, unparsed: tuple[str, ...]) -> CheckedRuleset:
+        context = [d for m in modules for d in m.declarations if not isinstance(d, n.Rule)]
+        same = unparsed == self.unparsed and len(context) == len(self.context) and all(
+            a is b for a, b in zip(context, self.context)
+        )
+        previous = self.rules if same else {}
+        checker = _Checker(diagnostics, unparsed, previous)
+        checked = checker.check(modules)
+        self.context, self.unparsed, self.rules = context, unparsed, checker.done
+        return checked
+
+
+class _Checker(Checker):
+    def __init__(self, diagnostics: Diagnostics, unparsed: tuple[str, ...], previous: dict[int, _Checked]):
+        super().__init__(diagnostics, unparsed)
+        self.previous = previous
+        self.done: dict[int, _Checked] = {}
+
+    def check_rule(self, rule: n.Rule) -> None:
+        entry = self.previous.get(id(rule))
+        if entry is None or entry.rule is not rule:
+            before = len(self.diag.items)
+            kinds, self.out.kinds = self.out.kinds, {}
+            try:
+                super().check_rule(rule)
+            finally:
+                kinds, self.out.kinds = self.out.kinds, kinds
+            entry = _Checked(rule, self.diag.items[before:], self.out.rule_event_types.get(rule.id), kinds)
+        else:
+            self.diag.items.extend(entry.findings)
+            self.out.rule_event_types[rule.id] = entry.event_types
+        self.out.kinds.update(entry.kinds)
+        self.done[id(rule)] = entry

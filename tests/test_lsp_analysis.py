@@ -1,0 +1,149 @@
+"""The language server's checking (``engine.lsp.analysis``) finds what `nba check` finds.
+
+It parses files in pieces and re-checks only changed rules, for speed; these tests hold it
+to the loader's result, on the example and broken rule files and after random sequences
+of edits to open buffers (the state kept between edits included)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsl import LoadError, load_ruleset
+from engine.lsp.analysis import Ruleset, ruleset_root
+from engine.lsp.chunks import cut
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "rules"
+BROKEN = ROOT / "tests" / "rulefiles" / "broken"
+
+
+def loader_findings(root: Path) -> set[tuple]:
+    try:
+        load_ruleset(root)
+    except LoadError as exc:
+        return {(os.path.relpath(d.pos.path, root), d.pos.line, d.pos.column, d.message) for d in exc.diagnostics}
+    return set()
+
+
+def lsp_findings(ruleset: Ruleset, buffers: dict[str, str]) -> set[tuple]:
+    analysis = ruleset.analyze(buffers)
+    return {
+        (os.path.relpath(f.pos.path, ruleset.root), f.pos.line, f.pos.column, f.message)
+        for found in analysis.findings.values()
+        for f in found
+    }
+
+
+@pytest.mark.parametrize("root", [EXAMPLES, BROKEN, BROKEN / "multi", ROOT / "tests" / "rulefiles" / "good"])
+def test_the_findings_of_a_ruleset_on_disk_are_the_loaders(root):
+    assert lsp_findings(Ruleset(str(root)), {}) == loader_findings(root)
+
+
+@pytest.mark.parametrize("path", sorted(BROKEN.glob("*.rules")), ids=lambda p: p.name)
+def test_each_broken_file_gives_the_loaders_error(path, tmp_path):
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    expected = loader_findings(tmp_path)
+    assert expected, "a broken file loads"
+    assert lsp_findings(Ruleset(str(tmp_path)), {}) == expected
+    # ... also as a buffer, cut into pieces after lines added above it
+    text = path.read_text(encoding="utf-8")
+    moved = {(p, line + 3, column, message) for p, line, column, message in expected}
+    assert lsp_findings(Ruleset(str(tmp_path)), {str(copy): "# one\n\n# two\n" + text}) == moved
+
+
+FRAGMENTS = [
+    "end\n", "rule extra\n", " and ", "event.", '"', "(", ")", "==", "=", "\n", "segment vip = true\n",
+    "profile.tier", "#", " within 3h", 'rule cart_banner_web when event.type == "a" then b end\n',
+    "on purchase\n", "vip", "xyz", "10%", "rule ", "then x via web\n", "segment s = s\n", "policy email: cap 0 per 1d\n",
+    "event page_view { category: number }\n", "  set tier = 3\n", "count(page_view within 30m)", "[", "]", ",",
+]
+FILES = sorted(p.name for p in EXAMPLES.glob("*.rules"))
+edit = st.tuples(
+    st.sampled_from(FILES),
+    st.sampled_from(["insert", "delete", "swap-line", "rename"]),
+    st.floats(0, 1),
+    st.integers(0, 40),
+    st.sampled_from(FRAGMENTS),
+)
+
+
+def apply(text: str, how: str, where: float, size: int, fragment: str) -> str:
+    at = int(where * len(text))
+    if how == "insert":
+        return text[:at] + fragment + text[at:]
+    if how == "delete":
+        return text[:at] + text[at + size :]
+    if how == "rename":  # the name at or after `at` gets a letter more: a segment, a field, ...
+        match = re.compile(r"[A-Za-z_]\w*").search(text, at) or re.compile(r"[A-Za-z_]\w*").search(text)
+        return text[: match.end()] + "q" + text[match.end() :] if match else text
+    lines = text.split("\n")
+    i = int(where * (len(lines) - 1))
+    j = min(len(lines) - 1, i + 1 + size % 5)
+    lines[i], lines[j] = lines[j], lines[i]
+    return "\n".join(lines)
+
+
+@settings(derandomize=True, max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(edit, min_size=1, max_size=5))
+def test_after_every_edit_the_findings_are_the_loaders(edits, tmp_path_factory):
+    on_disk = tmp_path_factory.mktemp("disk")  # what the server reads: the files as they were
+    edited = tmp_path_factory.mktemp("edited")  # what the loader reads: the buffers saved
+    texts = {}
+    for name in FILES:
+        texts[name] = (EXAMPLES / name).read_text(encoding="utf-8")
+        (on_disk / name).write_text(texts[name], encoding="utf-8")
+        (edited / name).write_text(texts[name], encoding="utf-8")
+    ruleset = Ruleset(str(on_disk))
+    assert lsp_findings(ruleset, {}) == set()
+    for name, how, where, size, fragment in edits:
+        texts[name] = apply(texts[name], how, where, size, fragment)
+        (edited / name).write_text(texts[name], encoding="utf-8")
+        buffers = {str(on_disk / n): t for n, t in texts.items()}
+        assert lsp_findings(ruleset, buffers) == loader_findings(edited), (name, how, where, size, fragment)
+
+
+def test_a_change_to_a_segment_or_a_schema_is_seen_by_the_unchanged_rules_of_other_files():
+    ruleset = Ruleset(str(EXAMPLES))
+    assert lsp_findings(ruleset, {}) == set()
+    segments = (EXAMPLES / "segments.rules").read_text(encoding="utf-8")
+    schema = (EXAMPLES / "schema.rules").read_text(encoding="utf-8")
+    renamed = {str(EXAMPLES / "segments.rules"): segments.replace("segment vip", "segment vipq")}
+    found = lsp_findings(ruleset, renamed)
+    assert ("browse.rules", 19, 8, "unknown segment `vip`; did you mean `vipq`?") in found
+    assert lsp_findings(ruleset, {}) == set()
+    retyped = {str(EXAMPLES / "schema.rules"): schema.replace("cart_value: number", "cart_value: string")}
+    assert any(p == "cart.rules" and "cart_value" in m for p, _l, _c, m in lsp_findings(ruleset, retyped))
+
+
+def test_a_file_is_cut_before_each_declaration_at_a_line_start():
+    text = "# head\nrule a\n  when event.type == \"x\"\nend\n  rule indented\nevent.type\nevent t { a: number }\nprofile {\n}\non t\n"
+    assert [first for first, _text in cut(text)] == [0, 1, 6, 7, 9]
+    assert "\n".join(piece for _first, piece in cut(text)) == text
+
+
+def test_the_ruleset_of_a_file(tmp_path):
+    (tmp_path / "rules" / "retail").mkdir(parents=True)
+    (tmp_path / "rules" / "a.rules").write_text("")
+    (tmp_path / "rules" / "retail" / "b.rules").write_text("")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "c.rules").write_text("")
+    folder = str(tmp_path)
+    # up from the file's directory while the parent holds .rules files, not above the folder
+    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder]) == str(tmp_path / "rules")
+    assert ruleset_root(str(tmp_path / "other" / "c.rules"), [folder]) == str(tmp_path / "other")
+    (tmp_path / "top.rules").write_text("")
+    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder]) == folder
+    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [str(tmp_path / "rules")]) == str(tmp_path / "rules")
+    # a configured root wins
+    configured = [str(tmp_path / "rules" / "retail")]
+    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder], configured) == configured[0]
+    # no workspace folder: the file's directory
+    assert ruleset_root(str(tmp_path / "other" / "c.rules"), []) == str(tmp_path / "other")
