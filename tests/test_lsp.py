@@ -253,3 +253,29 @@ async def test_document_symbols(client: LanguageClient, workspace: Path):
         lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri=policies_uri))
     )
     assert any(s.name.startswith("policy ") and s.kind == lsp.SymbolKind.Constant for s in symbols)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "engine.cli", "lsp"]))
+async def cli_client(lsp_client: LanguageClient, workspace: Path):
+    result = await lsp_client.initialize_session(
+        lsp.InitializeParams(
+            capabilities=lsp.ClientCapabilities(),
+            workspace_folders=[lsp.WorkspaceFolder(uri=from_fs_path(str(workspace)), name="shop")],
+            initialization_options={"debounceMs": 50},
+        )
+    )
+    lsp_client.server_info = result
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio
+async def test_nba_lsp_is_the_server(cli_client: LanguageClient, workspace: Path):
+    result = cli_client.server_info
+    assert result.server_info.name == "nba-lsp"
+    capabilities = result.capabilities
+    assert capabilities.hover_provider and capabilities.definition_provider and capabilities.document_symbol_provider
+    assert "." in capabilities.completion_provider.trigger_characters
+    uri = open_file(cli_client, workspace, "lifecycle.rules", "rule broken\n  when nothing_here\n  then x\nend\n")
+    (diagnostic,) = await published(cli_client, uri, lambda d: len(d) > 0)  # with a debounce too
+    assert diagnostic.range == lsp.Range(lsp.Position(1, 7), lsp.Position(1, 19))
