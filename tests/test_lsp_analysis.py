@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsl import LoadError, load_ruleset
+from dsl.checker import check
+from dsl.source import Diagnostics
 from engine.lsp.analysis import Ruleset, ruleset_root
 from engine.lsp.chunks import cut
 
@@ -28,17 +30,18 @@ def loader_findings(root: Path) -> set[tuple]:
     try:
         load_ruleset(root)
     except LoadError as exc:
-        return {(os.path.relpath(d.pos.path, root), d.pos.line, d.pos.column, d.message) for d in exc.diagnostics}
+        return {relative(str(root), d.pos, d.message) for d in exc.diagnostics}
     return set()
 
 
 def lsp_findings(ruleset: Ruleset, buffers: dict[str, str]) -> set[tuple]:
     analysis = ruleset.analyze(buffers)
-    return {
-        (os.path.relpath(f.pos.path, ruleset.root), f.pos.line, f.pos.column, f.message)
-        for found in analysis.findings.values()
-        for f in found
-    }
+    return {relative(ruleset.root, f.pos, f.message) for found in analysis.findings.values() for f in found}
+
+
+def relative(root: str, pos, message: str) -> tuple:
+    """A finding with its paths (also those in its message) relative to the ruleset's root."""
+    return os.path.relpath(pos.path, root), pos.line, pos.column, message.replace(root + os.sep, "")
 
 
 @pytest.mark.parametrize("root", [EXAMPLES, BROKEN, BROKEN / "multi", ROOT / "tests" / "rulefiles" / "good"])
@@ -108,6 +111,11 @@ def test_after_every_edit_the_findings_are_the_loaders(edits, tmp_path_factory):
         (edited / name).write_text(texts[name], encoding="utf-8")
         buffers = {str(on_disk / n): t for n, t in texts.items()}
         assert lsp_findings(ruleset, buffers) == loader_findings(edited), (name, how, where, size, fragment)
+        # the kinds worked out are those of a check from scratch of the same syntax trees
+        analysis = ruleset.analyze(buffers)
+        unparsed = tuple(p for p in analysis.sources if p not in {m.path for m in analysis.modules})
+        assert analysis.checked.kinds == check(analysis.modules, Diagnostics(), unparsed).kinds
+        assert analysis.checked.rule_event_types == check(analysis.modules, Diagnostics(), unparsed).rule_event_types
 
 
 def test_a_change_to_a_segment_or_a_schema_is_seen_by_the_unchanged_rules_of_other_files():

@@ -34,24 +34,36 @@ class RuleChecks:
         self.context: list[n.Node] = []  # the declarations that are not rules, held
         self.unparsed: tuple[str, ...] = ()
         self.rules: dict[int, _Checked] = {}
+        # id(expression) -> kind, kept from check to check: the expressions of a rule that
+        # is not checked again are the same objects, so their entries stay true
+        self.kinds: dict[int, str] = {}
 
     def check(self, modules: list[n.Module], diagnostics: Diagnostics, unparsed: tuple[str, ...]) -> CheckedRuleset:
         context = [d for m in modules for d in m.declarations if not isinstance(d, n.Rule)]
         same = unparsed == self.unparsed and len(context) == len(self.context) and all(
             a is b for a, b in zip(context, self.context)
         )
-        previous = self.rules if same else {}
-        checker = _Checker(diagnostics, unparsed, previous)
+        if not same:
+            self.rules, self.kinds = {}, {}
+        checker = _Checker(diagnostics, unparsed, self.rules, self.kinds)
         checked = checker.check(modules)
+        for gone in self.rules.keys() - checker.done.keys():
+            for key in self.rules[gone].kinds:
+                self.kinds.pop(key, None)
+        for entry in checker.fresh:  # rechecked rules' kinds go in after the stale ones went
+            self.kinds.update(entry.kinds)
         self.context, self.unparsed, self.rules = context, unparsed, checker.done
+        checked.kinds = dict(self.kinds)  # the next check changes self.kinds
         return checked
 
 
 class _Checker(Checker):
-    def __init__(self, diagnostics: Diagnostics, unparsed: tuple[str, ...], previous: dict[int, _Checked]):
+    def __init__(self, diagnostics: Diagnostics, unparsed: tuple[str, ...], previous: dict[int, _Checked], kinds: dict[int, str]):
         super().__init__(diagnostics, unparsed)
+        self.out.kinds = kinds
         self.previous = previous
         self.done: dict[int, _Checked] = {}
+        self.fresh: list[_Checked] = []
 
     def check_rule(self, rule: n.Rule) -> None:
         entry = self.previous.get(id(rule))
@@ -63,8 +75,8 @@ class _Checker(Checker):
             finally:
                 kinds, self.out.kinds = self.out.kinds, kinds
             entry = _Checked(rule, self.diag.items[before:], self.out.rule_event_types.get(rule.id), kinds)
+            self.fresh.append(entry)
         else:
             self.diag.items.extend(entry.findings)
             self.out.rule_event_types[rule.id] = entry.event_types
-        self.out.kinds.update(entry.kinds)
         self.done[id(rule)] = entry
