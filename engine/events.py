@@ -63,6 +63,8 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
         else:
             if when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
                 when = event["time"] = event_time(when)
+            elif when.__class__ is int and not -MAX_TIME < when < MAX_TIME:
+                raise EventError("time", "must be a number of seconds within ±2^62")
             if max_ahead_s is not None and when > clock() + max_ahead_s:
                 _refuse_ahead(when, clock(), max_ahead_s)
         fields = fields_of.get(event_type)
@@ -79,6 +81,7 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
 
 
 _INFINITE = (float("inf"), float("-inf"))
+MAX_TIME = 1 << 62  # an int time beyond it is no time (and no C double compares it exactly)
 # The class whose values ``read_as`` returns unchanged for each declared kind (the common case,
 # checked without calling it); any other value goes through ``read_as``.
 _AS_IS = {"string": str, "number": int, "bool": bool, "time": int, "list": list}
@@ -133,6 +136,8 @@ def event_time(value, now: float | None = None) -> float:
     if value.__class__ in (int, float):
         if not math.isfinite(value):
             raise EventError("time", "must be a finite number of seconds")
+        if value.__class__ is int and not -MAX_TIME < value < MAX_TIME:
+            raise EventError("time", "must be a number of seconds within ±2^62")
         return value
     raise EventError("time", f"must be an RFC 3339 time or a number of seconds, not {_kind(value)}")
 

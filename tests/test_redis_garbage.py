@@ -246,7 +246,8 @@ def test_fuzz_garbage_in_any_key_costs_no_crash_no_cap_and_no_other_customer(red
 
 WRONG = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=6),
                   st.binary(max_size=4), st.lists(st.integers(), max_size=3),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.just(DEEP_LIST[:2000]))
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.just(DEEP_LIST[:2000]),
+                  st.sampled_from([10**400, -(10**400), 2**62, -(2**62), 1e308, -1e308, float("nan"), "nan"]))
 EVENT_SCHEMA = """
 event purchase { amount: number, at: time, paid: bool, sku: string, items: list }
 rule capped
