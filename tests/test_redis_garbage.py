@@ -285,3 +285,26 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
         assert decision.rule == ("capped" if event["type"] == "purchase" else None)
     finally:
         engine.close()
+
+
+# -- the commit script writes all or nothing, whatever it finds --
+
+
+@pytest.mark.parametrize("wrong", ["profile", "history", "meta", "contacts"])
+def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):  # noqa: F811
+    from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+
+    needs = StateNeeds(history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0,
+                       profile_schema={})
+    store = RedisStore(redis_url, **RELAXED)
+    keys = keys_of(VICTIM)
+    admin.set(keys[wrong], "another service's")
+    write = StateWrite(time=NOW, event_type="purchase", event_record={"amount": 1},
+                       contacts=[Contact(NOW, "r", "a", "email")], cap_checks=[CapCheck("rule", "r", 1, 86400.0)],
+                       profile_set={"score": 2})
+    with pytest.raises(StoreUnavailable):
+        store.commit(VICTIM, needs, write)  # waited for: a cap checks it
+    store.close()
+    for name, key in keys.items():
+        if name != wrong:
+            assert not admin.exists(key), name  # nothing half-written

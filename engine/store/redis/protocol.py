@@ -87,7 +87,8 @@ class KeyLayout:
 # counts may be gone), as ``CapCheck.holds`` says.
 # The meta hash may hold anything another service wrote: ``t`` and ``n`` are read only as
 # numbers, a garbled ``k`` refuses every cap check (the read reports it), and a key of the
-# wrong type is reported (``BADSTATE key``) before anything is written.
+# wrong type fails the script before anything is written (``BADSTATE key`` where the
+# script checks: the meta hash, and the keys written after another).
 # Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
 
 COMMIT_SCRIPT = r"""
@@ -95,17 +96,15 @@ local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[
 local now = ARGV[1]
 local i = 2
 
-local function expect(key, kind)
+local function bad(key, kind)
   local found = redis.call('TYPE', key)['ok']
   if found ~= 'none' and found ~= kind then
     return redis.error_reply('BADSTATE ' .. key .. ' is a ' .. found .. ', not a ' .. kind)
   end
 end
-local wrong = expect(meta_key, 'hash') or expect(contacts_key, 'zset') or expect(profile_key, 'hash')
-  or (history_key and expect(history_key, 'zset'))
-if wrong then return wrong end
 
-local meta = redis.call('HMGET', meta_key, 't', 'n', 'k')
+local meta = redis.pcall('HMGET', meta_key, 't', 'n', 'k')
+if meta['err'] then return bad(meta_key, 'hash') end
 local kept_from = -math.huge
 if meta[3] then
   kept_from = tonumber(meta[3])
@@ -148,16 +147,23 @@ local function add(key, score, head, tail)
 end
 
 local n_contacts = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_contacts do
-  add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-
+local first_contact = i
+i = i + 3 * n_contacts
 local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
 local event_kept = history_key ~= nil and event_head ~= ''
-if event_kept then add(history_key, now, event_head, event_tail) end
-
 local n_sets = tonumber(ARGV[i]); i = i + 1
+
+-- A key of the wrong type fails its first write, and a script's writes are not undone by
+-- a later error: the keys written after another are checked before anything is written.
+local wrong = (n_contacts > 0 and event_kept and bad(history_key, 'zset'))
+  or ((n_contacts > 0 or event_kept) and n_sets > 0 and bad(profile_key, 'hash'))
+if wrong then return wrong end
+
+for c = 0, n_contacts - 1 do
+  local at = first_contact + 3 * c
+  add(contacts_key, ARGV[at], ARGV[at + 1], ARGV[at + 2])
+end
+if event_kept then add(history_key, now, event_head, event_tail) end
 for _ = 1, n_sets do
   redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
   i = i + 2
