@@ -43,8 +43,13 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
         if schema
     }
     clock = _time.time if now is None else (lambda: now)
+    # The latest time accepted: the clock plus ``max_ahead_s`` when last read. The clock only
+    # moves on, so a time at or before it is accepted without reading the clock again.
+    horizon = float("-inf")
+    lowest, highest = -MAX_TIME, MAX_TIME  # locals of the closure: no global lookups per event
 
     def check(raw) -> dict:
+        nonlocal horizon
         if raw.__class__ is dict:
             event = raw.copy()
         elif isinstance(raw, Mapping):
@@ -61,12 +66,15 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
         if when is None:
             event["time"] = clock()
         else:
-            if when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
+            if when.__class__ is int:
+                if not lowest < when < highest:
+                    raise EventError("time", "must be a number of seconds within ±2^62")
+            elif when.__class__ is not float or when != when or when in _INFINITE:
                 when = event["time"] = event_time(when)
-            elif when.__class__ is int and not -MAX_TIME < when < MAX_TIME:
-                raise EventError("time", "must be a number of seconds within ±2^62")
-            if max_ahead_s is not None and when > clock() + max_ahead_s:
-                _refuse_ahead(when, clock(), max_ahead_s)
+            if max_ahead_s is not None and when > horizon:
+                horizon = clock() + max_ahead_s
+                if when > horizon:
+                    _refuse_ahead(when, clock(), max_ahead_s)
         fields = fields_of.get(event_type)
         if fields is not None:
             for name, as_is, declared in fields:

@@ -14,7 +14,7 @@ from dsl.twins import runtime as _runtime
 from engine.decision import Choice, TraceEntry
 from engine.events import read_as
 from engine.holdout import in_holdout
-from engine.state import CapCheck, Contact, CustomerState, StateWrite
+from engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateWrite
 
 EvalContext = _runtime.EvalContext
 new_context = _runtime.new_context
@@ -214,12 +214,13 @@ def pass_over_reason(
         return DEGRADED
     contacts = state.contacts
     kept_from: float = state.kept_from  # a window starting before it may miss a trimmed contact
+    trimmed = kept_from != NEVER_TRIMMED  # (a C comparison in the Cython twin; rarely true)
     if rule.cap is not None:
         cap_limit, window = rule.cap
-        if t - window < kept_from or count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit:
+        if count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit or (trimmed and t - window < kept_from):
             return CAP
     for policy in rule.policies:
-        if t - policy.window < kept_from:
+        if trimmed and t - policy.window < kept_from:
             return policy.label
         already = sum(1 for c in chosen_rules if policy.channel is None or c.channel == policy.channel)
         if count_contacts(contacts, t, policy.window, channel=policy.channel) + already + 1 > policy.limit:
