@@ -24,7 +24,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-.venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+.venv/bin/python -c 'import nba.dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== tests on the pure-Python twins"
