@@ -10,15 +10,15 @@ import os
 from asyncio import get_running_loop
 from typing import Callable, Mapping, TypeVar
 
-from dsl import load_ruleset
-from dsl.compiler import CompiledRuleset
-from engine.decision import Decision, decision_map
-from engine.errors import EventError, RequestError, StoreError
-from engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
-from engine.procedure import Outcome, evaluate
-from engine.state import Store, StoreUnavailable, empty_state
-from engine.stats import EngineStats
-from engine.turns import ThreadTurns, turns_for
+from nba.dsl import load_ruleset
+from nba.dsl.compiler import CompiledRuleset
+from nba.engine.decision import Decision, decision_map
+from nba.engine.errors import EventError, RequestError, StoreError
+from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
+from nba.engine.procedure import Outcome, evaluate
+from nba.engine.state import Store, StoreUnavailable, empty_state
+from nba.engine.stats import EngineStats
+from nba.engine.turns import ThreadTurns, turns_for
 
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ class Engine:
     def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None, *,
                  max_event_ahead_s: float | None = DEFAULT_MAX_EVENT_AHEAD_S):
         if store is None:
-            from engine.store.memory import MemoryStore
+            from nba.engine.store.memory import MemoryStore
 
             store = MemoryStore()
         self._ruleset = ruleset
@@ -69,7 +69,7 @@ class Engine:
         or on Redis when ``redis_url`` is given."""
         ruleset = load_ruleset(path)
         if store is None:
-            from engine.store import open_store
+            from nba.engine.store import open_store
 
             store = open_store(redis_url, **store_options)
         return cls(ruleset, store, os.fspath(path), max_event_ahead_s=max_event_ahead_s)

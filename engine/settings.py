@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.events import DEFAULT_MAX_EVENT_AHEAD_S
+from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S
 
 DEFAULT_PORT = 7411
 DEFAULT_MAX_FRAME_BYTES = 1 << 20  # 1 MiB

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import load_text
-from engine import Engine
-from engine.errors import EventError
-from engine.procedure import DEGRADED
-from engine.state import StoreUnavailable
-from engine.store.memory import MemoryStore
+from nba.dsl import load_text
+from nba.engine import Engine
+from nba.engine.errors import EventError
+from nba.engine.procedure import DEGRADED
+from nba.engine.state import StoreUnavailable
+from nba.engine.store.memory import MemoryStore
 from redis_fixtures import REDIS_SERVER, needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
 
 DAY = 86400
@@ -77,7 +77,7 @@ def make_engine(store_kind, request):
         if store_kind == "memory":
             store = MemoryStore()
         else:
-            from engine.store.redis import RedisStore
+            from nba.engine.store.redis import RedisStore
 
             url = request.getfixturevalue("redis_url")
             store = RedisStore(url, **RELAXED)
@@ -168,7 +168,7 @@ def stopped(server):
 
 @needs_redis
 def test_a_paused_redis_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa: F811
-    from engine.store.redis import RedisStore
+    from nba.engine.store.redis import RedisStore
 
     store = RedisStore(own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002,
                        connect_timeout_s=0.5, retry_interval_s=0.0)
@@ -195,7 +195,7 @@ def test_a_paused_redis_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa:
 def test_a_slow_redis_async_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa: F811
     import asyncio
 
-    from engine.store.redis import RedisStore
+    from nba.engine.store.redis import RedisStore
 
     store = RedisStore(own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002,
                        connect_timeout_s=0.5, retry_interval_s=0.0)
@@ -322,7 +322,7 @@ def test_an_async_decision_refuses_a_far_future_event_too(make_engine):
 
 
 def test_replay_and_rule_tests_run_on_the_events_own_times(tmp_path):
-    from engine.cli import main
+    from nba.engine.cli import main
 
     rules = tmp_path / "t.rules"
     rules.write_text(CAPPED)
@@ -338,7 +338,7 @@ def test_replay_and_rule_tests_run_on_the_events_own_times(tmp_path):
 
 
 def test_the_server_settings_carry_the_tolerance():
-    from engine.settings import ServerSettings
+    from nba.engine.settings import ServerSettings
 
     assert ServerSettings().max_event_ahead_s == 300.0
     assert ServerSettings(max_event_ahead_s=5).max_event_ahead_s == 5

@@ -15,11 +15,11 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import load_text
-from engine import Engine
-from engine.errors import EngineError, StateError
-from engine.store.memory import MemoryStore
-from engine.store.redis import RedisStore
+from nba.dsl import load_text
+from nba.engine import Engine
+from nba.engine.errors import EngineError, StateError
+from nba.engine.store.memory import MemoryStore
+from nba.engine.store.redis import RedisStore
 from redis_fixtures import needs_redis, redis_server, redis_url  # noqa: F401
 
 pytestmark = needs_redis
@@ -292,7 +292,8 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
 
 @pytest.mark.parametrize("wrong", ["profile", "history", "meta", "contacts"])
 def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):  # noqa: F811
-    from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+    from nba.dsl.needs import HistoryNeed, StateNeeds
+    from nba.engine.state import CapCheck, Contact, StateWrite, StoreUnavailable
 
     needs = StateNeeds(history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0,
                        profile_schema={})
