@@ -47,7 +47,7 @@ class Engine:
 
             store = MemoryStore()
         self._ruleset = ruleset
-        self.max_event_ahead_s = max_event_ahead_s
+        self._max_event_ahead_s = max_event_ahead_s
         self._current = (ruleset, self._checker(ruleset))  # swapped as one on reload
         self.store = store
         self.path = path
@@ -298,8 +298,19 @@ class Engine:
         self.path = target
         return ruleset
 
+    @property
+    def max_event_ahead_s(self) -> float | None:
+        """How far after the clock an event's time may be (None: any time)."""
+        return self._max_event_ahead_s
+
+    @max_event_ahead_s.setter
+    def max_event_ahead_s(self, seconds: float | None) -> None:
+        self._max_event_ahead_s = seconds
+        ruleset = self._current[0]
+        self._current = (ruleset, self._checker(ruleset))
+
     def _checker(self, ruleset: CompiledRuleset):
-        return event_checker(ruleset.event_schemas, max_ahead_s=self.max_event_ahead_s)
+        return event_checker(ruleset.event_schemas, max_ahead_s=self._max_event_ahead_s)
 
     def close(self) -> None:
         self.store.close()

@@ -342,3 +342,32 @@ def test_the_server_settings_carry_the_tolerance():
 
     assert ServerSettings().max_event_ahead_s == 300.0
     assert ServerSettings(max_event_ahead_s=5).max_event_ahead_s == 5
+
+
+def test_the_tolerance_can_be_changed_on_a_running_engine():
+    engine = Engine(load_text(CAPPED, "t.rules"), MemoryStore())
+    engine.max_event_ahead_s = None
+    assert engine.decide(visit("c1", NOW + 3600)).rule == "one_offer"
+    engine.max_event_ahead_s = 60
+    with pytest.raises(EventError):
+        engine.decide(visit("c2", NOW + 3600))
+
+
+def test_the_socket_refuses_a_far_future_event_and_serve_takes_the_setting(tmp_path):
+    from nba.engine.client import Client, NbaError
+    from server_fakes import ServerProcess, ThreadServer, server_command
+
+    rules = tmp_path / "t.rules"
+    rules.write_text(CAPPED)
+    engine = Engine(load_text(CAPPED, "t.rules"), MemoryStore())
+    with ThreadServer(engine) as server, Client("127.0.0.1", server.port) as client:
+        with pytest.raises(NbaError) as refused:
+            client.decide(visit("c1", NOW + 86400))
+        assert refused.value.code == "bad_event" and "ahead" in refused.value.message
+        assert client.decide(visit("c1", NOW))["rule"] == "one_offer"  # nothing was recorded before
+
+    with ServerProcess(server_command(rules, max_event_ahead_s=5), log_path=tmp_path / "log") as process, \
+            Client("127.0.0.1", process.port) as client:
+        with pytest.raises(NbaError) as refused:
+            client.decide(visit("c1", clock.time() + 120))  # within the default, not within 5 s
+        assert refused.value.code == "bad_event"
