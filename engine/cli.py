@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--event", required=True, metavar="JSON", help="the event, a JSON object")
     decide.add_argument("--profile", metavar="JSON", help="the customer's profile, a JSON object")
     add_decision_options(decide)
+    decide.add_argument(
+        "--json", action="store_true", help="JSON even on a terminal (where --explain prints a readable tree)"
+    )
     decide.set_defaults(run=run_decide)
 
     replay = commands.add_parser("replay", help="decide every event of a JSONL file, in order")
@@ -132,7 +135,12 @@ def run_decide(args) -> int:
     except (ValueError, EngineError) as exc:
         print(json.dumps({"error": str(exc)}))
         return EXIT_FAILED
-    print(dumps(decision.to_dict(), indent=2))
+    if args.explain and sys.stdout.isatty() and not args.json:
+        from nba.engine.explain_view import render
+
+        sys.stdout.write(render(decision.to_dict()))
+    else:
+        print(dumps(decision.to_dict(), indent=2))
     return EXIT_OK
 
 
