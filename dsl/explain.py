@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 from nba.dsl import nodes as n
 from nba.dsl.checker import walk
 from nba.dsl.folding import fold
+from nba.dsl.twins import runtime as rt
 from nba.dsl.unparse import source_text, start_of
 
 if TYPE_CHECKING:
@@ -60,6 +61,14 @@ def _shown(value):
 
 def error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
+
+
+def condition_value(value, what: str):
+    """A condition's own value: true, false or null (null counts as false in the decision);
+    any other kind fails as the decision's test of it fails."""
+    if value is None or value is True or value is False:
+        return value
+    return rt.truth(value, what)  # raises the decision's EvalError
 
 
 def operands(when: n.Expr) -> list[n.Expr]:
@@ -130,9 +139,12 @@ class Explainers:
         first_new = len(module.functions)
         name = f"_why_{index}"
         lines = [f"def {name}(x):", "    ev = x.ev; pr = x.pr; t = x.t", "    results = []; values = []"]
+        what = "`and`" if len(parts) > 1 else "`when`"  # as the matcher words a kind error
         for out, exprs in (("results", parts), ("values", values)):
             for expr in exprs:
                 source = gen.value(fold(expr))
+                if out == "results":  # a condition is true, false or null; anything else a kind error
+                    source = f"_condition({source}, {what!r})"
                 lines += [
                     "    try:",
                     f"        {out}.append({source})",
@@ -145,6 +157,7 @@ class Explainers:
         source = "\n\n".join(module.functions[first_new:] + [body]) + "\n"
         del module.functions[first_new:]
         self._namespace.update(module.constants)
+        self._namespace.setdefault("_condition", condition_value)
         exec(compile(source, f"<explain {rule.id}>", "exec"), self._namespace)  # noqa: S102 - generated from the checked rule
         return RuleExplainer(
             conditions=tuple(Condition(source_text(part), str(start_of(part))) for part in parts),

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--redis", metavar="URL", help="decide on Redis instead of a fresh in-memory store")
     replay.add_argument("--dry-run", action="store_true", help="record nothing")
     replay.add_argument("--quiet", action="store_true", help="no summary and no progress bar on stderr")
+    replay.add_argument(
+        "--no-coverage", action="store_true",
+        help="leave out the summary's coverage (what each rule did and which condition kept it out); faster",
+    )
     add_decision_options(replay)
     replay.set_defaults(run=run_replay)
 
@@ -165,6 +169,7 @@ def run_replay(args) -> int:
         return replay(
             engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
             explain=args.explain, dry_run=getattr(args, "dry_run", False), quiet=args.quiet,
+            coverage=not args.no_coverage,
         )
     finally:
         engine.close()

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from typing import IO, Iterator
 
+from nba.engine.coverage import Coverage
 from nba.engine.errors import EngineError
 from nba.engine.jsontext import dumps
 
@@ -28,6 +29,7 @@ class ReplaySummary:
         self.passed_over: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
         self.bad_profiles = 0
+        self.coverage: Coverage | None = None
         self.started = time.perf_counter()
 
     def format(self) -> str:
@@ -42,6 +44,8 @@ class ReplaySummary:
         lines += _table("first choices", self.first_choices)
         lines += _table("passed over", self.passed_over)
         lines += _table("rule errors", self.rule_errors)
+        if self.coverage is not None:
+            lines += self.coverage.format()
         return "\n".join(lines)
 
 
@@ -120,11 +124,17 @@ def replay(
     explain: bool = False,
     dry_run: bool = False,
     quiet: bool = False,
+    coverage: bool = True,
 ) -> int:
     """Decide every event of the JSONL file ``events`` ("-": stdin) in order, writing one
     JSON line per input line to ``out`` and the summary to ``err``. ``profiles``: a JSONL
-    file of profiles loaded first. The exit code: 1 when a line was bad, else 0."""
+    file of profiles loaded first. ``coverage``: the summary says what each rule did and
+    which condition kept a rarely chosen rule out (each decision is explained for it; the
+    output carries the trace only with ``explain``). The exit code: 1 when a line was bad,
+    else 0."""
     summary = ReplaySummary()
+    if coverage:
+        summary.coverage = Coverage([rule.id for rule in engine.ruleset.rules])
     if profiles:
         load_profiles(engine, profiles, summary, err)
     lines, total, handle = open_lines(events)
@@ -155,7 +165,7 @@ def decide_line(
 ) -> str:
     try:
         event = json.loads(raw)
-        decision = engine.decide(event, limit=limit, explain=explain, dry_run=dry_run)
+        decision = engine.decide(event, limit=limit, explain=explain or summary.coverage is not None, dry_run=dry_run)
     except json.JSONDecodeError as exc:
         summary.bad_lines += 1
         return dumps({"line": number, "error": f"not valid JSON: {exc.msg} at column {exc.colno}"})
@@ -164,4 +174,7 @@ def decide_line(
         return dumps({"line": number, "error": str(exc)})
     summary.decisions += 1
     summary.first_choices[decision.rule or "(nothing)"] += 1
-    return dumps(decision.to_dict())
+    out = decision.to_dict()
+    if summary.coverage is not None:
+        summary.coverage.add(event.get("type"), out["trace"] if explain else out.pop("trace"))
+    return dumps(out)
