@@ -36,7 +36,7 @@ def source_text(expr: n.Expr, outer: int = 0) -> str:
     if isinstance(expr, n.Aggregate):
         target = ".".join((expr.event_type, *expr.path))
         where = f" where {source_text(expr.where)}" if expr.where is not None else ""
-        return f"{expr.func}({target}{where} within {duration_text(expr.window)})"
+        return f"{expr.func}({target}{where} within {expr.window_text or duration_text(expr.window)})"
     if isinstance(expr, n.Unary):
         if expr.op == "not":
             level, text = _LEVEL["not"], "not " + source_text(expr.operand, _LEVEL["not"])
