@@ -38,7 +38,7 @@ def test_every_condition_is_evaluated_with_its_text_place_and_value():
         ('event.type == "cart"', True),
         ("event.value > 50", True),
         ("email_ok", False),  # the first false one
-        ("count(purchase within 1d) == 0", True),  # evaluated all the same
+        ("count(purchase within 24h) == 0", True),  # evaluated all the same
     ]
     assert [c["at"] for c in traced["conditions"]] == [
         "test.rules:6:8", "test.rules:7:8", "test.rules:8:8", "test.rules:9:8"
@@ -47,7 +47,7 @@ def test_every_condition_is_evaluated_with_its_text_place_and_value():
         "event.type": "cart",
         "event.value": 80,
         "email_ok": False,
-        "count(purchase within 1d)": 0,
+        "count(purchase within 24h)": 0,
         "profile.email_opt_in": None,  # read through the segment: why it is false
     }
 
