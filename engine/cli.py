@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="record nothing")
     replay.add_argument("--quiet", action="store_true", help="no summary and no progress bar on stderr")
     replay.add_argument(
+        "--report", metavar="FILE.html", help="also write the replay's report: one self-contained HTML page with charts"
+    )
+    replay.add_argument(
         "--no-coverage", action="store_true",
         help="leave out the summary's coverage (what each rule did and which condition kept it out); faster",
     )
@@ -169,7 +172,7 @@ def run_replay(args) -> int:
         return replay(
             engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
             explain=args.explain, dry_run=getattr(args, "dry_run", False), quiet=args.quiet,
-            coverage=not args.no_coverage,
+            coverage=not args.no_coverage, report=args.report, rules_path=args.rules,
         )
     finally:
         engine.close()
