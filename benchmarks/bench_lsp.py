@@ -9,7 +9,7 @@ between the two is the figure. The goal is 200 ms at 1,000 rules.
 
 Beside it, in this process: parsing the whole file at once (what every keystroke would
 cost without the server's piece-by-piece parse) and one keystroke's analysis
-(``engine.lsp.analysis``).
+(``nba.engine.lsp.analysis``).
 
     python -m benchmarks lsp [--rules 1000] [--edits 40]
     python benchmarks/bench_lsp.py --rules 1000
@@ -92,9 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_parts(rules_path: Path, repeat: int) -> dict[str, list[float]]:
-    from dsl.syntax import parse_module
-    from dsl.source import Diagnostics
-    from engine.lsp.analysis import Ruleset
+    from nba.dsl.syntax import parse_module
+    from nba.dsl.source import Diagnostics
+    from nba.engine.lsp.analysis import Ruleset
 
     ruleset = Ruleset(str(rules_path.parent))
     text = rules_path.read_text(encoding="utf-8")
@@ -126,7 +126,7 @@ async def keystrokes(rules_path: Path, edits: int) -> list[tuple[str, float, int
     def on_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
         published.put_nowait((time.perf_counter(), params))
 
-    await client.start_io(sys.executable, "-m", "engine.lsp")
+    await client.start_io(sys.executable, "-m", "nba.engine.lsp")
     uri = from_fs_path(str(rules_path))
     folder = str(rules_path.parent)
     try:

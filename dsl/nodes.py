@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.source import Position
+from nba.dsl.source import Position
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,7 @@ class Aggregate(Expr):
     path: tuple[str, ...]  # the field path after TYPE; () for count and since
     where: Expr | None
     window: float
+    window_text: str = ""  # how the window was written (`24h`), for messages and explanations
 
 
 # ---- declarations --------------------------------------------------------------------

@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 import msgpack
 
-from engine.errors import EngineError
-from engine.protocol import (
+from nba.engine.errors import EngineError
+from nba.engine.protocol import (
     CUSTOMER_OPS,
     HEADER,
     INTERNAL,
@@ -47,7 +47,7 @@ from engine.protocol import (
     ok_response,
     parse_request,
 )
-from engine.settings import ServerSettings
+from nba.engine.settings import ServerSettings
 
 log = logging.getLogger("nba.server")
 
@@ -837,7 +837,7 @@ def configure_logging() -> None:
 
 
 def default_engine_factory(rules_path: str, redis_url: str | None) -> Any:
-    from engine import Engine
+    from nba.engine import Engine
 
     return Engine.from_path(rules_path, redis_url=redis_url)
 
@@ -879,6 +879,8 @@ async def _serve(rules_path, settings, redis_url, engine_factory, blocking, work
         if ready is not None:
             ready.put(("failed", worker, str(exc)))
         return 2
+    if hasattr(engine, "max_event_ahead_s"):  # the server decides on the wall clock (tests' stand-ins need not)
+        engine.max_event_ahead_s = settings.max_event_ahead_s
     gc.collect()
     gc.freeze()  # the loaded engine is not garbage: keep the cycle collector from scanning it again and again
     server = Server(

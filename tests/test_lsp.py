@@ -1,4 +1,4 @@
-"""`nba lsp` driven by a real LSP client over stdio (pytest-lsp starts `python -m engine.lsp`):
+"""`nba lsp` driven by a real LSP client over stdio (pytest-lsp starts `python -m nba.engine.lsp`):
 the example ruleset, copied to a temporary workspace, with buffers that differ from disk."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "engine.lsp"]))
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nba.engine.lsp"]))
 async def client(lsp_client: LanguageClient, workspace: Path):
     await lsp_client.initialize_session(
         lsp.InitializeParams(
@@ -255,7 +255,7 @@ async def test_document_symbols(client: LanguageClient, workspace: Path):
     assert any(s.name.startswith("policy ") and s.kind == lsp.SymbolKind.Constant for s in symbols)
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "engine.cli", "lsp"]))
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "nba.engine.cli", "lsp"]))
 async def cli_client(lsp_client: LanguageClient, workspace: Path):
     result = await lsp_client.initialize_session(
         lsp.InitializeParams(

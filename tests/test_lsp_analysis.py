@@ -1,4 +1,4 @@
-"""The language server's checking (``engine.lsp.analysis``) finds what `nba check` finds.
+"""The language server's checking (``nba.engine.lsp.analysis``) finds what `nba check` finds.
 
 It parses files in pieces and re-checks only changed rules, for speed; these tests hold it
 to the loader's result, on the example and broken rule files and after random sequences
@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import LoadError, load_ruleset
-from dsl.checker import check
-from dsl.source import Diagnostics
-from engine.lsp.analysis import Ruleset, ruleset_root
-from engine.lsp.chunks import cut
+from nba.dsl import LoadError, load_ruleset
+from nba.dsl.checker import check
+from nba.dsl.source import Diagnostics
+from nba.engine.lsp.analysis import Ruleset, ruleset_root
+from nba.engine.lsp.chunks import cut
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "rules"

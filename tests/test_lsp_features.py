@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from lsprotocol import types as lsp
 
-from dsl.checker import BUILTIN_EVENT_FIELDS, FUNCTIONS
-from dsl.source import Position
-from engine.lsp.analysis import Finding
-from engine.lsp.features import Document, diagnostics
-from engine.lsp.symbols import BUILTIN_EVENT_DOCS, FUNCTION_DOCS
-from engine.lsp.text import char_index, token_span, utf16_column, word_at
+from nba.dsl.checker import BUILTIN_EVENT_FIELDS, FUNCTIONS
+from nba.dsl.source import Position
+from nba.engine.lsp.analysis import Finding
+from nba.engine.lsp.features import Document, diagnostics
+from nba.engine.lsp.symbols import BUILTIN_EVENT_DOCS, FUNCTION_DOCS
+from nba.engine.lsp.text import char_index, token_span, utf16_column, word_at
 
 
 def test_every_function_of_the_checker_has_a_signature_and_every_builtin_field_a_doc():

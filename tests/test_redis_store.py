@@ -13,9 +13,9 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
-from engine.store import open_store
-from engine.store.redis import (
+from nba.engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.store import open_store
+from nba.engine.store.redis import (
     Codec,
     KeyLayout,
     RedisStore,
@@ -26,7 +26,7 @@ from engine.store.redis import (
     pack_member,
     unpack_member,
 )
-from engine.store.redis.encoding import unpack_members
+from nba.engine.store.redis.encoding import unpack_members
 from redis_fixtures import needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
 
 pytestmark = needs_redis
@@ -145,7 +145,7 @@ def test_the_read_template_packs_the_same_bytes_as_the_commands(customer, types,
     base = KeyLayout("p%").base(customer)
     commands = codec.read_commands(base, time)
     assert codec.read_request(base.encode(), time) == b"".join(hiredis.pack_command(c) for c in commands)
-    assert codec.count == len(commands) == 1 + len(types) + (contact_window > 0)
+    assert codec.count == len(commands) == 1 + len(types) + 2 * (contact_window > 0)  # contacts: ZRANGE, HGET k
 
 
 def test_cached_members_unpack_as_fresh_ones():
@@ -347,11 +347,13 @@ def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
     assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
 
 
-def test_trimming_follows_the_newest_time_of_the_customer(store):
+def test_trimming_runs_from_each_writes_own_time_never_from_a_newer_one(store):
     store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
     store.commit("c1", NEEDS, event(T0 + 3600, "purchase", record={"amount": 1}))
-    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "late"}))  # older than newest - 1800
-    assert "page_view" not in store.read("c1", NEEDS, T0 + 1).history
+    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "late"}))  # older than the newest - 1800: kept
+    assert store.read("c1", NEEDS, T0 + 1).history["page_view"].columns["category"] == ["a", "late"]
+    store.commit("c1", NEEDS, event(T0 + 4000, record={"category": "new"}))  # trims both
+    assert store.read("c1", NEEDS, T0 + 1).history["page_view"].columns["category"] == ["new"]
 
 
 def test_history_keeps_at_most_max_events_per_type(redis_url):  # noqa: F811
@@ -518,7 +520,7 @@ WRITES = st.lists(
 @given(writes=WRITES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F811
-    from engine.store.memory import MemoryStore
+    from nba.engine.store.memory import MemoryStore
 
     redis_server.flush()
     needs = StateNeeds(

@@ -102,7 +102,7 @@ def test_the_example_rules_have_no_illegal_tokens(tokens):
 
 
 def test_every_reserved_word_outside_strings_and_comments_is_a_keyword_or_constant(tokens):
-    from dsl.syntax import RESERVED
+    from nba.dsl.syntax import RESERVED
 
     keyword_scopes = ("keyword.", "constant.language.", "variable.language.", "entity.name.", "variable.other.property")
     for example in EXAMPLES:

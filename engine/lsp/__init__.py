@@ -3,6 +3,6 @@ definition, completion and document symbols, over stdio (see docs/editors.md).""
 
 
 def main() -> int:
-    from engine.lsp.server import main as serve
+    from nba.engine.lsp.server import main as serve
 
     return serve()

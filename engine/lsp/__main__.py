@@ -1,7 +1,7 @@
-"""`python -m engine.lsp` is `nba lsp`."""
+"""`python -m nba.engine.lsp` is `nba lsp`."""
 
 import sys
 
-from engine.lsp import main
+from nba.engine.lsp import main
 
 sys.exit(main())

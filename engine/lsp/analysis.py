@@ -16,13 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset
-from dsl.loader import TOO_DEEP, rule_files
-from dsl.source import Diagnostics, Position
-from engine.lsp.chunks import FileParse, PieceCache, place
-from engine.lsp.rulecheck import RuleChecks
-from engine.lsp.symbols import Index, build_index
+from nba.dsl import nodes as n
+from nba.dsl.checker import CheckedRuleset
+from nba.dsl.loader import TOO_DEEP, rule_files
+from nba.dsl.source import Diagnostics, Position
+from nba.engine.lsp.chunks import FileParse, PieceCache, place
+from nba.engine.lsp.rulecheck import RuleChecks
+from nba.engine.lsp.symbols import Index, build_index
 
 ERROR = "error"
 WARNING = "warning"
@@ -81,7 +81,7 @@ FINDING_SOURCES: list[FindingSource] = []
 def _lint_findings(analysis: Analysis) -> Iterable[Finding]:
     """Lint's warnings, once `dsl.lint` exists; none while the ruleset has errors."""
     try:
-        from dsl import lint  # noqa: F401 - not on every version of dsl
+        from nba.dsl import lint  # noqa: F401 - not on every version of dsl
     except ImportError:
         return ()
     return ()

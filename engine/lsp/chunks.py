@@ -27,10 +27,10 @@ import re
 from dataclasses import dataclass, field
 from itertools import count
 
-from dsl import nodes as n
-from dsl.loader import TOO_DEEP
-from dsl.source import Diagnostic, Diagnostics, Position
-from dsl.syntax import parse_module
+from nba.dsl import nodes as n
+from nba.dsl.loader import TOO_DEEP
+from nba.dsl.source import Diagnostic, Diagnostics, Position
+from nba.dsl.syntax import parse_module
 
 DECLARATION_START = re.compile(r"(?:rule|segment|policy|on|default)(?:\s|$)|profile\s*\{|event\s+[A-Za-z_]\w*\s*\{")  # at a line start
 SEPARATOR = "\0"

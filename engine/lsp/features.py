@@ -9,13 +9,13 @@ from typing import Callable
 
 from lsprotocol import types as lsp
 
-from dsl import nodes as n
-from dsl.checker import BUILTIN_EVENT_FIELDS, FUNCTIONS, SCHEMA_KINDS
-from dsl.source import Position
-from engine.lsp.analysis import WARNING, Analysis, Finding
-from engine.lsp.chunks import DECLARATION_START
-from engine.lsp.symbols import AGGREGATE_DOCS, BUILTIN_EVENT_DOCS, FUNCTION_DOCS, KEYWORDS, Index
-from engine.lsp.text import Word, char_index, in_string_or_comment, qualifiers_before, token_span, utf16_column, word_at
+from nba.dsl import nodes as n
+from nba.dsl.checker import BUILTIN_EVENT_FIELDS, FUNCTIONS, SCHEMA_KINDS
+from nba.dsl.source import Position
+from nba.engine.lsp.analysis import WARNING, Analysis, Finding
+from nba.engine.lsp.chunks import DECLARATION_START
+from nba.engine.lsp.symbols import AGGREGATE_DOCS, BUILTIN_EVENT_DOCS, FUNCTION_DOCS, KEYWORDS, Index
+from nba.engine.lsp.text import Word, char_index, in_string_or_comment, qualifiers_before, token_span, utf16_column, word_at
 
 ToUri = Callable[[str], str]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset, Checker
-from dsl.source import Diagnostic, Diagnostics
+from nba.dsl import nodes as n
+from nba.dsl.checker import CheckedRuleset, Checker
+from nba.dsl.source import Diagnostic, Diagnostics
 
 
 @dataclass(slots=True)

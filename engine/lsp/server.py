@@ -19,8 +19,8 @@ from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
-from engine.lsp import features
-from engine.lsp.analysis import Analysis, Ruleset, normal_path, ruleset_root
+from nba.engine.lsp import features
+from nba.engine.lsp.analysis import Analysis, Ruleset, normal_path, ruleset_root
 
 NAME = "nba-lsp"
 VERSION = "1"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsl import nodes as n
-from dsl.syntax import RESERVED
+from nba.dsl import nodes as n
+from nba.dsl.syntax import RESERVED
 
 # The functions of the rule language, as a marketer reads them (the checker's FUNCTIONS
 # table holds their arities and kinds; a test keeps the two in step).
@@ -68,7 +68,7 @@ class Index:
 
 
 def build_index(modules: list[n.Module]) -> Index:
-    from dsl.checker import walk
+    from nba.dsl.checker import walk
 
     index = Index()
     for module in modules:
