@@ -155,3 +155,22 @@ def test_the_ruleset_of_a_file(tmp_path):
     assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder], configured) == configured[0]
     # no workspace folder: the file's directory
     assert ruleset_root(str(tmp_path / "other" / "c.rules"), []) == str(tmp_path / "other")
+
+
+def test_a_second_source_of_findings_is_one_entry_and_its_places_are_in_the_files(monkeypatch):
+    from nba.dsl import nodes as n
+    from nba.engine.lsp import analysis as lsp_analysis
+    from nba.engine.lsp.analysis import WARNING, Finding
+
+    def every_rule(analysis):  # a lint-like source: a warning at each rule's id
+        for module in analysis.modules:
+            for decl in module.declarations:
+                if isinstance(decl, n.Rule):
+                    yield Finding(decl.pos, f"rule {decl.id}", WARNING, "demo")
+
+    monkeypatch.setattr(lsp_analysis, "FINDING_SOURCES", [every_rule])
+    cart = str(EXAMPLES / "cart.rules")
+    text = (EXAMPLES / "cart.rules").read_text(encoding="utf-8")
+    found = Ruleset(str(EXAMPLES)).analyze({cart: "\n\n" + text}).findings[cart]
+    line = text.split("\n").index('rule cart_reminder_email "Abandoned cart reminder"') + 1 + 2
+    assert [(f.pos.line, f.pos.column, f.severity, f.code) for f in found][0] == (line, 6, WARNING, "demo")

@@ -72,22 +72,12 @@ class Analysis:
         return None
 
 
-# Each source of findings takes a finished analysis (sources, modules, checked ruleset and
-# the checker's findings so far) and gives more findings. Lint warnings are one more entry.
+# Each source of findings takes a finished analysis (its sources, modules, the checked
+# ruleset) and gives more findings, in places of the analysis's nodes (``Analysis.place``
+# moves them into their files). The checker's errors are always there; lint's warnings
+# (``nba lint``, severity WARNING, with their code) are one more entry of this list.
 FindingSource = Callable[[Analysis], Iterable[Finding]]
 FINDING_SOURCES: list[FindingSource] = []
-
-
-def _lint_findings(analysis: Analysis) -> Iterable[Finding]:
-    """Lint's warnings, once `dsl.lint` exists; none while the ruleset has errors."""
-    try:
-        from nba.dsl import lint  # noqa: F401 - not on every version of dsl
-    except ImportError:
-        return ()
-    return ()
-
-
-FINDING_SOURCES.append(_lint_findings)
 
 
 def normal_path(path: str | os.PathLike) -> str:
