@@ -12,7 +12,7 @@ cost without the server's piece-by-piece parse) and one keystroke's analysis
 (``nba.engine.lsp.analysis``).
 
     python -m benchmarks lsp [--rules 1000] [--edits 40]
-    python benchmarks/bench_lsp.py --rules 1000
+    python -m benchmarks.bench_lsp --rules 1000        (from the checkout)
 """
 
 from __future__ import annotations
