@@ -43,6 +43,7 @@ class Engine:
         self.store = store
         self.path = path
         self.stats = EngineStats()
+        self.stats.store_counters = getattr(store, "counters", None)
         self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
         self._thread_turns = ThreadTurns()
 
@@ -118,6 +119,7 @@ class Engine:
                 state = store.read(customer_id, reads, time)
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
             write = outcome.write
@@ -128,8 +130,9 @@ class Engine:
             try:
                 if store.commit(customer_id, needs, write):
                     break
-            except StoreUnavailable:
-                degraded = True
+            except StoreUnavailable:  # not recorded (or not known to be): told as a degraded decision
+                self.stats.store_commit_failures += 1
+                outcome, degraded = _without_state(ruleset, checked, limit, explain), True
                 break
             attempts += 1
             if attempts == MAX_ATTEMPTS:
@@ -179,6 +182,7 @@ class Engine:
                 state = await store.read_async(customer_id, reads, checked["time"])
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain)
             if dry_run or degraded or _nothing_to_record(outcome):
@@ -186,8 +190,9 @@ class Engine:
             try:
                 if await store.commit_async(customer_id, needs, outcome.write):
                     break
-            except StoreUnavailable:
-                degraded = True
+            except StoreUnavailable:  # not recorded (or not known to be): told as a degraded decision
+                self.stats.store_commit_failures += 1
+                outcome, degraded = _without_state(ruleset, checked, limit, explain), True
                 break
         else:
             raise _contention(customer_id)
@@ -280,6 +285,12 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _without_state(ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool) -> Outcome:
+    """The decision made again as a degraded one, after its write failed: what it first chose
+    was not recorded, so it is not what the caller is told (a cap must hold)."""
+    return evaluate(ruleset, checked, empty_state(), limit, explain)
 
 
 def _nothing_to_record(outcome: Outcome) -> bool:
