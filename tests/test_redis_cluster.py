@@ -135,57 +135,63 @@ def dead_address() -> tuple[str, int]:
     return ("127.0.0.1", free_port())
 
 
-def test_a_dead_node_costs_its_slots_requests_not_a_slot_table_fetch_each(store):
-    customer, healthy = "dead-slot", CUSTOMERS[:20]
+def slot_table_fetches(cluster) -> int:
+    """CLUSTER SLOTS answered by the cluster's running nodes so far (counted by Redis itself)."""
+    total = 0
+    for node in cluster.nodes:
+        if node.running:
+            stats = node.info("commandstats").get("cmdstat_cluster|slots", "calls=0")
+            total += int(stats.split(",")[0].split("=")[1])
+    return total
+
+
+def test_a_slot_pointing_at_a_dead_node_is_put_right_in_the_background(store):
+    customer = "dead-slot"
     key = KeyLayout().profile(customer)
     slot = redis_py.cluster.key_slot(key.encode())
     store.read(customer, NEEDS, T0)  # the table is known
     dead = store.topology.slots[slot] = dead_address()
-    fetches, failed = store.topology.fetches, 0
-    for _ in range(300):
-        try:
-            store.read(customer, NEEDS, T0)
-        except StoreUnavailable:
-            failed += 1
-        for other in healthy[:3]:
-            store.read(other, NEEDS, T0)  # other slots are served all along
-    assert failed >= 1
-    # before: each failed call fetched the table inside the request (one CLUSTER SLOTS per failure)
-    assert store.topology.fetches - fetches <= 5
-    wait_until(lambda: store.topology.address_for(key) != dead)
-    store.read(customer, NEEDS, T0)  # the background fetch put the slot's real owner back
-    assert store.counters()["node_down_events"] == 1
+    with pytest.raises(StoreUnavailable):
+        store.read(customer, NEEDS, T0)  # fails at once: no fetch of the table inside it
+    assert store.topology.cluster is True  # before: the table was dropped, fetched again by the next request
+    wait_until(lambda: store.topology.address_for(key) != dead)  # fetched again in a thread of its own
+    assert store.read(customer, NEEDS, T0).profile == {}
+    assert store.counters()["node_down_events"] == 1 and store.counters()["nodes_down"] == 0
 
 
-def test_a_dead_node_async(store):
-    customer = "dead-slot"
-    key = KeyLayout().profile(customer)
-    slot = redis_py.cluster.key_slot(key.encode())
+@pytest.mark.cluster_faults
+def test_a_master_killed_under_sync_reads(own_redis_cluster):  # noqa: F811
+    store = RedisStore(own_redis_cluster.url, **LOAD_OPTIONS)
+    victim = own_redis_cluster.masters[0]
+    victim_address = ("127.0.0.1", victim.port)
+    meta = KeyLayout().meta
+    for customer in CUSTOMERS:
+        store.read(customer, NEEDS, T0)  # connected to every master
+    on_victim = {customer for customer in CUSTOMERS if store.topology.address_for(meta(customer)) == victim_address}
+    victim.stop()  # SIGKILL
+    fetches, killed_at = slot_table_fetches(own_redis_cluster), time.monotonic()
+    failed = {True: 0, False: 0}  # on the victim or not -> reads that failed
+    while store.topology.address_for(meta(next(iter(on_victim)))) == victim_address:
+        assert time.monotonic() < killed_at + 20, "the replica was never promoted"
+        for customer in CUSTOMERS:
+            try:
+                store.read(customer, NEEDS, T0)
+            except StoreUnavailable:
+                failed[customer in on_victim] += 1
+    replaced_at = time.monotonic()
+    wait_until(lambda: all(read_or_none(store, customer) for customer in on_victim))
+    fetched = slot_table_fetches(own_redis_cluster) - fetches
+    store.close()
+    assert failed[True] >= 10 and failed[False] <= 0.005 * sum(failed.values()) + 2
+    # before: every failed read fetched the table inside the request, one per failure
+    assert fetched <= 2 * (replaced_at - killed_at) / store.topology.refresh_interval_s + 4
 
-    async def scenario():
-        await store.read_async(customer, NEEDS, T0)
-        dead = dead_address()
-        store.topology.slots[slot] = dead
-        fetches, outcomes = store.topology.fetches, []
-        for _ in range(60):
-            reads = [store.read_async(customer, NEEDS, T0) for _ in range(10)]
-            reads += [store.read_async(other, NEEDS, T0) for other in CUSTOMERS[:10]]
-            outcomes += await asyncio.gather(*reads, return_exceptions=True)
-            await asyncio.sleep(0.005)
-        for _ in range(200):  # the fetch in the background puts the real owner back
-            if store.topology.address_for(key) != dead:
-                break
-            await asyncio.sleep(0.01)
-        state = await store.read_async(customer, NEEDS, T0)
-        await store.close_async()
-        return fetches, outcomes, state
 
-    fetches, outcomes, state = asyncio.run(scenario())
-    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-    assert failures and all(isinstance(failure, StoreUnavailable) for failure in failures)
-    assert len(failures) <= 600  # only the dead slot's: the healthy ones were all served
-    assert store.topology.fetches - fetches <= 5  # before: one fetch per failed read
-    assert state.profile == {}
+def read_or_none(store: RedisStore, customer: str):
+    try:
+        return store.read(customer, NEEDS, T0)
+    except StoreUnavailable:
+        return None
 
 
 def wait_until(condition, timeout_s: float = 5.0) -> None:
@@ -379,8 +385,8 @@ def test_a_master_killed_under_load(own_redis_cluster, write_rules, caplog):  # 
     fetches: dict[str, int] = {}
     async def until(elapsed: float) -> bool:
         if "killed" not in marks and elapsed >= 1.0:
-            fetches["before"] = store.topology.fetches
             victim.stop()  # SIGKILL
+            fetches["before"] = slot_table_fetches(own_redis_cluster)
             marks["killed"] = elapsed
         if "killed" in marks and "replaced" not in marks:
             if store.topology.address_for(layout.meta(next(iter(on_victim)))) != ("127.0.0.1", victim.port):
@@ -393,7 +399,7 @@ def test_a_master_killed_under_load(own_redis_cluster, write_rules, caplog):  # 
 
     async def scenario():
         await load.run(until)
-        fetches["after"] = store.topology.fetches
+        fetches["after"] = slot_table_fetches(own_redis_cluster)
         await engine.close_async()
 
     with caplog.at_level(logging.WARNING, logger="nba.store.redis"):
