@@ -52,7 +52,7 @@ class EngineStats:
             "rule_errors": self.rule_errors,
             "degraded": self.degraded,
             "store_failures": {"read": self.store_read_failures, "commit": self.store_commit_failures},
-            "store": self.store_counters() if self.store_counters is not None else {},
+            "store_counters": self.store_counters() if self.store_counters is not None else {},
             "nothing_chosen": self.nothing_chosen,
             "first_choices": _most_common(self.first_choices),
             "passed_over": _most_common(self.passed_over),
