@@ -10,9 +10,9 @@ import time
 import pytest
 import redis as redis_py
 
-from engine import Engine
-from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StoreUnavailable, StateWrite
-from engine.store.redis import KeyLayout, RedisStore
+from nba.engine import Engine
+from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.store.redis import KeyLayout, RedisStore
 from redis_fixtures import REDIS_CLI, needs_redis, own_redis_cluster, redis_cluster, redis_cluster_url  # noqa: F401
 
 pytestmark = needs_redis

@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
-from engine import Engine
-from engine.state import StoreUnavailable
-from engine.store.memory import MemoryStore
-from engine.store.redis.protocol import SLOT_COUNT, Endpoint, Topology, parse_cluster_slots
+from nba.engine import Engine
+from nba.engine.state import StoreUnavailable
+from nba.engine.store.memory import MemoryStore
+from nba.engine.store.redis.protocol import SLOT_COUNT, Endpoint, Topology, parse_cluster_slots
 
 A, B, C = ("10.0.0.1", 7000), ("10.0.0.2", 7001), ("10.0.0.3", 7002)
 RA, RB, RC = ("10.0.0.4", 7003), ("10.0.0.5", 7004), ("10.0.0.6", 7005)
@@ -96,7 +96,7 @@ def test_refresh_asks_nodes_that_are_up_first():
 
 
 def test_a_node_is_logged_once_going_down_and_once_coming_back(caplog):
-    from engine.store.redis import RedisStore
+    from nba.engine.store.redis import RedisStore
 
     store = RedisStore("redis://127.0.0.1:1/0", connect_now=False)
     with caplog.at_level(logging.WARNING, logger="nba.store.redis"):
