@@ -63,6 +63,14 @@ def test_one_fetch_at_a_time_and_at_most_one_per_interval():
     assert topology.refresh_due(10.26)
 
 
+def test_a_fetch_that_never_ended_does_not_stop_the_next_ones():
+    topology = cluster()
+    topology.stale = True
+    assert topology.refresh_due(10.0)  # and then its event loop closed under it: no refreshed(), no failed()
+    assert not topology.refresh_due(12.0)
+    assert topology.refresh_due(15.1)
+
+
 def test_fetches_back_off_while_no_node_answers():
     topology = cluster(interval_s=0.25, max_backoff_s=2.0)
     topology.stale = True

@@ -501,6 +501,9 @@ def node_address(node: list, seed_host: str) -> tuple[str, int]:
     return (seed_host if host in ("", "?") else host), int(node[1])
 
 
+REFRESH_GIVEN_UP_S = 5.0  # a slot table fetch still in flight after this is taken for lost
+
+
 class Topology:
     """Which node holds which customer: the URL's server, or a cluster's slot owner.
 
@@ -522,6 +525,7 @@ class Topology:
         self.down: set = set()  # addresses of the nodes known to be down
         self.stale = False
         self.refreshing = False  # a fetch is in flight
+        self.refresh_started_at = 0.0
         self.next_refresh_at = 0.0  # time.monotonic(): no fetch before
         self.failed_refreshes = 0  # in a row
         self.fetches = 0  # CLUSTER SLOTS sent to refresh the table, in all
@@ -567,10 +571,15 @@ class Topology:
     # -- the refresh policy (the store does the I/O)
 
     def refresh_due(self, now: float) -> bool:
-        """Whether to start a fetch now; if so, it is counted as in flight."""
-        if not self.stale or self.refreshing or now < self.next_refresh_at:
+        """Whether to start a fetch now; if so, it is counted as in flight.
+
+        A fetch in flight for longer than ``REFRESH_GIVEN_UP_S`` is taken for lost (its
+        event loop closed under it, or this is a forked child of the process fetching)."""
+        if not self.stale or now < self.next_refresh_at:
             return False
-        self.refreshing = True
+        if self.refreshing and now - self.refresh_started_at < REFRESH_GIVEN_UP_S:
+            return False
+        self.refreshing, self.refresh_started_at = True, now
         return True
 
     def refreshed(self, reply: Any, now: float) -> None:
