@@ -326,7 +326,12 @@ class Load:
                              decision.degraded))
 
     async def run(self, until) -> None:
-        """Until ``until(seconds elapsed)`` (a coroutine function) says stop; every decision awaited."""
+        """Until ``until(seconds elapsed)`` (a coroutine function) says stop; every decision awaited.
+
+        First connected to every master (patiently, as a server warms up), so that the
+        first decisions do not count a connect on a busy machine as a fault's."""
+        for customer in LOAD_CUSTOMERS[:60]:
+            await self.engine.get_profile_async(customer)
         self.started_at = time.perf_counter()
         pending, sent = set(), 0
         while True:
