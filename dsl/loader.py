@@ -1,43 +1,22 @@
 """Files -> compiled ruleset: find the rule files, parse each, check them together, compile.
 
 A ruleset is one file, or a directory searched recursively for ``*.rules`` files, read
-in the order of their paths relative to the root (Unicode code points).
+in the order of their paths relative to the root (Unicode code points); dsl/files.py
+finds and reads them (regular files only, of a bounded size).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from pathlib import Path
 
 from dsl import nodes as n
 from dsl.checker import check
+from dsl.files import RULE_SUFFIX, RuleFileError, decode_rule_text, files_under, read_rule_file, rule_files
 from dsl.compiler import CompiledRuleset, compile_ruleset
+from dsl.folding import report_constant_errors
 from dsl.source import Diagnostics, LoadError, Position
 from dsl.syntax import parse_module
-
-RULE_SUFFIX = ".rules"
-
-
-def rule_files(root: str | os.PathLike) -> list[str]:
-    """The rule files of a ruleset, in declaration order, as paths that start with ``root``."""
-    root = os.fspath(root)
-    if os.path.isfile(root):
-        return [root]
-    return files_under(root, RULE_SUFFIX)
-
-
-def files_under(root: str, suffix: str) -> list[str]:
-    """Files below ``root`` whose names end in ``suffix``, in the order of their paths relative
-    to ``root`` (Unicode code points), as paths that start with ``root``."""
-    found = []
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            if name.endswith(suffix):
-                full = os.path.join(directory, name)
-                found.append((Path(os.path.relpath(full, root)).as_posix(), full))
-    return [full for _rel, full in sorted(found)]
-
 
 def load_ruleset(root: str | os.PathLike) -> CompiledRuleset:
     """Load, check and compile a ruleset; raise ``LoadError`` with every error found."""
@@ -51,11 +30,11 @@ def load_ruleset(root: str | os.PathLike) -> CompiledRuleset:
     diagnostics = Diagnostics()
     for path in paths:
         try:
-            sources[path] = Path(path).read_text(encoding="utf-8-sig")  # a leading BOM is not text
+            sources[path] = decode_rule_text(read_rule_file(path))
         except UnicodeDecodeError as exc:
             diagnostics.error(Position(path, 1, 1), f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")
-        except OSError as exc:
-            diagnostics.error(Position(path, 1, 1), f"cannot read the file: {exc.strerror}")
+        except RuleFileError as exc:
+            diagnostics.error(Position(path, 1, 1), str(exc))
     ruleset = load_sources(sources, diagnostics)
     ruleset.paths = paths
     return ruleset
@@ -99,6 +78,7 @@ def _load(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
     first = Position(next(iter(sources), "<rules>"), 1, 1)
     try:
         checked = check(modules, diagnostics, tuple(path for path in sources if path not in parsed))
+        report_constant_errors(checked, diagnostics.error)
     except RecursionError:
         diagnostics.error(first, TOO_DEEP)
     if diagnostics:
