@@ -1,0 +1,170 @@
+"""Loading a ruleset in a child process, so that the caller's threads and event loop keep running.
+
+A load is parse, check, code generation and ``compile()`` of the generated functions:
+CPU work that holds the GIL (``compile()`` of a 52,000-rule ruleset held it for seconds
+at a time), so a worker thread would still stall the event loop. Here a child Python
+process does all of it and sends back, through a pipe:
+
+- the ruleset's recipe (``dsl.compiler.RulesetRecipe``: plain data, pickled), and
+- the code objects of the generated functions, one per chunk of source (``marshal``);
+
+and the parent only unmarshals the code, runs it (which defines the functions) and links
+the recipe to them: a few percent of the load's time, in steps short enough that the
+awaitable form returns to the event loop between them. A ruleset that does not load
+raises the same ``LoadError`` as ``load_ruleset``; a child that dies raises
+``RulesetLoadFailed``.
+
+The child runs the same interpreter with the same import path, and the parent's choice
+of twin (``NBA_PURE_PYTHON``), so that the code and the plans it sends are the ones the
+parent would make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import marshal
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import time
+
+from dsl import twins
+from dsl.compiler import CompiledRuleset, link, link_namespace
+from dsl.source import LoadError
+
+# the child's module, whatever the package is installed as (dsl or nba.dsl)
+_CHILD_MODULE = __name__
+_HEADER = struct.Struct("!Q")
+# the parent links this many rules between two returns to the event loop
+LINK_STEP = 5000
+
+
+class RulesetLoadFailed(RuntimeError):
+    """The child process that loads a ruleset failed without a load error (it crashed,
+    was killed, or answered something unreadable)."""
+
+
+# ---- the child ----------------------------------------------------------------------------
+
+
+def child_main() -> int:
+    """Load the ruleset named on the command line; write the answer to stdout (one frame)."""
+    from dsl.loader import _PICKED, compile_recipe, read_sources, recipe_of_sources
+
+    root, implementation = sys.argv[1], sys.argv[2]
+    matcher_vm = None if implementation == "python" else _PICKED
+    try:
+        paths, sources, diagnostics = read_sources(root)
+        recipe = recipe_of_sources(sources, diagnostics, matcher_vm)
+        code = compile_recipe(recipe, sources, diagnostics)
+        answer = ("ok", paths, recipe, [marshal.dumps(chunk) for chunk in code])
+    except LoadError as exc:
+        wanted = {d.pos.path for d in exc.diagnostics}
+        answer = ("error", exc.diagnostics, {path: lines for path, lines in exc.sources.items() if path in wanted})
+    data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    out = sys.stdout.buffer
+    out.write(_HEADER.pack(len(data)))
+    out.write(data)
+    out.flush()
+    return 0
+
+
+# ---- the parent ---------------------------------------------------------------------------
+
+
+def _command(root: str) -> tuple[list[str], dict]:
+    implementation = "cython" if twins.matchvm is not None else "python"
+    code = f"import sys; sys.path[:0] = {[p for p in sys.path if p]!r}; from {_CHILD_MODULE} import child_main; sys.exit(child_main())"
+    env = dict(os.environ)
+    env["NBA_PURE_PYTHON"] = "1" if twins.IMPLEMENTATION == "python" else "0"
+    return [sys.executable, "-c", code, root, implementation], env
+
+
+def _answer(stdout: bytes, stderr: bytes, returncode: int):
+    if returncode != 0 or len(stdout) < _HEADER.size:
+        detail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {returncode}"]
+        raise RulesetLoadFailed(f"the process loading the ruleset failed: {detail[0]}")
+    (size,) = _HEADER.unpack_from(stdout)
+    if len(stdout) != _HEADER.size + size:
+        raise RulesetLoadFailed("the process loading the ruleset answered an incomplete result")
+    answer = pickle.loads(memoryview(stdout)[_HEADER.size:])
+    if answer[0] == "error":
+        raise LoadError(answer[1], answer[2])
+    return answer
+
+
+def load_ruleset_in_subprocess(root: str | os.PathLike, timeout: float | None = None) -> CompiledRuleset:
+    """``load_ruleset(root)``, with the parse, check and compile done by a child process.
+
+    Blocking; for an event loop use ``load_ruleset_async``. ``timeout``: seconds the child
+    may take (then it is killed and RulesetLoadFailed is raised)."""
+    command, env = _command(os.fspath(root))
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
+    _status, paths, recipe, chunks = _answer(done.stdout, done.stderr, done.returncode)
+    code = [marshal.loads(chunk) for chunk in chunks]
+    ruleset = link(recipe, code)
+    ruleset.paths = paths
+    return ruleset
+
+
+async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = None) -> CompiledRuleset:
+    """``load_ruleset(root)`` without stalling the running event loop: the load runs in a
+    child process, and the parent's share (unmarshal the code, define the functions, link)
+    runs in short steps with a return to the loop between them."""
+    command, env = _command(os.fspath(root))
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    answer = _answer(stdout, stderr, process.returncode)
+    del stdout
+    return await _link_in_steps(answer)
+
+
+async def _link_in_steps(answer) -> CompiledRuleset:
+    _status, paths, recipe, chunks = answer
+    code = []
+    for chunk in chunks:
+        code.append(marshal.loads(chunk))
+        await asyncio.sleep(0)
+    namespace = link_namespace(recipe, [])
+    for part in code:
+        exec(part, namespace)  # noqa: S102 - generated from a checked ruleset, by this package
+        await asyncio.sleep(0)
+    ruleset = link(recipe, [], namespace=namespace)
+    ruleset.paths = paths
+    return ruleset
+
+
+def measure(root: str) -> dict:
+    """Seconds of each phase of a load in this process (for the benchmark)."""
+    from dsl.loader import compile_recipe, read_sources, recipe_of_sources
+
+    started = time.perf_counter()
+    paths, sources, diagnostics = read_sources(root)
+    recipe = recipe_of_sources(sources, diagnostics)
+    built = time.perf_counter()
+    code = compile_recipe(recipe, sources, diagnostics)
+    compiled = time.perf_counter()
+    link(recipe, code)
+    linked = time.perf_counter()
+    return {"parse_check_generate_s": built - started, "compile_s": compiled - built, "link_s": linked - compiled}
+
+
+__all__ = ["RulesetLoadFailed", "load_ruleset_async", "load_ruleset_in_subprocess"]
