@@ -8,7 +8,8 @@ the ruleset is loaded one of three ways:
 - ``in_loop``: ``load_ruleset`` called in the loop (what a naive reload does);
 - ``thread``: ``load_ruleset`` in a worker thread (``asyncio.to_thread``): the loop runs
   only when the GIL is released, which ``compile()`` and other long C calls do not do;
-- ``subprocess``: ``load_ruleset_async``: a child process loads, the parent links.
+- ``subprocess``: ``load_ruleset_async``: a child process loads, the parent links;
+- ``idle``: no load, 3 s: the machine's own noise floor for the lag.
 
     python -m benchmarks.load_stall /tmp/big.rules [--modes in_loop,thread,subprocess]
 """
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 
-MODES = ("in_loop", "thread", "subprocess")
+MODES = ("idle", "in_loop", "thread", "subprocess")
 TICK_S = 0.001
 
 
@@ -43,7 +44,10 @@ async def _measure(path: str, mode: str) -> dict:
     await asyncio.sleep(0.05)
     lags.clear()
     started = time.perf_counter()
-    if mode == "in_loop":
+    ruleset = None
+    if mode == "idle":
+        await asyncio.sleep(3)
+    elif mode == "in_loop":
         ruleset = load_ruleset(path)
     elif mode == "thread":
         ruleset = await asyncio.to_thread(load_ruleset, path)
@@ -55,7 +59,7 @@ async def _measure(path: str, mode: str) -> dict:
     lags.sort()
     return {
         "mode": mode,
-        "rules": len(ruleset.rules),
+        "rules": len(ruleset.rules) if ruleset is not None else 0,
         "load_s": elapsed,
         "max_lag_s": lags[-1] if lags else elapsed,
         "p99_lag_s": lags[int(len(lags) * 0.99)] if lags else elapsed,

@@ -635,18 +635,25 @@ def link_namespace(recipe: RulesetRecipe, code_objects: list, matcher_vm=_PICKED
     return run_code(code_objects, namespace)
 
 
-def link(recipe: RulesetRecipe, code_objects: list, matcher_vm=_PICKED, namespace: dict | None = None) -> CompiledRuleset:
+def link(
+    recipe: RulesetRecipe,
+    code_objects: list,
+    matcher_vm=_PICKED,
+    namespace: dict | None = None,
+    rules: list[CompiledRule] | None = None,
+    buckets: dict[str | None, Bucket] | None = None,
+) -> CompiledRuleset:
     """The compiled ruleset of a recipe and the code of its functions (``compile_functions``),
-    or of the namespace they already ran in."""
+    or of the namespace they already ran in; ``rules`` and ``buckets`` when they are linked
+    already (``link_rules``, ``link_buckets``: dsl/isolated.py links them in steps)."""
     vm = matchvm if matcher_vm is _PICKED else matcher_vm
     if namespace is None:
         namespace = link_namespace(recipe, code_objects, vm)
     policies = recipe.policies
-    rules = [_linked_rule(spec, namespace, policies) for spec in recipe.rules]
-    buckets = {
-        key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked)
-        for key, (indexes, spec, ranked) in recipe.buckets.items()
-    }
+    if rules is None:
+        rules = link_rules(recipe.rules, namespace, policies)
+    if buckets is None:
+        buckets = link_buckets(recipe.buckets.items(), namespace, vm)
     on_updates = {
         event_type: tuple(
             CompiledUpdate(namespace[cond] if cond else None, tuple((name, namespace[fn]) for name, fn in sets))
@@ -670,6 +677,16 @@ def link(recipe: RulesetRecipe, code_objects: list, matcher_vm=_PICKED, namespac
         python_source="\n\n".join(recipe.functions) + "\n",
         read_needs=recipe.read_needs,
     )
+
+
+def link_rules(specs: list[tuple], namespace: dict, policies: list[CompiledPolicy]) -> list[CompiledRule]:
+    return [_linked_rule(spec, namespace, policies) for spec in specs]
+
+
+def link_buckets(items, namespace: dict, matcher_vm=_PICKED) -> dict[str | None, Bucket]:
+    """The buckets of ``(event type, (rule indexes, matcher names or plan, ranked))`` items."""
+    vm = matchvm if matcher_vm is _PICKED else matcher_vm
+    return {key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked) for key, (indexes, spec, ranked) in items}
 
 
 def _linked_rule(spec: tuple, namespace: dict, policies: list[CompiledPolicy]) -> CompiledRule:

@@ -31,14 +31,14 @@ import sys
 import time
 
 from dsl import twins
-from dsl.compiler import CompiledRuleset, link, link_namespace
+from dsl.compiler import CompiledRuleset, link, link_buckets, link_namespace, link_rules
 from dsl.source import LoadError
 
 # the child's module, whatever the package is installed as (dsl or nba.dsl)
 _CHILD_MODULE = __name__
 _HEADER = struct.Struct("!Q")
 # the parent links this many rules between two returns to the event loop
-LINK_STEP = 5000
+LINK_STEP = 500
 
 
 class RulesetLoadFailed(RuntimeError):
@@ -59,7 +59,7 @@ def child_main() -> int:
         paths, sources, diagnostics = read_sources(root)
         recipe = recipe_of_sources(sources, diagnostics, matcher_vm)
         code = compile_recipe(recipe, sources, diagnostics)
-        answer = ("ok", paths, recipe, [marshal.dumps(chunk) for chunk in code])
+        answer = ("ok", paths) + _parts(recipe) + ([marshal.dumps(chunk) for chunk in code],)
     except LoadError as exc:
         wanted = {d.pos.path for d in exc.diagnostics}
         answer = ("error", exc.diagnostics, {path: lines for path, lines in exc.sources.items() if path in wanted})
@@ -69,6 +69,26 @@ def child_main() -> int:
     out.write(data)
     out.flush()
     return 0
+
+
+def _parts(recipe) -> tuple[bytes, list[bytes], list[bytes]]:
+    """The recipe in pieces that each unpickle quickly: the rules and the buckets apart,
+    LINK_STEP rules (or their worth of buckets) a piece, and the rest."""
+    rules, buckets = recipe.rules, list(recipe.buckets.items())
+    recipe.rules, recipe.buckets = [], {}
+    head = pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)
+    rule_parts = [pickle.dumps(rules[i:i + LINK_STEP], protocol=pickle.HIGHEST_PROTOCOL)
+                  for i in range(0, len(rules), LINK_STEP)]
+    bucket_parts, part, size = [], [], 0
+    for item in buckets:
+        part.append(item)
+        size += len(item[1][0])
+        if size >= LINK_STEP:
+            bucket_parts.append(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+            part, size = [], 0
+    if part:
+        bucket_parts.append(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+    return head, rule_parts, bucket_parts
 
 
 # ---- the parent ---------------------------------------------------------------------------
@@ -105,11 +125,12 @@ def load_ruleset_in_subprocess(root: str | os.PathLike, timeout: float | None = 
         done = subprocess.run(command, env=env, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
-    _status, paths, recipe, chunks = _answer(done.stdout, done.stderr, done.returncode)
-    code = [marshal.loads(chunk) for chunk in chunks]
-    ruleset = link(recipe, code)
-    ruleset.paths = paths
-    return ruleset
+    steps = _link_steps(_answer(done.stdout, done.stderr, done.returncode))
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
 
 
 async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = None) -> CompiledRuleset:
@@ -132,22 +153,35 @@ async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = No
             process.kill()
             await process.wait()
         raise
-    answer = _answer(stdout, stderr, process.returncode)
+    steps = _link_steps(_answer(stdout, stderr, process.returncode))
     del stdout
-    return await _link_in_steps(answer)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+        await asyncio.sleep(0)  # the loop runs between two steps
 
 
-async def _link_in_steps(answer) -> CompiledRuleset:
-    _status, paths, recipe, chunks = answer
-    code = []
-    for chunk in chunks:
-        code.append(marshal.loads(chunk))
-        await asyncio.sleep(0)
+def _link_steps(answer):
+    """Unpickle, unmarshal, define the functions and link, one short step per ``yield``;
+    the ruleset is the generator's return value."""
+    _status, paths, head, rule_parts, bucket_parts, chunks = answer
+    recipe = pickle.loads(head)
+    yield
     namespace = link_namespace(recipe, [])
-    for part in code:
-        exec(part, namespace)  # noqa: S102 - generated from a checked ruleset, by this package
-        await asyncio.sleep(0)
-    ruleset = link(recipe, [], namespace=namespace)
+    for chunk in chunks:
+        exec(marshal.loads(chunk), namespace)  # noqa: S102 - generated from a checked ruleset, by this package
+        yield
+    rules: list = []
+    for part in rule_parts:
+        rules += link_rules(pickle.loads(part), namespace, recipe.policies)
+        yield
+    buckets: dict = {}
+    for part in bucket_parts:
+        buckets.update(link_buckets(pickle.loads(part), namespace))
+        yield
+    ruleset = link(recipe, [], namespace=namespace, rules=rules, buckets=buckets)
     ruleset.paths = paths
     return ruleset
 
