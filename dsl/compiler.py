@@ -457,10 +457,14 @@ class Compiler:
             types.update(self.checked.rule_event_types.get(rule.id) or ())
         plan: dict[str | None, list[int]] = {t: [] for t in sorted(types)}
         plan[ANY_TYPE] = []
-        for index, rule in enumerate(self.checked.rules):
+        every = list(plan.values())
+        for index, rule in enumerate(self.checked.rules):  # in declaration order, so each list is
             rule_types = self.checked.rule_event_types.get(rule.id)
-            for key in plan:
-                if rule_types is None or (key is not None and key in rule_types):
+            if rule_types is None:
+                for indexes in every:
+                    indexes.append(index)
+            else:  # only its own types' buckets (was a test of every bucket: rules x types)
+                for key in rule_types:
                     plan[key].append(index)
         return plan
 
