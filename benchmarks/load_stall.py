@@ -29,7 +29,7 @@ TICK_S = 0.001
 
 
 async def _measure(path: str, mode: str) -> dict:
-    from dsl.loader import load_ruleset, load_ruleset_async
+    from nba.dsl.loader import load_ruleset, load_ruleset_async
 
     lags: list[float] = []
     stop = False
@@ -81,7 +81,7 @@ def measure_in_child(path: str, mode: str) -> dict:
 
 def phases_in_child(path: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", "import json, sys; from dsl.isolated import measure; print(json.dumps(measure(sys.argv[1])))", path],
+        [sys.executable, "-c", "import json, sys; from nba.dsl.isolated import measure; print(json.dumps(measure(sys.argv[1])))", path],
         capture_output=True, text=True, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from dsl import nodes as n
-from dsl.source import Position
-from dsl.syntax import TOO_LARGE, in_number_range
-from dsl.twins import runtime as rt
+from nba.dsl import nodes as n
+from nba.dsl.source import Position
+from nba.dsl.syntax import TOO_LARGE, in_number_range
+from nba.dsl.twins import runtime as rt
 
 _FOLDABLE_CALLS = frozenset(rt.FUNCTIONS) - {"matches"}
 

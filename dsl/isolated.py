@@ -32,9 +32,9 @@ import sys
 import time
 from contextlib import contextmanager
 
-from dsl import twins
-from dsl.compiler import CompiledRuleset, link, link_buckets, link_namespace, link_rules
-from dsl.source import LoadError
+from nba.dsl import twins
+from nba.dsl.compiler import CompiledRuleset, link, link_buckets, link_namespace, link_rules
+from nba.dsl.source import LoadError
 
 
 @contextmanager
@@ -67,7 +67,7 @@ def child_main() -> int:
 
     The answer is a pickled index (8 bytes of length first), then the parts it lists, raw:
     each part is unpickled or unmarshalled on its own by the parent, in its own step."""
-    from dsl.loader import _PICKED, compile_recipe, read_sources, recipe_of_sources
+    from nba.dsl.loader import _PICKED, compile_recipe, read_sources, recipe_of_sources
 
     root, implementation = sys.argv[1], sys.argv[2]
     matcher_vm = None if implementation == "python" else _PICKED
@@ -234,7 +234,7 @@ def _link_steps(answer):
 
 def measure(root: str) -> dict:
     """Seconds of each phase of a load in this process (for the benchmark)."""
-    from dsl.loader import compile_recipe, read_sources, recipe_of_sources
+    from nba.dsl.loader import compile_recipe, read_sources, recipe_of_sources
 
     started = time.perf_counter()
     paths, sources, diagnostics = read_sources(root)

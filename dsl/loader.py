@@ -11,14 +11,14 @@ import gc
 import os
 from contextlib import contextmanager
 
-from dsl import nodes as n
-from dsl.checker import check
-from dsl.files import RULE_SUFFIX, RuleFileError, decode_rule_text, files_under, read_rule_file, rule_files
-from dsl.compiler import _PICKED, CompiledRuleset, RulesetRecipe, link, ruleset_recipe
-from dsl.codegen import compile_functions
-from dsl.folding import report_constant_errors
-from dsl.source import Diagnostics, LoadError, Position
-from dsl.syntax import parse_module
+from nba.dsl import nodes as n
+from nba.dsl.checker import check
+from nba.dsl.files import RULE_SUFFIX, RuleFileError, decode_rule_text, files_under, read_rule_file, rule_files
+from nba.dsl.compiler import _PICKED, CompiledRuleset, RulesetRecipe, link, ruleset_recipe
+from nba.dsl.codegen import compile_functions
+from nba.dsl.folding import report_constant_errors
+from nba.dsl.source import Diagnostics, LoadError, Position
+from nba.dsl.syntax import parse_module
 
 
 def load_ruleset(root: str | os.PathLike) -> CompiledRuleset:
@@ -139,13 +139,13 @@ def compile_recipe(recipe: RulesetRecipe, sources: dict[str, str], diagnostics: 
 
 
 def _diagnostic(path: str, message: str):
-    from dsl.source import Diagnostic
+    from nba.dsl.source import Diagnostic
 
     return Diagnostic(Position(path, 1, 1), message)
 
 
 # Loading without stalling the caller (a child process does the work): dsl/isolated.py.
-from dsl.isolated import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess  # noqa: E402
+from nba.dsl.isolated import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess  # noqa: E402
 
 __all__ = [
     "RulesetLoadFailed", "load_ruleset", "load_ruleset_async", "load_ruleset_in_subprocess",

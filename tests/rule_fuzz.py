@@ -18,8 +18,8 @@ from pathlib import Path
 from hypothesis import strategies as st
 from hypothesis.extra import lark as hypothesis_lark
 
-from dsl import LoadError, load_ruleset, load_text
-from dsl.syntax import parser
+from nba.dsl import LoadError, load_ruleset, load_text
+from nba.dsl.syntax import parser
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((ROOT / "rules").glob("*.rules"))

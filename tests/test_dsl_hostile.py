@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from dsl import LoadError, load_ruleset, load_text
-from dsl.files import read_rule_file
+from nba.dsl import LoadError, load_ruleset, load_text
+from nba.dsl.files import read_rule_file
 from dsl_helpers import EvalFailed, engine_for, evaluate, event, load_errors, trace_error
 
 ZEROS_400 = "1" + "0" * 400
@@ -175,7 +175,7 @@ def test_a_fifo_named_rules_is_an_error_and_does_not_block(tmp_path):
 def test_a_fifo_given_as_the_ruleset_does_not_block(tmp_path):
     os.mkfifo(tmp_path / "p.rules")
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "check", str(tmp_path / "p.rules")],
+        [sys.executable, "-m", "nba.engine.cli", "check", str(tmp_path / "p.rules")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0

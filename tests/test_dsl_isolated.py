@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dsl import LoadError, load_ruleset
-from dsl.isolated import _answer, _HEADER
-from dsl.loader import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess
+from nba.dsl import LoadError, load_ruleset
+from nba.dsl.isolated import _answer, _HEADER
+from nba.dsl.loader import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess
 from dsl_helpers import T0, event
-from engine import Engine
-from engine.store.memory import MemoryStore
+from nba.engine import Engine
+from nba.engine.store.memory import MemoryStore
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 EVENTS = [
