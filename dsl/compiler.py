@@ -678,7 +678,8 @@ def link(
 
 
 def link_rules(specs: list[tuple], namespace: dict, policies: list[CompiledPolicy]) -> list[CompiledRule]:
-    return [_linked_rule(spec, namespace, policies) for spec in specs]
+    shared: dict = {}  # one object for equal event type sets and policy tuples (52,000 rules, 500 types)
+    return [_linked_rule(spec, namespace, policies, shared) for spec in specs]
 
 
 def link_buckets(items, namespace: dict, matcher_vm=_PICKED) -> dict[str | None, Bucket]:
@@ -687,10 +688,14 @@ def link_buckets(items, namespace: dict, matcher_vm=_PICKED) -> dict[str | None,
     return {key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked) for key, (indexes, spec, ranked) in items}
 
 
-def _linked_rule(spec: tuple, namespace: dict, policies: list[CompiledPolicy]) -> CompiledRule:
+def _linked_rule(spec: tuple, namespace: dict, policies: list[CompiledPolicy], shared: dict) -> CompiledRule:
     (index, rule_id, title, (path, line, column), action, channel, priority, priority_fn, params, params_fn,
      cap, holdout, active_from, active_to, event_types) = spec
-    counted = tuple(p for p in policies if p.channel is None or p.channel == channel)
+    counted = shared.get(("policies", channel))
+    if counted is None:
+        counted = shared[("policies", channel)] = tuple(p for p in policies if p.channel is None or p.channel == channel)
+    if event_types is not None:
+        event_types = shared.setdefault(event_types, event_types)
     return CompiledRule(
         index=index,
         id=rule_id,
