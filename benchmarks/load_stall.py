@@ -31,18 +31,32 @@ TICK_S = 0.001
 async def _measure(path: str, mode: str) -> dict:
     from nba.dsl.loader import load_ruleset, load_ruleset_async
 
+    from nba.dsl import isolated
+
     lags: list[float] = []
+    when: list[float] = []  # the time each lag ended
     stop = False
+    link_started: list[float] = []
+    link_steps = isolated._link_steps
+
+    def timed_link_steps(answer):  # when the parent's share (unpickle, define, link) starts
+        link_started.append(time.perf_counter())
+        return (yield from link_steps(answer))
+
+    isolated._link_steps = timed_link_steps
 
     async def ticker() -> None:
         while not stop:
             before = time.perf_counter()
             await asyncio.sleep(TICK_S)
-            lags.append(time.perf_counter() - before - TICK_S)
+            now = time.perf_counter()
+            lags.append(now - before - TICK_S)
+            when.append(now)
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
     lags.clear()
+    when.clear()
     started = time.perf_counter()
     ruleset = None
     if mode == "idle":
@@ -56,8 +70,10 @@ async def _measure(path: str, mode: str) -> dict:
     elapsed = time.perf_counter() - started
     stop = True
     await task
+    linking = [lag for lag, end in zip(lags, when) if link_started and end >= link_started[0]]
     lags.sort()
     return {
+        "max_lag_while_linking_s": max(linking) if linking else None,
         "mode": mode,
         "rules": len(ruleset.rules) if ruleset is not None else 0,
         "load_s": elapsed,

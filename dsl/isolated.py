@@ -156,7 +156,7 @@ def load_ruleset_in_subprocess(root: str | os.PathLike, timeout: float | None = 
     may take (then it is killed and RulesetLoadFailed is raised)."""
     command, env = _command(os.fspath(root))
     try:
-        done = subprocess.run(command, env=env, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
     steps = _link_steps(_answer(done.stdout, done.stderr, done.returncode))
