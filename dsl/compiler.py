@@ -16,6 +16,7 @@ from typing import Callable
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset, walk
 from nba.dsl.codegen import ExprGen, ModuleBuilder, compile_functions, literal_source, run_code, runtime_namespace
+from nba.dsl.explain import Explainers
 from nba.dsl.folding import fold
 from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
 from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
@@ -116,6 +117,9 @@ class CompiledRuleset:
     paths: list[str] = field(default_factory=list)
     # event type -> what its decision reads (dsl/needs.py); None: every other type
     read_needs: dict[str | None, StateNeeds] = field(default_factory=dict)
+    # rule index -> its RuleExplainer (dsl/explain.py), made on first use; None when the
+    # ruleset was not compiled from a checked tree
+    explainer: Callable | None = field(default=None, repr=False, compare=False)
     # the event types whose decisions record something even when no action is chosen
     recorded_types: frozenset[str] = field(init=False)
 
@@ -163,6 +167,9 @@ class RulesetRecipe:
     event_schemas: dict[str, dict[str, str]]
     profile_schema: dict[str, str]
     uses_vm: bool  # plans for the Cython matcher (else generated Python matchers)
+    # the compiler (with the checked ruleset), for the explanations it makes on first use
+    # (nba.dsl.explain); None in a recipe made by a child process (dsl/isolated.py)
+    compiler: object = field(default=None, repr=False, compare=False)
 
 
 class Compiler:
@@ -182,7 +189,9 @@ class Compiler:
 
     def compile(self, filename: str = "<rules>") -> CompiledRuleset:
         recipe = self.recipe()
-        return link(recipe, compile_functions(recipe.functions, filename), self.matcher_vm)
+        ruleset = link(recipe, compile_functions(recipe.functions, filename), self.matcher_vm)
+        self.module.functions.clear()  # compiled; the source stays in `python_source`
+        return ruleset
 
     def recipe(self) -> RulesetRecipe:
         checked = self.checked
@@ -228,6 +237,7 @@ class Compiler:
             event_schemas=checked.event_schemas,
             profile_schema=checked.profile_schema,
             uses_vm=self.matcher_vm is not None,
+            compiler=self,
         )
 
     # -- segments --
@@ -674,6 +684,7 @@ def link(
         profile_schema=recipe.profile_schema,
         python_source="\n\n".join(recipe.functions) + "\n",
         read_needs=recipe.read_needs,
+        explainer=Explainers(recipe.compiler, namespace) if recipe.compiler is not None else None,
     )
 
 

@@ -78,6 +78,7 @@ def child_main() -> int:
         code = compile_recipe(recipe, sources, diagnostics)
         source = ("\n\n".join(recipe.functions) + "\n").encode("utf-8", "surrogatepass")
         recipe.functions = []
+        recipe.compiler = None  # the checked ruleset stays here: explanations need it (see the docs)
         head, rule_parts, bucket_parts = _parts(recipe)
         code_parts = [marshal.dumps(chunk) for chunk in code]
         parts = [source, head, *rule_parts, *bucket_parts, *code_parts]

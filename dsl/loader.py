@@ -65,7 +65,9 @@ def load_sources(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledR
         recipe = _recipe(sources, diagnostics, _PICKED)
         code = compile_recipe(recipe, sources, diagnostics)
         try:
-            return link(recipe, code)
+            ruleset = link(recipe, code)
+            recipe.functions.clear()  # compiled; the source stays in `python_source`
+            return ruleset
         except RecursionError:
             diagnostics.error(_first(sources), TOO_DEEP)
             raise _fail(sources, diagnostics) from None
