@@ -174,3 +174,12 @@ def test_a_second_source_of_findings_is_one_entry_and_its_places_are_in_the_file
     found = Ruleset(str(EXAMPLES)).analyze({cart: "\n\n" + text}).findings[cart]
     line = text.split("\n").index('rule cart_reminder_email "Abandoned cart reminder"') + 1 + 2
     assert [(f.pos.line, f.pos.column, f.severity, f.code) for f in found][0] == (line, 6, WARNING, "demo")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_rules_name_that_is_no_regular_file_is_reported_as_the_loader_does_without_blocking(tmp_path):
+    shutil.copy(EXAMPLES / "segments.rules", tmp_path / "segments.rules")
+    os.mkfifo(tmp_path / "pipe.rules")  # opened as an ordinary file, it would block
+    expected = loader_findings(tmp_path)
+    assert [(p, line) for p, line, _c, _m in expected] == [("pipe.rules", 1)]
+    assert lsp_findings(Ruleset(str(tmp_path)), {}) == expected

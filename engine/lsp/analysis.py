@@ -18,7 +18,8 @@ from typing import Callable, Iterable, Mapping
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset
-from nba.dsl.loader import TOO_DEEP, rule_files
+from nba.dsl.files import RuleFileError, decode_rule_text, read_rule_file, rule_files
+from nba.dsl.loader import TOO_DEEP
 from nba.dsl.source import Diagnostics, Position
 from nba.engine.lsp.chunks import FileParse, PieceCache, place
 from nba.engine.lsp.rulecheck import RuleChecks
@@ -159,12 +160,12 @@ class Ruleset:
         cached = self._disk.get(path)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
-        try:
-            text, problem = Path(path).read_text(encoding="utf-8-sig"), None
+        try:  # as the loader reads: regular files only, never blocking, of a bounded size
+            text, problem = decode_rule_text(read_rule_file(path)), None
         except UnicodeDecodeError as exc:
             text, problem = None, f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        except OSError as exc:
-            text, problem = None, f"cannot read the file: {exc.strerror}"
+        except RuleFileError as exc:
+            text, problem = None, str(exc)
         self._disk[path] = (key, text, problem)
         return text, problem
 
