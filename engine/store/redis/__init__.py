@@ -40,7 +40,7 @@ from engine.store.redis.encoding import (
     pack_member,
     unpack_member,
 )
-from engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, Retention
+from engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, RedisAccessDenied, Retention
 from engine.store.redis.store import RedisStore
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "COMMIT_SHA",
     "Codec",
     "KeyLayout",
+    "RedisAccessDenied",
     "RedisStore",
     "Retention",
     "decode_profile",

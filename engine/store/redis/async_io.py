@@ -13,7 +13,15 @@ from redis.exceptions import ResponseError
 
 from engine.state import StoreUnavailable
 
-from engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+from engine.store.redis.protocol import (
+    Backoff,
+    COMMIT_SCRIPT,
+    CONNECTION_ERRORS,
+    Endpoint,
+    PING,
+    RefusalLog,
+    connect_failure,
+)
 
 
 class Pending:
@@ -295,6 +303,7 @@ class AsyncNode:
         self.connecting: asyncio.Task | None = None
         self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
+        self.refusals = RefusalLog()
 
     def ready_link(self) -> AsyncLink | None:
         """The open link of the running event loop, if there is one."""
@@ -348,11 +357,14 @@ class AsyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             await discard_async(conn)
-            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+            failure = connect_failure(self.endpoint, error)
+            self.refusals.failed(failure)
+            raise failure from error
         finally:
             self.connecting = None
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
+        self.refusals.succeeded()
         self.link = AsyncLink(conn, self.on_late_reply)
         self.warm = True
         return self.link

@@ -11,9 +11,16 @@ import redis.connection as sync_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-from engine.state import StoreUnavailable
 
-from engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+from engine.store.redis.protocol import (
+    Backoff,
+    COMMIT_SCRIPT,
+    CONNECTION_ERRORS,
+    Endpoint,
+    PING,
+    RefusalLog,
+    connect_failure,
+)
 
 
 class SyncLink:
@@ -71,6 +78,7 @@ class SyncNode:
         self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
         self.free: list[SyncLink] = []
         self.backoff = Backoff(retry_interval_s)
+        self.refusals = RefusalLog()
         NODES.add(self)
 
     def acquire(self) -> SyncLink:
@@ -96,8 +104,11 @@ class SyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             conn.disconnect()
-            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+            failure = connect_failure(self.endpoint, error)
+            self.refusals.failed(failure)
+            raise failure from error
         self.backoff.succeeded()
+        self.refusals.succeeded()
         return SyncLink(conn)
 
     def release(self, link: SyncLink) -> None:
