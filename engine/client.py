@@ -340,7 +340,8 @@ class Client(_Ops):
         with self._lock:
             if not self._closed:
                 self._free.append(conn)
-                self._released.notify()
+                if self.max_connections is not None:  # only then may a caller wait for one
+                    self._released.notify()
                 return
             self._open -= 1
         conn.close()
@@ -368,12 +369,12 @@ class Client(_Ops):
             conn = _Connection(sock, self.max_frame_bytes, self.timeout)
             if self.token is not None:
                 self._authenticate(conn)
-        except NbaError:  # the server refused the token: not a reason to wait
-            sock.close()
-            raise
-        except OSError as error:  # TLS refused, or the connection dropped during the handshake
+        except (OSError, ConnectionClosed) as error:  # TLS refused, or the connection dropped in the handshake
             sock.close()
             raise self._backoff.failed(error) from error
+        except BaseException:  # the server refused the token (not a reason to wait), or interrupted
+            sock.close()
+            raise
         sock.settimeout(self.timeout)
         self._backoff.succeeded()
         return conn
@@ -624,6 +625,7 @@ class AsyncClient(_Ops):
         try:
             loop = asyncio.get_running_loop()
             max_frame_bytes = self.max_frame_bytes
+            transport = None
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     transport, protocol = await loop.create_connection(
@@ -633,12 +635,12 @@ class AsyncClient(_Ops):
                     transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if self.token is not None:
                         await self._authenticate(protocol)
-            except NbaError:
-                if protocol.transport is not None:
-                    protocol.transport.close()
-                raise
-            except (OSError, TimeoutError) as error:
-                raise self._backoff.failed(error) from error
+            except BaseException as error:
+                if transport is not None:
+                    transport.close()
+                if isinstance(error, (OSError, TimeoutError, ConnectionClosed)):
+                    raise self._backoff.failed(error) from error
+                raise  # the server refused the token (not a reason to wait), or cancelled
             self._backoff.succeeded()
             self._protocol, self._transport = protocol, transport
             return protocol

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from engine.client import AsyncClient, Client, ConnectionClosed, NbaError
+from engine.client import AsyncClient, Client, ConnectionClosed, NbaError, ServerUnavailable
 from engine.protocol import HEADER, encode_frame
 from server_fakes import FakeEngine, ThreadServer, wait_for
 
@@ -194,3 +194,12 @@ def test_client_pipeline_of_many_large_requests_does_not_block(server):
         events = [{"customer_id": f"c{i}", "type": "t", "seq": i, "pad": "x" * 2000} for i in range(3000)]
         decisions = client.decide_many(events)
         assert [d["params"]["seq"] for d in decisions] == list(range(3000))
+
+
+def test_a_server_that_hangs_up_during_auth_is_unavailable_not_a_wrong_token():
+    listener, thread = fake_listener(lambda conn: None)
+    with listener:
+        with pytest.raises(ServerUnavailable) as info:
+            Client("127.0.0.1", listener.getsockname()[1], token="t")
+        assert "ConnectionClosed" in info.value.message
+    thread.join()
