@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from certificates import certificates  # noqa: F401 - a fixture
-from engine.client import AsyncClient, Client, ConnectionClosed, NbaError, RequestTimeout, ServerUnavailable
+from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, RequestTimeout, ServerUnavailable
 from server_fakes import REPO, FakeAuthServer, FakeEngine, ServerProcess, ThreadServer, server_command, wait_for
 
 RULES = REPO / "rules"
@@ -32,7 +32,7 @@ def nba_command() -> list[str]:
     script = Path(sys.executable).with_name("nba")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from nba.engine.cli import main; sys.exit(main())"]
 
 
 def serve_help() -> str:

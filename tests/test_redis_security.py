@@ -21,9 +21,9 @@ import pytest
 from redis.exceptions import NoPermissionError
 
 from certificates import certificates  # noqa: F401 - a fixture
-from engine import Engine
-from engine.state import StoreUnavailable
-from engine.store.redis import RedisAccessDenied, RedisStore
+from nba import Engine
+from nba.engine.state import StoreUnavailable
+from nba.engine.store.redis import RedisAccessDenied, RedisStore
 from redis_fixtures import REDIS_HAS_TLS, RedisServer, needs_redis
 
 pytestmark = needs_redis

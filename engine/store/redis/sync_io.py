@@ -12,7 +12,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
 
-from engine.store.redis.protocol import (
+from nba.engine.store.redis.protocol import (
     Backoff,
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,
