@@ -15,6 +15,8 @@ import asyncio
 import itertools
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,7 @@ def test_a_password_in_the_url(rules, stop_after):
     stop_after(redis)
     decides_on_redis(rules, redis.url_for(password=PASSWORD))
     decides_on_redis(rules, redis.url_for(user="default", password=PASSWORD))
+    decides_on_redis(rules, redis.url_for(user="default", password=PASSWORD, protocol="3"))  # HELLO 3 AUTH ...
 
 
 @pytest.mark.parametrize("credentials", [{"password": "wrong"}, {}, {"user": "nobody", "password": PASSWORD}])
@@ -228,3 +231,21 @@ def test_an_unreachable_redis_is_not_an_error_at_start(stop_after):
     redis.cleanup()
     store = RedisStore(url, **RELAXED)  # decisions are degraded until it is back
     store.close()
+
+
+def test_nba_serve_and_nba_replay_with_a_wrong_password_stop_with_one_clear_line(rules, stop_after, tmp_path):
+    redis = server(password=PASSWORD)
+    stop_after(redis)
+    url = redis.url_for(password="not-the-password")
+    nba = [str(Path(sys.executable).with_name("nba"))]
+    served = subprocess.run([*nba, "serve", str(rules), "--port", "0", "--redis", url],
+                            capture_output=True, text=True, timeout=120)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"customer_id": "c1", "type": "visit", "time": 1700000000}\n')
+    replayed = subprocess.run([*nba, "replay", str(rules), str(events), "--redis", url],
+                              capture_output=True, text=True, timeout=120)
+    for run in (served, replayed):
+        output = run.stdout + run.stderr
+        assert run.returncode == 2, output
+        assert "refused this engine: AuthenticationError" in output
+        assert "Traceback" not in output and "not-the-password" not in output
