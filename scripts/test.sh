@@ -31,6 +31,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 .venv/bin/python -c 'import nba.dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+echo "== the documentation (mkdocs build --strict: a broken link fails)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== tests on the pure-Python twins"
