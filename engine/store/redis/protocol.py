@@ -374,6 +374,8 @@ def refusal_reason(error: BaseException) -> str | None:
             return ("the TLS connection was closed by the server during the handshake "
                     "(does it require a client certificate: ssl_certfile, ssl_keyfile?)")
         if isinstance(error, ssl.SSLError) and any(reason in str(error) for reason in TLS_REFUSALS):
+            if "CERTIFICATE_REQUIRED" in str(error):
+                return f"TLS: {error}: the server wants a client certificate (ssl_certfile, ssl_keyfile)"
             return f"TLS: {error}"
         if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
             return f"a TLS file of the URL cannot be read: {error}"
