@@ -88,6 +88,13 @@ async def eventually_async(call, timeout=30.0):
             await asyncio.sleep(0.02)
 
 
+async def until_the_loop_sees_the_close(client: AsyncClient, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client._protocol is not None and client._protocol.transport is not None:
+        assert time.monotonic() < deadline, "the connection's end was never seen"
+        await asyncio.sleep(0.01)
+
+
 VIEW = {"customer_id": "c1", "type": "page_view", "category": "shoes"}
 
 
@@ -125,7 +132,7 @@ def test_async_client_reconnects_after_nba_serve_is_killed_and_started_again(tmp
             client = await AsyncClient.connect("127.0.0.1", port, **FAST_BACKOFF)
             assert await client.ping() is True
             crash(first)
-        await asyncio.sleep(0.05)  # the loop sees the connection end
+        await until_the_loop_sees_the_close(client)
         with pytest.raises(ServerUnavailable):
             await client.put_profile("c1", {"tier": "silver"})
         with nba_serve(port, tmp_path / "log2"):
@@ -160,7 +167,8 @@ def test_a_recording_call_in_flight_when_the_server_dies_fails_and_is_not_resent
 
         thread = threading.Thread(target=decide)
         thread.start()
-        time.sleep(0.3)  # the decide waits in the server
+        assert wait_for(lambda: not client._free)  # the call has its connection
+        time.sleep(0.3)  # and its request waits in the server
         crash(proc)
         thread.join(20)
     error = outcome["error"]
@@ -418,7 +426,7 @@ def test_async_tls_client(certificates):  # noqa: F811
                                            token="admin-token")
         assert await client.ping() is True
         server.drop_connections()
-        await asyncio.sleep(0.05)
+        await until_the_loop_sees_the_close(client)
         await client.put_profile("c1", {"a": 1})
         await client.close()
         with pytest.raises(ServerUnavailable) as info:
