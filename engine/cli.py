@@ -133,7 +133,7 @@ def run_decide(args) -> int:
     ruleset = load_or_report(args.rules)
     if ruleset is None:
         return EXIT_LOAD
-    engine = Engine(ruleset, path=args.rules)
+    engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)  # a fresh store: any time
     try:
         event = parse_json_object(args.event, "--event")
         if args.profile is not None:
@@ -170,9 +170,9 @@ def run_replay(args) -> int:
         except (StoreUnavailable, ValueError) as error:  # refused (RedisAccessDenied), a bad URL
             print(f"nba replay: {error}", file=sys.stderr)
             return EXIT_LOAD
-        engine = Engine(ruleset, store, path=args.rules)
+        engine = Engine(ruleset, store, path=args.rules, max_event_ahead_s=None)  # replay runs on the events' own times
     else:
-        engine = Engine(ruleset, path=args.rules)
+        engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:
         return replay(
             engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
