@@ -72,8 +72,9 @@ class SyncNode:
     """A free list of connected links to one node (thread-safe by the GIL)."""
 
     def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
-                 retry_interval_s: float):
+                 retry_interval_s: float, on_state: Callable[[tuple, bool, str], None] | None = None):
         self.endpoint = endpoint
+        self.on_state = on_state  # (address, up, why): told of each connect that fails or works
         self.connect_timeout_s = connect_timeout_s
         self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
         self.free: list[SyncLink] = []
@@ -106,9 +107,13 @@ class SyncNode:
             conn.disconnect()
             failure = connect_failure(self.endpoint, error)
             self.refusals.failed(failure)
+            if self.on_state is not None:
+                self.on_state(self.endpoint.address, False, f"cannot connect: {failure}")
             raise failure from error
         self.backoff.succeeded()
         self.refusals.succeeded()
+        if self.on_state is not None:
+            self.on_state(self.endpoint.address, True, "connected")
         return SyncLink(conn)
 
     def release(self, link: SyncLink) -> None:
