@@ -18,6 +18,7 @@ from nba.engine.store.redis.protocol import (
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,
     Endpoint,
+    NodeDown,
     PING,
     RefusalLog,
     connect_failure,
