@@ -162,11 +162,15 @@ def run_replay(args) -> int:
     if ruleset is None:
         return EXIT_LOAD
     if args.redis:
+        from nba.engine.state import StoreUnavailable
         from nba.engine.store import open_store
 
-        # A replay is a batch: give Redis time to answer rather than deciding without state.
-        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules,
-                        max_event_ahead_s=None)  # replay runs on the events' own times
+        try:  # A replay is a batch: give Redis time to answer rather than deciding without state.
+            store = open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S)
+        except (StoreUnavailable, ValueError) as error:  # refused (RedisAccessDenied), a bad URL
+            print(f"nba replay: {error}", file=sys.stderr)
+            return EXIT_LOAD
+        engine = Engine(ruleset, store, path=args.rules, max_event_ahead_s=None)  # replay runs on the events' own times
     else:
         engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import ssl
 import time as clock
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
@@ -23,9 +24,12 @@ import redis.connection as sync_connection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     BusyLoadingError,
     ClusterDownError,
     MovedError,
+    NoPermissionError,
     NoScriptError,
     ReadOnlyError,
     RedisError,
@@ -416,6 +420,77 @@ class NodeDown(StoreUnavailable):
 
 
 
+class RedisAccessDenied(NodeDown):
+    """Redis was reached but refused this engine: a wrong user or password, an ACL without
+    a command or key the engine needs, a TLS certificate not trusted (either way), a CA
+    file that cannot be read.
+
+    ``RedisStore`` raises it when it starts, so that a mistake in the URL is one clear
+    error at start; later (a password changed under a running engine) it is a
+    ``StoreUnavailable`` like any other: decisions are degraded, and it is logged once.
+    The message never holds the password.
+    """
+
+
+# redis-py's own classes for AUTH/HELLO refusals (WRONGPASS, NOAUTH) and ACL refusals (NOPERM)
+ACCESS_ERRORS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
+# Reasons in OpenSSL's errors (redis-py keeps only their text) that a TLS setting is wrong,
+# not that Redis is away: an untrusted or missing certificate, TLS spoken to a plain port.
+TLS_REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "WRONG_VERSION_NUMBER", "HANDSHAKE_FAILURE")
+
+
+def refusal_reason(error: BaseException) -> str | None:
+    """Why Redis refused the engine, when ``error`` (of a connect, or a reply) says it did;
+    None when Redis was merely unreachable, slow or gone."""
+    seen = 0
+    while error is not None and seen < 10:
+        seen += 1
+        if isinstance(error, ACCESS_ERRORS):
+            return f"{type(error).__name__}: {error}"
+        if isinstance(error, ssl.SSLEOFError):  # the server hung up in the TLS handshake
+            return ("the TLS connection was closed by the server during the handshake "
+                    "(does it require a client certificate: ssl_certfile, ssl_keyfile?)")
+        if isinstance(error, ssl.SSLError) and any(reason in str(error) for reason in TLS_REFUSALS):
+            if "CERTIFICATE_REQUIRED" in str(error):
+                return f"TLS: {error}: the server wants a client certificate (ssl_certfile, ssl_keyfile)"
+            return f"TLS: {error}"
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return f"a TLS file of the URL cannot be read: {error}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def connect_failure(endpoint: "Endpoint", error: BaseException) -> NodeDown:
+    """What to raise for a failed connect (or handshake) to ``endpoint``: RedisAccessDenied
+    when Redis refused the engine, else NodeDown."""
+    reason = refusal_reason(error)
+    if reason is not None:
+        return RedisAccessDenied(
+            f"redis {endpoint.host}:{endpoint.port} refused this engine: {reason} "
+            "(check the user, password and TLS options of the redis URL, and the user's ACL)"
+        )
+    return NodeDown(f"cannot connect to redis: {error}")
+
+
+class RefusalLog:
+    """Logs a node's refusal once (and again only when the reason changes), not per retry."""
+
+    __slots__ = ("last",)
+
+    def __init__(self):
+        self.last: str | None = None
+
+    def failed(self, failure: StoreUnavailable) -> None:
+        if isinstance(failure, RedisAccessDenied) and str(failure) != self.last:
+            self.last = str(failure)
+            log.error("%s; decisions are made without state until it accepts the engine", failure)
+
+    def succeeded(self) -> None:
+        if self.last is not None:
+            self.last = None
+            log.warning("redis accepts the engine again")
+
+
 @dataclass(slots=True)
 class Endpoint:
     """Where one Redis node listens, and the redis-py connection options for it."""
@@ -533,15 +608,31 @@ def store_options_in(url: str) -> tuple[str, dict]:
 
 
 def connection_options(url: str) -> tuple[str, int, dict, dict]:
-    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP2 (hiredis builds a map reply as a dict at four times the cost of a flat list)."""
-    options = sync_connection.parse_url(url)
-    async_options = async_connection.parse_url(url)
+    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP2 (hiredis builds a map reply as a dict at four times the cost of a flat list).
+
+    ``redis://[user[:password]@]host[:port][/db]`` or ``rediss://...`` (TLS) with redis-py's
+    query parameters (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``, ...). redis-py's connections do the handshake: TLS, then AUTH
+    (or HELLO with ``protocol=3``), then SELECT. Raises ValueError for an option the
+    connection does not take (an ``ssl_*`` option on a ``redis://`` URL, a misspelt one).
+    """
+    try:
+        options = sync_connection.parse_url(url)
+        async_options = async_connection.parse_url(url)
+    except ValueError as error:
+        raise ValueError(f"bad redis URL: {error}") from None
     host = options.pop("host", "127.0.0.1")
     port = int(options.pop("port", 6379))
-    for each in (options, async_options):
+    for each, default_class in ((options, sync_connection.Connection), (async_options, async_connection.Connection)):
         each.pop("host", None)
         each.pop("port", None)
         each.setdefault("protocol", 2)
+        try:  # made, not connected: checks the options now rather than on each connect
+            each.get("connection_class", default_class)(host=host, port=port, **{
+                name: value for name, value in each.items() if name != "connection_class"})
+        except (TypeError, ValueError) as error:
+            hint = " (ssl_* options need a rediss:// URL)" if "ssl" in str(error) else ""
+            raise ValueError(f"bad redis URL option: {error}{hint}") from None
     return host, port, options, async_options
 
 

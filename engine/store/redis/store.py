@@ -9,7 +9,7 @@ import time as clock
 from typing import Any, Awaitable, Callable, NoReturn
 
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from nba.engine.errors import StateError
 from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
@@ -23,6 +23,7 @@ from nba.engine.store.redis.protocol import (
     Endpoint,
     KeyLayout,
     NodeDown,
+    RedisAccessDenied,
     Retention,
     Topology,
     checked,
@@ -129,9 +130,26 @@ class RedisStore(Store):
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
         self.async_nodes: dict[tuple[str, int], AsyncNode] = {}
         if connect_now:
+            self.check_access()
             self.try_discover()
 
     # -- topology and nodes
+
+    def check_access(self) -> None:
+        """At start: raise ``RedisAccessDenied`` when the URL's node refuses the engine (a
+        wrong password or user, TLS not trusted, an ACL without ``SCRIPT LOAD`` or
+        ``CLUSTER SLOTS``), so that a wrong URL stops the start with one clear error. A
+        node that cannot be reached is not an error here: decisions are made without state
+        until it is back."""
+        try:
+            [reply] = self.exchange(self.topology.seed.address, CLUSTER_SLOTS, 1, self.io_timeout_s)
+        except RedisAccessDenied:
+            raise
+        except StoreUnavailable:
+            return
+        if isinstance(reply, NoPermissionError):
+            raise RedisAccessDenied(f"redis {self.topology.seed.address[0]}:{self.topology.seed.address[1]} "
+                                    f"refused this engine: {reply} (see the ACL the engine needs)")
 
     def try_discover(self) -> bool:
         """Find out whether the URL names a cluster (and its slots); False if unreachable."""
