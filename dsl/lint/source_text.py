@@ -3,6 +3,8 @@ expression starts, and an expression written back as rule text for messages."""
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 
 from dsl import nodes as n
@@ -18,10 +20,10 @@ def find_keyword(text: str | None, start: Position, word: str) -> Position | Non
     clause keywords, so lint finds them in the text."""
     if text is None:
         return None
-    lines = text.splitlines(keepends=True)
-    if not 1 <= start.line <= len(lines):
+    starts = _line_starts(text)
+    if not 1 <= start.line <= len(starts):
         return None
-    offset = sum(len(line) for line in lines[: start.line - 1]) + start.column - 1
+    offset = starts[start.line - 1] + start.column - 1
     after_dot = False
     for match in _TOKEN.finditer(text, offset):
         token = match.group()
@@ -30,11 +32,16 @@ def find_keyword(text: str | None, start: Position, word: str) -> Position | Non
         if not after_dot and token in (word, "end") and match.start() != offset:
             if token == "end":
                 return None
-            line = text.count("\n", 0, match.start()) + 1
-            column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
-            return Position(start.path, line, column)
+            line = bisect.bisect_right(starts, match.start())
+            return Position(start.path, line, match.start() - starts[line - 1] + 1)
         after_dot = token == "."
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _line_starts(text: str) -> list[int]:
+    """The offset of each line's first character (lines end at \\n, as the parser counts)."""
+    return [0] + [match.end() for match in re.finditer("\n", text)]
 
 
 def start_of(expr: n.Expr) -> Position:
