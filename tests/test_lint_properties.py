@@ -38,7 +38,7 @@ class RulesetGen:
         self.segments: list[str] = []
 
     def atom(self) -> str:
-        kind = self.pick(["num", "num", "num", "num_in", "str", "str_in", "bool", "type", "null", "segment"])
+        kind = self.pick(["num", "num", "num", "num_in", "str", "str_in", "bool", "type", "null", "segment", "opaque"])
         if kind == "segment" and self.segments:
             return self.pick(self.segments)
         if kind == "num" or kind == "segment":
@@ -51,6 +51,9 @@ class RulesetGen:
             return f"profile.s {self.pick(['in', 'not in'])} [{self.pick(STRINGS)}, {self.pick(STRINGS)}]"
         if kind == "bool":
             return self.pick(["profile.f", "not profile.f", "profile.f == true", "profile.f != false"])
+        if kind == "opaque":  # what lint does not reason about: a value of its own
+            return self.pick(["len(profile.s) > 1", "event.a + 1 > 2", "event.a > event.b", 'lower(profile.s) == "a"',
+                              'profile.s in "abc"', "event.a * 2 < 3"])
         if kind == "type":
             return self.pick(['event.type == "t1"', 'event.type == "t2"', 'event.type in ["t1", "t2"]', 'event.type != "t2"'])
         return f"{self.pick(NUMBER_FIELDS + ['profile.s', 'profile.f'])} {self.pick(['==', '!='])} null"
@@ -58,8 +61,10 @@ class RulesetGen:
     def condition(self, depth: int, operand: bool = False) -> str:
         """A condition; an ``operand`` of the `when` is not itself an ``and`` (lint sees the
         operands of a parenthesized ``and`` as operands of the `when`'s)."""
-        shapes = ["atom", "atom", "atom", "or", "not"] + ([] if operand else ["and"])
+        shapes = ["atom", "atom", "atom", "or", "not", "if"] + ([] if operand else ["and"])
         shape = self.pick(shapes) if depth > 0 else "atom"
+        if shape == "if":
+            return f"(if {self.condition(depth - 1)} then {self.condition(depth - 1)} else {self.condition(depth - 1)})"
         if shape == "or":
             return f"({self.condition(depth - 1)} or {self.condition(depth - 1)})"
         if shape == "not":
@@ -78,7 +83,7 @@ class RulesetGen:
             lines.append("policy email: cap 3 per 1d")
         rules = []
         for index in range(self.pick([2, 3, 4])):
-            operands = [self.condition(1, operand=True) for _ in range(self.pick([1, 2, 3, 4]))]
+            operands = [self.condition(self.pick([1, 1, 2]), operand=True) for _ in range(self.pick([1, 2, 3, 4]))]
             if rules and self.pick([False, True]):  # a narrower copy of an earlier rule
                 earlier = self.pick([ops for _id, ops, _tail in rules])
                 operands = earlier[: self.pick([1, 2, 3, 4])] + operands[: self.pick([1, 2])]
