@@ -64,7 +64,7 @@ def overlapping_rules(n: int, seed: int) -> str:
 
 
 def time_lint(path: Path, repeat: int) -> tuple[float, float, Counter]:
-    from dsl.lint import lint_checked, load_checked
+    from nba.dsl.lint import lint_checked, load_checked
 
     best_total = best_analysis = best_cpu = float("inf")
     counts: Counter = Counter()

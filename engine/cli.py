@@ -119,8 +119,8 @@ def run_check(args) -> int:
 def run_lint(args, checking: bool = False) -> int:
     """`nba lint`: exit 0 with no warning, 1 with warnings, 2 when the ruleset does not load.
     `nba check --lint`: the errors, or the warnings; exit 1 for either, as `check` does."""
-    from dsl.lint import format_json, format_text, lint_path
-    from dsl.runtime import parse_time
+    from nba.dsl.lint import format_json, format_text, lint_path
+    from nba.dsl.runtime import parse_time
 
     at = None
     if getattr(args, "at", None) is not None:

@@ -4,13 +4,15 @@ be false (null semantics, errors, caps, policies, ...), the output formats and e
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from dsl import LoadError
-from dsl.lint import lint_text
-from dsl.runtime import parse_time
-from engine.cli import main
+from nba.dsl import LoadError
+from nba.dsl.lint import lint_text
+from nba.dsl.runtime import parse_time
+from nba.engine.cli import main
 
 LATER = parse_time("2030-01-01")
 
@@ -306,3 +308,24 @@ def test_example_rules_lint_clean_on_the_demo_day(capsys):
     found = json.loads(capsys.readouterr().out)
     assert [(w["code"], w["message"].split("`")[1]) for w in found] == [
         ("expired", "black_friday_banner"), ("expired", "black_friday_app_deal")]
+
+
+# ---- the documentation's examples ------------------------------------------------------
+
+
+def lint_doc_examples():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "lint.md").read_text(encoding="utf-8")
+    return re.findall(r"^```nba\n(.*?)^```", text, re.S | re.M)
+
+
+@pytest.mark.parametrize("example", lint_doc_examples(), ids=lambda text: text.split()[1])
+def test_each_example_of_docs_lint_gets_the_warnings_its_comments_name(example):
+    named = sorted((number, code) for number, line in enumerate(example.splitlines(), 1)
+                   for code in re.findall(r"warning\[([a-z-]+)\]", line))
+    assert named, "every example names the warning it shows"
+    assert sorted(codes(example, at=parse_time("2026-12-02"))) == [(code, line) for line, code in named]
+
+
+def test_docs_lint_has_an_example_of_every_code():
+    assert {code for ex in lint_doc_examples() for code in re.findall(r"warning\[([a-z-]+)\]", ex)} == {
+        "never-matches", "shadowed", "redundant-condition", "unused-segment", "expired"}

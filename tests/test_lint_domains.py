@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.lint.domains import ANYTHING, Domain, complement_intervals, equal_to, intersect_intervals, normalize, ordered
-from dsl.runtime import EvalError, ge, gt, le, lt
+from nba.dsl.lint.domains import ANYTHING, Domain, complement_intervals, equal_to, intersect_intervals, normalize, ordered
+from nba.dsl.runtime import EvalError, ge, gt, le, lt
 
 POINTS = [x / 2 for x in range(-4, 14)]  # -2 ... 6.5, between and on the bounds
 
@@ -66,7 +66,7 @@ def contains(dom: Domain, value) -> bool:
 
 
 def test_equality_and_ordering_domains_agree_with_the_runtime():
-    from dsl.runtime import eq
+    from nba.dsl.runtime import eq
 
     for constant in [None, True, 0, 1, 1.5, "a", "b"]:
         equal = equal_to(constant)

@@ -21,9 +21,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import load_text
-from dsl.lint import lint_text
-from engine import Engine
+from nba.dsl import load_text
+from nba.dsl.lint import lint_text
+from nba.engine import Engine
 
 NUMBERS = ["0", "1", "2", "3", "1.5"]
 STRINGS = ['"a"', '"b"', '"m"']

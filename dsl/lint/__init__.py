@@ -12,11 +12,11 @@ import os
 import time
 from pathlib import Path
 
-from dsl.checker import CheckedRuleset, check
-from dsl.lint.checks import CODES, LintWarning, lint_checked
-from dsl.loader import load_ruleset, rule_files
-from dsl.source import Diagnostics, LoadError
-from dsl.syntax import parse_module
+from nba.dsl.checker import CheckedRuleset, check
+from nba.dsl.lint.checks import CODES, LintWarning, lint_checked
+from nba.dsl.loader import load_ruleset, rule_files
+from nba.dsl.source import Diagnostics, LoadError
+from nba.dsl.syntax import parse_module
 
 __all__ = ["CODES", "LintWarning", "lint_path", "lint_checked", "lint_text", "format_text", "format_json"]
 
@@ -52,7 +52,7 @@ def lint_path(root: str | os.PathLike, at: float | None = None) -> tuple[list[Li
 
 def lint_text(text: str, name: str = "<rules>", at: float | None = None) -> list[LintWarning]:
     """The warnings of a ruleset given as one string (tests, tools)."""
-    from dsl.loader import load_text
+    from nba.dsl.loader import load_text
 
     load_text(text, name)
     sources = {name: text}

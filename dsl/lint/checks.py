@@ -21,13 +21,13 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset, event_types_of, walk
-from dsl.folding import fold
-from dsl.lint.conditions import ALWAYS, DNF, Conditions, TooComplex, dnf_and
-from dsl.lint.implication import implies, keysets, may_imply
-from dsl.lint.source_text import find_keyword, show, start_of
-from dsl.source import Position
+from nba.dsl import nodes as n
+from nba.dsl.checker import CheckedRuleset, event_types_of, walk
+from nba.dsl.folding import fold
+from nba.dsl.lint.conditions import ALWAYS, DNF, Conditions, TooComplex, dnf_and
+from nba.dsl.lint.implication import implies, keysets, may_imply
+from nba.dsl.lint.source_text import find_keyword, show, start_of
+from nba.dsl.source import Position
 
 CODES = ("never-matches", "shadowed", "redundant-condition", "unused-segment", "expired")
 

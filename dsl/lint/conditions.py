@@ -28,9 +28,9 @@ of its own, for the same reason.
 
 from __future__ import annotations
 
-from dsl import nodes as n
-from dsl.folding import fold
-from dsl.lint.domains import ANYTHING, FALSE_OR_NULL, TRUE, Domain, equal_to, ordered
+from nba.dsl import nodes as n
+from nba.dsl.folding import fold
+from nba.dsl.lint.domains import ANYTHING, FALSE_OR_NULL, TRUE, Domain, equal_to, ordered
 
 MAX_TERMS = 64
 

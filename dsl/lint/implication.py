@@ -10,8 +10,8 @@ warning.
 
 from __future__ import annotations
 
-from dsl.lint.conditions import DNF, Conj
-from dsl.lint.domains import ANYTHING
+from nba.dsl.lint.conditions import DNF, Conj
+from nba.dsl.lint.domains import ANYTHING
 
 SEARCH_BUDGET = 20_000
 

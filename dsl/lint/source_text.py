@@ -7,8 +7,8 @@ import bisect
 import functools
 import re
 
-from dsl import nodes as n
-from dsl.source import Position
+from nba.dsl import nodes as n
+from nba.dsl.source import Position
 
 _TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_]*|.', re.S)
 
