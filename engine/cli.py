@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from nba.dsl import LoadError, load_ruleset
@@ -120,17 +121,13 @@ def run_lint(args, checking: bool = False) -> int:
     """`nba lint`: exit 0 with no warning, 1 with warnings, 2 when the ruleset does not load.
     `nba check --lint`: the errors, or the warnings; exit 1 for either, as `check` does."""
     from nba.dsl.lint import format_json, format_text, lint_path
-    from nba.dsl.runtime import parse_time
 
     at = None
     if getattr(args, "at", None) is not None:
-        at = parse_time(args.at)
+        at = lint_time(args.at)
         if at is None:
-            try:
-                at = float(args.at)
-            except ValueError:
-                print(f"--at: `{args.at}` is not a time (write 2026-11-27, 2026-11-27T09:30:00Z or epoch seconds)", file=sys.stderr)
-                return EXIT_LOAD
+            print(f"--at: `{args.at}` is not a time (write 2026-11-27, 2026-11-27T09:30:00Z or epoch seconds)", file=sys.stderr)
+            return EXIT_LOAD
     try:
         warnings, sources = lint_path(args.rules, at)
     except LoadError as exc:
@@ -146,6 +143,19 @@ def run_lint(args, checking: bool = False) -> int:
     summary = f"{count} warning{'s' if count != 1 else ''}"
     print(f"{args.rules}: ok, {summary}" if checking else summary, file=sys.stderr)
     return EXIT_FAILED if warnings else EXIT_OK
+
+
+def lint_time(text: str) -> float | None:
+    """`--at`: an RFC 3339 time or finite epoch seconds; None for anything else."""
+    from nba.dsl.runtime import parse_time
+
+    at = parse_time(text)
+    if at is None:
+        try:
+            at = float(text)
+        except ValueError:
+            return None
+    return at if math.isfinite(at) else None
 
 
 # ---- decide ----------------------------------------------------------------------------

@@ -275,6 +275,10 @@ def test_nba_lint_at(tmp_path, capsys):
     assert main(["lint", str(path)]) == 1  # now
     assert main(["lint", str(path), "--at", "yesterday"]) == 2
     assert "--at" in capsys.readouterr().err
+    assert main(["lint", str(path), "--at", "nan"]) == 2  # would make every window look ended
+    assert main(["lint", str(path), "--at", "inf"]) == 2
+    assert main(["lint", str(path), "--at", "1e20"]) == 1  # past year 9999: still a time
+    assert "1e+20 (epoch seconds)" in capsys.readouterr().out
 
 
 def test_nba_check_lint(tmp_path, capsys):

@@ -83,8 +83,11 @@ def constant_number(expr: n.Expr | None):
 
 
 def format_time(seconds: float) -> str:
-    """RFC 3339 in UTC, to the second."""
-    return _dt.datetime.fromtimestamp(int(seconds), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC, to the second (epoch seconds past what a calendar date can hold)."""
+    try:
+        return _dt.datetime.fromtimestamp(int(seconds), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} (epoch seconds)"
 
 
 class _Linter:
