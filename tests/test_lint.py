@@ -77,6 +77,12 @@ def test_never_matches_is_at_when_and_names_the_conflicting_conditions():
     assert message == "rule `r` can never match: `event.x > 10` and `event.x < 5` are never true together"
 
 
+def test_messages_write_aggregates_as_written():
+    text = rule("r", "count(buy within 24h) > 3 and count(buy within 24h) < 2")
+    assert lint(text)[0][3] == ("rule `r` can never match: `count(buy within 24h) > 3` and "
+                                "`count(buy within 24h) < 2` are never true together")
+
+
 def test_never_matches_through_segments():
     text = 'segment big = event.x > 100\nsegment small = event.x < 10\n' + rule("r", "big and small")
     assert codes(text) == [("never-matches", 4)]

@@ -82,7 +82,8 @@ def _text(expr: n.Expr, outer: int = 0) -> str:
     if isinstance(expr, n.Aggregate):
         target = ".".join((expr.event_type,) + expr.path)
         where = f" where {_text(expr.where)}" if expr.where is not None else ""
-        return f"{expr.func}({target}{where} within {_duration(expr.window)})"
+        window = expr.window_text or _duration(expr.window)
+        return f"{expr.func}({target}{where} within {window})"
     if isinstance(expr, n.Unary):
         level = 3 if expr.op == "not" else 7
         text = ("not " if expr.op == "not" else "-") + _text(expr.operand, level)
