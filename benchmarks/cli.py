@@ -3,6 +3,7 @@
     nba bench eval [--rules 10,100,1000,10000] [--events N] [--peers zen-engine,...]
     nba bench history [--customers N] [--past N] [--decisions N]
     nba bench load [--rules 100,1000,10000]
+    nba bench lint [--rules 100,1000]
     nba bench redis ... / nba bench server ...   (benchmarks.bench_redis / bench_server)
     nba bench all [--quick] [--write-results]
 
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "load": "benchmarks.bench_load",
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
+    "lint": "benchmarks.bench_lint",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 
