@@ -3,7 +3,7 @@
     nba bench eval [--rules 10,100,1000,10000] [--events N] [--peers zen-engine,...]
     nba bench history [--customers N] [--past N] [--decisions N]
     nba bench load [--rules 100,1000,10000]
-    nba bench redis ... / nba bench server ...   (benchmarks.bench_redis / bench_server)
+    nba bench redis ... / nba bench server ... / nba bench consume ...   (benchmarks.bench_redis / ...)
     nba bench all [--quick] [--write-results]
 
 ``--quick`` is a fast smoke run; ``--write-results`` writes RESULTS.md with the machine,
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "load": "benchmarks.bench_load",
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
+    "consume": "benchmarks.bench_consume",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 

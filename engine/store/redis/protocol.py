@@ -64,6 +64,10 @@ class KeyLayout:
     def meta(self, customer_id: str) -> str:
         return self.base(customer_id) + ":m"
 
+    def done(self, customer_id: str, key: str) -> str:
+        """The record of an idempotency key committed for the customer (``nba consume``)."""
+        return f"{self.base(customer_id)}:x:{key}"
+
 
 # ---------------------------------------------------------------------------------------
 # The commit script
@@ -154,6 +158,44 @@ return 1
 """
 
 COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
+
+# The commit once per idempotency key (``nba consume``: the input entry's id), around the
+# commit script, whose text it holds unchanged:
+# KEYS: the key's record (in the customer's slot), then the commit script's KEYS
+# ARGV: the record to keep (the decision made), its TTL in ms, "1" to run the commit
+#       script or "0" (nothing to write but the record), then the commit script's ARGV
+# Returns {2, record kept} when the key was committed before (nothing written, the
+# record's TTL untouched), else the commit script's reply; on 1 the record is kept.
+COMMIT_ONCE_SCRIPT = r"""
+local done_key, record, record_ttl_ms, with_commit = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local previous = redis.call('GET', done_key)
+if previous then return {2, previous} end
+local function shifted(list, by)
+  local out = {}
+  for n = by + 1, #list do out[n - by] = list[n] end
+  return out
+end
+local function commit(KEYS, ARGV)
+""" + COMMIT_SCRIPT + r"""
+end
+local result = 1
+if with_commit == '1' then result = commit(shifted(KEYS, 1), shifted(ARGV, 3)) end
+if result == 1 then redis.call('SET', done_key, record, 'PX', record_ttl_ms) end
+return result
+"""
+
+COMMIT_ONCE_SHA = hashlib.sha1(COMMIT_ONCE_SCRIPT.encode()).hexdigest()
+ALREADY_COMMITTED = 2  # the first element of the once script's reply for a key committed before
+
+
+def commit_once_command(commit: tuple | None, done_key: str, record: bytes | str, record_ttl_ms: int) -> tuple:
+    """``commit`` (an EVALSHA of the commit script, or None for a write with nothing to
+    record) as an EVALSHA of the once script that keeps ``record`` at ``done_key``."""
+    if commit is None:
+        return ("EVALSHA", COMMIT_ONCE_SHA, 1, done_key, record, record_ttl_ms, "0")
+    n_keys = commit[2]
+    return ("EVALSHA", COMMIT_ONCE_SHA, n_keys + 1, done_key, *commit[3:3 + n_keys], record, record_ttl_ms, "1",
+            *commit[3 + n_keys:])
 
 
 def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
@@ -573,9 +615,20 @@ def decoded_state(codec: Codec, replies: list, customer_id: str) -> CustomerStat
         raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
 
 
+def once_reply(reply: Any) -> tuple[bool, bytes | None]:
+    """The once script's reply as ``RedisStore.commit_once`` returns it."""
+    if isinstance(reply, list):
+        if len(reply) == 2 and reply[0] == ALREADY_COMMITTED:
+            return True, reply[1]
+        raise StoreUnavailable(f"redis: unexpected reply to a commit: {reply!r}")
+    return reply == 1, None
+
+
 def eval_instead(command: tuple) -> tuple:
     """An EVALSHA of the commit script as an EVAL (which also loads it)."""
-    return ("EVAL", COMMIT_SCRIPT, *command[2:]) if command[0] == "EVALSHA" else command
+    if command[0] != "EVALSHA":
+        return command
+    return ("EVAL", COMMIT_ONCE_SCRIPT if command[1] == COMMIT_ONCE_SHA else COMMIT_SCRIPT, *command[2:])
 
 
 def checked(replies: list) -> list:
