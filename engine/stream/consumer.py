@@ -232,8 +232,10 @@ class Consumer:
         settings = self.settings
         items = []
         for stream in settings.streams:
+            # One at a time: an entry that kills its consumers (it is why it is pending) must not
+            # take the entries beside it along until they too are delivered too often.
             reply = self.client.xautoclaim(stream, settings.group, settings.consumer, settings.claim_idle_ms,
-                                           start_id=self.claim_cursor[stream], count=settings.count)
+                                           start_id=self.claim_cursor[stream], count=1)
             cursor, claimed = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             self.claim_cursor[stream] = as_text(cursor)
