@@ -258,6 +258,23 @@ def test_the_group_deleted_under_a_running_consumer_is_created_again(redis_url):
     consumer.engine.close()
 
 
+def test_a_customer_whose_state_cannot_be_read_does_not_hold_up_the_others(redis_url):  # noqa: F811
+    """State another service garbled (a string where the profile hash should be): that
+    customer's entries are left pending, delivered again, then dead-lettered; every other
+    entry is decided at once."""
+    client = client_for(redis_url)
+    client.set("nba:{c0}:p", "not a hash")
+    ids = add_events(client, "in", visits(4, 2))
+    consumer = make_consumer(redis_url, claim_idle_ms=20, max_deliveries=2)
+    run_until(consumer, lambda: client.xlen("in:dead") == 2)
+    answers = decisions_by_entry(outputs(client, "in:decisions"))
+    assert set(answers) == set(ids) - set(ids[0::4])
+    dead = {fields[b"entry"].decode(): int(fields[b"deliveries"]) for _, fields in client.xrange("in:dead")}
+    assert dead == {ids[0]: 3, ids[4]: 3}
+    assert client.xpending("in", "nba")["pending"] == 0
+    consumer.engine.close()
+
+
 class PersistentRedis(RedisServer):
     """A server that keeps its data across a kill -9 (append-only file, fsync always)."""
 

@@ -54,7 +54,7 @@ class Item:
     """One stream entry on its way to a decision."""
 
     __slots__ = ("stream", "entry_id", "fields", "deliveries", "event", "customer_id", "ruleset", "status",
-                 "output", "attempts", "redelivered")
+                 "output", "attempts", "redelivered", "failed_alone")
 
     def __init__(self, stream: str, entry_id: str, fields: dict | None, deliveries: int = 1):
         self.stream = stream
@@ -68,6 +68,7 @@ class Item:
         self.output: bytes | None = None
         self.attempts = 0
         self.redelivered = False  # its decision was the one kept by an earlier delivery
+        self.failed_alone = False  # not decided for a reason of its own (Redis answered the others)
 
     def fail(self, code: str, message: str) -> None:
         self.status = BAD
@@ -197,6 +198,7 @@ class BatchDecider:
             except StoreUnavailable as exc:
                 log.warning("entry %s: the commit failed: %s", item.entry_id, exc)
                 item.attempts = 0
+                item.failed_alone = True
                 continue
             if kept is not None:
                 item.status, item.output, item.redelivered = DECIDED, kept, True
@@ -247,6 +249,7 @@ class BatchDecider:
             return self.store.read(item.customer_id, item.ruleset.needs_for(item.event["type"]), item.event["time"])
         except StoreUnavailable as exc:
             log.warning("customer %r: reading state failed: %s", item.customer_id, exc)
+            item.failed_alone = True
             return None
 
     def commit_all(self, items: list[Item], commands: list[tuple | None]) -> list:
@@ -289,9 +292,11 @@ class BatchDecider:
                                   self.timeout_s or store.write_timeout_s)
         except StoreUnavailable as exc:
             log.warning("customer %r: committing failed: %s", item.customer_id, exc)
+            item.failed_alone = True
             return None
         if isinstance(answer, Exception):
             log.warning("customer %r: committing failed: %s", item.customer_id, answer)
+            item.failed_alone = True
             return None
         return answer
 

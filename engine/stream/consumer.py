@@ -296,6 +296,15 @@ class Consumer:
         if finished:
             self.answer(finished)
         unresolved = [item for item in items if item.status == PENDING]
+        alone = [item for item in unresolved if item.failed_alone]
+        if alone:
+            # Redis answered, with an error for these customers' state (another service
+            # garbled it, a slot that cannot be reached): left pending, not held, so that
+            # they hold up nothing; claimed again after --claim-idle-ms, and dead-lettered
+            # after --max-deliveries.
+            log.warning("%d entries could not be decided: left pending", len(alone))
+            self.stats.left_pending += len(alone)
+            unresolved = [item for item in unresolved if not item.failed_alone]
         self.in_hand = unresolved
         if unresolved:
             raise StoreUnavailable(f"{len(unresolved)} entries could not be decided now")

@@ -18,6 +18,7 @@ class ConsumerStats:
         self.dead_lettered = 0  # entries moved to STREAM:dead after --max-deliveries
         self.deleted = 0  # pending entries gone from the stream (trimmed or deleted), acknowledged
         self.failures = 0  # rounds that Redis failed (the entries in hand were kept)
+        self.left_pending = 0  # entries whose customer's state Redis refused (left for a later delivery)
         self.groups_created = 0  # times the group was found missing and created again
         self.pending = 0  # the group's pending entries (XINFO GROUPS), all consumers
         self.lag_entries: int | None = 0  # entries not yet delivered to the group (None: unknown)
@@ -33,6 +34,7 @@ class ConsumerStats:
             "dead_lettered": self.dead_lettered,
             "deleted": self.deleted,
             "failures": self.failures,
+            "left_pending": self.left_pending,
             "groups_created": self.groups_created,
             "pending": self.pending,
             "lag_entries": self.lag_entries,
@@ -50,6 +52,7 @@ COUNTERS = (
     ("dead_lettered", "nba_consume_dead_lettered", "Entries moved to the dead-letter stream"),
     ("deleted", "nba_consume_deleted", "Pending entries gone from the stream, acknowledged"),
     ("failures", "nba_consume_failures", "Rounds in which Redis failed"),
+    ("left_pending", "nba_consume_left_pending", "Entries left pending: their customer's state could not be used"),
 )
 
 
