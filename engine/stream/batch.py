@@ -23,15 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from typing import Any
 
 from engine.decision import decision_map
 from engine.errors import EngineError
 from engine.procedure import evaluate
-from engine.state import StoreUnavailable
+from engine.state import CustomerState, StateWrite, StoreUnavailable
+from engine.store.memory import MemoryStore
+from engine.store.redis.encoding import decode_profile_value, encode_profile_value
 from engine.store.redis.protocol import (
     ALREADY_COMMITTED,
     COMMIT_ONCE_SCRIPT,
+    NOT_AFTER,
     commit_once_command,
     eval_instead,
     has_error,
@@ -139,92 +143,109 @@ class BatchDecider:
         if queues and store.topology.cluster is None:
             store.discover(self.timeout_s or store.io_timeout_s)
         while queues:
-            round_items = [queue[0] for queue in queues.values()]
-            self.decide_round(round_items)
-            for item in round_items:
-                queue = queues[item.customer_id]
-                if item.status != PENDING:
-                    queue.pop(0)
-                    if not queue:
-                        del queues[item.customer_id]
-                elif item.attempts >= MAX_ATTEMPTS:
-                    item.fail("internal", f"customer {item.customer_id!r}: state kept changing under "
+            chains = list(queues.values())
+            self.decide_round(chains)
+            for chain in chains:
+                customer_id = chain[0].customer_id
+                head = chain[0]
+                left = [item for item in chain if item.status == PENDING]
+                if head.status == PENDING and head.attempts >= MAX_ATTEMPTS:
+                    head.fail("internal", f"customer {customer_id!r}: state kept changing under "
                                           f"{MAX_ATTEMPTS} attempts to decide")
-                    queue.pop(0)
-                    if not queue:
-                        del queues[item.customer_id]
-                elif item.attempts == 0:
-                    del queues[item.customer_id]  # left for a retry, with the customer's later entries
+                    left.pop(0)
+                elif head.status == PENDING and head.attempts == 0:
+                    left = []  # not readable or not committed: left for a retry, with the customer's later entries
+                if left:
+                    queues[customer_id] = left
+                else:
+                    del queues[customer_id]
 
-    def decide_round(self, items: list[Item]) -> None:
-        """One entry per customer: read all, evaluate, commit all. An item still PENDING
-        afterwards with ``attempts`` > 0 was refused by a cap (read again next round);
-        with ``attempts`` == 0 its state could not be read or committed."""
+    def decide_round(self, chains: list[list[Item]]) -> None:
+        """Each customer's entries in order, on the state read once for all of them: one
+        pipelined read, the decisions (each on the state the ones before it leave, kept
+        here), one pipelined commit. A commit after the first of its customer lands only if
+        the one before it landed in this round (the once script's ``after``).
+
+        Afterwards a chain's first item still PENDING with ``attempts`` > 0 was refused by a
+        cap (decided again next round, on a new read); with ``attempts`` == 0 its state
+        could not be read or committed (retry later); later items still PENDING follow it.
+        """
         store = self.store
-        states = self.read_states(items)
+        states = self.read_states(chains)
+        mark = os.urandom(8).hex().encode() + b"\n"  # this round's records start with it
         commands: list[tuple | None] = []
-        outcomes = []
-        for item, state in zip(items, states):
+        planned: list[tuple] = []  # (item, outcome, record) per command
+        for chain, state in zip(chains, states):
             if state is None:
-                item.attempts = 0  # not readable: retry later
-                commands.append(None)
-                outcomes.append(None)
+                chain[0].attempts = 0  # not readable: retry later
                 continue
-            event = item.event
-            ruleset = item.ruleset
-            outcome = evaluate(ruleset, event, state, 1, False)
-            record = dumps(decision_map(item.customer_id, outcome.choices, False, None))
-            base = store.keys.base(item.customer_id)
-            write = outcome.write
-            commit = None
-            if write is not None and not write.is_empty:
-                commit = store.codec(ruleset.needs).commit_command(base, write)
-                if commit is None:  # its own contacts exceed a cap: as a refused commit
-                    commands.append(None)
-                    outcomes.append(None)
-                    item.attempts += 1
-                    continue
-            key = f"{base}:x:{item.stream}:{self.group}:{item.entry_id}"
-            commands.append(commit_once_command(commit, key, record, self.record_ttl_ms))
-            outcomes.append((outcome, record))
-        replies = self.commit_all(items, commands)
-        for item, command, outcome, reply in zip(items, commands, outcomes, replies):
-            if command is None or reply is None:
-                if command is not None:
-                    item.attempts = 0  # not committed: retry later
+            scratch = None if len(chain) == 1 else scratch_store(store, chain[0].customer_id, state)
+            after = None
+            for item in chain:
+                ruleset = item.ruleset
+                if scratch is not None and item is not chain[0]:
+                    state = scratch.read(item.customer_id, ruleset.needs, item.event["time"])
+                outcome = evaluate(ruleset, item.event, state, 1, False)
+                record = mark + dumps(decision_map(item.customer_id, outcome.choices, False, None))
+                base = store.keys.base(item.customer_id)
+                write = outcome.write
+                commit = None
+                if write is not None and not write.is_empty:
+                    commit = store.codec(ruleset.needs).commit_command(base, write)
+                    if commit is None or (scratch is not None and not scratch.commit(
+                            item.customer_id, ruleset.needs, as_read_back(write, ruleset.profile_schema))):
+                        if item is chain[0]:
+                            item.attempts += 1  # its own contacts exceed a cap: as a refused commit
+                        break  # the later ones are decided again next round
+                key = f"{base}:x:{item.stream}:{self.group}:{item.entry_id}"
+                commands.append(commit_once_command(commit, key, record, self.record_ttl_ms, after))
+                planned.append((item, outcome, record))
+                after = (key, mark)
+        replies = self.commit_all([item for item, _outcome, _record in planned], commands)
+        for (item, outcome, record), reply in zip(planned, replies):
+            if reply is None:
+                item.attempts = 0  # not committed: retry later
                 continue
             try:
-                done, kept = once_reply(reply)
+                status, kept = once_reply(reply)
             except StoreUnavailable as exc:
                 log.warning("entry %s: the commit failed: %s", item.entry_id, exc)
                 item.attempts = 0
                 item.failed_alone = True
                 continue
-            if kept is not None:
-                item.status, item.output, item.redelivered = DECIDED, kept, True
-            elif done:
-                item.status, item.output = DECIDED, outcome[1]
-                self.engine._record(outcome[0], False)
-            else:
+            if status == ALREADY_COMMITTED:
+                item.status, item.output, item.redelivered = DECIDED, without_mark(kept), True
+            elif status == 1:
+                item.status, item.output = DECIDED, without_mark(record)
+                self.engine._record(outcome, False)
+            elif status == 0:
                 item.attempts += 1  # a cap filled meanwhile by another process: decide again
+            # NOT_AFTER: the commit before it did not land; decided again next round
 
     # -- the pipelines
 
-    def read_states(self, items: list[Item]) -> list:
-        """The state of each item's customer (None: not readable now), one pipeline per node."""
+    def read_states(self, chains: list[list[Item]]) -> list:
+        """The state of each chain's customer (None: not readable now), one pipeline per
+        node: what the first entry's decision reads, or for several entries everything
+        the ruleset keeps, from the earliest of their times on."""
         store = self.store
         by_node: dict[Any, list[int]] = {}
         requests = []
-        for index, item in enumerate(items):
-            ruleset = item.ruleset
-            codec = store.codec(ruleset.needs_for(item.event["type"]))
-            base = store.keys.base(item.customer_id)
-            requests.append((codec, base, codec.read_request(base.encode(), item.event["time"])))
+        for index, chain in enumerate(chains):
+            first = chain[0]
+            ruleset = first.ruleset
+            if len(chain) == 1:
+                needs, time_s = ruleset.needs_for(first.event["type"]), first.event["time"]
+            else:
+                needs, time_s = ruleset.needs, min(item.event["time"] for item in chain)
+            codec = store.codec(needs)
+            base = store.keys.base(first.customer_id)
+            requests.append((codec, needs, time_s, codec.read_request(base.encode(), time_s)))
             by_node.setdefault(store.topology.address_for(base), []).append(index)
-        states: list = [None] * len(items)
+        states: list = [None] * len(chains)
         timeout = self.timeout_s or store.latency_budget_s
         for address, indexes in by_node.items():
-            packed = b"".join([requests[i][2] for i in indexes])
+            packed = b"".join([requests[i][3] for i in indexes])
             count = sum(requests[i][0].count for i in indexes)
             try:
                 replies = store.exchange(address, packed, count, timeout)
@@ -233,33 +254,31 @@ class BatchDecider:
                 continue
             position = 0
             for i in indexes:
-                codec, base, _packed = requests[i]
+                codec, needs, time_s, _packed = requests[i]
                 own = replies[position:position + codec.count]
                 position += codec.count
-                states[i] = self.state_of(items[i], codec, own)
+                states[i] = self.state_of(chains[i][0], codec, needs, time_s, own)
         return states
 
-    def state_of(self, item: Item, codec, replies: list):
+    def state_of(self, item: Item, codec, needs, time_s: float, replies: list):
         if not has_error(replies):
             try:
                 return codec.decode_read(replies)
             except Exception:  # noqa: BLE001 - unreadable state: the store's own read reports it
                 pass
         try:  # a cluster redirect, or state the store reads (and reports) on its own path
-            return self.store.read(item.customer_id, item.ruleset.needs_for(item.event["type"]), item.event["time"])
+            return self.store.read(item.customer_id, needs, time_s)
         except StoreUnavailable as exc:
             log.warning("customer %r: reading state failed: %s", item.customer_id, exc)
             item.failed_alone = True
             return None
 
-    def commit_all(self, items: list[Item], commands: list[tuple | None]) -> list:
-        """The reply of each command (None: none sent, or none known), one pipeline per node."""
+    def commit_all(self, items: list[Item], commands: list[tuple]) -> list:
+        """The reply of each command (None: none known), one pipeline per node, in order."""
         store = self.store
         by_node: dict[Any, list[int]] = {}
-        for index, command in enumerate(commands):
-            if command is not None:
-                base = store.keys.base(items[index].customer_id)
-                by_node.setdefault(store.topology.address_for(base), []).append(index)
+        for index, item in enumerate(items):
+            by_node.setdefault(store.topology.address_for(store.keys.base(item.customer_id)), []).append(index)
         replies: list = [None] * len(commands)
         timeout = self.timeout_s or store.write_timeout_s
         for address, indexes in by_node.items():
@@ -301,4 +320,34 @@ class BatchDecider:
         return answer
 
 
-__all__ = ["ALREADY_COMMITTED", "BAD", "DECIDED", "PENDING", "BatchDecider", "Item", "dumps"]
+def without_mark(record: bytes) -> bytes:
+    """The decision in a kept record (after its round's mark)."""
+    return record.partition(b"\n")[2] if b"\n" in record else record
+
+
+def scratch_store(store, customer_id: str, state: CustomerState) -> MemoryStore:
+    """The customer's state as read, in a store of this process that a chain's decisions
+    commit to one after the other (each sees the ones before it, as it will in Redis).
+    MemoryStore's trimming and cap checks are the commit script's."""
+    scratch = MemoryStore(store.retention.max_events_per_type, store.retention.max_contacts)
+    customer = scratch_customer(state)
+    scratch._customers[customer_id] = customer
+    return scratch
+
+
+def scratch_customer(state: CustomerState):
+    from engine.store.memory import _Customer
+
+    return _Customer(dict(state.profile), dict(state.history), list(state.contacts))
+
+
+def as_read_back(write: StateWrite, schema: dict) -> StateWrite:
+    """``write`` with its profile values as Redis gives them back (stored as text)."""
+    if not write.profile_set:
+        return write
+    profile_set = {name: decode_profile_value(encode_profile_value(value, schema.get(name)), schema.get(name))
+                   for name, value in write.profile_set.items()}
+    return StateWrite(write.time, write.event_type, write.event_record, write.contacts, write.cap_checks, profile_set)
+
+
+__all__ = ["ALREADY_COMMITTED", "BAD", "DECIDED", "NOT_AFTER", "PENDING", "BatchDecider", "Item", "dumps"]

@@ -366,7 +366,8 @@ class RedisStore(Store):
         [reply] = self.call(self.base(customer_id)[1], [command], self.write_timeout_s)
         if is_noscript(reply):
             [reply] = self.call(self.base(customer_id)[1], [eval_instead(command)], self.write_timeout_s)
-        return once_reply(checked([reply])[0])
+        status, kept = once_reply(checked([reply])[0])
+        return status != 0, kept
 
     def commit_once_command(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
                             record_ttl_s: float) -> tuple | None:
