@@ -179,6 +179,32 @@ def test_commit_once_records_a_key_once_and_answers_with_its_record(redis_url): 
         store.close()
 
 
+def test_a_commit_after_another_lands_only_if_that_one_landed_with_the_same_mark(redis_url):  # noqa: F811
+    from engine.store.redis.protocol import COMMIT_ONCE_SCRIPT, NOT_AFTER, commit_once_command
+
+    store = RedisStore(redis_url, latency_budget_s=2.0, write_timeout_s=2.0)
+    client = client_for(redis_url)
+    client.script_load(COMMIT_ONCE_SCRIPT)
+    base = store.keys.base("c1")
+
+    def command(key, time_s, after=None):
+        commit = store.codec(NEEDS).commit_command(base, a_write(time_s, contact=False))
+        return commit_once_command(commit, f"{base}:x:{key}", b"m1\n" + key.encode(), 60_000, after)
+
+    try:
+        [first] = store.call(base, [command("k1", T0)], 2.0)
+        assert first == 1
+        [refused] = store.call(base, [command("k2", T0 + 1, after=(f"{base}:x:k1", b"m2\n"))], 2.0)
+        assert refused == NOT_AFTER and client.get(f"{base}:x:k2") is None
+        assert client.zcard("nba:{c1}:h:visit") == 1
+        [missing] = store.call(base, [command("k2", T0 + 1, after=(f"{base}:x:k0", b"m1\n"))], 2.0)
+        assert missing == NOT_AFTER
+        [landed] = store.call(base, [command("k2", T0 + 1, after=(f"{base}:x:k1", b"m1\n"))], 2.0)
+        assert landed == 1 and client.zcard("nba:{c1}:h:visit") == 2
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------------------------------
 # one consumer in this process
 
@@ -194,7 +220,12 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
         ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": "yesterday"})),
     ])
     consumer = make_consumer(redis_url)
+    consumer.connect()
+    consumer.read_group_info()
+    assert consumer.snapshot()["lag_entries"] == len(good) + len(bad)
     run_until(consumer, answered(client, "in:decisions", len(good) + len(bad)))
+    consumer.read_group_info()
+    assert (consumer.snapshot()["lag_entries"], consumer.snapshot()["pending"]) == (0, 0)
     answers = decisions_by_entry(outputs(client, "in:decisions"))
     codes = [json.loads(answers[entry][len("error:"):])["code"] for entry in bad]
     assert codes == ["bad_entry", "bad_event", "bad_event", "bad_event", "bad_event"]
@@ -204,6 +235,14 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     stats = consumer.snapshot()
     assert (stats["decided"], stats["bad"], stats["read"]) == (len(good), len(bad), len(good) + len(bad))
     check_exactly_once(client, {f"c{n}": good[n::5] for n in range(5)}, answers)
+    from prometheus_client import CollectorRegistry, generate_latest
+    from engine.stream.metrics import ConsumerMetrics
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ConsumerMetrics(consumer))
+    scraped = generate_latest(registry).decode()
+    assert f"nba_consume_decided_total {float(len(good))}" in scraped
+    assert f"nba_consume_bad_total {float(len(bad))}" in scraped and "nba_consume_lag_entries 0.0" in scraped
     consumer.engine.close()
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import fields
 from typing import Any
 
 from engine.decision import decision_map
@@ -338,7 +339,9 @@ def scratch_store(store, customer_id: str, state: CustomerState) -> MemoryStore:
 def scratch_customer(state: CustomerState):
     from engine.store.memory import _Customer
 
-    return _Customer(dict(state.profile), dict(state.history), list(state.contacts))
+    copied = {item.name: getattr(state, item.name) for item in fields(CustomerState)}  # every field the read gave
+    copied.update(profile=dict(state.profile), history=dict(state.history), contacts=list(state.contacts))
+    return _Customer(**copied)
 
 
 def as_read_back(write: StateWrite, schema: dict) -> StateWrite:
