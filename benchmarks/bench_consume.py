@@ -108,16 +108,26 @@ def throughput(client, url: str, events: int, count: int) -> dict:
         for line in lines[start:start + 5000]:
             pipe.xadd("bench", {"event": line})
         pipe.execute()
+    redis_cpu = redis_cpu_s(client)
     process = start_consumer(url, "bench", count)
     started = time.perf_counter()
     wait_for_outputs(client, "bench:decisions", events, process, timeout_s=600)
     wall = time.perf_counter() - started
+    redis_cpu = redis_cpu_s(client) - redis_cpu
     stats = stop(process)
     first = client.xrange("bench:decisions", count=1)[0][0]
     last = client.xrevrange("bench:decisions", count=1)[0][0]
     span_s = max(1, id_ms(last) - id_ms(first)) / 1000
+    consumer_cpu = stats["cpu_s_since_first_entry"]
     return {"events": events, "count": count, "span_s": span_s, "rate": (events - 1) / span_s,
-            "wall_s_with_startup": wall, "decided": stats["decided"], "bad": stats["bad"]}
+            "wall_s_with_startup": wall, "decided": stats["decided"], "bad": stats["bad"],
+            "consumer_cpu_us_per_entry": consumer_cpu / events * 1e6, "redis_cpu_us_per_entry": redis_cpu / events * 1e6,
+            "load_average": os.getloadavg()[0]}
+
+
+def redis_cpu_s(client) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def lag(client, url: str, rate: int, seconds: float, count: int) -> dict:
@@ -175,6 +185,9 @@ def run(args: argparse.Namespace) -> dict:
         "|---|---|---|",
         f"| throughput, {fast['events']:,} entries pre-filled, one process, --count {fast['count']} | "
         f"{fast['rate']:,.0f} entries/s ({fast['span_s']:.2f} s first to last output) | >= {GOAL_RATE:,}/s |",
+        f"| CPU per entry in that run (load average {fast['load_average']:.1f} on {os.cpu_count()} cores) | "
+        f"consumer {fast['consumer_cpu_us_per_entry']:.0f} µs, redis-server {fast['redis_cpu_us_per_entry']:.0f} µs: "
+        f"{1e6 / fast['consumer_cpu_us_per_entry']:,.0f} entries per consumer CPU-second | |",
         f"| lag at {slow['rate']:,}/s offered ({slow['offered_rate']:,.0f}/s achieved) for {slow['entries']:,} entries | "
         f"p50 {slow['p50_ms']:.0f} ms, p90 {slow['p90_ms']:.0f} ms, p99 {slow['p99_ms']:.0f} ms, max {slow['max_ms']:.0f} ms | "
         f"p99 < {GOAL_LAG_P99_MS:.0f} ms |",

@@ -122,6 +122,8 @@ class Consumer:
             else:
                 self.in_hand = self.next_entries()
             if self.in_hand:
+                if self.stats.cpu_started is None:
+                    self.stats.cpu_started = time.process_time()
                 self.handle(self.in_hand)
             self.failures = 0
             return True

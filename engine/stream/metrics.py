@@ -23,6 +23,7 @@ class ConsumerStats:
         self.pending = 0  # the group's pending entries (XINFO GROUPS), all consumers
         self.lag_entries: int | None = 0  # entries not yet delivered to the group (None: unknown)
         self.lag_seconds = 0.0  # age of the newest entry read when it was read
+        self.cpu_started: float | None = None  # process CPU time when the first entry was read
 
     def snapshot(self) -> dict:
         return {
@@ -40,6 +41,8 @@ class ConsumerStats:
             "lag_entries": self.lag_entries,
             "lag_seconds": round(self.lag_seconds, 6),
             "uptime_s": round(time.time() - self.started, 3),
+            "cpu_s_since_first_entry": round(time.process_time() - self.cpu_started, 3)
+            if self.cpu_started is not None else 0.0,
         }
 
 
