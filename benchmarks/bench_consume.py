@@ -58,7 +58,7 @@ def event_lines(count: int) -> list[bytes]:
 
 
 def put_profiles(url: str) -> None:
-    from engine import Engine
+    from nba.engine import Engine
 
     engine = Engine.from_path(RULES, redis_url=url)
     for line in PROFILES.read_text().splitlines():
@@ -69,7 +69,7 @@ def put_profiles(url: str) -> None:
 
 def start_consumer(url: str, stream: str, count: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "consume", str(RULES), "--redis", url, "--stream", stream,
+        [sys.executable, "-m", "nba.engine.cli", "consume", str(RULES), "--redis", url, "--stream", stream,
          "--count", str(count)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 import msgpack
 
-from engine.errors import EngineError
-from engine.protocol import (
+from nba.engine.errors import EngineError
+from nba.engine.protocol import (
     CUSTOMER_OPS,
     HEADER,
     INTERNAL,
@@ -47,7 +47,7 @@ from engine.protocol import (
     ok_response,
     parse_request,
 )
-from engine.settings import ServerSettings
+from nba.engine.settings import ServerSettings
 
 log = logging.getLogger("nba.server")
 
@@ -837,7 +837,7 @@ def configure_logging() -> None:
 
 
 def default_engine_factory(rules_path: str, redis_url: str | None) -> Any:
-    from engine import Engine
+    from nba.engine import Engine
 
     return Engine.from_path(rules_path, redis_url=redis_url)
 

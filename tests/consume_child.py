@@ -15,7 +15,7 @@ import sys
 def main() -> int:
     die_on, argv = sys.argv[1], sys.argv[2:]
     if die_on != "-":
-        import engine.stream.batch as batch
+        import nba.engine.stream.batch as batch
 
         real_evaluate = batch.evaluate
 
@@ -25,7 +25,7 @@ def main() -> int:
             return real_evaluate(ruleset, event, state, limit, explain)
 
         batch.evaluate = evaluate
-    from engine.cli import main as nba_main
+    from nba.engine.cli import main as nba_main
 
     return nba_main(["consume", *argv])
 

@@ -18,11 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-from engine.decision import Choice, Decision
-from engine.errors import EventError, RequestError
-from engine.protocol import HEADER, NEED_MORE, FrameDecoder
-from engine.server import Server, new_event_loop
-from engine.settings import ServerSettings
+from nba.engine.decision import Choice, Decision
+from nba.engine.errors import EventError, RequestError
+from nba.engine.protocol import HEADER, NEED_MORE, FrameDecoder
+from nba.engine.server import Server, new_event_loop
+from nba.engine.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent

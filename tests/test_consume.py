@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from dsl import load_ruleset
-from engine import Engine
-from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite
-from engine.store.redis import RedisStore
-from engine.stream.consumer import ConsumeSettings, Consumer
+from nba.dsl import load_ruleset
+from nba.engine import Engine
+from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite
+from nba.engine.store.redis import RedisStore
+from nba.engine.stream.consumer import ConsumeSettings, Consumer
 from redis_fixtures import (  # noqa: F401
     HOST, RedisServer, needs_redis, own_redis_server, redis_cluster, redis_cluster_url, redis_server, redis_url,
 )
@@ -180,7 +180,7 @@ def test_commit_once_records_a_key_once_and_answers_with_its_record(redis_url): 
 
 
 def test_a_commit_after_another_lands_only_if_that_one_landed_with_the_same_mark(redis_url):  # noqa: F811
-    from engine.store.redis.protocol import COMMIT_ONCE_SCRIPT, NOT_AFTER, commit_once_command
+    from nba.engine.store.redis.protocol import COMMIT_ONCE_SCRIPT, NOT_AFTER, commit_once_command
 
     store = RedisStore(redis_url, latency_budget_s=2.0, write_timeout_s=2.0)
     client = client_for(redis_url)
@@ -236,7 +236,7 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     assert (stats["decided"], stats["bad"], stats["read"]) == (len(good), len(bad), len(good) + len(bad))
     check_exactly_once(client, {f"c{n}": good[n::5] for n in range(5)}, answers)
     from prometheus_client import CollectorRegistry, generate_latest
-    from engine.stream.metrics import ConsumerMetrics
+    from nba.engine.stream.metrics import ConsumerMetrics
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ConsumerMetrics(consumer))
@@ -385,7 +385,7 @@ def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):  #
     events_path.write_text("\n".join(lines) + "\n")
     profiles = ROOT / "examples" / "demo" / "profiles.jsonl"
     replayed = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", str(ROOT / "rules"), str(events_path), "--profiles",
+        [sys.executable, "-m", "nba.engine.cli", "replay", str(ROOT / "rules"), str(events_path), "--profiles",
          str(profiles), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     expected = [json.loads(line) for line in replayed.stdout.splitlines()]
     assert len(expected) == len(lines)

@@ -27,13 +27,14 @@ import os
 from dataclasses import fields
 from typing import Any
 
-from engine.decision import decision_map
-from engine.errors import EngineError
-from engine.procedure import evaluate
-from engine.state import CustomerState, StateWrite, StoreUnavailable
-from engine.store.memory import MemoryStore
-from engine.store.redis.encoding import decode_profile_value, encode_profile_value
-from engine.store.redis.protocol import (
+from nba.engine.decision import decision_map
+from nba.engine.errors import EngineError
+from nba.engine.jsontext import _json_default, plain_numbers
+from nba.engine.procedure import evaluate
+from nba.engine.state import CustomerState, StateWrite, StoreUnavailable
+from nba.engine.store.memory import MemoryStore
+from nba.engine.store.redis.encoding import decode_profile_value, encode_profile_value
+from nba.engine.store.redis.protocol import (
     ALREADY_COMMITTED,
     COMMIT_ONCE_SCRIPT,
     NOT_AFTER,
@@ -86,16 +87,8 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                           default=_json_default).encode()
     except ValueError:
-        from engine.cli import plain_numbers
-
         return json.dumps(plain_numbers(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                           default=_json_default).encode()
-
-
-def _json_default(value):
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
 
 
 class BatchDecider:
@@ -337,7 +330,7 @@ def scratch_store(store, customer_id: str, state: CustomerState) -> MemoryStore:
 
 
 def scratch_customer(state: CustomerState):
-    from engine.store.memory import _Customer
+    from nba.engine.store.memory import _Customer
 
     copied = {item.name: getattr(state, item.name) for item in fields(CustomerState)}  # every field the read gave
     copied.update(profile=dict(state.profile), history=dict(state.history), contacts=list(state.contacts))

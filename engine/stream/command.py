@@ -12,7 +12,7 @@ WRITE_TIMEOUT_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from engine.stream.consumer import ConsumeSettings
+    from nba.engine.stream.consumer import ConsumeSettings
 
     defaults = ConsumeSettings(streams=[])
     parser.add_argument("rules", help="a .rules file or a directory of them")
@@ -40,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def consume_main(args: argparse.Namespace) -> int:
-    from engine import Engine
-    from engine.cli import load_or_report
-    from engine.store import open_store
-    from engine.stream.consumer import ConsumeSettings, Consumer, default_consumer_name
+    from nba.engine import Engine
+    from nba.engine.cli import load_or_report
+    from nba.engine.store import open_store
+    from nba.engine.stream.consumer import ConsumeSettings, Consumer, default_consumer_name
 
     if args.out and len(args.out) not in (1, len(args.stream)):
         print("nba consume: give --out once, or once per --stream", file=sys.stderr)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import redis as redis_py
 from redis.exceptions import ResponseError
 
-from engine.state import StoreUnavailable
-from engine.store.redis.protocol import CONNECTION_ERRORS, has_error, pack_commands, store_options_in
-from engine.stream.batch import BAD, DECIDED, PENDING, BatchDecider, Item
-from engine.stream.metrics import ConsumerStats, start_metrics
+from nba.engine.state import StoreUnavailable
+from nba.engine.store.redis.protocol import CONNECTION_ERRORS, has_error, pack_commands, store_options_in
+from nba.engine.stream.batch import BAD, DECIDED, PENDING, BatchDecider, Item
+from nba.engine.stream.metrics import ConsumerStats, start_metrics
 
 log = logging.getLogger("nba.consume")
 
