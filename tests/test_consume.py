@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -57,9 +59,18 @@ def add_events(client, stream: str, events: list) -> list[str]:
     return [entry_id.decode() for entry_id in pipe.execute()]
 
 
+RECENT = int(time.time()) - 3600  # the events' time: an hour ago, in every cap's window
+
+
 def visits(customers: int, per_customer: int) -> list[dict]:
-    """Events of ``customers`` customers, interleaved, ``per_customer`` each (no time: now)."""
-    return [{"customer_id": f"c{n}", "type": "visit"} for _ in range(per_customer) for n in range(customers)]
+    """Events of ``customers`` customers, interleaved, ``per_customer`` each, all at one time.
+
+    One time for all: a cap counts the contacts in (t - D, t] of each decision's own time t,
+    so events at several times decided in another order by several processes could each
+    hold their own window and still put more than the cap in some other one.
+    """
+    return [{"customer_id": f"c{n}", "type": "visit", "time": RECENT} for _ in range(per_customer)
+            for n in range(customers)]
 
 
 def outputs(client, out: str) -> list[tuple[str, dict]]:
@@ -415,18 +426,30 @@ def start_consumer(url: str, *, die_on: str = "-", claim_idle_ms: int = 300, max
             "--block-ms", "100", "--claim-idle-ms", str(claim_idle_ms), "--max-deliveries", str(max_deliveries)]
     if name:
         args += ["--consumer", name]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = tempfile.TemporaryFile(mode="w+")  # not a pipe: nobody reads it until the end
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    process.err = err
+    return process
 
 
 def stop(process: subprocess.Popen) -> str:
+    """SIGTERM, then what the consumer wrote on stderr."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
-        _out, err = process.communicate(timeout=20)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-        _out, err = process.communicate()
-    return err
+        process.wait()
+    process.err.seek(0)
+    return process.err.read()
+
+
+def last_stats(err: str) -> dict:
+    """The stats line a consumer prints on stderr when it stops ({} if it was stopped
+    before it started: a SIGTERM during start-up ends it at once)."""
+    lines = [line for line in err.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
 
 
 def wait_for(condition, timeout_s: float = WAIT_S, processes=()) -> None:
@@ -438,28 +461,39 @@ def wait_for(condition, timeout_s: float = WAIT_S, processes=()) -> None:
         time.sleep(0.05)
 
 
+def kill_holding_entries(client, process: subprocess.Popen, processes) -> None:
+    """kill -9 ``process`` as soon as it has entries delivered and not acknowledged."""
+    name = f"{socket.gethostname()}-{process.pid}"
+    wait_for(lambda: client.xpending_range("in", "nba", "-", "+", 1, consumername=name), processes=processes)
+    process.kill()
+    process.wait()
+
+
 def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):  # noqa: F811
-    """3,000 entries of 300 customers; kill -9 one consumer mid-stream, then another, start
-    a new one: every entry answered (a duplicate only with the same decision), each
-    entry's effects recorded once, no cap exceeded."""
+    """3,000 entries of 300 customers (NBA_CONSUME_FULL=1: the issue's 20,000 of 2,000);
+    kill -9 one consumer mid-stream, then another, start a new one: every entry answered
+    (a duplicate only with the same decision), each entry's effects recorded once, no cap
+    exceeded."""
     client = client_for(redis_url)
-    customers, per_customer = 300, 10
+    customers, per_customer = (2000, 10) if os.environ.get("NBA_CONSUME_FULL") == "1" else (300, 10)
+    third = customers * per_customer // 3
     consumers = [start_consumer(redis_url) for _ in range(3)]
     try:
         ids: list[str] = []
         events = visits(customers, per_customer)
         for start in range(0, len(events), 500):
             ids += add_events(client, "in", events[start:start + 500])
-            if start == 1000:
-                wait_for(lambda: client.xlen("in:decisions") >= 600, processes=consumers)
-                consumers[0].kill()  # mid-stream, with entries in hand
-            if start == 2000:
-                consumers[1].kill()
+            if start == (third // 500) * 500:
+                wait_for(lambda: client.xlen("in:decisions") >= third * 0.6, processes=consumers)
+                kill_holding_entries(client, consumers[0], consumers)  # mid-stream, entries in hand
+            if start == (2 * third // 500) * 500:
+                kill_holding_entries(client, consumers[1], consumers)
                 consumers.append(start_consumer(redis_url))
         wait_for(answered(client, "in:decisions", len(ids)), processes=consumers)
         wait_for(lambda: client.xpending("in", "nba")["pending"] == 0, processes=consumers)
-        for process in consumers:
-            stop(process)
+        said = [stop(process) for process in consumers]
+        claimed = sum(last_stats(err).get("claimed", 0) for err in said[2:])
+        assert claimed >= 1  # the entries the killed consumers held were claimed by the others
         answers = decisions_by_entry(outputs(client, "in:decisions"))
         by_customer: dict[str, list[str]] = defaultdict(list)
         for entry, event in zip(ids, events):
@@ -513,7 +547,7 @@ def test_sigterm_finishes_the_batch_in_hand(redis_url):  # noqa: F811
     wait_for(lambda: client.xlen("in:decisions") > 0, processes=[process])
     err = stop(process)
     assert process.returncode == 0, err
-    stats = json.loads(err.strip().splitlines()[-1])
+    stats = last_stats(err)
     assert stats["decided"] == client.xlen("in:decisions") and stats["decided"] <= len(ids)
     assert client.xpending("in", "nba")["pending"] == 0  # nothing left in hand unacknowledged
 

@@ -250,7 +250,7 @@ class Consumer:
         self.stats.claimed += claimed_count
         self.stats.read += claimed_count
         if claimed_count:
-            log.info("claimed %d entries idle for %d ms", claimed_count, settings.claim_idle_ms)
+            log.debug("claimed %d entries idle for %d ms", claimed_count, settings.claim_idle_ms)
         return self.without_deleted(items)
 
     def set_deliveries(self, stream: str, items: list[Item]) -> None:
