@@ -64,10 +64,6 @@ class KeyLayout:
     def meta(self, customer_id: str) -> str:
         return self.base(customer_id) + ":m"
 
-    def done(self, customer_id: str, key: str) -> str:
-        """The record of an idempotency key committed for the customer (``nba consume``)."""
-        return f"{self.base(customer_id)}:x:{key}"
-
 
 # ---------------------------------------------------------------------------------------
 # The commit script
