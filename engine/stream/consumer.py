@@ -117,9 +117,7 @@ class Consumer:
         try:
             if self.client is None:
                 self.connect()
-            if self.in_hand:
-                self.pause_after_failure()
-            else:
+            if not self.in_hand:  # else: entries a failure left in hand (after_step paused)
                 self.in_hand = self.next_entries()
             if self.in_hand:
                 if self.stats.cpu_started is None:
