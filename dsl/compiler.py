@@ -16,6 +16,7 @@ from typing import Callable
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset, walk
 from nba.dsl.codegen import ExprGen, ModuleBuilder, literal_source
+from nba.dsl.explain import Explainers
 from nba.dsl.folding import fold
 from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
 from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
@@ -116,6 +117,9 @@ class CompiledRuleset:
     paths: list[str] = field(default_factory=list)
     # event type -> what its decision reads (dsl/needs.py); None: every other type
     read_needs: dict[str | None, StateNeeds] = field(default_factory=dict)
+    # rule index -> its RuleExplainer (dsl/explain.py), made on first use; None when the
+    # ruleset was not compiled from a checked tree
+    explainer: Callable | None = field(default=None, repr=False, compare=False)
     # the event types whose decisions record something even when no action is chosen
     recorded_types: frozenset[str] = field(init=False)
 
@@ -166,6 +170,7 @@ class Compiler:
         update_parts = self.update_parts()
         default_part = self.default_part()
         namespace = self.module.namespace(filename)
+        self.module.functions.clear()  # compiled; the source stays in `python_source`
 
         self.policies = [
             CompiledPolicy(p.channel, p.limit, p.window, f"{p.label}: cap {p.limit} per {format_duration(p.window)}")
@@ -213,6 +218,7 @@ class Compiler:
             profile_schema=checked.profile_schema,
             python_source=namespace["__source__"],
             read_needs=read_needs(checked, bucket_plan, needs, LATE_EVENTS_S),
+            explainer=Explainers(self, namespace),
         )
 
     # -- segments --

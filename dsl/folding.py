@@ -111,4 +111,6 @@ class _Folder:
     def fold_Aggregate(self, expr: n.Aggregate) -> n.Expr:
         if expr.where is None:
             return expr
-        return n.Aggregate(expr.pos, expr.func, expr.event_type, expr.path, self.fold(expr.where), expr.window)
+        return n.Aggregate(
+            expr.pos, expr.func, expr.event_type, expr.path, self.fold(expr.where), expr.window, expr.window_text
+        )

@@ -443,11 +443,13 @@ class TreeBuilder:
             parts = []
         where = None
         window = None
+        window_text = ""
         for part in parts:
             if part.data == "where_part":
                 where = self.expr(part.children[0], in_where=True)
             else:
                 window = self.window(part.children[0], f"`{func}`")
+                window_text = str(part.children[0]) if isinstance(part.children[0], Token) else ""
         if func not in AGGREGATES:
             self.error(
                 name_token,
@@ -459,7 +461,7 @@ class TreeBuilder:
             self.error(name_token, f"`{func}` needs a window: add `within` and a duration, e.g. `within 7d`")
             window = 0
         event_type, path = self.aggregate_target(func, target)
-        return n.Aggregate(pos, func, event_type or "", path, where, window)
+        return n.Aggregate(pos, func, event_type or "", path, where, window, window_text)
 
     def aggregate_target(self, func: str, target: Tree) -> tuple[str | None, tuple[str, ...]]:
         chain: list[str] = []

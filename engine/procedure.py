@@ -13,6 +13,7 @@ from nba.dsl.compiler import CompiledRule, CompiledRuleset
 from nba.dsl.twins import runtime as _runtime
 from nba.engine.decision import Choice, TraceEntry
 from nba.engine.events import read_as
+from nba.engine.explain import annotate
 from nba.engine.holdout import in_holdout
 from nba.engine.state import CapCheck, Contact, CustomerState, StateWrite
 
@@ -144,6 +145,7 @@ def evaluate(
     trace = None
     if explain:
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
+        annotate(trace, ruleset, context, state.contacts, event, count_contacts)
     return new_outcome(chosen, write, passed_over, errors, trace)
 
 
