@@ -97,8 +97,9 @@ class Consumer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
         metrics = start_metrics(self, self.settings.metrics_host, self.settings.metrics_port)
-        log.info("consuming %s as %s of group %s", ", ".join(self.settings.streams), self.settings.consumer,
-                 self.settings.group)
+        log.info("consuming %s as %s of group %s%s", ", ".join(self.settings.streams), self.settings.consumer,
+                 self.settings.group,
+                 f", metrics on {metrics.server_address[0]}:{metrics.server_address[1]}" if metrics else "")
         try:
             while not self.stopping or self.in_hand:
                 if not self.step() and self.stopping:
