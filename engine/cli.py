@@ -139,7 +139,7 @@ def run_decide(args) -> int:
     ruleset = load_or_report(args.rules)
     if ruleset is None:
         return EXIT_LOAD
-    engine = Engine(ruleset, path=args.rules)
+    engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)  # a fresh store: any time
     try:
         event = parse_json_object(args.event, "--event")
         if args.profile is not None:
@@ -171,9 +171,10 @@ def run_replay(args) -> int:
         from nba.engine.store import open_store
 
         # A replay is a batch: give Redis time to answer rather than deciding without state.
-        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules)
+        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules,
+                        max_event_ahead_s=None)  # replay runs on the events' own times
     else:
-        engine = Engine(ruleset, path=args.rules)
+        engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:
         return replay(
             engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,

@@ -556,7 +556,7 @@ class Result:
 
 def run_case(ruleset: CompiledRuleset, case: Case) -> Result:
     """Run one case on a fresh in-memory engine."""
-    engine = Engine(ruleset)
+    engine = Engine(ruleset, max_event_ahead_s=None)  # on the events' own times (DSL.md step 1)
     customer = case.event["customer_id"]
     try:
         if case.profile:

@@ -879,6 +879,8 @@ async def _serve(rules_path, settings, redis_url, engine_factory, blocking, work
         if ready is not None:
             ready.put(("failed", worker, str(exc)))
         return 2
+    if hasattr(engine, "max_event_ahead_s"):  # the server decides on the wall clock (tests' stand-ins need not)
+        engine.max_event_ahead_s = settings.max_event_ahead_s
     gc.collect()
     gc.freeze()  # the loaded engine is not garbage: keep the cycle collector from scanning it again and again
     server = Server(

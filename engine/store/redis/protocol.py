@@ -13,7 +13,7 @@ import logging
 import math
 import time as clock
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
 from nba.twins import pick_extension
-from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
 
 from nba.engine.store.redis.encoding import (
     contact_parts,
@@ -35,6 +35,7 @@ from nba.engine.store.redis.encoding import (
     encode_profile_value,
     event_parts,
     exclusive_after,
+    read_kept_from,
 )
 
 log = logging.getLogger("nba.store.redis")
@@ -70,17 +71,24 @@ class KeyLayout:
 #
 # KEYS: meta, contacts, profile, [history of the event's type]
 # ARGV: time,
-#       n_checks, (scope, key, allowed, start) * n_checks,
+#       n_checks, (scope, key, allowed, start, stop) * n_checks,
 #       n_contacts, (score, head, tail) * n_contacts,
 #       event head or "", event tail or "",
 #       n_sets, (field, value) * n_sets,
 #       contact_keep, history_keep, max_contacts, max_events, ttl_ms, profile_ttl_ms
-# ``allowed`` is a cap's limit minus the new contacts it counts; ``start`` is ``time -
-# window`` (computed by the caller), the window being (start, time]. A member is
+# ``allowed`` is a cap's limit minus the new contacts it counts; the window is
+# ``(start, stop)``, ``time -/+ window`` (computed by the caller). A member is
 # ``head .. msgpack(sequence number) .. tail``: the caller packs its time into the head
 # and its fields into the tail; the script numbers members per customer, so that no two
 # are equal and members of one instant keep the order they were recorded in.
-# Trimming is relative to the newest time recorded for the customer, as MemoryStore does.
+# Each write trims from its own time (never from the newest time in meta, which another
+# service may have written). The meta hash's ``k`` is the score of the newest contact
+# ever trimmed: a cap check whose window starts before it cannot hold (a contact it
+# counts may be gone), as ``CapCheck.holds`` says.
+# The meta hash may hold anything another service wrote: ``t`` and ``n`` are read only as
+# numbers, a garbled ``k`` refuses every cap check (the read reports it), and a key of the
+# wrong type fails the script before anything is written (``BADSTATE key`` where the
+# script checks: the meta hash, and the keys written after another).
 # Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
 
 COMMIT_SCRIPT = r"""
@@ -88,30 +96,50 @@ local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[
 local now = ARGV[1]
 local i = 2
 
-local function count_existing(scope, key, start)
+local function bad(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('BADSTATE ' .. key .. ' is a ' .. found .. ', not a ' .. kind)
+  end
+end
+
+local meta = redis.pcall('HMGET', meta_key, 't', 'n', 'k')
+if meta['err'] then return bad(meta_key, 'hash') end
+local kept_from = -math.huge
+if meta[3] then
+  kept_from = tonumber(meta[3])
+  if kept_from == nil or kept_from ~= kept_from or kept_from == math.huge then return 0 end
+end
+
+local function count_existing(scope, key, start, stop)
   if scope == 'all' then
-    return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
+    return redis.call('ZCOUNT', contacts_key, '(' .. start, '(' .. stop)
   end
   local slot = (scope == 'rule') and 3 or 5
   local count = 0
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
-    local contact = cmsgpack.unpack(member)
-    if contact[slot] == key then count = count + 1 end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, '(' .. stop)) do
+    local ok, contact = pcall(cmsgpack.unpack, member)
+    if not ok or type(contact) ~= 'table' or contact[slot] == key then count = count + 1 end
   end
   return count
 end
 
 local n_checks = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_checks do
-  local scope, key, allowed, start = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  i = i + 4
-  if count_existing(scope, key, start) > allowed then return 0 end
+  local scope, key, allowed, start, stop = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  if tonumber(start) < kept_from then return 0 end
+  if count_existing(scope, key, start, stop) > allowed then return 0 end
 end
 
-local meta = redis.call('HMGET', meta_key, 't', 'n')
 local newest = now
-if meta[1] and tonumber(meta[1]) > tonumber(now) then newest = meta[1] end
-local sequence = tonumber(meta[2] or '0')
+local seen = tonumber(meta[1])
+if seen and seen > tonumber(now) and seen < math.huge then newest = meta[1] end
+local sequence = tonumber(meta[2])
+if sequence == nil or sequence < 0 or sequence >= 2^52 or sequence % 1 ~= 0 then
+  local clock = redis.call('TIME')  -- garbled: number on from the clock (microseconds), past any small one
+  sequence = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
 
 local function add(key, score, head, tail)
   sequence = sequence + 1
@@ -119,16 +147,23 @@ local function add(key, score, head, tail)
 end
 
 local n_contacts = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_contacts do
-  add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-
+local first_contact = i
+i = i + 3 * n_contacts
 local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
 local event_kept = history_key ~= nil and event_head ~= ''
-if event_kept then add(history_key, now, event_head, event_tail) end
-
 local n_sets = tonumber(ARGV[i]); i = i + 1
+
+-- A key of the wrong type fails its first write, and a script's writes are not undone by
+-- a later error: the keys written after another are checked before anything is written.
+local wrong = (n_contacts > 0 and event_kept and bad(history_key, 'zset'))
+  or ((n_contacts > 0 or event_kept) and n_sets > 0 and bad(profile_key, 'hash'))
+if wrong then return wrong end
+
+for c = 0, n_contacts - 1 do
+  local at = first_contact + 3 * c
+  add(contacts_key, ARGV[at], ARGV[at + 1], ARGV[at + 2])
+end
+if event_kept then add(history_key, now, event_head, event_tail) end
 for _ = 1, n_sets do
   redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -138,16 +173,27 @@ local contact_keep, history_keep = ARGV[i], ARGV[i + 1]
 local max_contacts, max_events = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
 local ttl_ms, profile_ttl_ms = ARGV[i + 4], tonumber(ARGV[i + 5])
 
-local function trim(key, keep, max_count)
-  local cutoff = tonumber(newest) - tonumber(keep)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', cutoff))
+local trimmed = false
+local function note_trimmed(range)
+  if range[2] then
+    local score = tonumber(range[2])
+    if score > kept_from then kept_from = score; trimmed = true end
+  end
+end
+
+local function trim(key, keep, max_count, track)
+  local cutoff = string.format('%.17g', tonumber(now) - tonumber(keep))
+  if track then note_trimmed(redis.call('ZREVRANGEBYSCORE', key, cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  if track then note_trimmed(redis.call('ZRANGE', key, -(max_count + 1), -(max_count + 1), 'WITHSCORES')) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(max_count + 1))
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
-if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts) end
-if event_kept then trim(history_key, history_keep, max_events) end
-redis.call('HSET', meta_key, 't', newest, 'n', sequence)
+if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts, true) end
+if event_kept then trim(history_key, history_keep, max_events, false) end
+redis.call('HSET', meta_key, 't', newest, 'n', string.format('%d', sequence))
+if trimmed then redis.call('HSET', meta_key, 'k', string.format('%.17g', kept_from)) end
 redis.call('PEXPIRE', meta_key, ttl_ms)
 if profile_ttl_ms > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
 return 1
@@ -224,7 +270,8 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
                 allowed -= 1
         if allowed < 0:
             return None
-        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)))
+        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)),
+                 repr(float(time + check.window)))
     return args
 
 
@@ -251,6 +298,7 @@ class Retention:
         return ttl_ms(needs.retention, self.grace_s), profile_ms
 
 
+HGET_KEPT = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b:m\r\n$1\r\nk\r\n"
 ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
 ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
 
@@ -280,9 +328,11 @@ class Codec:
             self.windows.append(float(needs.contact_window))
             suffixes.append(b":c")
         self.suffix_sizes = [len(suffix) for suffix in suffixes]
-        self.count = 1 + len(suffixes)
+        self.count = 1 + len(suffixes) + self.with_contacts  # with contacts: HGET meta k, last
         parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
         parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        if self.with_contacts:
+            parts.append(HGET_KEPT)
         self.template = b"".join(parts)
         self.tails: dict[str, tuple] = {}
 
@@ -295,6 +345,8 @@ class Codec:
         for window, extra in zip(self.windows, self.suffix_sizes):
             bound = repr(time - window).encode()  # a float: its repr is exact
             args += (size + extra, base, len(bound) + 1, bound)
+        if self.with_contacts:
+            args += (size + 2, base)
         return self.template % tuple(args)
 
     def read_commands(self, base: str, time: float) -> list[tuple]:
@@ -305,19 +357,35 @@ class Codec:
             commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - window), "+inf"))
         if self.with_contacts:
             commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
+            commands.append(("HGET", base + ":m", "k"))
         return commands
 
+    def read_keys(self, base: str) -> list[str]:
+        """The key each reply of the read is about (for messages about unreadable state)."""
+        keys = [base + ":p"] + [f"{base}:h:{event_type}" for event_type, _fields in self.history]
+        return keys + [base + ":c", base + ":m"] if self.with_contacts else keys
+
     def decode_read(self, replies: list) -> CustomerState:
-        profile = decode_profile(replies[0], self.schema)
-        history = {}
-        position = 1
-        for event_type, fields in self.history:
-            raw = replies[position]
+        """The replies of the read as state; ``BadState`` naming the position of the reply
+        that cannot be read (state another service wrote)."""
+        position = 0
+        try:
+            profile = decode_profile(replies[0], self.schema)
+            history = {}
+            for event_type, fields in self.history:
+                position += 1
+                raw = replies[position]
+                if raw:
+                    history[event_type] = decode_history(raw, fields)
+            if not self.with_contacts:
+                return CustomerState(profile, history, [])
             position += 1
-            if raw:
-                history[event_type] = decode_history(raw, fields)
-        contacts = decode_contacts(replies[position]) if self.with_contacts and replies[position] else []
-        return CustomerState(profile, history, contacts)
+            contacts = decode_contacts(replies[position]) if replies[position] else []
+            position += 1
+            kept = replies[position]
+            return CustomerState(profile, history, contacts, NEVER_TRIMMED if kept is None else read_kept_from(kept))
+        except BAD_STATE_ERRORS as error:
+            raise BadState(position, error) from None
 
     # -- the commit
 
@@ -329,7 +397,7 @@ class Codec:
             kept = need is not None and need.window > 0
             retention = self.retention
             cached = (f":h:{event_type}" if kept else None,
-                      (repr(float(self.needs.contact_window)), repr(float(need.window if need else 0.0)),
+                      (repr(float(self.needs.contact_keep)), repr(float(need.window if need else 0.0)),
                        retention.max_contacts, retention.max_events_per_type, *self.ttls))
             if len(self.tails) < 1024:  # event types are the ruleset's: a handful
                 self.tails[event_type] = cached
@@ -617,13 +685,42 @@ def fill_in(replies: list, indexes: list[int], answers: list) -> None:
         replies[index] = answer
 
 
-def decoded_state(codec: Codec, replies: list, customer_id: str) -> CustomerState:
-    """The replies of a read as state; StoreUnavailable (not a crash) when they cannot be read."""
+def decoded_state(codec: Codec, replies: list, base: str) -> CustomerState:
+    """The replies of a read as state; StoreUnavailable (not a crash) when Redis answered
+    with an error or a key holds what the engine cannot read (another service wrote it):
+    the decision is degraded, so no cap is exceeded, and the log names the key."""
+    for position, reply in enumerate(replies):
+        if isinstance(reply, ResponseError):
+            unreadable(codec.read_keys(base)[position], reply)
     try:
-        return codec.decode_read(checked(replies))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as error:
-        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)  # written by hand?
-        raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
+        return codec.decode_read(replies)
+    except BadState as bad:
+        unreadable(codec.read_keys(base)[bad.position], bad.error)
+
+
+def unreadable(key: str, error: BaseException) -> NoReturn:
+    if not isinstance(error, ResponseError) or str(error).startswith("WRONGTYPE"):
+        log.warning("unreadable state in redis at %s: %s", key, describe(error))  # written by another service?
+        raise StoreUnavailable(f"unreadable state in redis at {key}: {describe(error)}") from None
+    raise StoreUnavailable(f"redis: {error}") from None
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+class BadState(Exception):
+    """A reply of a read that cannot be read as state, at ``position`` in the read."""
+
+    def __init__(self, position: int, error: BaseException):
+        super().__init__(position, error)
+        self.position = position
+        self.error = error
+
+
+BAD_STATE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError,
+                    UnicodeDecodeError, msgpack.UnpackException)
 
 
 def once_reply(reply: Any) -> tuple[int, bytes | None]:

@@ -7,10 +7,14 @@ import math
 from typing import Any, Awaitable, Callable, NoReturn
 
 
+from redis.exceptions import ResponseError
+
+from nba.engine.errors import StateError
 from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
 
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
+    BAD_STATE_ERRORS,
     CLUSTER_SLOTS,
     CONNECTION_ERRORS,
     Codec,
@@ -23,6 +27,7 @@ from nba.engine.store.redis.protocol import (
     commit_once_command,
     connection_options,
     decoded_state,
+    describe,
     eval_instead,
     follow_redirects,
     has_error,
@@ -317,14 +322,14 @@ class RedisStore(Store):
         _, base, base_bytes = self.base(customer_id)
         replies = self.call_packed(base, codec.read_request(base_bytes, time), codec.count, self.latency_budget_s,
                                    lambda: codec.read_commands(base, time))
-        return decoded_state(codec, replies, customer_id)
+        return decoded_state(codec, replies, base)
 
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         codec = self.codec(needs)
         _, base, base_bytes = self.base(customer_id)
         replies = await self.call_packed_async(base, codec.read_request(base_bytes, time), codec.count,
                                                self.latency_budget_s, lambda: codec.read_commands(base, time))
-        return decoded_state(codec, replies, customer_id)
+        return decoded_state(codec, replies, base)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         base, command, wait = self.commit_plan(customer_id, needs, write)
@@ -336,7 +341,7 @@ class RedisStore(Store):
         [reply] = self.call(base, [command], self.write_timeout_s)
         if is_noscript(reply):
             [reply] = self.call(base, [eval_instead(command)], self.write_timeout_s)
-        return checked([reply])[0] == 1
+        return committed(reply)
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         base, command, wait = self.commit_plan(customer_id, needs, write)
@@ -349,7 +354,7 @@ class RedisStore(Store):
         [reply] = await self.call_async(base, [command], self.write_timeout_s)
         if is_noscript(reply):
             [reply] = await self.call_async(base, [eval_instead(command)], self.write_timeout_s)
-        return checked([reply])[0] == 1
+        return committed(reply)
 
     def commit_once(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
                     record_ttl_s: float) -> tuple[bool, bytes | None]:
@@ -421,13 +426,11 @@ class RedisStore(Store):
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
-        [raw] = checked(self.call(key, [("HGETALL", key)], self.io_timeout_s))
-        return decode_profile(raw, needs.profile_schema)
+        return profile_from(key, self.call(key, [("HGETALL", key)], self.io_timeout_s), needs)
 
     async def get_profile_async(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
-        [raw] = checked(await self.call_async(key, [("HGETALL", key)], self.io_timeout_s))
-        return decode_profile(raw, needs.profile_schema)
+        return profile_from(key, await self.call_async(key, [("HGETALL", key)], self.io_timeout_s), needs)
 
     def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
@@ -446,3 +449,27 @@ class RedisStore(Store):
         self.close()
         for node in list(self.async_nodes.values()):
             await node.close(self.write_timeout_s)
+
+
+def committed(reply: Any) -> bool:
+    """The commit script's reply: recorded, or refused by a cap; StoreUnavailable on an
+    error (a key of the wrong type, ``BADSTATE``, is logged: another service wrote it)."""
+    if isinstance(reply, ResponseError):
+        if str(reply).startswith("BADSTATE"):
+            log.warning("state write refused: %s", reply)
+        raise StoreUnavailable(f"redis: {reply}")
+    return reply == 1
+
+
+def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
+    """The profile of an HGETALL reply; ``StateError`` (``bad_state``, naming the key) when
+    the key holds what no profile is (another service wrote it)."""
+    [raw] = replies
+    if isinstance(raw, ResponseError):
+        if str(raw).startswith("WRONGTYPE"):
+            raise StateError(f"{key} is not a hash of profile fields: {raw}")
+        checked(replies)
+    try:
+        return decode_profile(raw, needs.profile_schema)
+    except BAD_STATE_ERRORS as error:
+        raise StateError(f"{key} holds a value that cannot be read: {describe(error)}") from None
