@@ -229,6 +229,7 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
         ("event", "[1, 2]"),
         ("event", json.dumps({"type": "visit"})),
         ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": "yesterday"})),
+        ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": time.time() + 86400})),  # on the wall clock
     ])
     consumer = make_consumer(redis_url)
     consumer.connect()
@@ -239,8 +240,8 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     assert (consumer.snapshot()["lag_entries"], consumer.snapshot()["pending"]) == (0, 0)
     answers = decisions_by_entry(outputs(client, "in:decisions"))
     codes = [json.loads(answers[entry][len("error:"):])["code"] for entry in bad]
-    assert codes == ["bad_entry", "bad_event", "bad_event", "bad_event", "bad_event"]
-    assert "customer_id" in answers[bad[3]] and "time" in answers[bad[4]]
+    assert codes == ["bad_entry", "bad_event", "bad_event", "bad_event", "bad_event", "bad_event"]
+    assert "customer_id" in answers[bad[3]] and "time" in answers[bad[4]] and "ahead" in answers[bad[5]]
     assert all(json.loads(answers[entry])["customer_id"] == f"c{n % 5}" for n, entry in enumerate(good))
     assert client.xpending("in", "nba")["pending"] == 0
     stats = consumer.snapshot()

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-ttl", type=float, default=defaults.record_ttl_s, metavar="SECONDS",
                         help="how long an entry's idempotency record is kept (default %(default)s)")
     parser.add_argument("--out-maxlen", type=int, metavar="N", help="trim the output stream to about N entries")
+    parser.add_argument("--max-event-ahead", type=float, default=None, metavar="SECONDS",
+                        help="refuse events whose time is further ahead of the clock (default: the engine's, 300)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-host", default=defaults.metrics_host)
     parser.add_argument("--stats-every", type=float, default=0.0, metavar="SECONDS",
@@ -61,7 +63,8 @@ def consume_main(args: argparse.Namespace) -> int:
         return EXIT_LOAD
     store = open_store(args.redis, latency_budget_s=STATE_BUDGET_S, write_timeout_s=WRITE_TIMEOUT_S,
                        connect_timeout_s=1.0)
-    engine = Engine(ruleset, store, path=args.rules)
+    ahead = {} if args.max_event_ahead is None else {"max_event_ahead_s": args.max_event_ahead}
+    engine = Engine(ruleset, store, path=args.rules, **ahead)
     settings = ConsumeSettings(
         streams=args.stream, group=args.group, consumer=args.consumer or default_consumer_name(), outs=args.out,
         count=args.count, block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
