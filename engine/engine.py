@@ -52,6 +52,7 @@ class Engine:
         self.store = store
         self.path = path
         self.stats = EngineStats()
+        self.stats.store_counters = getattr(store, "counters", None)
         self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
         self._thread_turns = ThreadTurns()
 
@@ -128,6 +129,7 @@ class Engine:
                 state = store.read(customer_id, reads, time)
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
             write = outcome.write
@@ -140,6 +142,7 @@ class Engine:
                     break
             except StoreUnavailable:  # the write may or may not have landed: answer as degraded,
                 degraded = True     # which gives no capped action (an untold contact only tightens a cap)
+                self.stats.store_commit_failures += 1
                 outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
                 break
             attempts += 1
@@ -192,6 +195,7 @@ class Engine:
                 state = await store.read_async(customer_id, reads, checked["time"])
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
             if dry_run or degraded or _nothing_to_record(outcome):
@@ -201,6 +205,7 @@ class Engine:
                     break
             except StoreUnavailable:
                 degraded = True
+                self.stats.store_commit_failures += 1
                 outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
                 break
         else:  # the commit's cap check never agreed with the read's
