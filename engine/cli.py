@@ -1,4 +1,4 @@
-"""The ``nba`` command: check, decide, replay, test, serve and bench (INTERFACES.md)."""
+"""The ``nba`` command: check, decide, replay, test, serve, consume and bench (INTERFACES.md)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(serve)
     serve.set_defaults(run=run_serve)
+
+    consume = commands.add_parser("consume", help="decide the events of Redis streams as a consumer group member")
+    from nba.engine.stream.command import add_arguments as add_consume_arguments, consume_main
+
+    add_consume_arguments(consume)
+    consume.set_defaults(run=consume_main)
 
     commands.add_parser("bench", help="run the benchmarks (nba bench --help)")
     return parser

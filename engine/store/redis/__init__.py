@@ -8,6 +8,8 @@ Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id):
     P:{C}:c        sorted set  contacts: score = time,
                                member = msgpack [time, sequence, rule, action, channel]
     P:{C}:m        hash        t = the newest time recorded, n = the last sequence number
+    P:{C}:x:KEY    string      the record of an idempotency key (``nba consume``: KEY is
+                               STREAM:GROUP:ENTRY-ID), the decision made; with a TTL
 
 All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
 pipeline reads them and one Lua script writes them. A decision reads with one pipeline

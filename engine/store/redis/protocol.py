@@ -215,6 +215,59 @@ return 1
 
 COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 
+# The commit once per idempotency key (``nba consume``: the input entry's id), around the
+# commit script, whose text it holds unchanged:
+# KEYS: the key's record (in the customer's slot), [the record of the key committed just
+#       before it, with ``after``], then the commit script's KEYS
+# ARGV: the record to keep (the decision made), its TTL in ms, "1" to run the commit script
+#       or "0" (nothing to write but the record), ``after``: "1" or "0", ``mark``, then the
+#       commit script's ARGV
+# Returns {2, record kept} when the key was committed before (nothing written, the
+# record's TTL untouched); 3 (nothing written) with ``after`` when the record before it
+# does not start with ``mark`` (that commit, made on the same state, did not land);
+# else the commit script's reply, and on 1 the record is kept.
+COMMIT_ONCE_SCRIPT = r"""
+local done_key, record, record_ttl_ms, with_commit, after, mark = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local previous = redis.call('GET', done_key)
+if previous then return {2, previous} end
+local skip = 1
+if after == '1' then
+  skip = 2
+  local before = redis.call('GET', KEYS[2])
+  if not before or string.sub(before, 1, #mark) ~= mark then return 3 end
+end
+local function shifted(list, by)
+  local out = {}
+  for n = by + 1, #list do out[n - by] = list[n] end
+  return out
+end
+local function commit(KEYS, ARGV)
+""" + COMMIT_SCRIPT + r"""
+end
+local result = 1
+if with_commit == '1' then result = commit(shifted(KEYS, skip), shifted(ARGV, 5)) end
+if result == 1 then redis.call('SET', done_key, record, 'PX', record_ttl_ms) end
+return result
+"""
+
+COMMIT_ONCE_SHA = hashlib.sha1(COMMIT_ONCE_SCRIPT.encode()).hexdigest()
+ALREADY_COMMITTED = 2  # the first element of the once script's reply for a key committed before
+NOT_AFTER = 3  # the once script's reply when the commit it was to follow did not land
+
+
+def commit_once_command(commit: tuple | None, done_key: str, record: bytes | str, record_ttl_ms: int,
+                        after: tuple[str, bytes] | None = None) -> tuple:
+    """``commit`` (an EVALSHA of the commit script, or None for a write with nothing to
+    record) as an EVALSHA of the once script that keeps ``record`` at ``done_key``;
+    with ``after`` (a record's key, a mark), only if that record starts with the mark."""
+    n_keys = commit[2] if commit is not None else 0
+    keys = (done_key, after[0]) if after is not None else (done_key,)
+    head = ("EVALSHA", COMMIT_ONCE_SHA, n_keys + len(keys), *keys)
+    flags = ("1" if commit is not None else "0", "1" if after is not None else "0", after[1] if after else "")
+    if commit is None:
+        return (*head, record, record_ttl_ms, *flags)
+    return (*head, *commit[3:3 + n_keys], record, record_ttl_ms, *flags, *commit[3 + n_keys:])
+
 
 def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
     """The script's arguments for the cap checks; None when the new contacts alone exceed one.
@@ -890,9 +943,23 @@ BAD_STATE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError,
                     UnicodeDecodeError, msgpack.UnpackException)
 
 
+def once_reply(reply: Any) -> tuple[int, bytes | None]:
+    """The once script's reply as (1: committed, 0: refused by a cap, ``ALREADY_COMMITTED``
+    or ``NOT_AFTER``; the record kept before, with ``ALREADY_COMMITTED``)."""
+    if isinstance(reply, list):
+        if len(reply) == 2 and reply[0] == ALREADY_COMMITTED:
+            return ALREADY_COMMITTED, reply[1]
+        raise StoreUnavailable(f"redis: unexpected reply to a commit: {reply!r}")
+    if reply in (0, 1, NOT_AFTER):
+        return reply, None
+    raise StoreUnavailable(f"redis: unexpected reply to a commit: {reply!r}")
+
+
 def eval_instead(command: tuple) -> tuple:
     """An EVALSHA of the commit script as an EVAL (which also loads it)."""
-    return ("EVAL", COMMIT_SCRIPT, *command[2:]) if command[0] == "EVALSHA" else command
+    if command[0] != "EVALSHA":
+        return command
+    return ("EVAL", COMMIT_ONCE_SCRIPT if command[1] == COMMIT_ONCE_SHA else COMMIT_SCRIPT, *command[2:])
 
 
 def checked(replies: list) -> list:

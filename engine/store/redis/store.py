@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import threading
 import time as clock
@@ -28,6 +29,7 @@ from nba.engine.store.redis.protocol import (
     Topology,
     checked,
     cluster_is_changing,
+    commit_once_command,
     connection_options,
     decoded_state,
     describe,
@@ -37,6 +39,7 @@ from nba.engine.store.redis.protocol import (
     is_noscript,
     is_try_again,
     log,
+    once_reply,
     pack_command,
     pack_commands,
     plan_put_profile,
@@ -532,6 +535,35 @@ class RedisStore(Store):
                 return committed(reply)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
+
+    def commit_once(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
+                    record_ttl_s: float) -> tuple[bool, bytes | None]:
+        """``commit``, once per idempotency ``key`` of the customer: the check of the key,
+        the write and the keeping of ``record`` (for ``record_ttl_s``) are one script.
+
+        (True, None): committed now, record kept (an empty write records only the key);
+        (False, None): refused by a cap, nothing written; (True, the record kept then):
+        the key was committed before, nothing written now.
+        """
+        command = self.commit_once_command(customer_id, needs, write, key, record, record_ttl_s)
+        if command is None:
+            return False, None
+        [reply] = self.call(self.base(customer_id)[1], [command], self.write_timeout_s)
+        if is_noscript(reply):
+            [reply] = self.call(self.base(customer_id)[1], [eval_instead(command)], self.write_timeout_s)
+        status, kept = once_reply(checked([reply])[0])
+        return status != 0, kept
+
+    def commit_once_command(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
+                            record_ttl_s: float) -> tuple | None:
+        """The EVALSHA of ``commit_once``; None when the write's own contacts exceed a cap."""
+        base = self.base(customer_id)[1]
+        commit = None
+        if not write.is_empty:
+            commit = self.codec(needs).commit_command(base, write)
+            if commit is None:
+                return None
+        return commit_once_command(commit, f"{base}:x:{key}", record, max(1, math.ceil(record_ttl_s * 1000)))
 
     def commit_plan(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> tuple[str, tuple | None, bool]:
         """(key base, the EVALSHA command, whether to wait for its reply); without a
