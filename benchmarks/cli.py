@@ -4,7 +4,8 @@
     nba bench history [--customers N] [--past N] [--decisions N]
     nba bench load [--rules 100,1000,10000]
     nba bench lsp [--rules 1000] [--edits 40]   (didChange -> publishDiagnostics of `nba lsp`)
-    nba bench redis ... / nba bench server ...   (benchmarks.bench_redis / bench_server)
+    nba bench lint [--rules 100,1000]
+    nba bench redis ... / nba bench server ... / nba bench consume ...   (benchmarks.bench_redis / ...)
     nba bench all [--quick] [--write-results]
 
 ``--quick`` is a fast smoke run; ``--write-results`` writes RESULTS.md with the machine,
@@ -31,6 +32,8 @@ BENCHMARKS = {
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
     "lsp": "benchmarks.bench_lsp",
+    "lint": "benchmarks.bench_lint",
+    "consume": "benchmarks.bench_consume",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 

@@ -1,9 +1,10 @@
-"""The ``nba`` command: check, decide, replay, test, serve, lsp and bench (INTERFACES.md)."""
+"""The ``nba`` command: check, decide, replay, test, serve, consume, lsp and bench (INTERFACES.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from nba.dsl import LoadError, load_ruleset
@@ -39,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="load a ruleset and print every error")
     check.add_argument("rules", help="a .rules file or a directory of them")
+    check.add_argument("--lint", action="store_true", help="also print the warnings of `nba lint`")
     check.set_defaults(run=run_check)
+
+    lint = commands.add_parser("lint", help="static analysis: rules that never match, shadowed rules, ...")
+    lint.add_argument("rules", help="a .rules file or a directory of them")
+    lint.add_argument("--at", metavar="TIME", help="the time `expired` compares with (RFC 3339 or epoch seconds; default now)")
+    lint.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or a JSON list")
+    lint.set_defaults(run=run_lint)
 
     decide = commands.add_parser("decide", help="one decision on a fresh in-memory store")
     decide.add_argument("rules")
@@ -78,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(serve)
     serve.set_defaults(run=run_serve)
 
+    consume = commands.add_parser("consume", help="decide the events of Redis streams as a consumer group member")
+    from nba.engine.stream.command import add_arguments as add_consume_arguments, consume_main
+
+    add_consume_arguments(consume)
+    consume.set_defaults(run=consume_main)
+
     lsp = commands.add_parser("lsp", help="a language server for .rules files over stdio (docs/editors.md)")
     lsp.set_defaults(run=run_lsp)
 
@@ -105,6 +119,8 @@ def load_or_report(path: str):
 
 
 def run_check(args) -> int:
+    if args.lint:
+        return run_lint(args, checking=True)
     ruleset = load_or_report(args.rules)
     if ruleset is None:
         return EXIT_FAILED
@@ -115,6 +131,50 @@ def run_check(args) -> int:
         + (", with a default" if ruleset.default else "")
     )
     return EXIT_OK
+
+
+# ---- lint ------------------------------------------------------------------------------
+
+
+def run_lint(args, checking: bool = False) -> int:
+    """`nba lint`: exit 0 with no warning, 1 with warnings, 2 when the ruleset does not load.
+    `nba check --lint`: the errors, or the warnings; exit 1 for either, as `check` does."""
+    from nba.dsl.lint import format_json, format_text, lint_path
+
+    at = None
+    if getattr(args, "at", None) is not None:
+        at = lint_time(args.at)
+        if at is None:
+            print(f"--at: `{args.at}` is not a time (write 2026-11-27, 2026-11-27T09:30:00Z or epoch seconds)", file=sys.stderr)
+            return EXIT_LOAD
+    try:
+        warnings, sources = lint_path(args.rules, at)
+    except LoadError as exc:
+        print(exc.report(), file=sys.stderr)
+        count = len(exc.diagnostics)
+        print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return EXIT_FAILED if checking else EXIT_LOAD
+    if getattr(args, "format", "text") == "json":
+        print(format_json(warnings))
+    elif warnings:
+        print(format_text(warnings, sources))
+    count = len(warnings)
+    summary = f"{count} warning{'s' if count != 1 else ''}"
+    print(f"{args.rules}: ok, {summary}" if checking else summary, file=sys.stderr)
+    return EXIT_FAILED if warnings else EXIT_OK
+
+
+def lint_time(text: str) -> float | None:
+    """`--at`: an RFC 3339 time or finite epoch seconds; None for anything else."""
+    from nba.dsl.runtime import parse_time
+
+    at = parse_time(text)
+    if at is None:
+        try:
+            at = float(text)
+        except ValueError:
+            return None
+    return at if math.isfinite(at) else None
 
 
 # ---- decide ----------------------------------------------------------------------------
@@ -165,11 +225,15 @@ def run_replay(args) -> int:
     if ruleset is None:
         return EXIT_LOAD
     if args.redis:
+        from nba.engine.state import StoreUnavailable
         from nba.engine.store import open_store
 
-        # A replay is a batch: give Redis time to answer rather than deciding without state.
-        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules,
-                        max_event_ahead_s=None)  # replay runs on the events' own times
+        try:  # A replay is a batch: give Redis time to answer rather than deciding without state.
+            store = open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S)
+        except (StoreUnavailable, ValueError) as error:  # refused (RedisAccessDenied), a bad URL
+            print(f"nba replay: {error}", file=sys.stderr)
+            return EXIT_LOAD
+        engine = Engine(ruleset, store, path=args.rules, max_event_ahead_s=None)  # replay runs on the events' own times
     else:
         engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:

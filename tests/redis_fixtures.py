@@ -14,10 +14,12 @@ from __future__ import annotations
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -48,37 +50,105 @@ def free_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
-def send_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """One command over a plain socket; the raw reply (enough to check for +PONG)."""
-    packed = f"*{len(args)}\r\n".encode() + b"".join(
+def pack(*args: str) -> bytes:
+    return f"*{len(args)}\r\n".encode() + b"".join(
         f"${len(arg.encode())}\r\n".encode() + arg.encode() + b"\r\n" for arg in args
     )
+
+
+def send_command(port: int, *args: str, timeout: float = 1.0, password: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> bytes:
+    """One command over a plain (or TLS) socket, after ``AUTH password`` when given; the raw
+    reply (enough to check for +PONG)."""
     with socket.create_connection((HOST, port), timeout=timeout) as conn:
-        conn.sendall(packed)
+        if ssl_context is not None:
+            conn = ssl_context.wrap_socket(conn, server_hostname=HOST)
+        if password is not None:
+            conn.sendall(pack("AUTH", password))
+            reply = conn.recv(65536)
+            if not reply.startswith(b"+OK"):
+                return reply
+        conn.sendall(pack(*args))
         return conn.recv(65536)
 
 
-class RedisServer:
-    """One ``redis-server`` process on a loopback port; can be stopped and started again."""
+def tls_supported() -> bool:
+    """Whether this redis-server was built with TLS (Debian's is). Asked to listen with TLS
+    but given no certificate, a TLS build complains about the missing file and exits; a
+    build without TLS rejects ``tls-port`` itself as a bad directive."""
+    if REDIS_SERVER is None:
+        return False
+    try:
+        probe = subprocess.run([REDIS_SERVER, "--port", "0", "--tls-port", "0"], capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Bad directive" not in probe.stdout + probe.stderr
 
-    def __init__(self, port: int | None = None, cluster: bool = False, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS):
+
+REDIS_HAS_TLS = tls_supported()
+needs_redis_tls = pytest.mark.skipif(not REDIS_HAS_TLS, reason="redis-server is not installed or has no TLS")
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port; can be stopped and started again.
+
+    Secured on request: ``password`` (``--requirepass``, the default user's), ``users``
+    (ACL rules, one string per user as after ``ACL SETUSER``: ``"name on >secret ~nba:* +get"``)
+    and ``tls`` (a ``certificates.Certificates``: TLS only, ``--port 0 --tls-port PORT``;
+    client certificates required when ``tls_client_certificates``). ``url(...)`` makes the
+    URL a client gives to reach it.
+    """
+
+    def __init__(self, port: int | None = None, cluster: bool = False, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
+                 *, password: str | None = None, users: tuple[str, ...] = (), tls=None,
+                 tls_client_certificates: bool = False):
         self.port = port or free_port()
         self.cluster = cluster
         self.node_timeout_ms = node_timeout_ms
+        self.password = password
+        self.users = users
+        self.tls = tls
+        self.tls_client_certificates = tls_client_certificates
         self.dir = Path(tempfile.mkdtemp(prefix=f"nba-redis-{self.port}-"))
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return self.url_for(password=self.password)
+
+    def url_for(self, user: str | None = None, password: str | None = None, **query: str) -> str:
+        """``redis://`` (``rediss://`` with TLS, trusting the test CA unless ``query`` says
+        otherwise) with the user and password given."""
+        credentials = ""
+        if user is not None or password is not None:
+            credentials = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+        if self.tls is not None:
+            query = {"ssl_ca_certs": str(self.tls.ca), **query}
+            if self.tls_client_certificates:
+                query = {"ssl_certfile": str(self.tls.client_cert), "ssl_keyfile": str(self.tls.client_key), **query}
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://{credentials}{HOST}:{self.port}/0" + (f"?{urlencode(query)}" if query else "")
 
     @property
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
+    def admin_ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return context
+
+    def command(self, *args: str) -> bytes:
+        """One command as the default user (the admin), over TLS when the server has it."""
+        return send_command(self.port, *args, password=self.password, ssl_context=self.admin_ssl_context())
+
     def command_line(self) -> list[str]:
+        port = ["--port", "0", "--tls-port", str(self.port)] if self.tls is not None else ["--port", str(self.port)]
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            REDIS_SERVER, *port, "--bind", HOST, "--save", "", "--appendonly", "no",
             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--daemonize", "no",
         ]
         if self.cluster:
@@ -86,6 +156,14 @@ class RedisServer:
             # is being promoted (docs/redis-cluster.md)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf"),
                      "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-require-full-coverage", "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        for rules in self.users:
+            args += ["--user", *rules.split()]
+        if self.tls is not None:
+            args += ["--tls-cert-file", str(self.tls.server_cert), "--tls-key-file", str(self.tls.server_key),
+                     "--tls-ca-cert-file", str(self.tls.ca),
+                     "--tls-auth-clients", "yes" if self.tls_client_certificates else "no"]
         return args
 
     def start(self) -> "RedisServer":
@@ -99,7 +177,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited: {self.log_tail()}")
             try:
-                if send_command(self.port, "PING").startswith(b"+PONG"):
+                if self.command("PING").startswith(b"+PONG"):
                     return
             except OSError:
                 pass
@@ -123,14 +201,14 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def flush(self) -> None:
-        send_command(self.port, "FLUSHALL")
+        self.command("FLUSHALL")
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def info(self, section: str) -> dict[str, str]:
-        text = send_command(self.port, "INFO", section).decode(errors="replace")
+        text = self.command("INFO", section).decode(errors="replace")
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("$"))
 
     def is_master(self) -> bool:

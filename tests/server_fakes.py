@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nba.engine.decision import Choice, Decision
 from nba.engine.errors import EventError, RequestError
-from nba.engine.protocol import HEADER, NEED_MORE, FrameDecoder
+from nba.engine.protocol import HEADER, NEED_MORE, FrameDecoder, encode_frame
 from nba.engine.server import Server, new_event_loop
 from nba.engine.settings import ServerSettings
 
@@ -343,3 +343,133 @@ class RedisProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+# ------------------------------------------------------------------ a server with tokens and TLS
+
+class FakeAuthServer:
+    """A small threaded stand-in for ``nba serve --auth FILE [--tls-cert ...]`` (INTERFACES.md,
+    "Security of the socket"), for the clients' tests until the real server has both.
+
+    ``tokens`` maps a token to its role (``client``: decide, ping, get_profile, stats;
+    ``admin``: every op). With tokens, a connection's first request must be ``auth``: any
+    other op before it gets ``unauthenticated`` (the connection stays open); a wrong token
+    gets that error and a close. ``ssl_context``: TLS on the socket. ``requests`` records
+    ``(connection number, op)`` of every request read; ``drop_connections()`` closes every
+    open connection, as a server that restarts does.
+    """
+
+    CLIENT_OPS = frozenset({"decide", "ping", "get_profile", "stats"})
+
+    def __init__(self, tokens: dict | None = None, ssl_context=None, decide_delay: float = 0.0):
+        self.tokens = tokens
+        self.ssl_context = ssl_context
+        self.decide_delay = decide_delay
+        self.requests: list[tuple[int, str]] = []
+        self.profiles: dict = {}
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.stopped = False
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped = True
+        self.listener.close()
+        self.drop_connections()
+        self.thread.join(10)
+
+    def drop_connections(self) -> None:
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def ops_of(self, number: int) -> list[str]:
+        return [op for n, op in self.requests if n == number]
+
+    def _accept(self) -> None:
+        number = 0
+        while not self.stopped:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            number += 1
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        try:
+            if self.ssl_context is not None:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+        except OSError:
+            conn.close()
+            return
+        with self.lock:
+            self.connections.append(conn)
+        role = None if self.tokens else "admin"
+        decoder = FrameDecoder(1 << 20)
+        try:
+            while True:
+                request = decoder.next_frame()
+                if request is NEED_MORE:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        return
+                    decoder.feed(data)
+                    continue
+                op = request.get("op")
+                with self.lock:
+                    self.requests.append((number, op))
+                response, close = self._answer(request, role)
+                if op == "auth" and response["ok"]:
+                    role = self.tokens[request["token"]]
+                conn.sendall(encode_frame(response))
+                if close:
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _answer(self, request: dict, role: str | None) -> tuple[dict, bool]:
+        request_id, op = request.get("id"), request.get("op")
+
+        def error(code, message):
+            return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+        if op == "auth":
+            if self.tokens and request.get("token") in self.tokens:
+                return {"id": request_id, "ok": True}, False
+            return error("unauthenticated", "wrong token"), True
+        if role is None:
+            return error("unauthenticated", "send an auth request first"), False
+        if role == "client" and op not in self.CLIENT_OPS:
+            return error("forbidden", f"the role client may not {op}"), False
+        if op == "ping":
+            return {"id": request_id, "ok": True, "pong": True}, False
+        if op == "decide":
+            if self.decide_delay:
+                time.sleep(self.decide_delay)
+            event = request.get("event") or {}
+            decision = {"customer_id": event.get("customer_id"), "action": "hello", "params": {"seq": event.get("seq")}}
+            return {"id": request_id, "ok": True, "decision": decision}, False
+        if op == "get_profile":
+            return {"id": request_id, "ok": True, "profile": self.profiles.get(request.get("customer_id"), {})}, False
+        if op == "put_profile":
+            self.profiles[request.get("customer_id")] = request.get("profile")
+            return {"id": request_id, "ok": True}, False
+        if op == "stats":
+            return {"id": request_id, "ok": True, "stats": {"requests": len(self.requests)}}, False
+        if op == "reload":
+            return {"id": request_id, "ok": True, "reloaded": {"reloads": 1}}, False
+        return error("unknown_op", f"unknown op {op!r}"), False

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError
+from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, ServerUnavailable
 from nba.engine.protocol import HEADER, encode_frame
-from server_fakes import FakeEngine, ThreadServer
+from server_fakes import FakeEngine, ThreadServer, wait_for
 
 
 @pytest.fixture
@@ -62,34 +62,51 @@ def test_client_pipeline_keeps_request_order_and_returns_errors_in_place(server)
             client.decide_many([EVENT, {"type": "t"}])
 
 
-def test_client_fatal_error_and_closed_connection(server):
+def test_client_fatal_error_closes_the_connection_and_the_next_call_opens_another(server):
     with Client("127.0.0.1", server.port) as client:
-        client._sock.sendall(HEADER.pack(1 << 30))
+        conn = client._acquire()
+        conn.send(HEADER.pack(1 << 30))
+        response = conn.receive()
+        assert response["id"] is None and response["error"]["code"] == "frame_too_large"
+        client._release(conn)
+        assert wait_for(conn.is_stale)  # the server closed it
+        assert client.ping() is True  # on a new connection
+
+
+def fake_listener(answer):
+    """A listener whose one connection reads a request and then does ``answer(conn)``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.recv(100)
+        answer(conn)
+        conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return listener, thread
+
+
+def test_client_raises_a_fatal_error_answered_in_place_of_its_answer():
+    error = {"id": None, "ok": False, "error": {"code": "frame_too_large", "message": "too large"}}
+    listener, thread = fake_listener(lambda conn: conn.sendall(encode_frame(error)))
+    with listener, Client("127.0.0.1", listener.getsockname()[1]) as client:
         with pytest.raises(NbaError) as info:
             client.ping()
-        assert info.value.code == "frame_too_large"
-        assert not isinstance(info.value, ConnectionClosed)
-        with pytest.raises((ConnectionClosed, OSError)):
-            client.ping()
+        assert info.value.code == "frame_too_large" and not isinstance(info.value, ConnectionClosed)
+    thread.join()
 
 
 def test_client_sees_a_server_that_closes():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-
-        def close_at_once():
-            conn, _ = listener.accept()
-            conn.recv(100)
-            conn.close()
-
-        thread = threading.Thread(target=close_at_once)
-        thread.start()
-        with Client("127.0.0.1", listener.getsockname()[1]) as client:
-            with pytest.raises(ConnectionClosed) as info:
-                client.ping()
-            assert info.value.code == "connection_closed"
-        thread.join()
+    listener, thread = fake_listener(lambda conn: None)
+    with listener, Client("127.0.0.1", listener.getsockname()[1]) as client:
+        with pytest.raises(ConnectionClosed) as info:
+            client.decide(EVENT)
+        assert info.value.code == "connection_closed" and "not sent again" in info.value.message
+    thread.join()
 
 
 def run(coro):
@@ -141,9 +158,8 @@ def test_async_client_fatal_error_fails_every_waiting_call(server):
             results = await asyncio.gather(*waiting, return_exceptions=True)
             # the three decisions went out before the bad frame: they are answered
             assert [r["params"]["seq"] for r in results] == [0, 1, 2]
-            with pytest.raises(NbaError) as info:
-                await client.ping()
-            assert info.value.code in ("bad_frame", "connection_closed")
+            # the server answered the bad frame and closed: the next call opens a new connection
+            assert await client.ping() is True
 
     run(scenario())
 
@@ -178,3 +194,12 @@ def test_client_pipeline_of_many_large_requests_does_not_block(server):
         events = [{"customer_id": f"c{i}", "type": "t", "seq": i, "pad": "x" * 2000} for i in range(3000)]
         decisions = client.decide_many(events)
         assert [d["params"]["seq"] for d in decisions] == list(range(3000))
+
+
+def test_a_server_that_hangs_up_during_auth_is_unavailable_not_a_wrong_token():
+    listener, thread = fake_listener(lambda conn: None)
+    with listener:
+        with pytest.raises(ServerUnavailable) as info:
+            Client("127.0.0.1", listener.getsockname()[1], token="t")
+        assert "ConnectionClosed" in info.value.message
+    thread.join()

@@ -8,6 +8,8 @@ Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id):
     P:{C}:c        sorted set  contacts: score = time,
                                member = msgpack [time, sequence, rule, action, channel]
     P:{C}:m        hash        t = the newest time recorded, n = the last sequence number
+    P:{C}:x:KEY    string      the record of an idempotency key (``nba consume``: KEY is
+                               STREAM:GROUP:ENTRY-ID), the decision made; with a TTL
 
 All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
 pipeline reads them and one Lua script writes them. A decision reads with one pipeline
@@ -21,8 +23,9 @@ script, the requests of a ruleset packed once as templates, replies, cluster red
 do no I/O; ``sync_io`` and ``async_io`` move the bytes; ``store`` is ``RedisStore``, which
 drives both transports with the same requests and reply handling.
 
-Transport: redis-py connections (they connect, authenticate, speak TLS, select the
-database, say HELLO 3) with the hiredis parser, but no redis-py code per round trip: a
+Transport: redis-py connections (they connect, speak TLS for ``rediss://``, AUTH with the
+URL's user and password, SELECT the database; RESP2 unless the URL says ``protocol=3``, which
+makes it HELLO 3; docs/redis-security.md) with the hiredis parser, but no redis-py code per round trip: a
 read is one byte string filled in from a per-ruleset template (``protocol.Codec``), sent
 with one ``sendall`` on the connection's socket, and its replies are parsed by the
 connection's own hiredis reader (redis-py's ``read_response`` when the parser is not
@@ -40,7 +43,7 @@ from nba.engine.store.redis.encoding import (
     pack_member,
     unpack_member,
 )
-from nba.engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, Retention
+from nba.engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, RedisAccessDenied, Retention
 from nba.engine.store.redis.store import RedisStore
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "COMMIT_SHA",
     "Codec",
     "KeyLayout",
+    "RedisAccessDenied",
     "RedisStore",
     "Retention",
     "decode_profile",

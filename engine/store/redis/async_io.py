@@ -13,7 +13,16 @@ from redis.exceptions import ResponseError
 
 from nba.engine.state import StoreUnavailable
 
-from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, NodeDown, PING
+from nba.engine.store.redis.protocol import (
+    Backoff,
+    COMMIT_SCRIPT,
+    CONNECTION_ERRORS,
+    Endpoint,
+    NodeDown,
+    PING,
+    RefusalLog,
+    connect_failure,
+)
 
 
 class Pending:
@@ -310,6 +319,7 @@ class AsyncNode:
         self.connecting: asyncio.Task | None = None
         self.warm = False  # a link was opened on this loop before
         self.backoff = Backoff(retry_interval_s)
+        self.refusals = RefusalLog()
 
     def ready_link(self) -> AsyncLink | None:
         """The open link of the running event loop, if there is one."""
@@ -361,12 +371,15 @@ class AsyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             await discard_async(conn)
-            self.tell(False, f"cannot connect: {error}")
-            raise NodeDown(f"cannot connect to redis: {error}") from error
+            failure = connect_failure(self.endpoint, error)
+            self.refusals.failed(failure)
+            self.tell(False, f"cannot connect: {failure}")
+            raise failure from error
         finally:
             self.connecting = None
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
+        self.refusals.succeeded()
         self.link = AsyncLink(conn, self.on_late_reply, self.link_lost)
         self.warm = True
         self.tell(True, "connected")

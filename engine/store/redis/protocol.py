@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import ssl
 import time as clock
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
@@ -23,9 +24,12 @@ import redis.connection as sync_connection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     BusyLoadingError,
     ClusterDownError,
     MovedError,
+    NoPermissionError,
     NoScriptError,
     ReadOnlyError,
     RedisError,
@@ -210,6 +214,59 @@ return 1
 """
 
 COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
+
+# The commit once per idempotency key (``nba consume``: the input entry's id), around the
+# commit script, whose text it holds unchanged:
+# KEYS: the key's record (in the customer's slot), [the record of the key committed just
+#       before it, with ``after``], then the commit script's KEYS
+# ARGV: the record to keep (the decision made), its TTL in ms, "1" to run the commit script
+#       or "0" (nothing to write but the record), ``after``: "1" or "0", ``mark``, then the
+#       commit script's ARGV
+# Returns {2, record kept} when the key was committed before (nothing written, the
+# record's TTL untouched); 3 (nothing written) with ``after`` when the record before it
+# does not start with ``mark`` (that commit, made on the same state, did not land);
+# else the commit script's reply, and on 1 the record is kept.
+COMMIT_ONCE_SCRIPT = r"""
+local done_key, record, record_ttl_ms, with_commit, after, mark = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local previous = redis.call('GET', done_key)
+if previous then return {2, previous} end
+local skip = 1
+if after == '1' then
+  skip = 2
+  local before = redis.call('GET', KEYS[2])
+  if not before or string.sub(before, 1, #mark) ~= mark then return 3 end
+end
+local function shifted(list, by)
+  local out = {}
+  for n = by + 1, #list do out[n - by] = list[n] end
+  return out
+end
+local function commit(KEYS, ARGV)
+""" + COMMIT_SCRIPT + r"""
+end
+local result = 1
+if with_commit == '1' then result = commit(shifted(KEYS, skip), shifted(ARGV, 5)) end
+if result == 1 then redis.call('SET', done_key, record, 'PX', record_ttl_ms) end
+return result
+"""
+
+COMMIT_ONCE_SHA = hashlib.sha1(COMMIT_ONCE_SCRIPT.encode()).hexdigest()
+ALREADY_COMMITTED = 2  # the first element of the once script's reply for a key committed before
+NOT_AFTER = 3  # the once script's reply when the commit it was to follow did not land
+
+
+def commit_once_command(commit: tuple | None, done_key: str, record: bytes | str, record_ttl_ms: int,
+                        after: tuple[str, bytes] | None = None) -> tuple:
+    """``commit`` (an EVALSHA of the commit script, or None for a write with nothing to
+    record) as an EVALSHA of the once script that keeps ``record`` at ``done_key``;
+    with ``after`` (a record's key, a mark), only if that record starts with the mark."""
+    n_keys = commit[2] if commit is not None else 0
+    keys = (done_key, after[0]) if after is not None else (done_key,)
+    head = ("EVALSHA", COMMIT_ONCE_SHA, n_keys + len(keys), *keys)
+    flags = ("1" if commit is not None else "0", "1" if after is not None else "0", after[1] if after else "")
+    if commit is None:
+        return (*head, record, record_ttl_ms, *flags)
+    return (*head, *commit[3:3 + n_keys], record, record_ttl_ms, *flags, *commit[3 + n_keys:])
 
 
 def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
@@ -416,6 +473,77 @@ class NodeDown(StoreUnavailable):
 
 
 
+class RedisAccessDenied(NodeDown):
+    """Redis was reached but refused this engine: a wrong user or password, an ACL without
+    a command or key the engine needs, a TLS certificate not trusted (either way), a CA
+    file that cannot be read.
+
+    ``RedisStore`` raises it when it starts, so that a mistake in the URL is one clear
+    error at start; later (a password changed under a running engine) it is a
+    ``StoreUnavailable`` like any other: decisions are degraded, and it is logged once.
+    The message never holds the password.
+    """
+
+
+# redis-py's own classes for AUTH/HELLO refusals (WRONGPASS, NOAUTH) and ACL refusals (NOPERM)
+ACCESS_ERRORS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
+# Reasons in OpenSSL's errors (redis-py keeps only their text) that a TLS setting is wrong,
+# not that Redis is away: an untrusted or missing certificate, TLS spoken to a plain port.
+TLS_REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "WRONG_VERSION_NUMBER", "HANDSHAKE_FAILURE")
+
+
+def refusal_reason(error: BaseException) -> str | None:
+    """Why Redis refused the engine, when ``error`` (of a connect, or a reply) says it did;
+    None when Redis was merely unreachable, slow or gone."""
+    seen = 0
+    while error is not None and seen < 10:
+        seen += 1
+        if isinstance(error, ACCESS_ERRORS):
+            return f"{type(error).__name__}: {error}"
+        if isinstance(error, ssl.SSLEOFError):  # the server hung up in the TLS handshake
+            return ("the TLS connection was closed by the server during the handshake "
+                    "(does it require a client certificate: ssl_certfile, ssl_keyfile?)")
+        if isinstance(error, ssl.SSLError) and any(reason in str(error) for reason in TLS_REFUSALS):
+            if "CERTIFICATE_REQUIRED" in str(error):
+                return f"TLS: {error}: the server wants a client certificate (ssl_certfile, ssl_keyfile)"
+            return f"TLS: {error}"
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return f"a TLS file of the URL cannot be read: {error}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def connect_failure(endpoint: "Endpoint", error: BaseException) -> NodeDown:
+    """What to raise for a failed connect (or handshake) to ``endpoint``: RedisAccessDenied
+    when Redis refused the engine, else NodeDown."""
+    reason = refusal_reason(error)
+    if reason is not None:
+        return RedisAccessDenied(
+            f"redis {endpoint.host}:{endpoint.port} refused this engine: {reason} "
+            "(check the user, password and TLS options of the redis URL, and the user's ACL)"
+        )
+    return NodeDown(f"cannot connect to redis: {error}")
+
+
+class RefusalLog:
+    """Logs a node's refusal once (and again only when the reason changes), not per retry."""
+
+    __slots__ = ("last",)
+
+    def __init__(self):
+        self.last: str | None = None
+
+    def failed(self, failure: StoreUnavailable) -> None:
+        if isinstance(failure, RedisAccessDenied) and str(failure) != self.last:
+            self.last = str(failure)
+            log.error("%s; decisions are made without state until it accepts the engine", failure)
+
+    def succeeded(self) -> None:
+        if self.last is not None:
+            self.last = None
+            log.warning("redis accepts the engine again")
+
+
 @dataclass(slots=True)
 class Endpoint:
     """Where one Redis node listens, and the redis-py connection options for it."""
@@ -533,15 +661,31 @@ def store_options_in(url: str) -> tuple[str, dict]:
 
 
 def connection_options(url: str) -> tuple[str, int, dict, dict]:
-    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP2 (hiredis builds a map reply as a dict at four times the cost of a flat list)."""
-    options = sync_connection.parse_url(url)
-    async_options = async_connection.parse_url(url)
+    """Host, port and the redis-py connection options (sync, asyncio) of ``url``; RESP2 (hiredis builds a map reply as a dict at four times the cost of a flat list).
+
+    ``redis://[user[:password]@]host[:port][/db]`` or ``rediss://...`` (TLS) with redis-py's
+    query parameters (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``, ...). redis-py's connections do the handshake: TLS, then AUTH
+    (or HELLO with ``protocol=3``), then SELECT. Raises ValueError for an option the
+    connection does not take (an ``ssl_*`` option on a ``redis://`` URL, a misspelt one).
+    """
+    try:
+        options = sync_connection.parse_url(url)
+        async_options = async_connection.parse_url(url)
+    except ValueError as error:
+        raise ValueError(f"bad redis URL: {error}") from None
     host = options.pop("host", "127.0.0.1")
     port = int(options.pop("port", 6379))
-    for each in (options, async_options):
+    for each, default_class in ((options, sync_connection.Connection), (async_options, async_connection.Connection)):
         each.pop("host", None)
         each.pop("port", None)
         each.setdefault("protocol", 2)
+        try:  # made, not connected: checks the options now rather than on each connect
+            each.get("connection_class", default_class)(host=host, port=port, **{
+                name: value for name, value in each.items() if name != "connection_class"})
+        except (TypeError, ValueError) as error:
+            hint = " (ssl_* options need a rediss:// URL)" if "ssl" in str(error) else ""
+            raise ValueError(f"bad redis URL option: {error}{hint}") from None
     return host, port, options, async_options
 
 
@@ -799,9 +943,23 @@ BAD_STATE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError,
                     UnicodeDecodeError, msgpack.UnpackException)
 
 
+def once_reply(reply: Any) -> tuple[int, bytes | None]:
+    """The once script's reply as (1: committed, 0: refused by a cap, ``ALREADY_COMMITTED``
+    or ``NOT_AFTER``; the record kept before, with ``ALREADY_COMMITTED``)."""
+    if isinstance(reply, list):
+        if len(reply) == 2 and reply[0] == ALREADY_COMMITTED:
+            return ALREADY_COMMITTED, reply[1]
+        raise StoreUnavailable(f"redis: unexpected reply to a commit: {reply!r}")
+    if reply in (0, 1, NOT_AFTER):
+        return reply, None
+    raise StoreUnavailable(f"redis: unexpected reply to a commit: {reply!r}")
+
+
 def eval_instead(command: tuple) -> tuple:
     """An EVALSHA of the commit script as an EVAL (which also loads it)."""
-    return ("EVAL", COMMIT_SCRIPT, *command[2:]) if command[0] == "EVALSHA" else command
+    if command[0] != "EVALSHA":
+        return command
+    return ("EVAL", COMMIT_ONCE_SCRIPT if command[1] == COMMIT_ONCE_SHA else COMMIT_SCRIPT, *command[2:])
 
 
 def checked(replies: list) -> list:

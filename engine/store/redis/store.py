@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import threading
 import time as clock
 from typing import Any, Awaitable, Callable, NoReturn
 
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from nba.engine.errors import StateError
 from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
@@ -23,10 +24,12 @@ from nba.engine.store.redis.protocol import (
     Endpoint,
     KeyLayout,
     NodeDown,
+    RedisAccessDenied,
     Retention,
     Topology,
     checked,
     cluster_is_changing,
+    commit_once_command,
     connection_options,
     decoded_state,
     describe,
@@ -36,6 +39,7 @@ from nba.engine.store.redis.protocol import (
     is_noscript,
     is_try_again,
     log,
+    once_reply,
     pack_command,
     pack_commands,
     plan_put_profile,
@@ -129,9 +133,26 @@ class RedisStore(Store):
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
         self.async_nodes: dict[tuple[str, int], AsyncNode] = {}
         if connect_now:
+            self.check_access()
             self.try_discover()
 
     # -- topology and nodes
+
+    def check_access(self) -> None:
+        """At start: raise ``RedisAccessDenied`` when the URL's node refuses the engine (a
+        wrong password or user, TLS not trusted, an ACL without ``SCRIPT LOAD`` or
+        ``CLUSTER SLOTS``), so that a wrong URL stops the start with one clear error. A
+        node that cannot be reached is not an error here: decisions are made without state
+        until it is back."""
+        try:
+            [reply] = self.exchange(self.topology.seed.address, CLUSTER_SLOTS, 1, self.io_timeout_s)
+        except RedisAccessDenied:
+            raise
+        except StoreUnavailable:
+            return
+        if isinstance(reply, NoPermissionError):
+            raise RedisAccessDenied(f"redis {self.topology.seed.address[0]}:{self.topology.seed.address[1]} "
+                                    f"refused this engine: {reply} (see the ACL the engine needs)")
 
     def try_discover(self) -> bool:
         """Find out whether the URL names a cluster (and its slots); False if unreachable."""
@@ -514,6 +535,35 @@ class RedisStore(Store):
                 return committed(reply)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
+
+    def commit_once(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
+                    record_ttl_s: float) -> tuple[bool, bytes | None]:
+        """``commit``, once per idempotency ``key`` of the customer: the check of the key,
+        the write and the keeping of ``record`` (for ``record_ttl_s``) are one script.
+
+        (True, None): committed now, record kept (an empty write records only the key);
+        (False, None): refused by a cap, nothing written; (True, the record kept then):
+        the key was committed before, nothing written now.
+        """
+        command = self.commit_once_command(customer_id, needs, write, key, record, record_ttl_s)
+        if command is None:
+            return False, None
+        [reply] = self.call(self.base(customer_id)[1], [command], self.write_timeout_s)
+        if is_noscript(reply):
+            [reply] = self.call(self.base(customer_id)[1], [eval_instead(command)], self.write_timeout_s)
+        status, kept = once_reply(checked([reply])[0])
+        return status != 0, kept
+
+    def commit_once_command(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
+                            record_ttl_s: float) -> tuple | None:
+        """The EVALSHA of ``commit_once``; None when the write's own contacts exceed a cap."""
+        base = self.base(customer_id)[1]
+        commit = None
+        if not write.is_empty:
+            commit = self.codec(needs).commit_command(base, write)
+            if commit is None:
+                return None
+        return commit_once_command(commit, f"{base}:x:{key}", record, max(1, math.ceil(record_ttl_s * 1000)))
 
     def commit_plan(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> tuple[str, tuple | None, bool]:
         """(key base, the EVALSHA command, whether to wait for its reply); without a

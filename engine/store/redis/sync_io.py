@@ -11,7 +11,16 @@ import redis.connection as sync_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, NodeDown, PING
+
+from nba.engine.store.redis.protocol import (
+    Backoff,
+    COMMIT_SCRIPT,
+    CONNECTION_ERRORS,
+    Endpoint,
+    PING,
+    RefusalLog,
+    connect_failure,
+)
 
 
 class SyncLink:
@@ -70,6 +79,7 @@ class SyncNode:
         self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
         self.free: list[SyncLink] = []
         self.backoff = Backoff(retry_interval_s)
+        self.refusals = RefusalLog()
         NODES.add(self)
 
     def acquire(self) -> SyncLink:
@@ -95,10 +105,13 @@ class SyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             conn.disconnect()
+            failure = connect_failure(self.endpoint, error)
+            self.refusals.failed(failure)
             if self.on_state is not None:
-                self.on_state(self.endpoint.address, False, f"cannot connect: {error}")
-            raise NodeDown(f"cannot connect to redis: {error}") from error
+                self.on_state(self.endpoint.address, False, f"cannot connect: {failure}")
+            raise failure from error
         self.backoff.succeeded()
+        self.refusals.succeeded()
         if self.on_state is not None:
             self.on_state(self.endpoint.address, True, "connected")
         return SyncLink(conn)
