@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from engine.errors import EngineError
 from engine.protocol import INTERNAL, Request, error_response, ok_response
-from engine.server.logs import LogLimiter, log
+from engine.server.logs import log
 
 if TYPE_CHECKING:
     from engine.server.lifecycle import Server
@@ -25,7 +25,7 @@ class Dispatcher:
         self.engine = engine
         self.blocking = blocking
         self.stats = server.stats
-        self.limiter = LogLimiter()
+        self.limiter = server.limiter  # one budget of log lines for the whole server
         decide_map = getattr(engine, "decide_map", None)
         if decide_map is None:  # an engine without the shortcut (tests' stand-ins)
             decide_map = lambda event: engine.decide(event).to_dict()  # noqa: E731

@@ -14,14 +14,15 @@ class LogLimiter:
     (bad requests, bad frames, refused connections, failed decisions with a traceback):
     a client sending garbage must not fill the disk nor slow the loop with logging."""
 
-    def __init__(self, per_second: int = 50) -> None:
+    def __init__(self, per_second: int = 50, clock=time.monotonic) -> None:
         self.per_second = per_second
+        self.clock = clock
         self._second = 0
         self._lines = 0
         self._dropped = 0
 
     def allow(self) -> bool:
-        now = int(time.monotonic())
+        now = int(self.clock())
         if now != self._second:
             if self._dropped:
                 log.warning("%d more error lines were not logged in the last second", self._dropped)
