@@ -18,15 +18,25 @@ TRIM_AFTER_BYTES = 256 << 10
 TRIM_DELAY_S = 1.0
 
 
+_UNSET = object()
+_trim_function = _UNSET
+
+
 def _malloc_trim():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    """glibc's malloc_trim, looked up once (find_library may run a subprocess), or None."""
+    global _trim_function
+    if _trim_function is _UNSET:
+        _trim_function = None
+        for name in ("libc.so.6", ctypes.util.find_library("c")):
+            try:
+                trim = ctypes.CDLL(name).malloc_trim
+            except (OSError, AttributeError, TypeError):
+                continue
+            trim.argtypes = [ctypes.c_size_t]
+            trim.restype = ctypes.c_int
+            _trim_function = trim
+            break
+    return _trim_function
 
 
 class MemoryTrimmer:
