@@ -29,6 +29,7 @@ BENCHMARKS = {
     "load": "benchmarks.bench_load",
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
+    "soak": "benchmarks.bench_soak",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 

@@ -494,7 +494,6 @@ def test_shutdown_answers_what_is_in_flight_then_closes(rules):
 def test_reload_op_failure_keeps_the_old_ruleset(rules):
     async def scenario():
         conn, transport, server = open_connection(rules)
-        server._reload_lock = asyncio.Lock()
         rules.write_text("broken\n")
         conn.data_received(encode_frame({"id": 1, "op": "reload"}))
         while not (responses := transport.responses()):
@@ -509,6 +508,22 @@ def test_reload_op_failure_keeps_the_old_ruleset(rules):
         assert responses == [{"id": 2, "ok": True, "reloaded": {"reloads": 1}}]
         conn.data_received(encode_frame(decide(4)))
         assert transport.responses()[0]["decision"]["action"] == "bye"
+
+    run(scenario())
+
+
+def test_pipelined_reloads_share_their_loads(rules):
+    """Issue 21: 300 pipelined reloads stalled other clients; now they share one load."""
+    async def scenario():
+        conn, transport, server = open_connection(rules)
+        conn.data_received(b"".join(encode_frame({"id": i, "op": "reload"}) for i in range(300)) + encode_frame(decide(300)))
+        seen = transport.responses()
+        assert [r["id"] for r in seen] == [300]  # a decision is not held up behind them
+        while len(seen) < 301:
+            await asyncio.sleep(0.005)
+            seen += transport.responses()
+        assert sorted(r["id"] for r in seen) == list(range(301)) and all(r["ok"] for r in seen)
+        assert server.stats.reloads == 1
 
     run(scenario())
 

@@ -244,6 +244,10 @@ class Connection(asyncio.Protocol):
             if op not in allowed:
                 self._send(error_response(req.id, FORBIDDEN, f"op {op!r} is not allowed to the role {self.role!r}"), op, started)
                 return
+            if op == "reload":  # not through the runners: concurrent reloads share one load
+                self.in_flight += 1
+                self.server.spawn(self._reload(req, started))
+                return
             response = self.dispatcher.handle_now(req)
             if response is not None:
                 self._send(response, op, started)
@@ -271,6 +275,13 @@ class Connection(asyncio.Protocol):
         self.allowed = ROLE_OPS[role]
         self._enable_fast_path()
         self._send({"id": req.id, "ok": True, "role": role}, "auth", started)
+
+    async def _reload(self, req: Request, started: float) -> None:
+        try:
+            response = await self.server.reloader.reload(req.id, origin="op")
+        except Exception as exc:  # noqa: BLE001
+            response = self.dispatcher.error(req.id, "reload", exc)
+        self._finish(response, "reload", started)
 
     def _update_reading(self) -> None:
         transport = self.transport

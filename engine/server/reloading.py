@@ -25,6 +25,7 @@ class Reloader:
         self.rules_path = rules_path
         self.notify_parent = notify_parent  # a worker tells its parent, which tells the others
         self._lock = asyncio.Lock()
+        self._next: asyncio.Task | None = None  # the load that requests arriving now will share
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nba-reload")
 
     def _load(self) -> None:
@@ -35,9 +36,25 @@ class Reloader:
             engine.reload(self.rules_path)
 
     async def reload(self, request_id: Any = None, origin: str = "op") -> dict:
-        """Load the ruleset again and swap it in; on failure the old one keeps serving."""
+        """Load the ruleset again and swap it in; on failure the old one keeps serving.
+
+        Requests that arrive while a load runs share the one load that starts after it
+        (which reads the files as they are after every one of them was sent): 300
+        pipelined `reload`s cost two loads, not 300, so they cannot starve other clients.
+        """
+        task = self._next
+        if task is None:
+            task = self._next = asyncio.get_running_loop().create_task(self._load_after_current(origin))
+        error = await asyncio.shield(task)
+        if error is not None:
+            return error_response(request_id, LOAD_FAILED, error)
+        return ok_response(request_id, "reloaded", {"reloads": self.server.stats.reloads})
+
+    async def _load_after_current(self, origin: str) -> str | None:
+        """One load; returns None, or the reason it failed."""
         stats = self.server.stats
         async with self._lock:
+            self._next = None  # from now on a new request needs a load of its own
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             try:
@@ -45,12 +62,12 @@ class Reloader:
             except Exception as exc:  # noqa: BLE001 - any failure to load leaves the old ruleset
                 stats.reloads_failed += 1
                 log.error("reload (%s) failed; the old ruleset keeps serving:\n%s", origin, exc)
-                return error_response(request_id, LOAD_FAILED, str(exc))
+                return str(exc)
             stats.reloads += 1
             log.info("reloaded %s (%s) in %.1f ms", self.rules_path, origin, (time.perf_counter() - started) * 1e3)
         if origin == "op" and self.notify_parent:
             os.kill(os.getppid(), signal.SIGHUP)  # the parent passes it on to the other workers
-        return ok_response(request_id, "reloaded", {"reloads": stats.reloads})
+        return None
 
     async def watch(self, last: tuple, interval: float) -> None:
         loop = asyncio.get_running_loop()
