@@ -7,7 +7,9 @@ Starts `python -m engine.server` on the in-memory store with DSL.md's example ru
 one of bench_server). Unless ``--rate`` is given, first finds the knee (approximated by
 the server's saturated pipelined throughput over a few seconds) and runs at half of it.
 The load is open-loop: ``--connections`` connections each send their share of decide
-requests every 10 ms, whatever the answers do, while a reader per connection checks every
+requests (dry runs unless ``--record``: the in-memory store keeps every recorded event
+within the rules' windows, so with writes RSS grows with the state, by design, and would
+hide a leak) every 10 ms, whatever the answers do, while a reader per connection checks every
 answer (its id, `ok`). Every second one more connection is opened, used for a few requests
 and closed (churn: a descriptor or buffer kept per connection would show), and every
 ``--interval`` seconds the server's RSS (/proc/PID/status VmRSS) and open file descriptors
@@ -68,11 +70,19 @@ class Loader:
     """One connection sending ``rate`` decide requests a second in batches, open-loop,
     and a thread reading and checking the answers (in order: ids ``first_id``, +1, ...)."""
 
-    def __init__(self, port: int, rate: float, events: list[dict], first_id: int):
+    def __init__(self, port: int, rate: float, events: list[dict], first_id: int, record: bool):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rate = rate
-        self.events = events
+        # Each request is a pre-packed map with its id as a fixed-width uint64 (0xcf), so
+        # that the sender, a Python thread, keeps up with the rate.
+        head = b"\x84" if not record else b"\x83"
+        tail = b"" if record else msgpack.packb("dry_run") + msgpack.packb(True)
+        self.parts = [
+            (head + msgpack.packb("id") + b"\xcf",
+             msgpack.packb("op") + msgpack.packb("decide") + msgpack.packb("event") + msgpack.packb(event) + tail)
+            for event in events
+        ]
         self.first_id = first_id
         self.sent = 0
         self.answered = 0
@@ -85,22 +95,22 @@ class Loader:
     def run_sender(self) -> None:
         owed = 0.0
         tick = time.perf_counter()
-        events, n, first_id = self.events, len(self.events), self.first_id
-        pack, header = msgpack.packb, HEADER.pack
+        parts, n, first_id = self.parts, len(self.parts), self.first_id
+        header = HEADER.pack
         while not self.stop.is_set():
             tick += BATCH_EVERY_S
             owed += self.rate * BATCH_EVERY_S
             count = int(owed)
             owed -= count
             if count:
-                parts = []
+                out = []
                 for i in range(self.sent, self.sent + count):
-                    body = pack({"id": first_id + i, "op": "decide", "event": events[i % n]})
-                    parts.append(header(len(body)))
-                    parts.append(body)
+                    head, rest = parts[i % n]
+                    body = head + (first_id + i).to_bytes(8, "big") + rest
+                    out.append(header(len(body)) + body)
                 self.batches.append((self.sent + count, time.perf_counter()))
                 try:
-                    self.sock.sendall(b"".join(parts))
+                    self.sock.sendall(b"".join(out))
                 except OSError:
                     return
                 self.sent += count
@@ -188,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--record", action="store_true",
+                        help="record the decisions (the in-memory store then grows with every customer's history, "
+                             "so RSS grows by design); default: dry runs, which exercise everything but the write")
     parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the comparison (default: a tenth)")
     args = parser.parse_args(argv)
 
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"soaking at {rate:,.0f}/s", flush=True)
         events = make_events(50_000, args.customers, seed=7, prefix="soak")
         frames = decide_frames(events[:5], 0)
-        loaders = [Loader(server.port, rate / args.connections, events, first_id=(k + 1) * 10**12)
+        loaders = [Loader(server.port, rate / args.connections, events, first_id=(k + 1) * 10**12, record=args.record)
                    for k in range(args.connections)]
         stop = threading.Event()
         counts = {"churned": 0, "churn_missing": 0, "churn_failed": 0}
@@ -230,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(min(args.interval, max(0.0, seconds - t)))
         stop.set()
         for loader in loaders:
+            loader.stop.set()
+        elapsed = time.monotonic() - started  # the time requests were being sent
+        for loader in loaders:
             loader.finish()
         churner.join(15)
-        elapsed = time.monotonic() - started
     finally:
         server.stop()
 
