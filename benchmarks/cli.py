@@ -30,6 +30,7 @@ BENCHMARKS = {
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
     "soak": "benchmarks.bench_soak",
+    "held-frames": "benchmarks.bench_held_frames",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 

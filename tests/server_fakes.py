@@ -35,10 +35,12 @@ class FakeLoadError(Exception):
 class FakeStats:
     def __init__(self):
         self.decisions = 0
+        self.degraded = 0
         self.first_choices = {}
 
     def snapshot(self):
-        return {"decisions": self.decisions, "errors": 0, "first_choices": dict(self.first_choices), "passed_over": {}}
+        return {"decisions": self.decisions, "errors": 0, "degraded": self.degraded,
+                "first_choices": dict(self.first_choices), "passed_over": {}}
 
 
 def read_action(path: str) -> str:

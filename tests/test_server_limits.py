@@ -202,3 +202,45 @@ def test_a_parameter_beyond_64_bits_is_answered_so_a_recorded_contact_was_told(t
     # the first was answered: the cap holds the second back unless the first was a dry run
     assert two["ok"] is True
     assert two["decision"]["action"] == ("act" if dry_run else None)
+
+
+# ------------------------------------------------------------------ metrics and flags
+
+def test_metrics_count_degraded_decisions_refusals_and_limits(rules):
+    import urllib.request
+
+    engine = FakeEngine(str(rules))
+    with ThreadServer(engine, rules_path=str(rules), metrics_port=0, max_connections=1) as srv:
+        engine.stats.degraded = 3  # what the engine counts (engine/stats.py EngineStats.degraded)
+        a = connect(srv.port)
+        a.sendall(encode_frame({"id": 1, "op": "ping"}))
+        read_frames(a, 1)
+        b = connect(srv.port)
+        assert read_frames(b, 1)[0]["error"]["code"] == TOO_MANY_CONNECTIONS
+        b.close()
+        a.sendall(HEADER.pack(1 << 30))  # over the frame limit
+        assert read_frames(a, 1)[0]["error"]["code"] == "frame_too_large"
+        a.close()
+        host, port = srv.server.metrics_address
+        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    assert "nba_degraded_decisions_total 3.0" in text
+    assert f'nba_connections_refused_total{{code="{TOO_MANY_CONNECTIONS}"}} 1.0' in text
+    assert 'nba_limits_hit_total{code="frame_too_large"} 1.0' in text
+    assert "nba_buffered_bytes 0.0" in text
+
+
+def test_every_limit_and_security_setting_has_a_flag(tmp_path):
+    import argparse
+
+    from engine.server.cli import add_arguments, settings_from
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([
+        "r.rules", "--frame-timeout", "7", "--max-connections", "9", "--max-buffered-bytes", "1000",
+        "--backlog", "55", "--auth", "tokens", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+    ])
+    settings = settings_from(args)
+    assert (settings.frame_timeout_s, settings.max_connections, settings.max_buffered_bytes, settings.backlog) == (7, 9, 1000, 55)
+    assert (settings.auth_file, settings.tls_cert, settings.tls_key, settings.tls_client_ca) == ("tokens", "c.pem", "k.pem", "ca.pem")
+    assert settings_from(parser.parse_args(["r.rules"])).host == "127.0.0.1"

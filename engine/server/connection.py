@@ -15,6 +15,7 @@ from engine.protocol import (
     CUSTOMER_OPS,
     FORBIDDEN,
     FRAME_TIMEOUT,
+    FRAME_TOO_LARGE,
     HEADER,
     INTERNAL,
     NEED_MORE,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 HEADER_PACK = HEADER.pack
 WRITE_BUFFER_HIGH = 1 << 20  # pause reading a connection whose responses are not being read
 EVERY_OP = ROLE_OPS["admin"]
+LIMIT_CODES = frozenset({FRAME_TOO_LARGE, FRAME_TIMEOUT, OVERLOADED})  # counted in stats' limits_hit
 
 
 class Connection(asyncio.Protocol):
@@ -370,6 +372,8 @@ class Connection(asyncio.Protocol):
 
     def _frame_error(self, error: FrameError) -> None:
         self._fatal = True
+        if error.code in LIMIT_CODES:
+            self.stats.limit_hit(error.code)
         if self.limiter.allow():
             log.warning("closing connection from %s: %s: %s", peer_name(self.peer), error.code, error.message)
         self._send(error_response(None, error.code, error.message), "frame", time.perf_counter())
@@ -378,7 +382,6 @@ class Connection(asyncio.Protocol):
 
     def _limit(self, code: str, message: str) -> None:
         """A limit of the server closes this connection, with one error for the client."""
-        self.stats.limit_hit(code)
         self._frame_error(FrameError(code, message))
 
     def _refuse(self, code: str, message: str) -> None:

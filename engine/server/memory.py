@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 
 TRIM_AFTER_BYTES = 256 << 10
 TRIM_DELAY_S = 1.0
@@ -27,6 +28,8 @@ def _malloc_trim():
     global _trim_function
     if _trim_function is _UNSET:
         _trim_function = None
+        if os.environ.get("NBA_MALLOC_TRIM", "1") == "0":  # benchmarks/bench_held_frames.py compares
+            return None
         for name in ("libc.so.6", ctypes.util.find_library("c")):
             try:
                 trim = ctypes.CDLL(name).malloc_trim
