@@ -5,7 +5,8 @@
 Issue 21: 400 connections each holding an unfinished 1 MB frame took a server from 98 to
 501 MB, and 455 MB stayed after they closed. For each configuration below this starts
 `python -m engine.server` (in-memory store), opens ``--connections`` connections that each
-declare a frame of ``--frame-bytes`` and send all of it but its last byte, samples the
+declare a frame of ``--frame-bytes`` and send all of it but its last byte, ``--chunk-bytes``
+at a time round the connections (so the server's buffers grow interleaved), samples the
 server's RSS, closes them, waits 3 s, samples again, and checks the server still answers:
 
 - the defaults (`--max-buffered-bytes` 64 MiB: connections past it are closed with
@@ -50,7 +51,8 @@ def ping(port: int) -> bool:
         return msgpack.unpackb(data[4:]).get("ok") is True
 
 
-def run_case(name: str, extra: list[str], env: dict, connections: int, frame_bytes: int, rules: str) -> dict:
+def run_case(name: str, extra: list[str], env: dict, connections: int, frame_bytes: int, chunk_bytes: int,
+             rules: str) -> dict:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -67,15 +69,22 @@ def run_case(name: str, extra: list[str], env: dict, connections: int, frame_byt
         time.sleep(0.5)
         before = rss_mib(pid)
         socks = []
-        chunk = b"x" * (frame_bytes - 1)
         for _ in range(connections):
             sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            sock.sendall(HEADER.pack(frame_bytes))
             socks.append(sock)
-            try:
-                sock.sendall(HEADER.pack(frame_bytes) + chunk)
-            except OSError:
-                pass  # closed by the server (overloaded)
+        # The frames grow a piece at a time, connection after connection (as from many slow
+        # clients): the server's buffers grow by reallocation, interleaved.
+        piece = b"x" * chunk_bytes
+        left = frame_bytes - 1
+        while left > 0:
+            n = min(chunk_bytes, left)
+            for sock in socks:
+                try:
+                    sock.sendall(piece[:n])
+                except OSError:
+                    pass  # closed by the server (overloaded)
+            left -= n
         time.sleep(2.0)
         held = rss_mib(pid)
         for sock in socks:
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nba bench held-frames", description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=400)
     parser.add_argument("--frame-bytes", type=int, default=1 << 20)
+    parser.add_argument("--chunk-bytes", type=int, default=16 << 10, help="each send's size (default 16 KiB)")
     args = parser.parse_args(argv)
     rules = str(Path(tempfile.mkdtemp(prefix="nba-held-"), "cart.rules"))
     Path(rules).write_text(RULES, encoding="utf-8")
@@ -101,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         ("--max-buffered-bytes raised to hold them all", ["--max-buffered-bytes", room], {}),
         ("the same without malloc_trim (NBA_MALLOC_TRIM=0)", ["--max-buffered-bytes", room], {"NBA_MALLOC_TRIM": "0"}),
     ]
-    print(f"{args.connections} connections, each holding {args.frame_bytes - 1:,} bytes of a {args.frame_bytes:,}-byte frame")
+    print(f"{args.connections} connections, each holding {args.frame_bytes - 1:,} bytes of a {args.frame_bytes:,}-byte frame, "
+          f"sent {args.chunk_bytes:,} bytes at a time, connection after connection")
     print(f"| case | RSS before (MiB) | while held | 3 s after they close | still answers |")
     print(f"|---|---:|---:|---:|---|")
     for name, extra, env in cases:
-        row = run_case(name, extra, env, args.connections, args.frame_bytes, rules)
+        row = run_case(name, extra, env, args.connections, args.frame_bytes, args.chunk_bytes, rules)
         print(f"| {row['case']} | {row['before']:.0f} | {row['held']:.0f} | {row['after']:.0f} | {'yes' if row['alive'] else 'NO'} |",
               flush=True)
     return 0
