@@ -244,3 +244,13 @@ def test_every_limit_and_security_setting_has_a_flag(tmp_path):
     assert (settings.frame_timeout_s, settings.max_connections, settings.max_buffered_bytes, settings.backlog) == (7, 9, 1000, 55)
     assert (settings.auth_file, settings.tls_cert, settings.tls_key, settings.tls_client_ca) == ("tokens", "c.pem", "k.pem", "ca.pem")
     assert settings_from(parser.parse_args(["r.rules"])).host == "127.0.0.1"
+
+
+def test_max_connections_stays_under_the_open_file_limit(monkeypatch):
+    import resource
+
+    from engine.server.lifecycle import FDS_KEPT, connection_limit
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    assert connection_limit(4096) == 1024 - FDS_KEPT
+    assert connection_limit(100) == 100

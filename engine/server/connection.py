@@ -91,8 +91,8 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         server = self.server
-        if len(server.connections) >= server.settings.max_connections:
-            self._refuse(TOO_MANY_CONNECTIONS, f"the server holds its limit of {server.settings.max_connections} connections; try again later")
+        if len(server.connections) >= server.max_connections:
+            self._refuse(TOO_MANY_CONNECTIONS, f"the server holds its limit of {server.max_connections} connections; try again later")
             return
         if server.tokens is None and not is_loopback(self.peer):
             self._refuse(UNAUTHENTICATED, "protected mode: without --auth this server answers only clients on its own machine")

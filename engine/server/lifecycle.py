@@ -22,6 +22,25 @@ from engine.server.stats import ServerStats
 from engine.settings import ServerSettings
 
 
+FDS_KEPT = 64  # descriptors left for everything but client connections (files, Redis, metrics)
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer when the process may not open that many descriptors: past the
+    open-file limit, accept() would fail and the client would get no clear refusal."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY or wanted <= soft - FDS_KEPT:
+        return wanted
+    usable = max(1, soft - FDS_KEPT)
+    log.warning("max_connections %d is over what the open-file limit (%d) allows: %d", wanted, soft, usable)
+    return usable
+
+
 class Server:
     """Listens, tracks connections, reloads, and stops gracefully. One per process.
 
@@ -53,6 +72,7 @@ class Server:
         self.dispatcher = Dispatcher(self, engine, blocking)
         self.reloader = Reloader(self, rules_path, notify_parent_on_reload)
         self.connections: set[Connection] = set()
+        self.max_connections = connection_limit(settings.max_connections)
         self.buffered_bytes = 0  # bytes of unfinished frames over all connections
         self.stopping = False
         self.address: tuple[str, int] | None = None
