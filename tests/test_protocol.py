@@ -22,6 +22,7 @@ from engine.protocol import (
     FrameDecoder,
     FrameError,
     encode_frame,
+    check_request,
     parse_request,
     plain_decide_event,
 )
@@ -218,14 +219,21 @@ request_maps = st.dictionaries(
 )
 
 
+three_key_maps = st.fixed_dictionaries({
+    "id": any_value,
+    "op": st.just("decide") | any_value,
+    "event": st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}) | any_value,
+})
+
+
 @settings(max_examples=500, deadline=None, derandomize=True)
-@given(request_maps)
+@given(request_maps | three_key_maps)
 def test_the_fast_path_is_a_specialisation_of_parse_request(obj):
-    """Whatever the fast path takes, parse_request takes as the same decide with default options."""
+    """Whatever the fast path takes, the full check takes as the same decide with default options."""
     event = plain_decide_event(obj)
     if event is None:
         return
-    req = parse_request(obj)
+    req = check_request(obj)
     assert (req.op, req.event, req.id, req.limit, req.explain, req.dry_run) == ("decide", event, obj["id"], 1, False, False)
 
 
