@@ -1,11 +1,12 @@
-"""Builds the Cython twins of the hot path (see dsl/twins.py).
+"""Builds the Cython twins of the hot path (see nba/twins.py).
 
-Each module of ``dsl.twins.COMPILED`` is compiled from its own ``.py`` (Cython's
-pure-Python mode, with static types from a ``.pxd`` of the same name where there is one)
-into an extension of the same name beside it, so the two twins cannot drift apart. The
-rule matcher (dsl/_matchvm.pyx) is written in Cython; its pure-Python twin is the
-generated Python matchers. Without Cython or a C compiler the package still installs and
-runs on the pure-Python twins.
+The repository's folders install under one import name: ``dsl/`` as ``nba.dsl`` and
+``engine/`` as ``nba.engine`` (``package-dir`` in pyproject.toml). Each module of
+``nba.twins.COMPILED`` is compiled from its own ``.py`` (Cython's pure-Python mode, with
+static types from a ``.pxd`` of the same name where there is one) into an extension of
+the same name beside it, so the two twins cannot drift apart. The modules of
+``CYTHON_ONLY`` are written in Cython (their pure-Python twin is another technique).
+Without Cython or a C compiler the package still installs and runs on the pure-Python twins.
 """
 
 import ast
@@ -14,21 +15,24 @@ import os
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Written in Cython; the pure-Python twin is another technique (see dsl/twins.py).
-CYTHON_ONLY = {
-    "dsl._matchvm": "dsl/_matchvm.pyx",
-    "engine.store.redis._resp": "engine/store/redis/_resp.pyx",  # its twin: hiredis.pack_command
-}
+# Cython finds a cimported module's .pxd by its full name on the include path
+# (`from nba.dsl.runtime cimport EvalContext` -> nba/dsl/runtime.pxd); the folders are
+# not laid out that way in the repository, so the build makes that layout of links.
+INCLUDE = os.path.join(HERE, "build", "cython-include")
 
 
-def compiled_modules() -> list[str]:
-    """``dsl.twins.COMPILED``, read from its source (the package is not importable here)."""
-    with open(os.path.join(HERE, "dsl", "twins.py"), encoding="utf-8") as source:
+def twins_constant(name: str):
+    """A constant of ``nba/twins.py``, read from its source (the package is not importable here)."""
+    with open(os.path.join(HERE, "nba", "twins.py"), encoding="utf-8") as source:
         tree = ast.parse(source.read())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMPILED" for t in node.targets):
-            return list(ast.literal_eval(node.value))
-    raise RuntimeError("dsl/twins.py has no COMPILED list")
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"nba/twins.py has no {name}")
+
+
+def module_name(path: str) -> str:
+    return "nba." + path[:-3].replace("/", ".")  # as nba.twins.module_name
 
 
 def declarations(path: str) -> list[str]:
@@ -36,18 +40,31 @@ def declarations(path: str) -> list[str]:
     return [pxd] if os.path.exists(os.path.join(HERE, pxd)) else []
 
 
-def drop_foreign_c_files(paths: list[str]) -> None:
-    """A ``.c`` generated for another module name (these twins were once built as
-    ``dsl._runtime_c`` from the same ``dsl/runtime.py``) looks up to date to Cython but
-    would build an extension Python cannot import: remove it so it is generated again."""
-    for path in paths:
-        c_file = os.path.join(HERE, path[:-3] + ".c")
+def drop_foreign_c_files(modules: dict[str, str]) -> None:
+    """A ``.c`` generated for another module name (these twins were built as ``dsl.runtime``
+    before they installed as ``nba.dsl.runtime``) looks up to date to Cython but would build
+    an extension that Python cannot import under its new name: remove it so it is generated
+    again. ``modules``: module name -> source path."""
+    for name, path in modules.items():
+        c_file = os.path.join(HERE, path.rsplit(".", 1)[0] + ".c")
         if not os.path.exists(c_file):
             continue
-        init = "PyInit_" + os.path.basename(path)[:-3]
         with open(c_file, encoding="utf-8", errors="replace") as generated:
-            if init + "(" not in generated.read():
-                os.remove(c_file)
+            head = generated.read(4096)
+        if f'"module_name": "{name}"' not in head:
+            os.remove(c_file)
+
+
+def include_layout() -> str:
+    """``build/cython-include/nba/{dsl,engine}`` linked to the repository's folders."""
+    package = os.path.join(INCLUDE, "nba")
+    os.makedirs(package, exist_ok=True)
+    open(os.path.join(package, "__init__.pxd"), "a").close()
+    for folder in ("dsl", "engine"):
+        link = os.path.join(package, folder)
+        if not os.path.islink(link):
+            os.symlink(os.path.join(HERE, folder), link)
+    return INCLUDE
 
 
 def extensions():
@@ -57,13 +74,15 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    paths = compiled_modules()
-    drop_foreign_c_files(paths)
-    modules = [Extension(path[:-3].replace("/", "."), [path], depends=declarations(path)) for path in paths]
-    modules += [Extension(name, [path]) for name, path in CYTHON_ONLY.items()]
+    paths = list(twins_constant("COMPILED"))
+    cython_only = twins_constant("CYTHON_ONLY")
+    drop_foreign_c_files({**{module_name(path): path for path in paths}, **cython_only})
+    modules = [Extension(module_name(path), [path], depends=declarations(path)) for path in paths]
+    modules += [Extension(name, [path]) for name, path in cython_only.items()]
     return cythonize(
         modules,
         language_level=3,
+        include_path=[include_layout()],
         compiler_directives={"binding": True, "boundscheck": False, "wraparound": True},
         quiet=True,
         nthreads=os.cpu_count() or 1,

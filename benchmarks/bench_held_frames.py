@@ -4,7 +4,7 @@
 
 Issue 21: 400 connections each holding an unfinished 1 MB frame took a server from 98 to
 501 MB, and 455 MB stayed after they closed. For each configuration below this starts
-`python -m engine.server` (in-memory store), opens ``--connections`` connections that each
+`python -m nba.engine.server` (in-memory store), opens ``--connections`` connections that each
 declare a frame of ``--frame-bytes`` and send all of it but its last byte, ``--chunk-bytes``
 at a time round the connections (so the server's buffers grow interleaved), samples the
 server's RSS, closes them, waits 3 s, samples again, and checks the server still answers:
@@ -56,7 +56,7 @@ def run_case(name: str, extra: list[str], env: dict, connections: int, frame_byt
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        server = Process([sys.executable, "-m", "engine.server", rules, "--port", "0",
+        server = Process([sys.executable, "-m", "nba.engine.server", rules, "--port", "0",
                           "--max-connections", str(connections + 100), *extra], name)
     finally:
         for k, v in old.items():

@@ -78,7 +78,7 @@ def measured_row(name: str, latencies: list[int], results: list, expected: list 
 def child(config: dict) -> dict:
     """nba and the hand-written rules, deciding the same events in turns, one event at a time."""
     from benchmarks.eval_worker import loaded_twin
-    from engine import Engine
+    from nba.engine import Engine
 
     data = workload(config)
     reference = hw.HandWrittenRules()

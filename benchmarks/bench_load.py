@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_times(path: Path, repeat: int) -> list[float]:
-    from dsl import load_ruleset
+    from nba.dsl import load_ruleset
 
     times = []
     for _ in range(repeat):

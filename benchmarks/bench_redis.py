@@ -167,7 +167,7 @@ def prepare(engine, profiles: list) -> None:
 
 
 def event_time(engine, event: dict) -> float:
-    from engine.events import check_event
+    from nba.engine.events import check_event
 
     return check_event(event, engine.ruleset.event_schemas)["time"]
 
@@ -328,7 +328,7 @@ async def concurrent_bare(url: str, keys, events: list, times: list, callers: in
 
 def process_caller(url: str, events: list, callers: int, start, results) -> None:
     """One engine process of ``concurrent_processes``: its share of the callers, on its own loop."""
-    from engine import Engine
+    from nba.engine import Engine
 
     engine = Engine.from_path(RULES, redis_url=url, key_prefix="nbabench")
     clock = time.perf_counter
@@ -444,7 +444,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from engine import Engine
+    from nba.engine import Engine
 
     quick = getattr(args, "quick", False)
     count = getattr(args, "events", None) or (1500 if quick else 6000)

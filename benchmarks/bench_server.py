@@ -439,7 +439,7 @@ def in_process(rules_path: str, config: dict) -> dict:
     makes it) in this process on the same workload, each event decoded from its msgpack
     bytes inside the timed loop (as any server must): the ceiling that a server on the
     in-memory store can reach, with no sockets and no framing."""
-    from engine import Engine
+    from nba.engine import Engine
 
     engine = Engine.from_path(rules_path)
     prefix = "inproc-"
@@ -463,7 +463,7 @@ def in_process(rules_path: str, config: dict) -> dict:
 
 
 def nba_command(rules_dir: str, redis_url: str | None) -> list[str]:
-    command = [sys.executable, "-m", "engine.server", rules_dir, "--port", "0"]
+    command = [sys.executable, "-m", "nba.engine.server", rules_dir, "--port", "0"]
     if redis_url:
         command += ["--redis", redis_url]
     return command

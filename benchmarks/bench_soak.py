@@ -3,7 +3,7 @@
     python -m benchmarks.bench_soak [--minutes 10] [--rate N] [--interval 5] [--connections 4]
     nba bench soak ...
 
-Starts `python -m engine.server` on the in-memory store with DSL.md's example ruleset (the
+Starts `python -m nba.engine.server` on the in-memory store with DSL.md's example ruleset (the
 one of bench_server). Unless ``--rate`` is given, first finds the knee (approximated by
 the server's saturated pipelined throughput over a few seconds) and runs at half of it.
 The load is open-loop: ``--connections`` connections each send their share of decide
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     rules_dir = tempfile.mkdtemp(prefix="nba-soak-")
     rules = Path(rules_dir, "cart.rules")
     rules.write_text(RULES, encoding="utf-8")
-    server = Process([sys.executable, "-m", "engine.server", str(rules), "--port", "0"], "nba serve")
+    server = Process([sys.executable, "-m", "nba.engine.server", str(rules), "--port", "0"], "nba serve")
     pid = server.proc.pid
     try:
         if args.rate is None:

@@ -47,9 +47,9 @@ class BuildTooSlow(Exception):
 
 def loaded_twin() -> str:
     """"cython" when this process runs the compiled twins (dsl/twins.py), else "pure"."""
-    import dsl.twins
+    import nba.dsl.twins
 
-    return "cython" if dsl.twins.IMPLEMENTATION == "cython" else "pure"
+    return "cython" if nba.dsl.twins.IMPLEMENTATION == "cython" else "pure"
 
 
 def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
@@ -64,15 +64,15 @@ def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
 
 def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
     """The two nba contenders and the load time of the ruleset."""
-    from engine import Engine
-    from engine.state import CustomerState
+    from nba.engine import Engine
+    from nba.engine.state import CustomerState
 
     with tempfile.TemporaryDirectory(prefix="nba-bench-") as tmp:
         path = write_rules(workload, Path(tmp))
         started = time.perf_counter()
         engine = Engine.from_path(str(path))
         load_s = time.perf_counter() - started
-    from engine import procedure  # the twin the Engine uses
+    from nba.engine import procedure  # the twin the Engine uses
     ruleset = engine.ruleset
 
     def evaluate(event, state):

@@ -53,8 +53,8 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
         for event in events:
             decide(event, workload.profiles[event["customer_id"]])
         return
-    from dsl import load_text
-    from engine import Engine
+    from nba.dsl import load_text
+    from nba.engine import Engine
 
     engine = Engine(load_text(render_rules(workload)))
     for customer_id, profile in workload.profiles.items():
@@ -64,10 +64,10 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
         for event in events:
             engine.decide(event)
         return
-    from engine.events import check_event
-    from engine.state import CustomerState
+    from nba.engine.events import check_event
+    from nba.engine.state import CustomerState
 
-    from engine.procedure import evaluate
+    from nba.engine.procedure import evaluate
     ruleset = engine.ruleset
     states = {cid: CustomerState(profile=p, history={}, contacts=[]) for cid, p in workload.profiles.items()}
     # every event of the pool is checked, so that the check is set-up in both runs
@@ -80,7 +80,7 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
 def run_demo(contender: str, pool: int, n_events: int) -> None:
     """The demo day's first ``n_events`` of ``pool`` events, in memory or on Redis."""
     from benchmarks import bench_redis
-    from engine import Engine
+    from nba.engine import Engine
 
     events = bench_redis.read_jsonl(bench_redis.EVENTS, pool)
     profiles = bench_redis.read_jsonl(bench_redis.PROFILES)

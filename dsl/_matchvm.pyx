@@ -15,7 +15,7 @@ generated Python function.
 """
 
 cimport cython
-from dsl.runtime cimport EvalContext
+from nba.dsl.runtime cimport EvalContext
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.exc cimport PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM

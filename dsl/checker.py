@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from dsl import nodes as n
-from dsl.source import Diagnostics, suggest
+from nba.dsl import nodes as n
+from nba.dsl.source import Diagnostics, suggest
 
 ANY = "any"
 SCHEMA_KINDS = {"string": "string", "number": "number", "bool": "bool", "time": "number", "list": "list"}

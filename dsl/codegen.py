@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from itertools import count
 
-from dsl import nodes as n
-from dsl.twins import runtime as rt
+from nba.dsl import nodes as n
+from nba.dsl.twins import runtime as rt
 
 _BINARY_HELPERS = {
     "==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",

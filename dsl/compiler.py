@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset, walk
-from dsl.codegen import ExprGen, ModuleBuilder, literal_source
-from dsl.folding import fold
-from dsl.needs import read_needs
-from dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
-from dsl.twins import matchvm
-
-if TYPE_CHECKING:  # engine.state is imported when compiling (import dsl must not need engine)
-    from engine.state import StateNeeds
+from nba.dsl import nodes as n
+from nba.dsl.checker import CheckedRuleset, walk
+from nba.dsl.codegen import ExprGen, ModuleBuilder, literal_source
+from nba.dsl.folding import fold
+from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
+from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
+from nba.dsl.twins import matchvm
 
 # State is kept this much longer than the longest window that reads it, so that an event
 # arriving up to this late (decided at a time older than the newest seen) still finds every
@@ -160,9 +157,6 @@ class Compiler:
     # -- entry --
 
     def compile(self, filename: str = "<rules>") -> CompiledRuleset:
-        # Imported here: `engine` imports `dsl`, so `import dsl` must not import `engine` first.
-        from engine.state import HistoryNeed, StateNeeds
-
         checked = self.checked
         self.declare_segments()
         rule_parts = [self.rule_parts(index, rule) for index, rule in enumerate(checked.rules)]

@@ -7,8 +7,8 @@ Folding uses the runtime's own operators, so a folded expression means what it d
 
 from __future__ import annotations
 
-from dsl import nodes as n
-from dsl.twins import runtime as rt
+from nba.dsl import nodes as n
+from nba.dsl.twins import runtime as rt
 
 _FOLDABLE_CALLS = frozenset(rt.FUNCTIONS) - {"matches"}
 

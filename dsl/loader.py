@@ -10,11 +10,11 @@ import gc
 import os
 from pathlib import Path
 
-from dsl import nodes as n
-from dsl.checker import check
-from dsl.compiler import CompiledRuleset, compile_ruleset
-from dsl.source import Diagnostics, LoadError, Position
-from dsl.syntax import parse_module
+from nba.dsl import nodes as n
+from nba.dsl.checker import check
+from nba.dsl.compiler import CompiledRuleset, compile_ruleset
+from nba.dsl.source import Diagnostics, LoadError, Position
+from nba.dsl.syntax import parse_module
 
 RULE_SUFFIX = ".rules"
 
@@ -115,6 +115,6 @@ def _load(sources: dict[str, str], diagnostics: Diagnostics) -> CompiledRuleset:
 
 
 def _diagnostic(path: str, message: str):
-    from dsl.source import Diagnostic
+    from nba.dsl.source import Diagnostic
 
     return Diagnostic(Position(path, 1, 1), message)

@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from dsl import nodes as n
-from dsl.codegen import is_sure_bool
-from dsl.twins import runtime as rt
+from nba.dsl import nodes as n
+from nba.dsl.codegen import is_sure_bool
+from nba.dsl.twins import runtime as rt
 
 # Node kinds (dsl/_matchvm.pyx has the same numbers).
 FALSE, TRUE, AND, OR, NOT, PYTHON, NUMBER_ORDER, STRING_ORDER, STRING_EQ, NUMBER_EQ, IS, IN_STRINGS, TRUTH, EQ_BOUND = range(14)

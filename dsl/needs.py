@@ -1,4 +1,7 @@
-"""What the decision for one event type reads of a customer's state.
+"""What a ruleset needs of a customer's state, and what the decision for one event type reads.
+
+``StateNeeds`` (with a ``HistoryNeed`` per event type) is the language's answer; the
+engine's stores read and keep state by it.
 
 The ruleset's ``StateNeeds`` (dsl/compiler.py) is everything any decision may read: it
 sets what is recorded and how long it is kept. A decision for one event type reads less:
@@ -15,13 +18,34 @@ are stored in), so a narrower read decodes the same records.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from dataclasses import dataclass
+from typing import Iterable
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset, walk
+from nba.dsl import nodes as n
+from nba.dsl.checker import CheckedRuleset, walk
 
-if TYPE_CHECKING:
-    from engine.state import StateNeeds
+
+@dataclass(frozen=True, slots=True)
+class HistoryNeed:
+    """One event type's history the ruleset's aggregates read."""
+
+    fields: tuple[str, ...]  # top-level event fields kept per past event, sorted
+    window: float  # seconds: the longest `within` over this type
+
+
+@dataclass(frozen=True, slots=True)
+class StateNeeds:
+    """Everything a compiled ruleset needs from a customer's state."""
+
+    history: dict[str, HistoryNeed]  # event type -> need
+    contact_window: float  # seconds: the longest cap or policy duration (0: none)
+    profile_schema: dict[str, str]  # field -> "string" | "number" | "bool" | "time" | "list"
+
+    @property
+    def retention(self) -> float:
+        """The longest span of time any part of the state must be kept."""
+        longest = max((need.window for need in self.history.values()), default=0.0)
+        return max(longest, self.contact_window)
 
 
 def aggregates_in(expressions: Iterable[n.Expr | None], segments: dict[str, n.Segment]) -> list[n.Aggregate]:
@@ -57,8 +81,6 @@ def read_needs(
     ``buckets`` is the compiler's plan (event type -> indexes of the rules it tests);
     ``needs`` the ruleset's, which every entry narrows.
     """
-    from engine.state import HistoryNeed, StateNeeds
-
     updates: dict[str, list[n.Expr | None]] = {}
     for update in checked.on_updates:
         exprs = updates.setdefault(update.event_type, [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.source import Position
+from nba.dsl.source import Position
 
 
 @dataclass(frozen=True, slots=True)

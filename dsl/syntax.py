@@ -17,9 +17,9 @@ import lark
 from lark import Token, Tree
 from lark.parsers.lalr_parser_state import ParserState
 
-from dsl import nodes as n
-from dsl.runtime import parse_time
-from dsl.source import Diagnostics, Position, suggest
+from nba.dsl import nodes as n
+from nba.dsl.runtime import parse_time
+from nba.dsl.source import Diagnostics, Position, suggest
 
 RESERVED = frozenset(
     "rule segment policy on set when then via with priority cap per holdout active from to end "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
-from dsl import LoadError, load_ruleset
+from nba.dsl import LoadError, load_ruleset
+from nba.engine.jsontext import dumps
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -18,9 +18,7 @@ REPLAY_BUDGET_S = 0.05  # `nba replay --redis`: the state read's latency budget 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # the benchmarks parse their own options
-        from benchmarks.cli import main as bench_main
-
-        return bench_main(argv[1:])
+        return run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -65,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(run=run_test)
 
     serve = commands.add_parser("serve", help="serve the engine over TCP (msgpack frames)")
-    from engine.server import add_arguments
+    from nba.engine.server import add_arguments
 
     add_arguments(serve)
     serve.set_defaults(run=run_serve)
@@ -120,7 +118,7 @@ def parse_json_object(text: str, what: str) -> dict:
 
 
 def run_decide(args) -> int:
-    from engine import Engine, EngineError
+    from nba.engine import Engine, EngineError
 
     ruleset = load_or_report(args.rules)
     if ruleset is None:
@@ -138,65 +136,65 @@ def run_decide(args) -> int:
     return EXIT_OK
 
 
-def dumps(value, indent: int | None = None) -> str:
-    """JSON text; an infinite or NaN number (possible in an undeclared event field) prints as null."""
-    try:
-        return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
-    except ValueError:
-        return json.dumps(plain_numbers(value), indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
-
-
-def _json_default(value):
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def plain_numbers(value):
-    """JSON has no infinity or NaN: print them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: plain_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_numbers(v) for v in value]
-    return value
-
-
 # ---- replay ----------------------------------------------------------------------------
 
 
 def run_replay(args) -> int:
-    from engine import Engine
-    from engine.replay import replay
+    from nba.engine import Engine
+    from nba.engine.replay import replay
 
     ruleset = load_or_report(args.rules)
     if ruleset is None:
         return EXIT_LOAD
     if args.redis:
-        from engine.store import open_store
+        from nba.engine.store import open_store
 
         # A replay is a batch: give Redis time to answer rather than deciding without state.
         engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules)
     else:
         engine = Engine(ruleset, path=args.rules)
     try:
-        return replay(engine, args, sys.stdout, sys.stderr)
+        return replay(
+            engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
+            explain=args.explain, dry_run=getattr(args, "dry_run", False), quiet=args.quiet,
+        )
     finally:
         engine.close()
+
+
+# ---- bench ----------------------------------------------------------------------------
+
+
+def run_bench(argv: list[str]) -> int:
+    """``nba bench``: the benchmarks live in the source checkout's benchmarks/ folder, which
+    is not installed (the product never imports its benchmarks); they run from there."""
+    import importlib
+    import os
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(checkout, "benchmarks", "cli.py")):
+        print(
+            "nba bench: the benchmarks are not installed with the package; run them from a source "
+            "checkout (pip install -e . there, then nba bench, or python -m benchmarks)",
+            file=sys.stderr,
+        )
+        return EXIT_LOAD
+    if checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    return importlib.import_module("benchmarks.cli").main(argv)
 
 
 # ---- test, serve -----------------------------------------------------------------------
 
 
 def run_test(args) -> int:
-    from engine.ruletests import run_tests
+    from nba.engine.ruletests import run_tests
 
     return run_tests(args.rules)
 
 
 def run_serve(args) -> int:
-    from engine.server import serve_main
+    from nba.engine.server import serve_main
 
     return serve_main(args)
 

@@ -18,8 +18,8 @@ import itertools
 import socket
 from typing import Any, Iterable
 
-from engine.protocol import NEED_MORE, FrameDecoder, FrameError, encode_frame
-from engine.settings import DEFAULT_PORT
+from nba.engine.protocol import NEED_MORE, FrameDecoder, FrameError, encode_frame
+from nba.engine.settings import DEFAULT_PORT
 
 CLIENT_MAX_FRAME_BYTES = 64 << 20
 PIPELINE_WINDOW = 512  # Client.pipeline: requests sent ahead of their answers

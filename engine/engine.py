@@ -9,15 +9,15 @@ import os
 from asyncio import get_running_loop
 from typing import Callable, Mapping, TypeVar
 
-from dsl import load_ruleset
-from dsl.compiler import CompiledRuleset
-from engine.decision import Decision, decision_map
-from engine.errors import EngineError, EventError, RequestError
-from engine.events import event_checker, read_as
-from engine.procedure import Outcome, evaluate
-from engine.state import Store, StoreUnavailable, empty_state
-from engine.stats import EngineStats
-from engine.turns import ThreadTurns, turns_for
+from nba.dsl import load_ruleset
+from nba.dsl.compiler import CompiledRuleset
+from nba.engine.decision import Decision, decision_map
+from nba.engine.errors import EngineError, EventError, RequestError
+from nba.engine.events import event_checker, read_as
+from nba.engine.procedure import Outcome, evaluate
+from nba.engine.state import Store, StoreUnavailable, empty_state
+from nba.engine.stats import EngineStats
+from nba.engine.turns import ThreadTurns, turns_for
 
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ class Engine:
 
     def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None):
         if store is None:
-            from engine.store.memory import MemoryStore
+            from nba.engine.store.memory import MemoryStore
 
             store = MemoryStore()
         self._ruleset = ruleset
@@ -59,7 +59,7 @@ class Engine:
         or on Redis when ``redis_url`` is given."""
         ruleset = load_ruleset(path)
         if store is None:
-            from engine.store import open_store
+            from nba.engine.store import open_store
 
             store = open_store(redis_url, **store_options)
         return cls(ruleset, store, os.fspath(path))

@@ -11,10 +11,10 @@ import re
 import time as _time
 from typing import Any, Callable, Mapping
 
-from dsl.twins import runtime as _runtime
+from nba.dsl.twins import runtime as _runtime
 
 parse_time = _runtime.parse_time
-from engine.errors import EventError
+from nba.engine.errors import EventError
 
 _BOOL_TEXT = {"true": True, "false": False}
 

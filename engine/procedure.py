@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from itertools import chain
 
-from dsl.compiler import CompiledRule, CompiledRuleset
-from dsl.twins import runtime as _runtime
-from engine.decision import Choice, TraceEntry
-from engine.events import read_as
-from engine.holdout import in_holdout
-from engine.state import CapCheck, Contact, CustomerState, StateWrite
+from nba.dsl.compiler import CompiledRule, CompiledRuleset
+from nba.dsl.twins import runtime as _runtime
+from nba.engine.decision import Choice, TraceEntry
+from nba.engine.events import read_as
+from nba.engine.holdout import in_holdout
+from nba.engine.state import CapCheck, Contact, CustomerState, StateWrite
 
 EvalContext = _runtime.EvalContext
 new_context = _runtime.new_context

@@ -13,7 +13,8 @@ import time
 from collections import Counter
 from typing import IO, Iterator
 
-from engine.errors import EngineError
+from nba.engine.errors import EngineError
+from nba.engine.jsontext import dumps
 
 PROGRESS_MIN_BYTES = 1 << 20  # files smaller than this finish before a bar is worth drawing
 PROGRESS_EVERY_S = 0.1
@@ -108,12 +109,26 @@ def load_profiles(engine, path: str, summary: ReplaySummary, err: IO) -> None:
                 err.write(f"{path}:{number}: {exc}\n")
 
 
-def replay(engine, args, out: IO, err: IO) -> int:
+def replay(
+    engine,
+    events: str,
+    out: IO,
+    err: IO,
+    *,
+    profiles: str | None = None,
+    limit: int = 1,
+    explain: bool = False,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> int:
+    """Decide every event of the JSONL file ``events`` ("-": stdin) in order, writing one
+    JSON line per input line to ``out`` and the summary to ``err``. ``profiles``: a JSONL
+    file of profiles loaded first. The exit code: 1 when a line was bad, else 0."""
     summary = ReplaySummary()
-    if getattr(args, "profiles", None):
-        load_profiles(engine, args.profiles, summary, err)
-    lines, total, handle = open_lines(args.events)
-    progress = Progress(err, total) if not args.quiet else Progress(err, None)
+    if profiles:
+        load_profiles(engine, profiles, summary, err)
+    lines, total, handle = open_lines(events)
+    progress = Progress(err, None if quiet else total)
     done = 0
     write = out.write
     try:
@@ -121,7 +136,7 @@ def replay(engine, args, out: IO, err: IO) -> int:
             done += len(raw)
             if not raw.strip():
                 continue
-            write(decide_line(engine, raw, number, args, summary) + "\n")
+            write(decide_line(engine, raw, number, summary, limit, explain, dry_run) + "\n")
             progress.update(done, number)
     finally:
         progress.close()
@@ -130,17 +145,17 @@ def replay(engine, args, out: IO, err: IO) -> int:
         out.flush()
     summary.passed_over.update(engine.stats.passed_over)
     summary.rule_errors.update(engine.stats.errors_by_rule)
-    if not args.quiet:
+    if not quiet:
         err.write(summary.format() + "\n")
     return 1 if summary.bad_lines or summary.bad_profiles else 0
 
 
-def decide_line(engine, raw: bytes, number: int, args, summary: ReplaySummary) -> str:
-    from engine.cli import dumps
-
+def decide_line(
+    engine, raw: bytes, number: int, summary: ReplaySummary, limit: int, explain: bool, dry_run: bool
+) -> str:
     try:
         event = json.loads(raw)
-        decision = engine.decide(event, limit=args.limit, explain=args.explain, dry_run=getattr(args, "dry_run", False))
+        decision = engine.decide(event, limit=limit, explain=explain, dry_run=dry_run)
     except json.JSONDecodeError as exc:
         summary.bad_lines += 1
         return dumps({"line": number, "error": f"not valid JSON: {exc.msg} at column {exc.colno}"})

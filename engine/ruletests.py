@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from dsl import LoadError, load_ruleset
-from dsl.compiler import CompiledRuleset
-from dsl.loader import files_under
-from dsl.runtime import parse_time
-from engine.decision import Choice, Decision, TraceEntry
-from engine.engine import MAX_LIMIT, Engine
-from engine.errors import EngineError
+from nba.dsl import LoadError, load_ruleset
+from nba.dsl.compiler import CompiledRuleset
+from nba.dsl.loader import files_under
+from nba.dsl.runtime import parse_time
+from nba.engine.decision import Choice, Decision, TraceEntry
+from nba.engine.engine import MAX_LIMIT, Engine
+from nba.engine.errors import EngineError
 
 TEST_SUFFIX = ".test.toml"
 DEFAULT_TIME = "2026-06-01T12:00:00Z"  # a case's event time when neither it nor [defaults] gives one

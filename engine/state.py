@@ -1,6 +1,6 @@
 """What a decision reads from and writes to a customer's state, and the store interface.
 
-Data flow: the compiled ruleset says what it needs (``StateNeeds``); a store reads
+Data flow: the compiled ruleset says what it needs (``StateNeeds``, from nba.dsl.needs); a store reads
 one ``CustomerState`` for a customer in one round trip; the decision procedure
 computes a ``StateWrite``; the store commits it in at most one more round trip,
 checking the caps atomically (``CapCheck``) so that no cap or policy is exceeded
@@ -14,32 +14,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from nba.dsl.needs import HistoryNeed, StateNeeds  # what a ruleset needs is the language's to say
+
 
 class StoreUnavailable(Exception):
     """The store could not be reached (or answered too late); decide without state."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryNeed:
-    """One event type's history the ruleset's aggregates read."""
-
-    fields: tuple[str, ...]  # top-level event fields kept per past event, sorted
-    window: float  # seconds: the longest `within` over this type
-
-
-@dataclass(frozen=True, slots=True)
-class StateNeeds:
-    """Everything a compiled ruleset needs from a customer's state."""
-
-    history: dict[str, HistoryNeed]  # event type -> need
-    contact_window: float  # seconds: the longest cap or policy duration (0: none)
-    profile_schema: dict[str, str]  # field -> "string" | "number" | "bool" | "time" | "list"
-
-    @property
-    def retention(self) -> float:
-        """The longest span of time any part of the state must be kept."""
-        longest = max((need.window for need in self.history.values()), default=0.0)
-        return max(longest, self.contact_window)
 
 
 @dataclass(slots=True)

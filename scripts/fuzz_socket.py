@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/fuzz_socket.py [--seconds 60] [--seed 1] [--rules PATH]
 
-Starts `python -m engine.server` (in-memory store) on a free loopback port with a small
+Starts `python -m nba.engine.server` (in-memory store) on a free loopback port with a small
 ruleset, then, until the time is up, sends pipelines of generated requests (every key
 given values of every type, keys missing, maps that are not requests, the common decide),
 sometimes ending in an unreadable frame, cut into random reads, on fresh connections,
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.protocol import BadRequest, FrameDecoder, NEED_MORE, encode_frame, parse_request  # noqa: E402
+from nba.engine.protocol import BadRequest, FrameDecoder, NEED_MORE, encode_frame, parse_request  # noqa: E402
 
 RULES = """\
 event cart_abandoned { cart_value: number }
@@ -153,7 +153,7 @@ def closed(sock) -> bool:
 
 def start_server(rules: str, log_path: str):
     log = open(log_path, "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.server", rules, "--port", "0"], stdout=log, stderr=log,
+    proc = subprocess.Popen([sys.executable, "-m", "nba.engine.server", rules, "--port", "0"], stdout=log, stderr=log,
                             cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -8,10 +8,16 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'  # pyproject.toml's license needs 77
-.venv/bin/python -m pip install -q -e '.[test]'
-# (re)build every Cython extension in place: the editable install builds them once, this
-# rebuilds the ones whose sources changed since
+# Install the package editable with what the tests need, once per change of pyproject.toml or
+# setup.py. NBA_NO_CYTHON: the editable install builds no extension (it would compile every
+# module in a temporary folder, each run); the in-place build below does, incrementally.
+stamp=$(cat pyproject.toml setup.py | sha1sum | cut -c1-40)
+if [ "$(cat .venv/.nba-installed 2>/dev/null)" != "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77'  # pyproject.toml's license needs 77
+  NBA_NO_CYTHON=1 .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$stamp" > .venv/.nba-installed
+fi
+# (re)build the Cython extensions in place: those whose sources changed since the last build
 if ! .venv/bin/python setup.py -q build_ext --inplace -j 2 > .venv/build_ext.log 2>&1; then
   cat .venv/build_ext.log
   echo "the Cython build failed (its output is above)" >&2
@@ -33,7 +39,9 @@ for tool in openssl:openssl ss:iproute2; do
   fi
 done
 
-.venv/bin/python -c 'import dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+.venv/bin/python -c 'import nba.dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+echo "== the documentation (mkdocs build --strict: a broken link fails)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 echo "== tests on the Cython twins"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 echo "== tests on the pure-Python twins"

@@ -6,9 +6,9 @@ import pytest
 
 
 def pytest_report_header(config):
-    import dsl.twins
+    import nba.dsl.twins
 
-    return f"nba hot path: {dsl.twins.IMPLEMENTATION} twins"
+    return f"nba hot path: {nba.dsl.twins.IMPLEMENTATION} twins"
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dsl import LoadError, load_ruleset, load_text
-from engine import Engine
-from engine.store.memory import MemoryStore
+from nba.dsl import LoadError, load_ruleset, load_text
+from nba.engine import Engine
+from nba.engine.store.memory import MemoryStore
 
 RULEFILES = Path(__file__).parent / "rulefiles"
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z: a fixed decision time, so no test depends on the clock

@@ -18,11 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-from engine.decision import Choice, Decision
-from engine.errors import EventError, RequestError
-from engine.protocol import HEADER, NEED_MORE, FrameDecoder
-from engine.server import Server, new_event_loop
-from engine.settings import ServerSettings
+from nba.engine.decision import Choice, Decision
+from nba.engine.errors import EventError, RequestError
+from nba.engine.protocol import HEADER, NEED_MORE, FrameDecoder
+from nba.engine.server import Server, new_event_loop
+from nba.engine.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -252,7 +252,7 @@ def server_command(rules_path, factory=None, **settings):
     code = (
         "import sys; sys.path.insert(0, %r)\n" % str(TESTS)
         + factory_code + "\n"
-        + "from engine.server import run_server\nfrom engine.settings import ServerSettings\n"
+        + "from nba.engine.server import run_server\nfrom engine.settings import ServerSettings\n"
         + f"sys.exit(run_server({str(rules_path)!r}, ServerSettings(**{settings!r}), engine_factory=factory, "
         + f"blocking={'False' if factory == 'slow_engine_factory' else 'None'}))"
     )

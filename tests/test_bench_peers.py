@@ -84,7 +84,7 @@ def test_the_hand_written_history_rules_make_varied_decisions():
 
 def test_nba_makes_the_expected_decisions(workload, expected, tmp_path):
     from benchmarks.eval_worker import write_rules
-    from engine import Engine
+    from nba.engine import Engine
 
     engine = Engine.from_path(str(write_rules(workload, tmp_path)))
     for customer_id, profile in workload.profiles.items():
@@ -95,7 +95,7 @@ def test_nba_makes_the_expected_decisions(workload, expected, tmp_path):
 
 
 def test_nba_agrees_with_the_hand_written_history_rules(tmp_path):
-    from engine import Engine
+    from nba.engine import Engine
 
     data = history_workload.generate(customers=3, past_per_customer=300, decisions=300, seed=5)
     path = tmp_path / "rules.rules"

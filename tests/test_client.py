@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from engine.client import AsyncClient, Client, ConnectionClosed, NbaError
-from engine.protocol import HEADER, encode_frame
+from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError
+from nba.engine.protocol import HEADER, encode_frame
 from server_fakes import FakeEngine, ThreadServer
 
 

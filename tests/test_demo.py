@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsl import load_ruleset
-from engine import Engine
-from engine.demo import generate, write
+from nba.dsl import load_ruleset
+from nba.engine import Engine
+from nba.engine.demo import generate, write
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsl_helpers import T0, EvalFailed, engine_for, event, trace_entry
-from engine import EventError
+from nba.engine import EventError
 
 
 AGGREGATES = """

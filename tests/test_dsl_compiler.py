@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from dsl import load_text
-from dsl import nodes as n
-from dsl.compiler import ANY_TYPE
-from dsl.folding import fold
-from dsl.source import Diagnostics
-from dsl.syntax import parse_module
+from nba.dsl import load_text
+from nba.dsl import nodes as n
+from nba.dsl.compiler import ANY_TYPE
+from nba.dsl.folding import fold
+from nba.dsl.source import Diagnostics
+from nba.dsl.syntax import parse_module
 from dsl_helpers import T0, engine_for, event, trace_entry
-from dsl.compiler import LATE_EVENTS_S
+from nba.dsl.compiler import LATE_EVENTS_S
 
 
 INDEXED = """
@@ -287,7 +287,7 @@ def test_long_or_and_and_chains_load_and_keep_their_meaning():
 
 
 def test_an_expression_too_deep_to_load_is_a_load_error_not_a_crash():
-    from dsl import LoadError
+    from nba.dsl import LoadError
 
     chain = " + ".join(f"event.x{i}" for i in range(1000))
     with pytest.raises(LoadError) as info:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsl_helpers import RULEFILES, T0, actions, engine_at, engine_for, event, only_error, trace_entry
-from engine import EventError
-from engine.holdout import in_holdout
+from nba.engine import EventError
+from nba.engine.holdout import in_holdout
 
 
 # ---- rules ---------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from dsl import LoadError, load_ruleset, load_text
+from nba.dsl import LoadError, load_ruleset, load_text
 from dsl_helpers import RULEFILES, engine_at, event, load_errors, only_error
-from engine.cli import main
+from nba.engine.cli import main
 
 
 BROKEN = RULEFILES / "broken"

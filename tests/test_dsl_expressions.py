@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import LoadError
+from nba.dsl import LoadError
 from dsl_helpers import EvalFailed, engine_for, evaluate, event, holds, only_error, trace_entry
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dsl import nodes as n
-from dsl.source import Diagnostics
-from dsl.syntax import RESERVED, parse_module
+from nba.dsl import nodes as n
+from nba.dsl.source import Diagnostics
+from nba.dsl.syntax import RESERVED, parse_module
 from dsl_helpers import load_errors, only_error
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from dsl import LoadError, load_text
-from engine import Engine, EventError, RequestError
+from nba.dsl import LoadError, load_text
+from nba.engine import Engine, EventError, RequestError
 
 RULES = """
 profile { tier: string, lifetime_value: number, email_opt_in: bool }
@@ -266,7 +266,7 @@ def test_infinite_numbers_are_refused_for_declared_number_fields(engine):
 
 
 def test_memory_store_sweeps_quiet_customers(write_rules):
-    from engine.store import memory
+    from nba.engine.store import memory
 
     engine = Engine.from_path(write_rules("rule r when event.type == \"v\" and count(v within 1h) > 5 then a end"))
     engine.put_profile("kept", {"x": 1})
@@ -325,7 +325,7 @@ INF = float("inf")
 def test_the_event_check_reads_declared_fields_and_names_the_bad_one(engine, event, expected):
     """DSL.md step 1 (event_checker is the engine's check, check_event the same for one event);
     an expected string is the field the error names."""
-    from engine.events import check_event, event_checker
+    from nba.engine.events import check_event, event_checker
 
     schemas = engine.ruleset.event_schemas
     for check in (event_checker(schemas), lambda raw: check_event(raw, schemas)):
@@ -340,7 +340,7 @@ def test_the_event_check_reads_declared_fields_and_names_the_bad_one(engine, eve
 
 
 def test_an_event_without_a_time_is_given_now():
-    from engine.events import check_event, event_checker
+    from nba.engine.events import check_event, event_checker
 
     assert check_event({"customer_id": "c", "type": "x"}, {}, now=42.0)["time"] == 42.0
     assert event_checker({}, now=7)({"customer_id": "c", "type": "x"})["time"] == 7
@@ -351,8 +351,8 @@ def test_an_event_without_a_time_is_given_now():
 def test_event_times_read_from_the_minute_cache_are_parse_times():
     import random
 
-    from dsl.twins import runtime
-    from engine.events import parse_event_time
+    from nba.dsl.twins import runtime
+    from nba.engine.events import parse_event_time
 
     rng = random.Random(3)
     texts = [
@@ -375,8 +375,8 @@ def test_event_times_read_from_the_minute_cache_are_parse_times():
 def test_a_ranked_decision_tests_no_rule_after_its_limit():
     """README: a ranked bucket stops testing once `limit` actions are chosen, so the error of
     a rule ranked after them is neither raised nor counted (an explanation tests them all)."""
-    from engine.procedure import evaluate
-    from engine.state import CustomerState
+    from nba.engine.procedure import evaluate
+    from nba.engine.state import CustomerState
 
     ruleset = load_text("""
 rule first priority 10 when event.type == "x" then a via web end

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dsl import load_ruleset
-from engine.ruletests import load_test_file, run_tests, find_test_files
+from nba.dsl import load_ruleset
+from nba.engine.ruletests import load_test_file, run_tests, find_test_files
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"

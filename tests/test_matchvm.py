@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl.checker import check
-from dsl.compiler import Compiler, compile_ruleset
-from dsl.matchplan import IN_STRINGS, NUMBER_ORDER, OR, PYTHON
-from dsl.source import Diagnostics
-from dsl.syntax import parse_module
-from dsl.twins import matchvm, runtime
+from nba.dsl.checker import check
+from nba.dsl.compiler import Compiler, compile_ruleset
+from nba.dsl.matchplan import IN_STRINGS, NUMBER_ORDER, OR, PYTHON
+from nba.dsl.source import Diagnostics
+from nba.dsl.syntax import parse_module
+from nba.dsl.twins import matchvm, runtime
 
 pytestmark = pytest.mark.skipif(matchvm is None, reason="the Cython matcher is not built (or NBA_PURE_PYTHON is set)")
 
@@ -212,8 +212,8 @@ AGGREGATES = ["count(t where W within 1h)", "sum(t.a where W within 1h)", "avg(t
 
 
 def decide_both(where: str, past: list[tuple], event: dict):
-    from engine.procedure import evaluate
-    from engine.state import CustomerState, History
+    from nba.engine.procedure import evaluate
+    from nba.engine.state import CustomerState, History
 
     params = ", ".join(f"v{i} = {agg.replace('W', where)}" for i, agg in enumerate(AGGREGATES))
     both = compile_both_text(f'rule r priority 1\n  when event.type == "t"\n  then act with {params}\nend\n')

@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import load_ruleset
-from engine import Engine
+from nba.dsl import load_ruleset
+from nba.engine import Engine
 
 RULESET = load_ruleset(Path(__file__).resolve().parent.parent / "rules")
 CUSTOMERS = ["a", "b", "held-out-8"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.protocol import (
+from nba.engine.protocol import (
     OPS,
     BAD_FRAME,
     BAD_REQUEST,
@@ -26,8 +26,8 @@ from engine.protocol import (
     parse_request,
     plain_decide_event,
 )
-from engine.server import Connection, Server
-from engine.settings import ServerSettings
+from nba.engine.server import Connection, Server
+from nba.engine.settings import ServerSettings
 from server_fakes import FakeEngine, raw_frame
 
 
@@ -594,7 +594,7 @@ def test_latency_histogram_counts_every_sample_once():
     import bisect
     import random
 
-    from engine.server import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
+    from nba.engine.server import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
 
     rng = random.Random(7)
     stats = ServerStats(histogram=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dsl import load_text
-from dsl.compiler import LATE_EVENTS_S
-from engine import Engine
-from engine.state import CustomerState, History
+from nba.dsl import load_text
+from nba.dsl.compiler import LATE_EVENTS_S
+from nba.engine import Engine
+from nba.engine.state import CustomerState, History
 
 RULES = """
 segment buyer = count(purchase within 7d) > 0
@@ -87,7 +87,7 @@ rule b when event.type == "y" then two via web end
 def test_a_decision_on_the_narrowed_state_is_the_decision_on_the_whole_state():
     """What a type's decision does not read cannot change it: strip the state to its
     reads and decide again."""
-    from engine.procedure import evaluate
+    from nba.engine.procedure import evaluate
 
     ruleset = load_text(RULES)
     t = 1_767_225_600.0

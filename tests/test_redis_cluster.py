@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis as redis_py
 
-from engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite
-from engine.store.redis import KeyLayout, RedisStore
+from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite
+from nba.engine.store.redis import KeyLayout, RedisStore
 from redis_fixtures import needs_redis, redis_cluster, redis_cluster_url  # noqa: F401
 
 pytestmark = needs_redis

@@ -10,8 +10,8 @@ from collections import deque
 
 import pytest
 
-from engine.state import StoreUnavailable
-from engine.store.redis.async_io import LOOP_LAG_LIMIT, Pending, Watchdog
+from nba.engine.state import StoreUnavailable
+from nba.engine.store.redis.async_io import LOOP_LAG_LIMIT, Pending, Watchdog
 
 
 class Link:

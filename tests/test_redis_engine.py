@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, EngineError
-from engine.store.redis import RedisStore
+from nba.engine import Engine, EngineError
+from nba.engine.store.redis import RedisStore
 from redis_fixtures import (  # noqa: F401
     needs_redis,
     own_redis_server,
@@ -155,7 +155,7 @@ def test_demo_replay_on_a_cluster_async_matches_memory(redis_cluster_url, demo, 
 
 
 def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):  # noqa: F811
-    from engine.cli import main
+    from nba.engine.cli import main
 
     events = tmp_path / "events.jsonl"
     events.write_text("".join(line + "\n" for line in DEMO_EVENTS.read_text().splitlines()[:300]))

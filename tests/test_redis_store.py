@@ -13,9 +13,9 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
-from engine.store import open_store
-from engine.store.redis import (
+from nba.engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.store import open_store
+from nba.engine.store.redis import (
     Codec,
     KeyLayout,
     RedisStore,
@@ -26,7 +26,7 @@ from engine.store.redis import (
     pack_member,
     unpack_member,
 )
-from engine.store.redis.encoding import unpack_members
+from nba.engine.store.redis.encoding import unpack_members
 from redis_fixtures import needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
 
 pytestmark = needs_redis
@@ -518,7 +518,7 @@ WRITES = st.lists(
 @given(writes=WRITES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F811
-    from engine.store.memory import MemoryStore
+    from nba.engine.store.memory import MemoryStore
 
     redis_server.flush()
     needs = StateNeeds(

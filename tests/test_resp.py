@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl.twins import pick_extension
-from engine.store.redis import protocol
+from nba.twins import pick_extension
+from nba.engine.store.redis import protocol
 
-_resp = pick_extension("engine.store.redis._resp", "engine/store/redis/_resp.pyx")
+_resp = pick_extension("nba.engine.store.redis._resp")
 needs_extension = pytest.mark.skipif(_resp is None, reason="the C packer is not built (or pure-Python twins)")
 
 arguments = st.one_of(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.ruletests import DEFAULT_CUSTOMER, load_test_file, run_tests
+from nba.engine.ruletests import DEFAULT_CUSTOMER, load_test_file, run_tests
 
 RULES = """
 profile { email_opt_in: bool, tier: string, seen_at: time }

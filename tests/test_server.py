@@ -16,8 +16,8 @@ import urllib.request
 import msgpack
 import pytest
 
-from engine.client import AsyncClient, Client
-from engine.protocol import HEADER, encode_frame
+from nba.engine.client import AsyncClient, Client
+from nba.engine.protocol import HEADER, encode_frame
 from server_fakes import (
     FakeEngine,
     ServerProcess,
@@ -279,8 +279,8 @@ def test_two_workers_share_the_port(rules, tmp_path):
 # ------------------------------------------------------------------ the real engine
 
 from benchmarks.bench_server import RULES as CART_RULES  # noqa: E402  (DSL.md's example ruleset)
-from engine import Engine  # noqa: E402
-from engine.client import NbaError  # noqa: E402
+from nba.engine import Engine  # noqa: E402
+from nba.engine.client import NbaError  # noqa: E402
 from server_fakes import REDIS_SERVER, RedisProcess  # noqa: E402
 
 
@@ -372,7 +372,7 @@ def not_in_holdout(cart_rules) -> str:
 def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path):
     customer = not_in_holdout(cart_rules)
     with RedisProcess(tmp_path) as redis:
-        command = [sys.executable, "-m", "engine.server", str(cart_rules), "--port", "0", "--redis", redis.url]
+        command = [sys.executable, "-m", "nba.engine.server", str(cart_rules), "--port", "0", "--redis", redis.url]
         with ServerProcess(command, log_path=tmp_path / "log") as proc, Client("127.0.0.1", proc.port) as client:
             client.put_profile(customer, {"email_opt_in": True, "tier": "gold"})
             assert client.get_profile(customer) == {"email_opt_in": True, "tier": "gold"}

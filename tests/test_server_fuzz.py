@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.protocol import OPS, BadRequest, encode_frame, parse_request
-from engine.server import Connection
+from nba.engine.protocol import OPS, BadRequest, encode_frame, parse_request
+from nba.engine.server import Connection
 from server_fakes import raw_frame
 from test_protocol import MockTransport, open_connection
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine.protocol import FRAME_TIMEOUT, HEADER, OVERLOADED, TOO_MANY_CONNECTIONS, encode_frame
+from nba.engine.protocol import FRAME_TIMEOUT, HEADER, OVERLOADED, TOO_MANY_CONNECTIONS, encode_frame
 from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames, wait_for
 from test_protocol import decide, open_connection
 
@@ -39,10 +39,10 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch):
-    import engine.server.connection
+    import nba.engine.server.connection
 
     fake = Clock()
-    monkeypatch.setattr(engine.server.connection, "monotonic", fake)
+    monkeypatch.setattr(nba.engine.server.connection, "monotonic", fake)
     return fake
 
 
@@ -133,7 +133,7 @@ def test_past_max_connections_a_new_one_gets_one_error_then_a_close(rules):
 def test_unfinished_frames_over_the_byte_limit_close_the_connection_that_went_over(rules):
     conn_a, transport_a, server = open_connection(rules, max_buffered_bytes=1000, max_frame_bytes=10_000)
     from server_fakes import raw_frame  # noqa: F401  (same server, a second connection)
-    from engine.server import Connection
+    from nba.engine.server import Connection
     from test_protocol import MockTransport
 
     conn_b = Connection(server)
@@ -185,7 +185,7 @@ end
 def test_a_parameter_beyond_64_bits_is_answered_so_a_recorded_contact_was_told(tmp_path, dry_run):
     """Issue 21 item 2: the answer was encoded after the commit, so the client got
     `internal` while the contact was recorded and the next decision was capped."""
-    from engine import Engine
+    from nba.engine import Engine
 
     path = tmp_path / "huge.rules"
     path.write_text(HUGE_PARAM_RULES)
@@ -232,7 +232,7 @@ def test_metrics_count_degraded_decisions_refusals_and_limits(rules):
 def test_every_limit_and_security_setting_has_a_flag(tmp_path):
     import argparse
 
-    from engine.server.cli import add_arguments, settings_from
+    from nba.engine.server.cli import add_arguments, settings_from
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -249,7 +249,7 @@ def test_every_limit_and_security_setting_has_a_flag(tmp_path):
 def test_max_connections_stays_under_the_open_file_limit(monkeypatch):
     import resource
 
-    from engine.server.lifecycle import FDS_KEPT, connection_limit
+    from nba.engine.server.lifecycle import FDS_KEPT, connection_limit
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
     assert connection_limit(4096) == 1024 - FDS_KEPT

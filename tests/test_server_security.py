@@ -12,10 +12,10 @@ import subprocess
 
 import pytest
 
-from engine.protocol import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, encode_frame
-from engine.server import Connection, Server
-from engine.server.security import AuthFileError, is_loopback, load_tokens
-from engine.settings import ServerSettings
+from nba.engine.protocol import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, encode_frame
+from nba.engine.server import Connection, Server
+from nba.engine.server.security import AuthFileError, is_loopback, load_tokens
+from nba.engine.settings import ServerSettings
 from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames
 from test_protocol import MockTransport, decide
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.turns import CustomerTurns, turns_for
+from nba.engine.turns import CustomerTurns, turns_for
 
 
 def run(coroutine):

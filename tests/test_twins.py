@@ -1,4 +1,4 @@
-"""dsl/twins.py: every hot-path module runs compiled, or every one runs from its source."""
+"""nba/twins.py and dsl/twins.py: every hot-path module runs compiled, or every one runs from its source."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import dsl.twins as twins
+import nba.dsl.twins as language
+import nba.twins as twins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def loaded_compiled(environment: dict) -> dict[str, bool]:
     """In a fresh interpreter: module name -> whether it loaded from an extension."""
     code = (
-        "import importlib, json, dsl.twins as t\n"
+        "import importlib, json, nba.twins as t, nba.dsl.twins\n"
         "print(json.dumps({n: t.is_compiled(importlib.import_module(n)) for n in t.COMPILED_MODULES}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NBA_PURE_PYTHON"}
@@ -40,23 +41,23 @@ def test_with_nba_pure_python_every_module_loads_from_its_source():
     assert not any(loaded_compiled({"NBA_PURE_PYTHON": "1"}).values())
 
 
-@pytest.mark.skipif(twins.IMPLEMENTATION != "cython", reason="the Cython twins are not built")
+@pytest.mark.skipif(language.IMPLEMENTATION != "cython", reason="the Cython twins are not built")
 def test_built_every_module_loads_compiled():
     loaded = loaded_compiled({})
     assert all(loaded.values()), [name for name, compiled in loaded.items() if not compiled]
 
 
-@pytest.mark.skipif(twins.IMPLEMENTATION != "cython", reason="the Cython twins are not built")
+@pytest.mark.skipif(language.IMPLEMENTATION != "cython", reason="the Cython twins are not built")
 def test_built_the_cython_only_extensions_load_too():
-    from engine.store.redis import protocol
+    from nba.engine.store.redis import protocol
 
-    assert twins.matchvm is not None  # dsl/_matchvm.pyx, the rule matcher
+    assert language.matchvm is not None  # dsl/_matchvm.pyx, the rule matcher
     assert protocol._resp is not None  # engine/store/redis/_resp.pyx, the RESP packer
 
 
 def test_this_process_runs_one_twin_throughout():
     modules = [importlib.import_module(name) for name in twins.COMPILED_MODULES]
-    assert {twins.is_compiled(module) for module in modules} == {twins.IMPLEMENTATION == "cython"}
+    assert {twins.is_compiled(module) for module in modules} == {language.IMPLEMENTATION == "cython"}
 
 
 def test_an_extension_older_than_its_source_or_declarations_is_stale(tmp_path):

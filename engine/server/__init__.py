@@ -10,7 +10,7 @@ requests of one customer on one connection still run one after another, in order
 The modules, one job each:
 
 - ``config``: ``ServeConfig``, what one `nba serve` runs (path, store, settings, factory)
-- ``cli``: the `nba serve` options -> ``ServeConfig``; ``__main__``: ``python -m engine.server``
+- ``cli``: the `nba serve` options -> ``ServeConfig``; ``__main__``: ``python -m nba.engine.server``
 - ``run``: ``run(config)`` / ``run_server(...)``, one process or a supervisor
 - ``process``: one serving process (engine, server, signals)
 - ``supervisor``: the parent of ``--workers N``
@@ -25,13 +25,13 @@ The modules, one job each:
 The request format and its validation are in ``engine.protocol``.
 """
 
-from engine.server.cli import add_arguments, main, serve_main
-from engine.server.config import ServeConfig
-from engine.server.connection import Connection
-from engine.server.lifecycle import Server
-from engine.server.run import run, run_server
-from engine.server.sockets import bind_socket, new_event_loop
-from engine.server.stats import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
+from nba.engine.server.cli import add_arguments, main, serve_main
+from nba.engine.server.config import ServeConfig
+from nba.engine.server.connection import Connection
+from nba.engine.server.lifecycle import Server
+from nba.engine.server.run import run, run_server
+from nba.engine.server.sockets import bind_socket, new_event_loop
+from nba.engine.server.stats import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
 
 __all__ = [
     "LATENCY_BUCKETS", "LATENCY_SAMPLES", "Connection", "Server", "ServeConfig", "ServerStats",

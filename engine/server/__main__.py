@@ -1,7 +1,7 @@
-"""``python -m engine.server RULES [options]``: the same as `nba serve`."""
+"""``python -m nba.engine.server RULES [options]``: the same as `nba serve`."""
 
 import sys
 
-from engine.server.cli import main
+from nba.engine.server.cli import main
 
 sys.exit(main())

@@ -1,12 +1,12 @@
-"""The options of `nba serve` and ``python -m engine.server``: arguments -> ServeConfig."""
+"""The options of `nba serve` and ``python -m nba.engine.server``: arguments -> ServeConfig."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from engine.server.config import ServeConfig
-from engine.settings import ServerSettings
+from nba.engine.server.config import ServeConfig
+from nba.engine.settings import ServerSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run `nba serve` from parsed arguments (see ``add_arguments``); returns the exit code."""
     from pydantic import ValidationError
 
-    from engine.server.run import run
+    from nba.engine.server.run import run
 
     try:
         settings = settings_from(args)

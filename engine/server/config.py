@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.settings import ServerSettings
+from nba.engine.settings import ServerSettings
 
 EngineFactory = Callable[[str, "str | None"], Any]
 
 
 def default_engine_factory(rules_path: str, redis_url: str | None) -> Any:
-    from engine import Engine
+    from nba.engine import Engine
 
     return Engine.from_path(rules_path, redis_url=redis_url)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from engine.protocol import (
+from nba.engine.protocol import (
     CUSTOMER_OPS,
     FORBIDDEN,
     FRAME_TIMEOUT,
@@ -32,11 +32,11 @@ from engine.protocol import (
     parse_request,
     plain_decide_event,
 )
-from engine.server.logs import log, peer_name
-from engine.server.security import is_loopback
+from nba.engine.server.logs import log, peer_name
+from nba.engine.server.security import is_loopback
 
 if TYPE_CHECKING:
-    from engine.server.lifecycle import Server
+    from nba.engine.server.lifecycle import Server
 
 HEADER_PACK = HEADER.pack
 WRITE_BUFFER_HIGH = 1 << 20  # pause reading a connection whose responses are not being read

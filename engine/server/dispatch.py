@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.errors import EngineError
-from engine.protocol import INTERNAL, Request, error_response, ok_response
-from engine.server.logs import log
+from nba.engine.errors import EngineError
+from nba.engine.protocol import INTERNAL, Request, error_response, ok_response
+from nba.engine.server.logs import log
 
 if TYPE_CHECKING:
-    from engine.server.lifecycle import Server
+    from nba.engine.server.lifecycle import Server
 
 
 class Dispatcher:

@@ -10,16 +10,16 @@ import time
 from collections import deque
 from typing import Any
 
-from engine.server.connection import Connection
-from engine.server.dispatch import Dispatcher
-from engine.server.logs import LogLimiter, log
-from engine.server.memory import MemoryTrimmer
-from engine.server.metrics import start_metrics
-from engine.server.reloading import Reloader, rules_signature
-from engine.server.security import Tokens, load_tokens, server_tls_context
-from engine.server.sockets import bind_socket
-from engine.server.stats import ServerStats
-from engine.settings import ServerSettings
+from nba.engine.server.connection import Connection
+from nba.engine.server.dispatch import Dispatcher
+from nba.engine.server.logs import LogLimiter, log
+from nba.engine.server.memory import MemoryTrimmer
+from nba.engine.server.metrics import start_metrics
+from nba.engine.server.reloading import Reloader, rules_signature
+from nba.engine.server.security import Tokens, load_tokens, server_tls_context
+from nba.engine.server.sockets import bind_socket
+from nba.engine.server.stats import ServerStats
+from nba.engine.settings import ServerSettings
 
 
 FDS_KEPT = 64  # descriptors left for everything but client connections (files, Redis, metrics)

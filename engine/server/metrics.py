@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.server.lifecycle import Server
+    from nba.engine.server.lifecycle import Server
 
 
 def start_metrics(server: "Server", host: str, port: int):

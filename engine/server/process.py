@@ -9,11 +9,11 @@ import signal
 import socket
 from typing import Any
 
-from engine.server.config import ServeConfig
-from engine.server.lifecycle import Server
-from engine.server.logs import log
-from engine.server.security import AuthFileError, load_tokens
-from engine.server.sockets import loop_name, new_event_loop
+from nba.engine.server.config import ServeConfig
+from nba.engine.server.lifecycle import Server
+from nba.engine.server.logs import log
+from nba.engine.server.security import AuthFileError, load_tokens
+from nba.engine.server.sockets import loop_name, new_event_loop
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

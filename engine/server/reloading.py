@@ -12,11 +12,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from engine.protocol import LOAD_FAILED, error_response, ok_response
-from engine.server.logs import log
+from nba.engine.protocol import LOAD_FAILED, error_response, ok_response
+from nba.engine.server.logs import log
 
 if TYPE_CHECKING:
-    from engine.server.lifecycle import Server
+    from nba.engine.server.lifecycle import Server
 
 
 class Reloader:

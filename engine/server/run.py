@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from engine.server.config import EngineFactory, ServeConfig
-from engine.server.logs import configure_logging
-from engine.server.process import run_process
-from engine.server.supervisor import run_workers
-from engine.settings import ServerSettings
+from nba.engine.server.config import EngineFactory, ServeConfig
+from nba.engine.server.logs import configure_logging
+from nba.engine.server.process import run_process
+from nba.engine.server.supervisor import run_workers
+from nba.engine.settings import ServerSettings
 
 
 def run(config: ServeConfig) -> int:

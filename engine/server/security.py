@@ -10,7 +10,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 
-from engine.protocol import ROLE_OPS
+from nba.engine.protocol import ROLE_OPS
 
 ROLES = tuple(ROLE_OPS)
 

@@ -9,10 +9,10 @@ import signal
 import sys
 import time
 
-from engine.server.config import ServeConfig
-from engine.server.logs import configure_logging, log
-from engine.server.process import STOP_SIGNALS, run_process
-from engine.server.sockets import bind_socket
+from nba.engine.server.config import ServeConfig
+from nba.engine.server.logs import configure_logging, log
+from nba.engine.server.process import STOP_SIGNALS, run_process
+from nba.engine.server.sockets import bind_socket
 
 PARENT_SIGNALS = {*STOP_SIGNALS, signal.SIGHUP}  # the parent of workers takes these with sigtimedwait
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.state import Store
+from nba.engine.state import Store
 
 
 MEMORY_OPTIONS = ("max_events_per_type", "max_contacts")  # the others only mean something for Redis
@@ -16,9 +16,9 @@ def open_store(redis_url: str | None = None, **options) -> Store:
     (``latency_budget_s``, ``write_timeout_s``, ``key_prefix``, ``profile_ttl_s``, ...).
     """
     if not redis_url:
-        from engine.store.memory import MemoryStore
+        from nba.engine.store.memory import MemoryStore
 
         return MemoryStore(**{name: options[name] for name in MEMORY_OPTIONS if name in options})
-    from engine.store.redis import RedisStore
+    from nba.engine.store.redis import RedisStore
 
     return RedisStore(redis_url, **options)

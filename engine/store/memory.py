@@ -18,7 +18,7 @@ import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
+from nba.engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
 
 DEFAULT_MAX_EVENTS_PER_TYPE = 10_000
 DEFAULT_MAX_CONTACTS = 10_000

@@ -34,7 +34,7 @@ def read_jsonl(path: Path) -> list:
 
 def replay(rules: Path = RULES, events: Path = EVENTS, profiles: Path = PROFILES) -> list[dict]:
     """Every event's decision (or error), on a fresh engine with the in-memory store."""
-    from engine import Engine, EngineError
+    from nba.engine import Engine, EngineError
 
     engine = Engine.from_path(rules)
     for profile in read_jsonl(profiles):

@@ -32,7 +32,7 @@ A connection that fails or times out half-way through a round trip is never reus
 Figures: README.md, "In Redis".
 """
 
-from engine.store.redis.encoding import (
+from nba.engine.store.redis.encoding import (
     decode_profile,
     decode_profile_value,
     encode_profile,
@@ -40,8 +40,8 @@ from engine.store.redis.encoding import (
     pack_member,
     unpack_member,
 )
-from engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, Retention
-from engine.store.redis.store import RedisStore
+from nba.engine.store.redis.protocol import COMMIT_SCRIPT, COMMIT_SHA, Codec, KeyLayout, Retention
+from nba.engine.store.redis.store import RedisStore
 
 __all__ = [
     "COMMIT_SCRIPT",

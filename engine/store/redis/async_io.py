@@ -11,9 +11,9 @@ import redis.asyncio.connection as async_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-from engine.state import StoreUnavailable
+from nba.engine.state import StoreUnavailable
 
-from engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
 
 
 class Pending:

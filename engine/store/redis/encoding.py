@@ -11,8 +11,8 @@ from typing import Any
 
 import msgpack
 
-from dsl.runtime import parse_time
-from engine.state import Contact, History
+from nba.dsl.runtime import parse_time
+from nba.engine.state import Contact, History
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ import redis.connection as sync_connection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
-from dsl.twins import pick_extension
-from engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+from nba.twins import pick_extension
+from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
 
-from engine.store.redis.encoding import (
+from nba.engine.store.redis.encoding import (
     contact_parts,
     decode_contacts,
     decode_history,
@@ -394,7 +394,7 @@ def _hiredis_pack_commands(commands: list[tuple]) -> bytes:
 
 # Commands as RESP bytes: in C (engine/store/redis/_resp.pyx, the same bytes, several times
 # faster), or by hiredis on the pure-Python twin and when the extension is not built.
-_resp = pick_extension("engine.store.redis._resp", "engine/store/redis/_resp.pyx")
+_resp = pick_extension("nba.engine.store.redis._resp")
 pack_command: Callable[[tuple], bytes] = _resp.pack_command if _resp is not None else hiredis.pack_command
 pack_commands: Callable[[list], bytes] = _resp.pack_commands if _resp is not None else _hiredis_pack_commands
 

@@ -6,10 +6,10 @@ import asyncio
 from typing import Any, Awaitable, Callable, NoReturn
 
 
-from engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
+from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
 
-from engine.store.redis.encoding import decode_profile
-from engine.store.redis.protocol import (
+from nba.engine.store.redis.encoding import decode_profile
+from nba.engine.store.redis.protocol import (
     CLUSTER_SLOTS,
     CONNECTION_ERRORS,
     Codec,
@@ -31,8 +31,8 @@ from engine.store.redis.protocol import (
     plan_put_profile,
     store_options_in,
 )
-from engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
-from engine.store.redis.async_io import AsyncNode
+from nba.engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
+from nba.engine.store.redis.async_io import AsyncNode
 
 MAX_CODECS = 4096  # a ruleset has one per event type its rules name, and one more; then they start over
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
