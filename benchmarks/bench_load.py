@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", default=None, help="comma-separated rule counts (default 100,1000,10000)")
     parser.add_argument("--repeat", type=int, default=None, help="loads per rule count (default 3; 1 at 10,000 rules and more)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--big", type=int, default=None, metavar="N",
+                        help="also load a varied N-rule file (benchmarks/big_ruleset.py; issue 21 used 52000) "
+                             "in a loop, in a thread and in a child process, measuring the event loop's longest stall")
 
 
 def load_times(path: Path, repeat: int) -> list[float]:
@@ -69,7 +72,39 @@ def run(args: argparse.Namespace) -> dict:
     print(table, flush=True)
     markdown = (f"`dsl.load_ruleset` (parse, check, compile) of the synthetic rulesets, in one process "
                 f"({twin} twin).\n\n{table}")
-    return {"title": "Load time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
+    result = {"title": "Load time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
+    big = getattr(args, "big", None)
+    if big:
+        stall_markdown, stall_data = run_stall(big, seed)
+        result["markdown"] += "\n\n" + stall_markdown
+        result["data"]["stall"] = stall_data
+    return result
+
+
+def run_stall(n_rules: int, seed: int) -> tuple[str, dict]:
+    """The big file's phases, and the event loop's lag while it loads each way
+    (benchmarks/load_stall.py: each measurement in a fresh process)."""
+    from benchmarks import big_ruleset, load_stall
+
+    with tempfile.TemporaryDirectory(prefix="nba-load-") as tmp:
+        path = Path(tmp) / "big.rules"
+        text = big_ruleset.render(n_rules, seed)
+        path.write_text(text, encoding="utf-8")
+        phases = load_stall.phases_in_child(str(path))
+        print(f"  {n_rules:,} rules, {len(text.encode()):,} bytes: phases {phases}", flush=True)
+        rows, found = [], []
+        for mode in load_stall.MODES:
+            measured = load_stall.measure_in_child(str(path), mode)
+            found.append(measured)
+            print(f"  {mode}: {measured}", flush=True)
+            rows.append([mode, figure(measured["load_s"]), figure(measured["max_lag_s"] * 1000),
+                         figure(measured["p99_lag_s"] * 1000), figure(measured["peak_rss_mb"])])
+    table = markdown_table(["load", "seconds", "longest loop stall ms", "p99 stall ms", "peak RSS MB"], rows)
+    print(table, flush=True)
+    markdown = (f"A {n_rules:,}-rule file of {len(text.encode()):,} bytes (benchmarks/big_ruleset.py), loaded "
+                f"while an asyncio loop ticks every 1 ms (benchmarks/load_stall.py). In-process phases: "
+                + ", ".join(f"{k} {figure(v)}" for k, v in phases.items()) + f".\n\n{table}")
+    return markdown, {"rules": n_rules, "bytes": len(text.encode()), "phases": phases, "modes": found}
 
 
 def _twin() -> str:

@@ -14,6 +14,12 @@ from nba.dsl.source import Diagnostics, suggest
 
 ANY = "any"
 SCHEMA_KINDS = {"string": "string", "number": "number", "bool": "bool", "time": "number", "list": "list"}
+
+
+def schema_kind(declared: str) -> str:
+    """The kind of a schema type; ``any`` for an unknown type (already reported where it is
+    declared, so that the rules using the field are still checked)."""
+    return SCHEMA_KINDS.get(declared, ANY)
 BUILTIN_EVENT_FIELDS = {"type": "string", "customer_id": "string", "time": "number"}
 BUILTIN_SCHEMA_TYPES = {"type": ("string",), "customer_id": ("string",), "time": ("time", "number")}
 BUILTIN_PAST_FIELDS = {"type": "string", "time": "number"}
@@ -272,8 +278,8 @@ class Checker:
                 hint = field_hint(item.field, self.out.profile_schema)
                 self.diag.error(item.pos, f"unknown profile field `{item.field}`{hint}")
                 continue
-            expected = SCHEMA_KINDS[declared]
-            if kind not in (ANY, "null", expected):
+            expected = schema_kind(declared)
+            if expected != ANY and kind not in (ANY, "null", expected):
                 self.diag.error(
                     item.value.pos,
                     f"profile field `{item.field}` is {declared}, but {describe(item.value)} is {ARTICLE[kind]}",
@@ -334,7 +340,7 @@ class Checker:
             hint = field_hint(head, self.out.profile_schema)
             self.diag.error(expr.pos, f"unknown profile field `{head}`{hint}")
             return ANY
-        return SCHEMA_KINDS[declared]
+        return schema_kind(declared)
 
     def event_field_kind(self, expr: n.Field, head: str, types: frozenset[str] | None) -> str:
         if head in BUILTIN_EVENT_FIELDS:
@@ -349,7 +355,7 @@ class Checker:
             self.diag.error(expr.pos, f"unknown field `{head}` of event {names}{hint}")
             return ANY
         if len(kinds) == 1:
-            return SCHEMA_KINDS[kinds.pop()]
+            return schema_kind(kinds.pop())
         return ANY
 
     def past_field_kind(self, expr: n.Field, head: str, past_type: str | None) -> str:
@@ -363,7 +369,7 @@ class Checker:
             hint = field_hint(head, schema)
             self.diag.error(expr.pos, f"unknown field `{head}` of event `{past_type}`{hint}")
             return ANY
-        return SCHEMA_KINDS[declared]
+        return schema_kind(declared)
 
     def kind_Member(self, expr: n.Member, scope: "Scope") -> str:
         kind = self.kind_of(expr.target, scope)
@@ -499,8 +505,8 @@ class Checker:
             if declared is None and head not in BUILTIN_PAST_FIELDS:
                 hint = field_hint(head, schema)
                 self.diag.error(expr.pos, f"unknown field `{head}` of event `{expr.event_type}`{hint}")
-            elif declared and expr.func in ("sum", "avg", "min", "max") and SCHEMA_KINDS[declared] != "number" and len(expr.path) == 1:
-                self.diag.error(expr.pos, f"`{expr.func}` adds up numbers, but `{expr.event_type}.{head}` is {ARTICLE[SCHEMA_KINDS[declared]]}")
+            elif declared and expr.func in ("sum", "avg", "min", "max") and schema_kind(declared) not in ("number", ANY) and len(expr.path) == 1:
+                self.diag.error(expr.pos, f"`{expr.func}` adds up numbers, but `{expr.event_type}.{head}` is {ARTICLE[schema_kind(declared)]}")
         if expr.where is not None:
             inner = Scope(scope.event_types, past_type=expr.event_type)
             self.check_condition(expr.where, inner, "`where`")

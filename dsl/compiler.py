@@ -15,7 +15,8 @@ from typing import Callable
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset, walk
-from nba.dsl.codegen import ExprGen, ModuleBuilder, literal_source
+from nba.dsl.codegen import ExprGen, ModuleBuilder, compile_functions, literal_source, run_code, runtime_namespace
+from nba.dsl.explain import Explainers
 from nba.dsl.folding import fold
 from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
 from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
@@ -116,6 +117,9 @@ class CompiledRuleset:
     paths: list[str] = field(default_factory=list)
     # event type -> what its decision reads (dsl/needs.py); None: every other type
     read_needs: dict[str | None, StateNeeds] = field(default_factory=dict)
+    # rule index -> its RuleExplainer (dsl/explain.py), made on first use; None when the
+    # ruleset was not compiled from a checked tree
+    explainer: Callable | None = field(default=None, repr=False, compare=False)
     # the event types whose decisions record something even when no action is chosen
     recorded_types: frozenset[str] = field(init=False)
 
@@ -141,6 +145,33 @@ class CompiledRuleset:
         return None
 
 
+@dataclass
+class RulesetRecipe:
+    """A compiled ruleset as plain data: the generated functions' source and, for each part
+    of the ruleset, the names of the functions it calls. ``link`` makes the ruleset from it
+    and the functions' code; it pickles, so a child process can make it (dsl/isolated.py)."""
+
+    functions: list[str]  # the generated functions' sources
+    constants: dict[str, object]  # plain values the functions read
+    programs: dict[str, BucketPlan]  # Cython row filters: constant name -> plan
+    vm_functions: dict[str, str]  # constant name -> the Cython matcher's function
+    # (index, id, title, (path, line, column), action, channel, priority, priority_fn,
+    #  params, params_fn, cap, holdout, active_from, active_to, event_types)
+    rules: list[tuple]
+    policies: list[CompiledPolicy]
+    buckets: dict[str | None, tuple]  # type -> (rule indexes, matcher names or plan, ranked)
+    on_updates: dict[str, list]  # type -> [(condition name or None, [(field, function name)])]
+    default: tuple | None  # (action, channel, params, params function name)
+    needs: StateNeeds
+    read_needs: dict[str | None, StateNeeds]
+    event_schemas: dict[str, dict[str, str]]
+    profile_schema: dict[str, str]
+    uses_vm: bool  # plans for the Cython matcher (else generated Python matchers)
+    # the compiler (with the checked ruleset), for the explanations it makes on first use
+    # (nba.dsl.explain); None in a recipe made by a child process (dsl/isolated.py)
+    compiler: object = field(default=None, repr=False, compare=False)
+
+
 class Compiler:
     def __init__(self, checked: CheckedRuleset, matcher_vm=_PICKED):
         """``matcher_vm``: the Cython matcher module (dsl._matchvm), None for generated
@@ -157,6 +188,12 @@ class Compiler:
     # -- entry --
 
     def compile(self, filename: str = "<rules>") -> CompiledRuleset:
+        recipe = self.recipe()
+        ruleset = link(recipe, compile_functions(recipe.functions, filename), self.matcher_vm)
+        self.module.functions.clear()  # compiled; the source stays in `python_source`
+        return ruleset
+
+    def recipe(self) -> RulesetRecipe:
         checked = self.checked
         self.declare_segments()
         rule_parts = [self.rule_parts(index, rule) for index, rule in enumerate(checked.rules)]
@@ -165,32 +202,11 @@ class Compiler:
         matcher_names = {key: self.matchers(key, indexes) for key, indexes in bucket_plan.items()}
         update_parts = self.update_parts()
         default_part = self.default_part()
-        namespace = self.module.namespace(filename)
 
         self.policies = [
             CompiledPolicy(p.channel, p.limit, p.window, f"{p.label}: cap {p.limit} per {format_duration(p.window)}")
             for p in checked.policies
         ]
-        rules = [self.finish_rule(namespace, *parts) for parts in rule_parts]
-        buckets = {
-            key: Bucket(tuple(bucket_plan[key]), self.finish_matchers(spec, namespace), self.is_ranked(bucket_plan[key]))
-            for key, spec in matcher_names.items()
-        }
-        on_updates = {
-            event_type: tuple(
-                CompiledUpdate(
-                    namespace[cond] if cond else None,
-                    tuple((name, namespace[fn]) for name, fn in sets),
-                )
-                for cond, sets in blocks
-            )
-            for event_type, blocks in update_parts.items()
-        }
-        default = None
-        if default_part is not None:
-            action, channel, params, params_fn = default_part
-            default = CompiledDefault(action, channel, params, namespace[params_fn] if params_fn else None)
-        policies = self.policies
         contact_window = max(
             [p.window for p in checked.policies] + [r.cap.window for r in checked.rules if r.cap], default=0.0
         )
@@ -202,17 +218,26 @@ class Compiler:
             contact_window=float(contact_window) + LATE_EVENTS_S if contact_window else 0.0,
             profile_schema=dict(checked.profile_schema),
         )
-        return CompiledRuleset(
-            rules=rules,
-            buckets=buckets,
-            policies=policies,
-            on_updates=on_updates,
-            default=default,
+        module = self.module
+        return RulesetRecipe(
+            functions=module.functions,
+            constants=module.constants,
+            programs=module.programs,
+            vm_functions=module.vm_functions,
+            rules=[self.rule_spec(*parts) for parts in rule_parts],
+            policies=self.policies,
+            buckets={
+                key: (tuple(bucket_plan[key]), spec, self.is_ranked(bucket_plan[key]))
+                for key, spec in matcher_names.items()
+            },
+            on_updates=update_parts,
+            default=default_part,
             needs=needs,
+            read_needs=read_needs(checked, bucket_plan, needs, LATE_EVENTS_S),
             event_schemas=checked.event_schemas,
             profile_schema=checked.profile_schema,
-            python_source=namespace["__source__"],
-            read_needs=read_needs(checked, bucket_plan, needs, LATE_EVENTS_S),
+            uses_vm=self.matcher_vm is not None,
+            compiler=self,
         )
 
     # -- segments --
@@ -366,14 +391,13 @@ class Compiler:
         plan = where_plan(where)
         if plan is None:
             return None
-        vm = self.matcher_vm
         for name in ("count_rows", "select_rows", "last_row", "sum_rows", "min_rows", "max_rows", "distinct_rows"):
-            self.module.constants["_" + name] = getattr(vm, name)
+            self.module.vm_functions["_" + name] = name
         key = repr(plan)
         program = self.row_filters.get(key)
         if program is None:
             program = self.row_filters[key] = f"_RF{len(self.row_filters)}"
-            self.module.constants[program] = vm.BucketProgram(plan)
+            self.module.programs[program] = plan
         columns = ", ".join(
             column_source(name) if root == PAST else decision_value_source(name) for root, name in plan.slots
         )
@@ -392,7 +416,7 @@ class Compiler:
             else:
                 priority = None
                 priority_fn = f"_prio_{index}"
-                self.expression_function(priority_fn, gen, gen.value(folded))
+                self.expression_function(priority_fn, gen, f"_rank({gen.value(folded)})")
         params, params_fn = self.params_part(rule.then, f"_params_{index}")
         return index, rule, priority, priority_fn, params, params_fn
 
@@ -411,25 +435,24 @@ class Compiler:
             f"def {name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n{gen.prologue()}    return {expression}"
         )
 
-    def finish_rule(self, namespace: dict, index, rule: n.Rule, priority, priority_fn, params, params_fn) -> CompiledRule:
-        return CompiledRule(
-            index=index,
-            id=rule.id,
-            title=rule.title,
-            pos=rule.pos,
-            action=rule.then.action,
-            channel=rule.then.channel,
-            priority=priority,
-            priority_fn=namespace[priority_fn] if priority_fn else None,
-            params=params,
-            params_fn=namespace[params_fn] if params_fn else None,
-            cap=(rule.cap.limit, float(rule.cap.window)) if rule.cap else None,
-            holdout=rule.holdout or 0.0,
-            active_from=rule.active_from if rule.active_from is not None else -math.inf,
-            active_to=rule.active_to if rule.active_to is not None else math.inf,
-            event_types=self.checked.rule_event_types.get(rule.id),
-            policies=(policies := tuple(p for p in self.policies if p.channel is None or p.channel == rule.then.channel)),
-            guarded=bool(rule.holdout or rule.cap or policies),
+    def rule_spec(self, index, rule: n.Rule, priority, priority_fn, params, params_fn) -> tuple:
+        """A rule of ``RulesetRecipe.rules`` (``link`` makes its CompiledRule)."""
+        return (
+            index,
+            rule.id,
+            rule.title,
+            (rule.pos.path, rule.pos.line, rule.pos.column),
+            rule.then.action,
+            rule.then.channel,
+            priority,
+            priority_fn,
+            params,
+            params_fn,
+            (rule.cap.limit, float(rule.cap.window)) if rule.cap else None,
+            rule.holdout or 0.0,
+            rule.active_from if rule.active_from is not None else -math.inf,
+            rule.active_to if rule.active_to is not None else math.inf,
+            self.checked.rule_event_types.get(rule.id),
         )
 
     def plan_buckets(self) -> dict[str | None, list[int]]:
@@ -438,10 +461,14 @@ class Compiler:
             types.update(self.checked.rule_event_types.get(rule.id) or ())
         plan: dict[str | None, list[int]] = {t: [] for t in sorted(types)}
         plan[ANY_TYPE] = []
-        for index, rule in enumerate(self.checked.rules):
+        every = list(plan.values())
+        for index, rule in enumerate(self.checked.rules):  # in declaration order, so each list is
             rule_types = self.checked.rule_event_types.get(rule.id)
-            for key in plan:
-                if rule_types is None or (key is not None and key in rule_types):
+            if rule_types is None:
+                for indexes in every:
+                    indexes.append(index)
+            else:  # only its own types' buckets (was a test of every bucket: rules x types)
+                for key in rule_types:
                     plan[key].append(index)
         return plan
 
@@ -487,11 +514,6 @@ class Compiler:
             self.module.add_function("\n".join(lines))
             names.append(name)
         return names
-
-    def finish_matchers(self, spec: list[str] | BucketPlan, namespace: dict) -> tuple[Callable, ...]:
-        if isinstance(spec, BucketPlan):
-            return (self.matcher_vm.BucketProgram(resolve(spec, namespace)),)
-        return tuple(namespace[name] for name in spec)
 
     def match_plan(self, event_type: str | None, indexes: list[int]) -> BucketPlan:
         if self.folded_segments is None:
@@ -602,4 +624,114 @@ def compile_ruleset(checked: CheckedRuleset, filename: str = "<rules>", matcher_
     return Compiler(checked, matcher_vm).compile(filename)
 
 
-__all__ = ["Bucket", "CompiledRule", "CompiledRuleset", "compile_ruleset"]
+def ruleset_recipe(checked: CheckedRuleset, matcher_vm=_PICKED) -> RulesetRecipe:
+    return Compiler(checked, matcher_vm).recipe()
+
+
+def link_namespace(recipe: RulesetRecipe, code_objects: list, matcher_vm=_PICKED) -> dict:
+    """The namespace of the generated functions: the runtime's helpers, the constants, and
+    the functions themselves, made by running their code."""
+    vm = matchvm if matcher_vm is _PICKED else matcher_vm
+    if (recipe.programs or recipe.uses_vm) and vm is None:
+        raise RuntimeError("this ruleset was compiled for the Cython matcher, which is not loaded here")
+    namespace = runtime_namespace()
+    namespace.update(recipe.constants)
+    for name, attribute in recipe.vm_functions.items():
+        namespace[name] = getattr(vm, attribute)
+    for name, plan in recipe.programs.items():
+        namespace[name] = vm.BucketProgram(plan)
+    return run_code(code_objects, namespace)
+
+
+def link(
+    recipe: RulesetRecipe,
+    code_objects: list,
+    matcher_vm=_PICKED,
+    namespace: dict | None = None,
+    rules: list[CompiledRule] | None = None,
+    buckets: dict[str | None, Bucket] | None = None,
+) -> CompiledRuleset:
+    """The compiled ruleset of a recipe and the code of its functions (``compile_functions``),
+    or of the namespace they already ran in; ``rules`` and ``buckets`` when they are linked
+    already (``link_rules``, ``link_buckets``: dsl/isolated.py links them in steps)."""
+    vm = matchvm if matcher_vm is _PICKED else matcher_vm
+    if namespace is None:
+        namespace = link_namespace(recipe, code_objects, vm)
+    policies = recipe.policies
+    if rules is None:
+        rules = link_rules(recipe.rules, namespace, policies)
+    if buckets is None:
+        buckets = link_buckets(recipe.buckets.items(), namespace, vm)
+    on_updates = {
+        event_type: tuple(
+            CompiledUpdate(namespace[cond] if cond else None, tuple((name, namespace[fn]) for name, fn in sets))
+            for cond, sets in blocks
+        )
+        for event_type, blocks in recipe.on_updates.items()
+    }
+    default = None
+    if recipe.default is not None:
+        action, channel, params, params_fn = recipe.default
+        default = CompiledDefault(action, channel, params, namespace[params_fn] if params_fn else None)
+    return CompiledRuleset(
+        rules=rules,
+        buckets=buckets,
+        policies=policies,
+        on_updates=on_updates,
+        default=default,
+        needs=recipe.needs,
+        event_schemas=recipe.event_schemas,
+        profile_schema=recipe.profile_schema,
+        python_source="\n\n".join(recipe.functions) + "\n",
+        read_needs=recipe.read_needs,
+        explainer=Explainers(recipe.compiler, namespace) if recipe.compiler is not None else None,
+    )
+
+
+def link_rules(specs: list[tuple], namespace: dict, policies: list[CompiledPolicy]) -> list[CompiledRule]:
+    shared: dict = {}  # one object for equal event type sets and policy tuples (52,000 rules, 500 types)
+    return [_linked_rule(spec, namespace, policies, shared) for spec in specs]
+
+
+def link_buckets(items, namespace: dict, matcher_vm=_PICKED) -> dict[str | None, Bucket]:
+    """The buckets of ``(event type, (rule indexes, matcher names or plan, ranked))`` items."""
+    vm = matchvm if matcher_vm is _PICKED else matcher_vm
+    return {key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked) for key, (indexes, spec, ranked) in items}
+
+
+def _linked_rule(spec: tuple, namespace: dict, policies: list[CompiledPolicy], shared: dict) -> CompiledRule:
+    (index, rule_id, title, (path, line, column), action, channel, priority, priority_fn, params, params_fn,
+     cap, holdout, active_from, active_to, event_types) = spec
+    counted = shared.get(("policies", channel))
+    if counted is None:
+        counted = shared[("policies", channel)] = tuple(p for p in policies if p.channel is None or p.channel == channel)
+    if event_types is not None:
+        event_types = shared.setdefault(event_types, event_types)
+    return CompiledRule(
+        index=index,
+        id=rule_id,
+        title=title,
+        pos=n.Position(path, line, column),
+        action=action,
+        channel=channel,
+        priority=priority,
+        priority_fn=namespace[priority_fn] if priority_fn else None,
+        params=params,
+        params_fn=namespace[params_fn] if params_fn else None,
+        cap=cap,
+        holdout=holdout,
+        active_from=active_from,
+        active_to=active_to,
+        event_types=event_types,
+        policies=counted,
+        guarded=bool(holdout or cap or counted),
+    )
+
+
+def _linked_matchers(spec: list[str] | BucketPlan, namespace: dict, vm) -> tuple[Callable, ...]:
+    if isinstance(spec, BucketPlan):
+        return (vm.BucketProgram(resolve(spec, namespace)),)
+    return tuple(namespace[name] for name in spec)
+
+
+__all__ = ["Bucket", "CompiledRule", "CompiledRuleset", "RulesetRecipe", "compile_ruleset", "link", "ruleset_recipe"]

@@ -42,10 +42,17 @@ class StateNeeds:
     profile_schema: dict[str, str]  # field -> "string" | "number" | "bool" | "time" | "list"
 
     @property
+    def contact_keep(self) -> float:
+        """How far back from a recorded contact's time older contacts are kept: twice the
+        longest window, since a cap counts ``(t - D, t + D)`` and a decision for an event
+        up to one window older than the newest must still see every contact it counts."""
+        return 2 * self.contact_window
+
+    @property
     def retention(self) -> float:
         """The longest span of time any part of the state must be kept."""
         longest = max((need.window for need in self.history.values()), default=0.0)
-        return max(longest, self.contact_window)
+        return max(longest, self.contact_keep)
 
 
 def aggregates_in(expressions: Iterable[n.Expr | None], segments: dict[str, n.Segment]) -> list[n.Aggregate]:

@@ -92,6 +92,7 @@ class Aggregate(Expr):
     path: tuple[str, ...]  # the field path after TYPE; () for count and since
     where: Expr | None
     window: float
+    window_text: str = ""  # how the window was written (`24h`), for messages and explanations
 
 
 # ---- declarations --------------------------------------------------------------------

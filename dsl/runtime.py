@@ -210,6 +210,17 @@ def neg(a):
     raise EvalError(f"`-` takes a number, not {_article(a)}")
 
 
+_LARGEST_FLOAT = 1.7976931348623157e308
+
+
+def rank(value):
+    """A computed priority, as it is: a whole number beyond the range of a float (from an
+    event) could not be ranked among the others, so it is the rule's error."""
+    if value.__class__ is int and not -_LARGEST_FLOAT <= value <= _LARGEST_FLOAT:
+        raise EvalError("`priority` is too large to rank (numbers lie within ±1.8e308)")
+    return value
+
+
 def get(target, name: str):
     """``target.name``: null when ``target`` is null or not a map."""
     if target.__class__ is dict:

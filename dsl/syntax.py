@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from copy import copy
 from functools import lru_cache
 from pathlib import Path
@@ -60,17 +61,52 @@ def parse_module(path: str, text: str, diagnostics: Diagnostics) -> n.Module | N
 # ---- values of literal tokens ----------------------------------------------------------
 
 
-def duration_seconds(text: str) -> int:
-    return int(text[:-1]) * DURATION_UNITS[text[-1]]
+# Every number in a ruleset lies within the range of a 64-bit float (about ±1.8e308):
+# whole numbers are kept exact, decimals are rounded to the nearest float. A literal or a
+# constant expression beyond it is a load error (dsl/folding.py checks the expressions):
+# at decision time such a number could not be mixed with a fractional one, and Python
+# would not even print a whole number of more than 4,300 digits.
+MAX_NUMBER = sys.float_info.max
+MAX_WHOLE_DIGITS = len(str(int(MAX_NUMBER)))  # 309: more digits is always out of range
+TOO_LARGE = "is too large: numbers in rules lie within ±1.8e308"
 
 
-def number_value(text: str) -> int | float:
-    return float(text) if "." in text else int(text)
+def in_number_range(value) -> bool:
+    """Whether a number is finite and within ±MAX_NUMBER (ints compared exactly)."""
+    if value.__class__ is float:
+        return math.isfinite(value)
+    return -MAX_NUMBER <= value <= MAX_NUMBER
+
+
+def duration_seconds(text: str) -> int | None:
+    """Seconds of a duration literal; None when it is out of range (see MAX_NUMBER)."""
+    digits = text[:-1].lstrip("0")
+    if len(digits) > MAX_WHOLE_DIGITS:
+        return None
+    seconds = int(digits or "0") * DURATION_UNITS[text[-1]]
+    return seconds if seconds <= MAX_NUMBER else None
+
+
+def number_value(text: str) -> int | float | None:
+    """The value of a number literal; None when it is out of range (see MAX_NUMBER)."""
+    if "." in text:
+        value = float(text)
+        return value if math.isfinite(value) else None
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > MAX_WHOLE_DIGITS:  # before int(): its time is quadratic, and it stops at 4,300 digits
+        return None
+    value = int(text)
+    return value if in_number_range(value) else None
 
 
 def time_value(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 time literal (no zone: UTC); None if invalid."""
     return parse_time(text)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """A literal as written, shortened for messages."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-8:]} ({len(text):,} characters)"
 
 
 _ESCAPE = re.compile(r"\\(.)")
@@ -179,7 +215,7 @@ class TreeBuilder:
         token = tree.children[0]
         percent = float(str(token)[:-1])
         if not 0 <= percent <= 100:
-            self.error(token, f"holdout {token} is outside 0-100%")
+            self.error(token, f"holdout {_shorten(str(token))} is outside 0-100%")
         return percent
 
     def clause_active(self, tree: Tree) -> tuple[float | None, float | None]:
@@ -192,13 +228,32 @@ class TreeBuilder:
 
     def window(self, token: Token, what: str) -> int:
         """A duration that is a window `(t - D, t]`: one of 0 holds nothing, so it is an error."""
-        seconds = duration_seconds(str(token))
+        seconds = self.duration(token)
         if seconds <= 0:
             self.error(token, f"the window of {what} is empty: `{token}` holds nothing; give at least 1s")
         return seconds
 
+    def number(self, token: Token) -> int | float:
+        """A number literal's value; one out of range is reported, and read as 0."""
+        value = number_value(str(token))
+        if value is None:
+            self.error(token, f"the number `{_shorten(str(token))}` {TOO_LARGE}")
+            return 0
+        return value
+
+    def duration(self, token: Token) -> int:
+        """A duration literal's seconds; one out of range is reported, and read as 1s."""
+        seconds = duration_seconds(str(token))
+        if seconds is None:
+            self.error(token, f"the duration `{_shorten(str(token))}` {TOO_LARGE} seconds")
+            return 1
+        return seconds
+
     def cap_limit(self, token: Token, what: str) -> int:
         value = number_value(str(token))
+        if value is None:
+            self.error(token, f"the limit `{_shorten(str(token))}` {TOO_LARGE}")
+            return 1
         if value <= 0:
             self.error(token, f"a {what} must allow at least 1 (found {token})")
         elif value != int(value):
@@ -300,11 +355,11 @@ class TreeBuilder:
 
     def expr_number(self, tree: Tree, in_where: bool) -> n.Expr:
         token = tree.children[0]
-        return n.Literal(self.pos(tree), number_value(str(token)), str(token))
+        return n.Literal(self.pos(tree), self.number(token), _shorten(str(token)))
 
     def expr_duration(self, tree: Tree, in_where: bool) -> n.Expr:
         token = tree.children[0]
-        return n.Literal(self.pos(tree), duration_seconds(str(token)), str(token))
+        return n.Literal(self.pos(tree), self.duration(token), _shorten(str(token)))
 
     def expr_time(self, tree: Tree, in_where: bool) -> n.Expr:
         token = tree.children[0]
@@ -443,11 +498,13 @@ class TreeBuilder:
             parts = []
         where = None
         window = None
+        window_text = ""
         for part in parts:
             if part.data == "where_part":
                 where = self.expr(part.children[0], in_where=True)
             else:
                 window = self.window(part.children[0], f"`{func}`")
+                window_text = str(part.children[0]) if isinstance(part.children[0], Token) else ""
         if func not in AGGREGATES:
             self.error(
                 name_token,
@@ -459,7 +516,7 @@ class TreeBuilder:
             self.error(name_token, f"`{func}` needs a window: add `within` and a duration, e.g. `within 7d`")
             window = 0
         event_type, path = self.aggregate_target(func, target)
-        return n.Aggregate(pos, func, event_type or "", path, where, window)
+        return n.Aggregate(pos, func, event_type or "", path, where, window, window_text)
 
     def aggregate_target(self, func: str, target: Tree) -> tuple[str | None, tuple[str, ...]]:
         chain: list[str] = []
@@ -530,7 +587,7 @@ def _keyword(name: str) -> str | None:
 def _found(token: Token) -> str:
     if token.type == "$END":
         return "the end of the file"
-    return f"`{token}`"
+    return f"`{_shorten(str(token))}`"
 
 
 def _expected_words(expected: set[str]) -> str:

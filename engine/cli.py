@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--event", required=True, metavar="JSON", help="the event, a JSON object")
     decide.add_argument("--profile", metavar="JSON", help="the customer's profile, a JSON object")
     add_decision_options(decide)
+    decide.add_argument(
+        "--json", action="store_true", help="JSON even on a terminal (where --explain prints a readable tree)"
+    )
     decide.set_defaults(run=run_decide)
 
     replay = commands.add_parser("replay", help="decide every event of a JSONL file, in order")
@@ -55,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--redis", metavar="URL", help="decide on Redis instead of a fresh in-memory store")
     replay.add_argument("--dry-run", action="store_true", help="record nothing")
     replay.add_argument("--quiet", action="store_true", help="no summary and no progress bar on stderr")
+    replay.add_argument(
+        "--report", metavar="FILE.html", help="also write the replay's report: one self-contained HTML page with charts"
+    )
+    replay.add_argument(
+        "--no-coverage", action="store_true",
+        help="leave out the summary's coverage (what each rule did and which condition kept it out); faster",
+    )
     add_decision_options(replay)
     replay.set_defaults(run=run_replay)
 
@@ -123,7 +133,7 @@ def run_decide(args) -> int:
     ruleset = load_or_report(args.rules)
     if ruleset is None:
         return EXIT_LOAD
-    engine = Engine(ruleset, path=args.rules)
+    engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)  # a fresh store: any time
     try:
         event = parse_json_object(args.event, "--event")
         if args.profile is not None:
@@ -132,7 +142,12 @@ def run_decide(args) -> int:
     except (ValueError, EngineError) as exc:
         print(json.dumps({"error": str(exc)}))
         return EXIT_FAILED
-    print(dumps(decision.to_dict(), indent=2))
+    if args.explain and sys.stdout.isatty() and not args.json:
+        from nba.engine.explain_view import render
+
+        sys.stdout.write(render(decision.to_dict()))
+    else:
+        print(dumps(decision.to_dict(), indent=2))
     return EXIT_OK
 
 
@@ -150,13 +165,15 @@ def run_replay(args) -> int:
         from nba.engine.store import open_store
 
         # A replay is a batch: give Redis time to answer rather than deciding without state.
-        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules)
+        engine = Engine(ruleset, open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S), path=args.rules,
+                        max_event_ahead_s=None)  # replay runs on the events' own times
     else:
-        engine = Engine(ruleset, path=args.rules)
+        engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:
         return replay(
             engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
             explain=args.explain, dry_run=getattr(args, "dry_run", False), quiet=args.quiet,
+            coverage=not args.no_coverage, report=args.report, rules_path=args.rules,
         )
     finally:
         engine.close()

@@ -31,7 +31,8 @@ class TraceEntry:
     ``outcome`` is one of: ``chosen``; ``passed_over`` (``reason``: ``holdout``, ``cap``,
     ``policy CHANNEL: cap N per D`` / ``policy all: cap N per D``, ``same_action``); ``not_reached`` (``limit``
     actions were already chosen); ``not_matched``; ``inactive``; ``error`` (``error``
-    holds the message).
+    holds the message). ``conditions``, ``values``, ``cap`` and ``holdout`` are filled in
+    by engine/explain.py.
     """
 
     rule: str
@@ -40,6 +41,10 @@ class TraceEntry:
     priority: float | None = None
     reason: str | None = None
     error: str | None = None
+    conditions: list | None = None  # each operand of the `when`'s top-level `and`: text, at, value
+    values: dict | None = None  # source text -> value, for every field, segment, aggregate it reads
+    cap: dict | None = None  # limit, count, per: the cap or policy that passed the rule over
+    holdout: dict | None = None  # percent, bucket: the holdout that passed the rule over
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"rule": self.rule, "matched": self.matched, "outcome": self.outcome}
@@ -49,6 +54,13 @@ class TraceEntry:
             out["reason"] = self.reason
         if self.error is not None:
             out["error"] = self.error
+        if self.conditions is not None:
+            out["conditions"] = self.conditions
+            out["values"] = self.values
+        if self.cap is not None:
+            out["cap"] = self.cap
+        if self.holdout is not None:
+            out["holdout"] = self.holdout
         return out
 
 

@@ -5,6 +5,7 @@ event -> check -> state read -> evaluate, rank, caps and holdouts -> decision ->
 
 from __future__ import annotations
 
+import logging
 import os
 from asyncio import get_running_loop
 from typing import Callable, Mapping, TypeVar
@@ -12,8 +13,8 @@ from typing import Callable, Mapping, TypeVar
 from nba.dsl import load_ruleset
 from nba.dsl.compiler import CompiledRuleset
 from nba.engine.decision import Decision, decision_map
-from nba.engine.errors import EngineError, EventError, RequestError
-from nba.engine.events import event_checker, read_as
+from nba.engine.errors import EventError, RequestError, StoreError
+from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
 from nba.engine.procedure import Outcome, evaluate
 from nba.engine.state import Store, StoreUnavailable, empty_state
 from nba.engine.stats import EngineStats
@@ -21,6 +22,7 @@ from nba.engine.turns import ThreadTurns, turns_for
 
 
 T = TypeVar("T")
+log = logging.getLogger("nba.engine")
 
 MAX_ATTEMPTS = 8  # decisions retried when another process recorded a contact meanwhile
 MAX_LIMIT = 100
@@ -31,18 +33,26 @@ class Engine:
 
     >>> engine = Engine.from_path("rules/")
     >>> engine.decide({"customer_id": "c1", "type": "cart_abandoned", "cart_value": 80}).action
+
+    The engine runs on the wall clock: an event whose time is more than
+    ``max_event_ahead_s`` (default 300) after the clock is refused (``EventError`` on
+    ``time``), since it would move its customer's windows. ``max_event_ahead_s=None``
+    takes any time (``nba replay`` and ``nba test`` run on the events' own times).
     """
 
-    def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None):
+    def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None, *,
+                 max_event_ahead_s: float | None = DEFAULT_MAX_EVENT_AHEAD_S):
         if store is None:
             from nba.engine.store.memory import MemoryStore
 
             store = MemoryStore()
         self._ruleset = ruleset
-        self._current = (ruleset, event_checker(ruleset.event_schemas))  # swapped as one on reload
+        self._max_event_ahead_s = max_event_ahead_s
+        self._current = (ruleset, self._checker(ruleset))  # swapped as one on reload
         self.store = store
         self.path = path
         self.stats = EngineStats()
+        self.stats.store_counters = getattr(store, "counters", None)
         self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
         self._thread_turns = ThreadTurns()
 
@@ -53,6 +63,7 @@ class Engine:
         *,
         redis_url: str | None = None,
         store: Store | None = None,
+        max_event_ahead_s: float | None = DEFAULT_MAX_EVENT_AHEAD_S,
         **store_options,
     ) -> "Engine":
         """Load the ruleset at ``path`` (raises ``dsl.LoadError``) on the in-memory store,
@@ -62,7 +73,7 @@ class Engine:
             from nba.engine.store import open_store
 
             store = open_store(redis_url, **store_options)
-        return cls(ruleset, store, os.fspath(path))
+        return cls(ruleset, store, os.fspath(path), max_event_ahead_s=max_event_ahead_s)
 
     @property
     def ruleset(self) -> CompiledRuleset:
@@ -118,8 +129,9 @@ class Engine:
                 state = store.read(customer_id, reads, time)
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
-            outcome = evaluate(ruleset, checked, state, limit, explain)
+            outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
             write = outcome.write
             if dry_run or degraded or write is None or (  # StateWrite.is_empty, inlined
                 write.event_record is None and not write.contacts and not write.profile_set
@@ -128,12 +140,16 @@ class Engine:
             try:
                 if store.commit(customer_id, needs, write):
                     break
-            except StoreUnavailable:
-                degraded = True
+            except StoreUnavailable:  # the write may or may not have landed: answer as degraded,
+                degraded = True     # which gives no capped action (an untold contact only tightens a cap)
+                self.stats.store_commit_failures += 1
+                outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
                 break
             attempts += 1
-            if attempts == MAX_ATTEMPTS:
-                raise _contention(customer_id)
+            if attempts == MAX_ATTEMPTS:  # the commit's cap check never agreed with the read's
+                degraded = True
+                outcome = _given_up(ruleset, checked, limit, explain)
+                break
         self._record(outcome, degraded)
         return finish(customer_id, outcome.choices, degraded, outcome.trace)
 
@@ -179,8 +195,9 @@ class Engine:
                 state = await store.read_async(customer_id, reads, checked["time"])
                 degraded = False
             except StoreUnavailable:
+                self.stats.store_read_failures += 1
                 state, degraded = empty_state(), True
-            outcome = evaluate(ruleset, checked, state, limit, explain)
+            outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
             if dry_run or degraded or _nothing_to_record(outcome):
                 break
             try:
@@ -188,9 +205,12 @@ class Engine:
                     break
             except StoreUnavailable:
                 degraded = True
+                self.stats.store_commit_failures += 1
+                outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
                 break
-        else:
-            raise _contention(customer_id)
+        else:  # the commit's cap check never agreed with the read's
+            degraded = True
+            outcome = _given_up(ruleset, checked, limit, explain)
         self._record(outcome, degraded)
         return customer_id, outcome, degraded
 
@@ -222,17 +242,31 @@ class Engine:
 
     # -- profiles --
 
+    # A store that cannot be reached is an ``unavailable`` error here (a decision is degraded instead).
+
     def put_profile(self, customer_id: str, profile: Mapping) -> None:
-        self.store.put_profile(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+        try:
+            self.store.put_profile(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+        except StoreUnavailable as error:
+            raise _unavailable(error) from None
 
     def get_profile(self, customer_id: str) -> dict:
-        return self.store.get_profile(_checked_customer(customer_id), self._ruleset.needs)
+        try:
+            return self.store.get_profile(_checked_customer(customer_id), self._ruleset.needs)
+        except StoreUnavailable as error:
+            raise _unavailable(error) from None
 
     async def put_profile_async(self, customer_id: str, profile: Mapping) -> None:
-        await self.store.put_profile_async(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+        try:
+            await self.store.put_profile_async(*self._checked_profile(customer_id, profile), self._ruleset.needs)
+        except StoreUnavailable as error:
+            raise _unavailable(error) from None
 
     async def get_profile_async(self, customer_id: str) -> dict:
-        return await self.store.get_profile_async(_checked_customer(customer_id), self._ruleset.needs)
+        try:
+            return await self.store.get_profile_async(_checked_customer(customer_id), self._ruleset.needs)
+        except StoreUnavailable as error:
+            raise _unavailable(error) from None
 
     def _checked_profile(self, customer_id: str, profile: Mapping) -> tuple[str, dict]:
         """Declared fields read as their schema kinds, so every store holds the same values."""
@@ -264,10 +298,24 @@ class Engine:
         if target is None:
             raise RequestError("this engine was not loaded from a path; give reload() one")
         ruleset = load_ruleset(target)
-        self._current = (ruleset, event_checker(ruleset.event_schemas))
+        self._current = (ruleset, self._checker(ruleset))
         self._ruleset = ruleset
         self.path = target
         return ruleset
+
+    @property
+    def max_event_ahead_s(self) -> float | None:
+        """How far after the clock an event's time may be (None: any time)."""
+        return self._max_event_ahead_s
+
+    @max_event_ahead_s.setter
+    def max_event_ahead_s(self, seconds: float | None) -> None:
+        self._max_event_ahead_s = seconds
+        ruleset = self._current[0]
+        self._current = (ruleset, self._checker(ruleset))
+
+    def _checker(self, ruleset: CompiledRuleset):
+        return event_checker(ruleset.event_schemas, max_ahead_s=self._max_event_ahead_s)
 
     def close(self) -> None:
         self.store.close()
@@ -294,9 +342,17 @@ def _bad_limit(limit) -> RequestError:
     return RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}")
 
 
-def _contention(customer_id: str) -> EngineError:
-    """Each attempt's write found contacts recorded meanwhile by another process."""
-    return EngineError(f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide")
+def _unavailable(error: StoreUnavailable) -> StoreError:
+    return StoreError(f"the state store is unavailable: {error}")
+
+
+def _given_up(ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool) -> Outcome:
+    """The degraded decision, after ``MAX_ATTEMPTS`` commits refused by their cap checks
+    (contacts recorded meanwhile by other processes each time, or contacts another service
+    wrote whose times the read and the commit see differently): no capped action is given."""
+    log.warning("customer %r: the state kept changing under %d attempts to decide; deciding degraded",
+                checked["customer_id"], MAX_ATTEMPTS)
+    return evaluate(ruleset, checked, empty_state(), limit, explain, True)
 
 
 def _checked_customer(customer_id) -> str:

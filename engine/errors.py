@@ -24,3 +24,16 @@ class RequestError(EngineError, ValueError):
     """A request with a bad argument (limit, customer id, profile)."""
 
     code = "bad_request"
+
+
+class StateError(EngineError):
+    """What Redis holds for a customer cannot be read (another service wrote it there);
+    the message names the key. Decisions for that customer are degraded instead."""
+
+    code = "bad_state"
+
+
+class StoreError(EngineError):
+    """The state store could not be reached for a profile call (a decision is degraded instead)."""
+
+    code = "unavailable"

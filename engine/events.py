@@ -18,6 +18,11 @@ from nba.engine.errors import EventError
 
 _BOOL_TEXT = {"true": True, "false": False}
 
+# Where the engine runs on the wall clock, an event may be at most this far ahead of it
+# (DSL.md, "The decision", step 1): a time from the far future would move its customer's
+# windows (caps, trimming) for every later event.
+DEFAULT_MAX_EVENT_AHEAD_S = 300.0
+
 
 def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> dict:
     """The event with ``time`` as epoch seconds (``now``, or the clock's, when it has none)
@@ -26,18 +31,25 @@ def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float 
     return event_checker(event_schemas, now)(raw)
 
 
-def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None) -> Callable[[Any], dict]:
+def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None,
+                  max_ahead_s: float | None = None) -> Callable[[Any], dict]:
     """The check of step 1 as a function of the raw event alone, with each event type's
     declared fields listed once instead of at every event. An event without a time is
-    given ``now``, or the clock's time when the event is checked."""
+    given ``now``, or the clock's time when the event is checked. With ``max_ahead_s``
+    (the engine on the wall clock), a time later than the clock plus it is refused."""
     fields_of = {
         event_type: tuple((name, _AS_IS.get(declared), declared) for name, declared in schema.items())
         for event_type, schema in event_schemas.items()
         if schema
     }
     clock = _time.time if now is None else (lambda: now)
+    # The latest time accepted: the clock plus ``max_ahead_s`` when last read. The clock only
+    # moves on, so a time at or before it is accepted without reading the clock again.
+    horizon = float("-inf")
+    lowest, highest = -MAX_TIME, MAX_TIME  # locals of the closure: no global lookups per event
 
     def check(raw) -> dict:
+        nonlocal horizon
         if raw.__class__ is dict:
             event = raw.copy()
         elif isinstance(raw, Mapping):
@@ -53,8 +65,16 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
         when = event.get("time")
         if when is None:
             event["time"] = clock()
-        elif when.__class__ is not int and when.__class__ is not float or when != when or when in _INFINITE:
-            event["time"] = event_time(when)
+        else:
+            if when.__class__ is int:
+                if not lowest < when < highest:
+                    raise EventError("time", "must be a number of seconds within ±2^62")
+            elif when.__class__ is not float or when != when or when in _INFINITE:
+                when = event["time"] = event_time(when)
+            if max_ahead_s is not None and when > horizon:
+                horizon = clock() + max_ahead_s
+                if when > horizon:
+                    _refuse_ahead(when, clock(), max_ahead_s)
         fields = fields_of.get(event_type)
         if fields is not None:
             for name, as_is, declared in fields:
@@ -69,9 +89,15 @@ def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | N
 
 
 _INFINITE = (float("inf"), float("-inf"))
+MAX_TIME = 1 << 62  # an int time beyond it is no time (and no C double compares it exactly)
 # The class whose values ``read_as`` returns unchanged for each declared kind (the common case,
 # checked without calling it); any other value goes through ``read_as``.
 _AS_IS = {"string": str, "number": int, "bool": bool, "time": int, "list": list}
+
+
+def _refuse_ahead(when: float, now: float, max_ahead_s: float) -> None:
+    raise EventError("time", f"is {when - now:.0f} s after the engine's clock; an event may be at most "
+                             f"{max_ahead_s:g} s ahead of it (max_event_ahead_s)")
 
 
 def _refuse_id(key: str, value) -> None:
@@ -118,6 +144,8 @@ def event_time(value, now: float | None = None) -> float:
     if value.__class__ in (int, float):
         if not math.isfinite(value):
             raise EventError("time", "must be a finite number of seconds")
+        if value.__class__ is int and not -MAX_TIME < value < MAX_TIME:
+            raise EventError("time", "must be a number of seconds within ±2^62")
         return value
     raise EventError("time", f"must be an RFC 3339 time or a number of seconds, not {_kind(value)}")
 

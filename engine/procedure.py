@@ -13,8 +13,9 @@ from nba.dsl.compiler import CompiledRule, CompiledRuleset
 from nba.dsl.twins import runtime as _runtime
 from nba.engine.decision import Choice, TraceEntry
 from nba.engine.events import read_as
+from nba.engine.explain import annotate
 from nba.engine.holdout import in_holdout
-from nba.engine.state import CapCheck, Contact, CustomerState, StateWrite
+from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateWrite
 
 EvalContext = _runtime.EvalContext
 new_context = _runtime.new_context
@@ -25,6 +26,7 @@ kind_article = _runtime.kind_article
 HOLDOUT = "holdout"
 CAP = "cap"
 SAME_ACTION = "same_action"
+DEGRADED = "degraded"  # a degraded decision cannot check a cap or a policy (DSL.md "The decision")
 
 
 class Outcome:
@@ -65,7 +67,11 @@ def evaluate(
     state: CustomerState,
     limit: int = 1,
     explain: bool = False,
+    degraded: bool = False,
 ) -> Outcome:
+    """The decision for ``event`` on ``state``. ``degraded``: the state could not be read
+    (``state`` is empty); every rule with a cap or under a policy is passed over and
+    nothing is to be recorded (``write`` is None)."""
     t = event["time"]
     event_type = event["type"]
     rules = ruleset.rules
@@ -105,7 +111,7 @@ def evaluate(
             outcomes[index] = ("not_reached", None, None)
             continue
         if rule.guarded or chosen:
-            reason = pass_over_reason(rule, event["customer_id"], t, state.contacts, chosen, chosen_rules)
+            reason = pass_over_reason(rule, event["customer_id"], t, state, chosen, chosen_rules, degraded)
             if reason is not None:
                 passed_over.append((rule.id, reason))
                 if explain:
@@ -128,7 +134,9 @@ def evaluate(
 
     # 5. the default, when nothing else was chosen (never recorded)
     default_error = None
-    if chosen or event_type in ruleset.recorded_types:
+    if degraded:
+        write = None  # nothing of a degraded decision is recorded
+    elif chosen or event_type in ruleset.recorded_types:
         write = state_write(ruleset, event, context, chosen, chosen_rules)
     else:
         write = None
@@ -144,6 +152,7 @@ def evaluate(
     trace = None
     if explain:
         trace = build_trace(ruleset, bucket.rules, t, outcomes, priorities, raised, chosen, default_error)
+        annotate(trace, ruleset, context, state.contacts, event, count_contacts)
     return new_outcome(chosen, write, passed_over, errors, trace)
 
 
@@ -196,17 +205,25 @@ def pass_over_reason(
     rule: CompiledRule,
     customer_id: str,
     t: float,
-    contacts: list[Contact],
+    state: CustomerState,
     chosen: list[Choice],
     chosen_rules: list[CompiledRule],
+    degraded: bool = False,
 ) -> str | None:
     if rule.holdout and in_holdout(rule.id, customer_id, rule.holdout):
         return HOLDOUT
+    if degraded and (rule.cap is not None or rule.policies):
+        return DEGRADED
+    contacts = state.contacts
+    kept_from: float = state.kept_from  # a window starting before it may miss a trimmed contact
+    trimmed = kept_from != NEVER_TRIMMED  # (a C comparison in the Cython twin; rarely true)
     if rule.cap is not None:
         cap_limit, window = rule.cap
-        if count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit:
+        if count_contacts(contacts, t, window, rule=rule.id) + 1 > cap_limit or (trimmed and t - window < kept_from):
             return CAP
     for policy in rule.policies:
+        if trimmed and t - policy.window < kept_from:
+            return policy.label
         already = sum(1 for c in chosen_rules if policy.channel is None or c.channel == policy.channel)
         if count_contacts(contacts, t, policy.window, channel=policy.channel) + already + 1 > policy.limit:
             return policy.label
@@ -219,15 +236,20 @@ def pass_over_reason(
 def count_contacts(
     contacts: list[Contact], t: float, window: float, rule: str | None = None, channel: str | None = None
 ) -> int:
-    """Contacts in ``(t - window, t]``, of one rule or one channel (neither: all of them)."""
+    """Contacts in ``(t - window, t + window)``, of one rule or one channel (neither: all).
+
+    The window reaches past ``t``: a contact recorded for a later event that was decided
+    first counts too, so a cap holds whatever order events arrive in (DSL.md, `cap`).
+    """
     start: float = t - window
+    stop: float = t + window
     total = 0
     when: float  # a C double in the Cython twin: int times compare with no float objects made
     for contact in reversed(contacts):  # sorted by time: the newest are last
         when = contact.time
         if when <= start:
             break
-        if when > t:
+        if when >= stop:
             continue
         if rule is not None and contact.rule != rule:
             continue

@@ -13,11 +13,15 @@ import time
 from collections import Counter
 from typing import IO, Iterator
 
+from nba.dsl.twins import runtime as _runtime
+from nba.engine.coverage import Coverage
 from nba.engine.errors import EngineError
 from nba.engine.jsontext import dumps
+from nba.engine.report import ReplayReport
 
 PROGRESS_MIN_BYTES = 1 << 20  # files smaller than this finish before a bar is worth drawing
 PROGRESS_EVERY_S = 0.1
+_time_of = _runtime.FUNCTIONS["time"]
 
 
 class ReplaySummary:
@@ -28,6 +32,8 @@ class ReplaySummary:
         self.passed_over: Counter[str] = Counter()
         self.rule_errors: Counter[str] = Counter()
         self.bad_profiles = 0
+        self.coverage: Coverage | None = None
+        self.report: ReplayReport | None = None
         self.started = time.perf_counter()
 
     def format(self) -> str:
@@ -42,6 +48,8 @@ class ReplaySummary:
         lines += _table("first choices", self.first_choices)
         lines += _table("passed over", self.passed_over)
         lines += _table("rule errors", self.rule_errors)
+        if self.coverage is not None:
+            lines += self.coverage.format()
         return "\n".join(lines)
 
 
@@ -120,11 +128,21 @@ def replay(
     explain: bool = False,
     dry_run: bool = False,
     quiet: bool = False,
+    coverage: bool = True,
+    report: str | None = None,
+    rules_path: str = "",
 ) -> int:
     """Decide every event of the JSONL file ``events`` ("-": stdin) in order, writing one
     JSON line per input line to ``out`` and the summary to ``err``. ``profiles``: a JSONL
-    file of profiles loaded first. The exit code: 1 when a line was bad, else 0."""
+    file of profiles loaded first. ``coverage``: the summary says what each rule did and
+    which condition kept a rarely chosen rule out (each decision is explained for it; the
+    output carries the trace only with ``explain``). ``report``: also write the replay's
+    HTML report there (engine/report.py). The exit code: 1 when a line was bad, else 0."""
     summary = ReplaySummary()
+    if coverage or report:
+        summary.coverage = Coverage([rule.id for rule in engine.ruleset.rules])
+    if report:
+        summary.report = ReplayReport(rules_path, events)
     if profiles:
         load_profiles(engine, profiles, summary, err)
     lines, total, handle = open_lines(events)
@@ -143,6 +161,12 @@ def replay(
         if handle is not sys.stdin.buffer:
             handle.close()
         out.flush()
+    if summary.report is not None:
+        summary.report.bad_lines = summary.bad_lines
+        holdouts = {rule.id: rule.holdout for rule in engine.ruleset.rules if rule.holdout}
+        summary.report.write(report, summary.coverage, holdouts)
+        if not quiet:
+            err.write(f"report: {report}\n")
     summary.passed_over.update(engine.stats.passed_over)
     summary.rule_errors.update(engine.stats.errors_by_rule)
     if not quiet:
@@ -155,7 +179,7 @@ def decide_line(
 ) -> str:
     try:
         event = json.loads(raw)
-        decision = engine.decide(event, limit=limit, explain=explain, dry_run=dry_run)
+        decision = engine.decide(event, limit=limit, explain=explain or summary.coverage is not None, dry_run=dry_run)
     except json.JSONDecodeError as exc:
         summary.bad_lines += 1
         return dumps({"line": number, "error": f"not valid JSON: {exc.msg} at column {exc.colno}"})
@@ -164,4 +188,21 @@ def decide_line(
         return dumps({"line": number, "error": str(exc)})
     summary.decisions += 1
     summary.first_choices[decision.rule or "(nothing)"] += 1
-    return dumps(decision.to_dict())
+    out = decision.to_dict()
+    if summary.report is not None:
+        summary.report.add(event_time(event), out)
+    if summary.coverage is not None:
+        summary.coverage.add(event.get("type"), out["trace"] if explain else out.pop("trace"))
+    return dumps(out)
+
+
+def event_time(event: dict) -> float | None:
+    """The event's time in seconds (an RFC 3339 string read as the engine reads it), or
+    None when it has none or it cannot be read (the decision then failed or used now)."""
+    value = event.get("time")
+    if value is None:
+        return time.time()
+    try:
+        return float(_time_of(value))
+    except Exception:  # noqa: BLE001 - a bad time made the decision fail before this
+        return None

@@ -60,7 +60,9 @@ DEFAULT_CUSTOMER = "test-customer"
 TOP_KEYS = ("case", "defaults")
 DEFAULTS_KEYS = ("time", "customer_id", "profile")
 CASE_KEYS = ("name", "description", "profile", "history", "event", "limit", "expect")
-EXPECT_KEYS = ("rule", "action", "channel", "params", "alternatives", "nothing", "not_rule", "not_action", "trace")
+EXPECT_KEYS = (
+    "rule", "action", "channel", "params", "alternatives", "nothing", "not_rule", "not_action", "trace", "conditions",
+)
 CHOICE_KEYS = ("rule", "action", "channel", "params")
 TRACE_WORDS = (
     "chosen",
@@ -122,6 +124,8 @@ class Expect:
     not_rule: list[str] = field(default_factory=list)
     not_action: list[str] = field(default_factory=list)
     trace: dict[str, str] = field(default_factory=dict)
+    # rule id -> {condition text: true | false | None}: a condition's value in the explanation
+    conditions: dict[str, dict[str, bool | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -431,7 +435,30 @@ class _FileReader:
                         )
                     else:
                         expect.trace[rule_id] = what
+        if "conditions" in raw:
+            self.read_conditions(raw["conditions"], expect, where, line)
         return expect if len(self.errors) == before else None
+
+    def read_conditions(self, raw, expect: Expect, where: str, line) -> None:
+        """``conditions = { RULE = { "CONDITION TEXT" = true | false | "null" } }``."""
+        usage = f'{where}: `conditions` must be a table: rule id = {{ "condition text" = true, false or "null" }}'
+        if not isinstance(raw, dict):
+            self.error(line, usage)
+            return
+        for rule_id, table in raw.items():
+            self.known(rule_id, "rule", where, line)
+            if not isinstance(table, dict) or not table:
+                self.error(line, usage)
+                continue
+            wanted = {}
+            for text, value in table.items():
+                if value == "null":
+                    value = None
+                elif not isinstance(value, bool):
+                    self.error(line, f"{where}: conditions.{rule_id}.{text!r} must be true, false or \"null\", not {value!r}")
+                    continue
+                wanted[text] = value
+            expect.conditions[rule_id] = wanted
 
     def read_choice(self, raw: dict, where: str, line, keys) -> ExpectedChoice:
         choice = ExpectedChoice()
@@ -529,7 +556,7 @@ class Result:
 
 def run_case(ruleset: CompiledRuleset, case: Case) -> Result:
     """Run one case on a fresh in-memory engine."""
-    engine = Engine(ruleset)
+    engine = Engine(ruleset, max_event_ahead_s=None)  # on the events' own times (DSL.md step 1)
     customer = case.event["customer_id"]
     try:
         if case.profile:
@@ -606,7 +633,29 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
             entry = entries.get(rule_id)
             if not _trace_matches(what, entry):
                 problems.append(f"expected {rule_id} to be {_norm(what)}, the trace says {_trace_text(entry)}")
+    if expect.conditions:
+        entries = {entry.rule: entry for entry in decision.trace or ()}
+        for rule_id, wanted in expect.conditions.items():
+            problems += _compare_conditions(rule_id, wanted, entries.get(rule_id))
     return problems
+
+
+def _compare_conditions(rule_id: str, wanted: dict, entry: TraceEntry | None) -> list[str]:
+    if entry is None or entry.conditions is None:
+        return [f"expected conditions of {rule_id}, but its `when` was not tested ({_trace_text(entry)})"]
+    found = {condition["text"]: condition["value"] for condition in entry.conditions}
+    problems = []
+    for text, value in wanted.items():
+        if text not in found:
+            known = "; ".join(f"`{t}`" for t in found)
+            problems.append(f"{rule_id} has no condition `{text}` (its conditions: {known})")
+        elif found[text] is not value:
+            problems.append(f"expected {rule_id}'s `{text}` to be {_bool_text(value)}, it is {_bool_text(found[text])}")
+    return problems
+
+
+def _bool_text(value) -> str:
+    return "null" if value is None else ("true" if value else "false")
 
 
 def _compare_params(wanted: dict, choice: Choice | None, label: str) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S
+
 DEFAULT_PORT = 7411
 DEFAULT_MAX_FRAME_BYTES = 1 << 20  # 1 MiB
 
@@ -47,6 +49,9 @@ class ServerSettings(BaseModel):
     max_buffered_bytes: int = Field(64 << 20, ge=64)  # unfinished frames, over all connections
     drain_timeout_s: float = Field(30.0, ge=0)  # how long a stopping server waits for in-flight requests
     backlog: int = Field(1024, ge=1, le=65535)  # the listen queue (the kernel caps it at net.core.somaxconn)
+    # An event whose time is later than the clock plus this is refused (`bad_event` on
+    # `time`): the server decides on the wall clock (DSL.md, "The decision", step 1).
+    max_event_ahead_s: float = Field(DEFAULT_MAX_EVENT_AHEAD_S, ge=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus endpoint; None: off
     auth_file: str | None = None  # lines of `ROLE TOKEN`; None: protected mode (loopback clients only)
     tls_cert: str | None = None

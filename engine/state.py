@@ -18,7 +18,8 @@ from nba.dsl.needs import HistoryNeed, StateNeeds  # what a ruleset needs is the
 
 
 class StoreUnavailable(Exception):
-    """The store could not be reached (or answered too late); decide without state."""
+    """The store could not be reached (or answered too late), or what it holds for the
+    customer cannot be read; decide without state (a degraded decision)."""
 
 
 @dataclass(slots=True)
@@ -45,13 +46,22 @@ class Contact:
     channel: str | None
 
 
+NEVER_TRIMMED = float("-inf")
+
+
 @dataclass(slots=True)
 class CustomerState:
-    """One customer's state as a decision reads it."""
+    """One customer's state as a decision reads it.
+
+    ``kept_from``: the time of the newest contact ever trimmed away (``-inf``: none was).
+    A cap or policy whose window starts before it cannot be checked (a contact it counts
+    may be gone), so its rule is passed over.
+    """
 
     profile: dict
     history: dict[str, History]  # event type -> history (missing type: none)
     contacts: list[Contact]  # sorted by time
+    kept_from: float = NEVER_TRIMMED
 
 
 def empty_state() -> CustomerState:
@@ -62,7 +72,7 @@ def empty_state() -> CustomerState:
 class CapCheck:
     """A limit that must still hold once a write's contacts are added.
 
-    Counts the customer's contacts in ``(time - window, time]`` that match the scope
+    Counts the customer's contacts in ``(time - window, time + window)`` that match the scope
     (``"rule"``: contacts of rule ``key``; ``"channel"``: contacts via channel ``key``;
     ``"all"``: every contact), the new ones included; the write is refused when the
     count exceeds ``limit``.
@@ -80,11 +90,15 @@ class CapCheck:
             return contact.rule == self.key
         return contact.channel == self.key
 
-    def holds(self, existing: list[Contact], new: list[Contact], time: float) -> bool:
+    def holds(self, existing: list[Contact], new: list[Contact], time: float,
+              kept_from: float = NEVER_TRIMMED) -> bool:
         start = time - self.window
+        if start < kept_from:  # a contact this window counts may have been trimmed
+            return False
+        stop = time + self.window
         count = 0
         for contact in existing:
-            if start < contact.time <= time and self.matches(contact):
+            if start < contact.time < stop and self.matches(contact):
                 count += 1
         for contact in new:
             if self.matches(contact):

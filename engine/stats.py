@@ -12,6 +12,9 @@ class EngineStats:
         self.rule_errors = 0
         self.bad_events = 0
         self.nothing_chosen = 0
+        self.store_read_failures = 0  # reads that failed or came too late: the decision was degraded
+        self.store_commit_failures = 0  # commits that failed: the decision was made again, degraded
+        self.store_counters = None  # the store's own counters (RedisStore.counters), if it has any
         # Plain dicts, not Counters: `counts[key] = counts.get(key, 0) + 1` on a dict costs
         # less than half of `counter[key] += 1`, and this runs for every decision.
         self.first_choices: dict[str, int] = {}
@@ -48,6 +51,8 @@ class EngineStats:
             "errors": self.bad_events,
             "rule_errors": self.rule_errors,
             "degraded": self.degraded,
+            "store_failures": {"read": self.store_read_failures, "commit": self.store_commit_failures},
+            "store_counters": self.store_counters() if self.store_counters is not None else {},
             "nothing_chosen": self.nothing_chosen,
             "first_choices": _most_common(self.first_choices),
             "passed_over": _most_common(self.passed_over),

@@ -39,6 +39,13 @@ for tool in openssl:openssl ss:iproute2; do
   fi
 done
 
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (tests/test_report.py opens the replay report in a real browser)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+    || echo "chromium could not be installed: the browser test of the report will be skipped" >&2
+fi
+
 .venv/bin/python -c 'import nba.dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
 echo "== the documentation (mkdocs build --strict: a broken link fails)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet

@@ -20,12 +20,13 @@ T0 = 1_790_000_000  # 2026-09-21T14:13:20Z: a fixed decision time, so no test de
 
 
 def engine_for(text: str, name: str = "test.rules") -> Engine:
-    """An engine on a fresh in-memory store for the ruleset ``text``."""
-    return Engine(load_text(text, name), MemoryStore())
+    """An engine on a fresh in-memory store for the ruleset ``text``, on the events' own
+    times (as `nba test` runs: any time, the far future included)."""
+    return Engine(load_text(text, name), MemoryStore(), max_event_ahead_s=None)
 
 
 def engine_at(path: Path | str) -> Engine:
-    return Engine(load_ruleset(path), MemoryStore())
+    return Engine(load_ruleset(path), MemoryStore(), max_event_ahead_s=None)
 
 
 def event(type: str = "ping", customer_id: str = "c1", time: float = T0, **fields) -> dict:

@@ -145,7 +145,7 @@ def test_the_read_template_packs_the_same_bytes_as_the_commands(customer, types,
     base = KeyLayout("p%").base(customer)
     commands = codec.read_commands(base, time)
     assert codec.read_request(base.encode(), time) == b"".join(hiredis.pack_command(c) for c in commands)
-    assert codec.count == len(commands) == 1 + len(types) + (contact_window > 0)
+    assert codec.count == len(commands) == 1 + len(types) + 2 * (contact_window > 0)  # contacts: ZRANGE, HGET k
 
 
 def test_cached_members_unpack_as_fresh_ones():
@@ -347,11 +347,13 @@ def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
     assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
 
 
-def test_trimming_follows_the_newest_time_of_the_customer(store):
+def test_trimming_runs_from_each_writes_own_time_never_from_a_newer_one(store):
     store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
     store.commit("c1", NEEDS, event(T0 + 3600, "purchase", record={"amount": 1}))
-    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "late"}))  # older than newest - 1800
-    assert "page_view" not in store.read("c1", NEEDS, T0 + 1).history
+    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "late"}))  # older than the newest - 1800: kept
+    assert store.read("c1", NEEDS, T0 + 1).history["page_view"].columns["category"] == ["a", "late"]
+    store.commit("c1", NEEDS, event(T0 + 4000, record={"category": "new"}))  # trims both
+    assert store.read("c1", NEEDS, T0 + 1).history["page_view"].columns["category"] == ["new"]
 
 
 def test_history_keeps_at_most_max_events_per_type(redis_url):  # noqa: F811

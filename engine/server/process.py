@@ -42,6 +42,8 @@ async def serve(config: ServeConfig, worker: int | None, sock: socket.socket | N
     except Exception as exc:  # noqa: BLE001 - report and exit, whatever went wrong
         log.error("the ruleset %s does not load; not serving:\n%s", config.rules_path, exc)
         return failed(str(exc), 2)
+    if hasattr(engine, "max_event_ahead_s"):  # the server decides on the wall clock (tests' stand-ins need not)
+        engine.max_event_ahead_s = settings.max_event_ahead_s
     gc.collect()
     gc.freeze()  # the loaded engine is not garbage: keep the cycle collector from scanning it again and again
     server = Server(

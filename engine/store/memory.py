@@ -2,10 +2,12 @@
 
 Bounded per customer: history keeps only the event types and fields the ruleset's
 aggregates read, within the longest window of each type (and at most
-``max_events_per_type`` events per type); contacts are kept for the longest cap or
-policy window (and at most ``max_contacts``). Everything is trimmed relative to the
-newest time seen for the customer. ``sweep()`` forgets customers who went quiet for
-longer than the retention (their profile is kept).
+``max_events_per_type`` events per type); contacts for twice the longest cap or policy
+window (``StateNeeds.contact_keep``; at most ``max_contacts``). Each write trims from its
+own event's time, never from a newer time another event brought. The newest contact ever
+trimmed is remembered (``kept_from``): a cap whose window reaches back before it is not
+checked but passed over. ``sweep()`` forgets customers who went quiet for longer than the
+retention (their profile is kept).
 
 A read hands out the customer's record itself (a ``CustomerState``), not a copy: commits
 change its lists in place, so the engine holds ``decision_lock`` from a decision's read to
@@ -71,7 +73,7 @@ class MemoryStore(Store):
             time = write.time
             if contacts and write.cap_checks:
                 for check in write.cap_checks:
-                    if not check.holds(customer.contacts, contacts, time):
+                    if not check.holds(customer.contacts, contacts, time, customer.kept_from):
                         return False
             if time > customer.newest:
                 customer.newest = time
@@ -81,7 +83,7 @@ class MemoryStore(Store):
             if self._commits % SWEEP_EVERY_COMMITS == 0:
                 self._sweep(self._newest, needs)
             if contacts:
-                self._add_contacts(customer, needs, contacts)
+                self._add_contacts(customer, needs, contacts, time)
             if write.event_record is not None:
                 self._add_event(customer, needs, write)
             if write.profile_set:
@@ -90,13 +92,17 @@ class MemoryStore(Store):
         finally:
             lock.release()
 
-    def _add_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact]) -> None:
+    def _add_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact], time: float) -> None:
         contacts = customer.contacts
         contacts += new
         contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear
-        start = bisect_right(contacts, customer.newest - needs.contact_window, key=_contact_time)
+        start = bisect_right(contacts, time - needs.contact_keep, key=_contact_time)
         start = max(start, len(contacts) - self.max_contacts)
-        del contacts[:start]
+        if start:
+            trimmed = contacts[start - 1].time
+            if trimmed > customer.kept_from:
+                customer.kept_from = trimmed
+            del contacts[:start]
 
     def _add_event(self, customer: _Customer, needs: StateNeeds, write: StateWrite) -> None:
         """Insert the event at its time (at the end, O(1), in the usual case) and trim, in place."""
@@ -124,7 +130,7 @@ class MemoryStore(Store):
             record = write.event_record
             for name, column in columns.items():
                 column.insert(position, record.get(name))
-        cutoff = customer.newest - need.window
+        cutoff = time - need.window  # from this event's time: never from a newer one (DSL.md step 1)
         start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
         excess = len(times) - self.max_events_per_type
         if excess > start:
@@ -164,6 +170,8 @@ class MemoryStore(Store):
             if customer.newest > now - needs.retention or (not customer.history and not customer.contacts):
                 continue
             if customer.profile:
+                if customer.contacts:
+                    customer.kept_from = max(customer.kept_from, customer.contacts[-1].time)
                 customer.history = {}
                 customer.contacts = []
             else:

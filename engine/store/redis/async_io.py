@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from nba.engine.state import StoreUnavailable
 
-from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, NodeDown, PING
 
 
 class Pending:
@@ -123,9 +123,11 @@ class AsyncLink:
     of step; a broken connection fails every waiting caller and is replaced.
     """
 
-    def __init__(self, conn, on_late_reply: Callable[[tuple, Any], None]):
+    def __init__(self, conn, on_late_reply: Callable[[tuple, Any], None],
+                 on_lost: Callable[[BaseException], None] | None = None):
         self.conn = conn
         self.on_late_reply = on_late_reply
+        self.on_lost = on_lost  # told once when the connection breaks (not when closed)
         self.waiting: deque[Pending] = deque()
         self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
         self.closed = False
@@ -138,7 +140,7 @@ class AsyncLink:
 
     def enqueue(self, pending: Pending, packed: bytes) -> None:
         if self.closed:
-            raise StoreUnavailable("redis connection lost")
+            raise NodeDown("redis connection lost")
         self.waiting.append(pending)
         self.outgoing.append(packed)
         if len(self.outgoing) == 1:
@@ -249,7 +251,9 @@ class AsyncLink:
             return
         self.closed = True
         self.watchdog.cancel()
-        lost = StoreUnavailable(f"redis connection lost: {error!r}")
+        if self.on_lost is not None:
+            self.on_lost(error)
+        lost = NodeDown(f"redis connection lost: {error!r}")
         written = len(self.waiting) - len(self.outgoing)  # the first ones were written
         for position, pending in enumerate(self.waiting):
             if pending.future is None:
@@ -270,6 +274,7 @@ class AsyncLink:
             except StoreUnavailable:
                 pass
         self.reader.cancel()
+        self.on_lost = None  # closed on purpose: not a node going down
         self.fail(ConnectionError("closed"))
         await discard_async(self.conn)
 
@@ -282,11 +287,21 @@ class AsyncNode:
     first connect of an event loop (a server starting) is waited for a little longer,
     ``COLD_START_WAIT_S``, so that the first decisions are not made without state only
     because the connection was not open yet.
+
+    A node that is down (its last connect failed, or its connection broke) is not waited
+    for when ``fail_fast_when_down()`` (in a cluster: its slots are about to move to a
+    replica): callers fail at once while one connect per ``retry_interval_s`` runs in the
+    background. A single server, which has nothing to fail over to, is waited for up to
+    each caller's own timeout, so that the first decisions after it is back have state.
     """
 
     def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
-                 retry_interval_s: float, on_late_reply: Callable[[tuple, Any], None]):
+                 retry_interval_s: float, on_late_reply: Callable[[tuple, Any], None],
+                 on_state: Callable[[tuple, bool, str], None] | None = None):
         self.endpoint = endpoint
+        self.on_state = on_state  # (address, up, why): told of each connect that fails or works, each link lost
+        self.down = False  # the last connect failed or the link was lost, and no connect has worked since
+        self.fail_fast_when_down: Callable[[], bool] = never  # whether callers skip waiting on a down node's connect
         self.connect_timeout_s = connect_timeout_s
         self.setup_timeout_s = setup_timeout_s
         self.on_late_reply = on_late_reply
@@ -315,10 +330,6 @@ class AsyncNode:
         link = await self.get_link(timeout_s)
         return await link.request(packed, count, timeout_s)
 
-    async def send_only(self, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
-        link = self.ready_link() or await self.get_link(timeout_s)
-        link.send_only(packed, commands)
-
     async def get_link(self, timeout_s: float) -> AsyncLink:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # links of another (maybe closed) loop are forgotten
@@ -329,6 +340,8 @@ class AsyncNode:
         if self.connecting is None:
             self.connecting = loop.create_task(self.open_link())
             self.connecting.add_done_callback(retrieve_exception)
+        if self.down and self.fail_fast_when_down():
+            raise NodeDown("redis node is down; reconnecting in the background")
         wait_s = timeout_s if self.warm else max(timeout_s, COLD_START_WAIT_S)
         try:
             async with asyncio.timeout(wait_s):
@@ -348,19 +361,33 @@ class AsyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             await discard_async(conn)
-            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+            self.tell(False, f"cannot connect: {error}")
+            raise NodeDown(f"cannot connect to redis: {error}") from error
         finally:
             self.connecting = None
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
-        self.link = AsyncLink(conn, self.on_late_reply)
+        self.link = AsyncLink(conn, self.on_late_reply, self.link_lost)
         self.warm = True
+        self.tell(True, "connected")
         return self.link
+
+    def link_lost(self, error: BaseException) -> None:
+        self.tell(False, f"connection lost: {error!r}")
+
+    def tell(self, up: bool, why: str) -> None:
+        self.down = not up
+        if self.on_state is not None:
+            self.on_state(self.endpoint.address, up, why)
 
     async def close(self, timeout_s: float) -> None:
         link, self.link = self.link, None
         if link is not None and self.loop is asyncio.get_running_loop():
             await link.close(timeout_s)
+
+
+def never() -> bool:
+    return False
 
 
 def retrieve_exception(task: asyncio.Task) -> None:

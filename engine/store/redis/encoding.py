@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 from typing import Any
 
@@ -332,16 +333,49 @@ MEMBER_CACHE_SIZE = 16_384  # members (about 500 bytes each with their keys: som
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
     """The members of a history reply as columns. Plain comprehensions: compiled, they
-    cost a third of ``map`` over ``itemgetter`` and ``dict.get``."""
+    cost a third of ``map`` over ``itemgetter`` and ``dict.get``. A member of another
+    shape (written by another service) raises TypeError, ValueError or AttributeError."""
     entries = unpack_members(raw)
     columns = {}
     for name in fields:
         columns[name] = [entry[2].get(name) for entry in entries]
-    return History([entry[0] for entry in entries], columns)
+    times = [entry[0] for entry in entries]
+    for when in times:
+        if when.__class__ is not float and (when.__class__ is not int or not -MAX_TIME < when < MAX_TIME):
+            raise TypeError(f"a past event's time must be a number, not {when!r:.80}")
+    return History(times, columns)
 
 
 def decode_contacts(raw: list) -> list[Contact]:
-    return [Contact(time, rule, action, channel) for time, _sequence, rule, action, channel in unpack_members(raw)]
+    """The members of a contacts reply; TypeError or ValueError for a member that is not
+    ``[time, sequence, rule, action, channel]`` of the right kinds (another service's)."""
+    contacts = []
+    for time, _sequence, rule, action, channel in unpack_members(raw):
+        if (time.__class__ is not float and (time.__class__ is not int or not -MAX_TIME < time < MAX_TIME)
+                or rule.__class__ is not str or action.__class__ is not str
+                or channel is not None and channel.__class__ is not str):
+            raise TypeError(f"a contact must be [time, sequence, rule, action, channel], not "
+                            f"{[time, _sequence, rule, action, channel]!r:.120}")
+        contacts.append(Contact(time, rule, action, channel))
+    return contacts
+
+
+MAX_TIME = 1 << 62  # an int time beyond it is no time an event had (and no C double holds it exactly)
+
+
+def read_kept_from(raw: bytes) -> float:
+    """The meta hash's ``k`` (the newest trimmed contact's score), read as strictly as the
+    commit script reads it; ValueError when it is not a finite number."""
+    if KEPT_TEXT.fullmatch(raw) is None:
+        raise ValueError(f"k must be a number, not {raw[:80]!r}")
+    value = float(raw)
+    if value != value or value == INFINITY:
+        raise ValueError(f"k must be a finite number, not {raw[:80]!r}")
+    return value
+
+
+KEPT_TEXT = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-inf")
+INFINITY = float("inf")
 
 
 def exclusive_after(time: float) -> str:

@@ -13,7 +13,7 @@ import logging
 import math
 import time as clock
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
@@ -21,10 +21,20 @@ import msgpack
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from nba.twins import pick_extension
-from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
 
 from nba.engine.store.redis.encoding import (
     contact_parts,
@@ -35,6 +45,7 @@ from nba.engine.store.redis.encoding import (
     encode_profile_value,
     event_parts,
     exclusive_after,
+    read_kept_from,
 )
 
 log = logging.getLogger("nba.store.redis")
@@ -70,17 +81,24 @@ class KeyLayout:
 #
 # KEYS: meta, contacts, profile, [history of the event's type]
 # ARGV: time,
-#       n_checks, (scope, key, allowed, start) * n_checks,
+#       n_checks, (scope, key, allowed, start, stop) * n_checks,
 #       n_contacts, (score, head, tail) * n_contacts,
 #       event head or "", event tail or "",
 #       n_sets, (field, value) * n_sets,
 #       contact_keep, history_keep, max_contacts, max_events, ttl_ms, profile_ttl_ms
-# ``allowed`` is a cap's limit minus the new contacts it counts; ``start`` is ``time -
-# window`` (computed by the caller), the window being (start, time]. A member is
+# ``allowed`` is a cap's limit minus the new contacts it counts; the window is
+# ``(start, stop)``, ``time -/+ window`` (computed by the caller). A member is
 # ``head .. msgpack(sequence number) .. tail``: the caller packs its time into the head
 # and its fields into the tail; the script numbers members per customer, so that no two
 # are equal and members of one instant keep the order they were recorded in.
-# Trimming is relative to the newest time recorded for the customer, as MemoryStore does.
+# Each write trims from its own time (never from the newest time in meta, which another
+# service may have written). The meta hash's ``k`` is the score of the newest contact
+# ever trimmed: a cap check whose window starts before it cannot hold (a contact it
+# counts may be gone), as ``CapCheck.holds`` says.
+# The meta hash may hold anything another service wrote: ``t`` and ``n`` are read only as
+# numbers, a garbled ``k`` refuses every cap check (the read reports it), and a key of the
+# wrong type fails the script before anything is written (``BADSTATE key`` where the
+# script checks: the meta hash, and the keys written after another).
 # Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
 
 COMMIT_SCRIPT = r"""
@@ -88,30 +106,50 @@ local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[
 local now = ARGV[1]
 local i = 2
 
-local function count_existing(scope, key, start)
+local function bad(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('BADSTATE ' .. key .. ' is a ' .. found .. ', not a ' .. kind)
+  end
+end
+
+local meta = redis.pcall('HMGET', meta_key, 't', 'n', 'k')
+if meta['err'] then return bad(meta_key, 'hash') end
+local kept_from = -math.huge
+if meta[3] then
+  kept_from = tonumber(meta[3])
+  if kept_from == nil or kept_from ~= kept_from or kept_from == math.huge then return 0 end
+end
+
+local function count_existing(scope, key, start, stop)
   if scope == 'all' then
-    return redis.call('ZCOUNT', contacts_key, '(' .. start, now)
+    return redis.call('ZCOUNT', contacts_key, '(' .. start, '(' .. stop)
   end
   local slot = (scope == 'rule') and 3 or 5
   local count = 0
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, now)) do
-    local contact = cmsgpack.unpack(member)
-    if contact[slot] == key then count = count + 1 end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, '(' .. stop)) do
+    local ok, contact = pcall(cmsgpack.unpack, member)
+    if not ok or type(contact) ~= 'table' or contact[slot] == key then count = count + 1 end
   end
   return count
 end
 
 local n_checks = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_checks do
-  local scope, key, allowed, start = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  i = i + 4
-  if count_existing(scope, key, start) > allowed then return 0 end
+  local scope, key, allowed, start, stop = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  if tonumber(start) < kept_from then return 0 end
+  if count_existing(scope, key, start, stop) > allowed then return 0 end
 end
 
-local meta = redis.call('HMGET', meta_key, 't', 'n')
 local newest = now
-if meta[1] and tonumber(meta[1]) > tonumber(now) then newest = meta[1] end
-local sequence = tonumber(meta[2] or '0')
+local seen = tonumber(meta[1])
+if seen and seen > tonumber(now) and seen < math.huge then newest = meta[1] end
+local sequence = tonumber(meta[2])
+if sequence == nil or sequence < 0 or sequence >= 2^52 or sequence % 1 ~= 0 then
+  local clock = redis.call('TIME')  -- garbled: number on from the clock (microseconds), past any small one
+  sequence = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
 
 local function add(key, score, head, tail)
   sequence = sequence + 1
@@ -119,16 +157,23 @@ local function add(key, score, head, tail)
 end
 
 local n_contacts = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_contacts do
-  add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
-
+local first_contact = i
+i = i + 3 * n_contacts
 local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
 local event_kept = history_key ~= nil and event_head ~= ''
-if event_kept then add(history_key, now, event_head, event_tail) end
-
 local n_sets = tonumber(ARGV[i]); i = i + 1
+
+-- A key of the wrong type fails its first write, and a script's writes are not undone by
+-- a later error: the keys written after another are checked before anything is written.
+local wrong = (n_contacts > 0 and event_kept and bad(history_key, 'zset'))
+  or ((n_contacts > 0 or event_kept) and n_sets > 0 and bad(profile_key, 'hash'))
+if wrong then return wrong end
+
+for c = 0, n_contacts - 1 do
+  local at = first_contact + 3 * c
+  add(contacts_key, ARGV[at], ARGV[at + 1], ARGV[at + 2])
+end
+if event_kept then add(history_key, now, event_head, event_tail) end
 for _ = 1, n_sets do
   redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -138,16 +183,27 @@ local contact_keep, history_keep = ARGV[i], ARGV[i + 1]
 local max_contacts, max_events = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
 local ttl_ms, profile_ttl_ms = ARGV[i + 4], tonumber(ARGV[i + 5])
 
-local function trim(key, keep, max_count)
-  local cutoff = tonumber(newest) - tonumber(keep)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', cutoff))
+local trimmed = false
+local function note_trimmed(range)
+  if range[2] then
+    local score = tonumber(range[2])
+    if score > kept_from then kept_from = score; trimmed = true end
+  end
+end
+
+local function trim(key, keep, max_count, track)
+  local cutoff = string.format('%.17g', tonumber(now) - tonumber(keep))
+  if track then note_trimmed(redis.call('ZREVRANGEBYSCORE', key, cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  if track then note_trimmed(redis.call('ZRANGE', key, -(max_count + 1), -(max_count + 1), 'WITHSCORES')) end
   redis.call('ZREMRANGEBYRANK', key, 0, -(max_count + 1))
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
-if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts) end
-if event_kept then trim(history_key, history_keep, max_events) end
-redis.call('HSET', meta_key, 't', newest, 'n', sequence)
+if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts, true) end
+if event_kept then trim(history_key, history_keep, max_events, false) end
+redis.call('HSET', meta_key, 't', newest, 'n', string.format('%d', sequence))
+if trimmed then redis.call('HSET', meta_key, 'k', string.format('%.17g', kept_from)) end
 redis.call('PEXPIRE', meta_key, ttl_ms)
 if profile_ttl_ms > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
 return 1
@@ -171,7 +227,8 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
                 allowed -= 1
         if allowed < 0:
             return None
-        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)))
+        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)),
+                 repr(float(time + check.window)))
     return args
 
 
@@ -198,6 +255,7 @@ class Retention:
         return ttl_ms(needs.retention, self.grace_s), profile_ms
 
 
+HGET_KEPT = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b:m\r\n$1\r\nk\r\n"
 ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
 ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
 
@@ -227,9 +285,11 @@ class Codec:
             self.windows.append(float(needs.contact_window))
             suffixes.append(b":c")
         self.suffix_sizes = [len(suffix) for suffix in suffixes]
-        self.count = 1 + len(suffixes)
+        self.count = 1 + len(suffixes) + self.with_contacts  # with contacts: HGET meta k, last
         parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
         parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        if self.with_contacts:
+            parts.append(HGET_KEPT)
         self.template = b"".join(parts)
         self.tails: dict[str, tuple] = {}
 
@@ -242,6 +302,8 @@ class Codec:
         for window, extra in zip(self.windows, self.suffix_sizes):
             bound = repr(time - window).encode()  # a float: its repr is exact
             args += (size + extra, base, len(bound) + 1, bound)
+        if self.with_contacts:
+            args += (size + 2, base)
         return self.template % tuple(args)
 
     def read_commands(self, base: str, time: float) -> list[tuple]:
@@ -252,19 +314,35 @@ class Codec:
             commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - window), "+inf"))
         if self.with_contacts:
             commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
+            commands.append(("HGET", base + ":m", "k"))
         return commands
 
+    def read_keys(self, base: str) -> list[str]:
+        """The key each reply of the read is about (for messages about unreadable state)."""
+        keys = [base + ":p"] + [f"{base}:h:{event_type}" for event_type, _fields in self.history]
+        return keys + [base + ":c", base + ":m"] if self.with_contacts else keys
+
     def decode_read(self, replies: list) -> CustomerState:
-        profile = decode_profile(replies[0], self.schema)
-        history = {}
-        position = 1
-        for event_type, fields in self.history:
-            raw = replies[position]
+        """The replies of the read as state; ``BadState`` naming the position of the reply
+        that cannot be read (state another service wrote)."""
+        position = 0
+        try:
+            profile = decode_profile(replies[0], self.schema)
+            history = {}
+            for event_type, fields in self.history:
+                position += 1
+                raw = replies[position]
+                if raw:
+                    history[event_type] = decode_history(raw, fields)
+            if not self.with_contacts:
+                return CustomerState(profile, history, [])
             position += 1
-            if raw:
-                history[event_type] = decode_history(raw, fields)
-        contacts = decode_contacts(replies[position]) if self.with_contacts and replies[position] else []
-        return CustomerState(profile, history, contacts)
+            contacts = decode_contacts(replies[position]) if replies[position] else []
+            position += 1
+            kept = replies[position]
+            return CustomerState(profile, history, contacts, NEVER_TRIMMED if kept is None else read_kept_from(kept))
+        except BAD_STATE_ERRORS as error:
+            raise BadState(position, error) from None
 
     # -- the commit
 
@@ -276,7 +354,7 @@ class Codec:
             kept = need is not None and need.window > 0
             retention = self.retention
             cached = (f":h:{event_type}" if kept else None,
-                      (repr(float(self.needs.contact_window)), repr(float(need.window if need else 0.0)),
+                      (repr(float(self.needs.contact_keep)), repr(float(need.window if need else 0.0)),
                        retention.max_contacts, retention.max_events_per_type, *self.ttls))
             if len(self.tails) < 1024:  # event types are the ruleset's: a handful
                 self.tails[event_type] = cached
@@ -333,6 +411,11 @@ def plan_put_profile(keys: KeyLayout, customer_id: str, profile: dict, needs: St
 CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, EOFError)
 
 
+class NodeDown(StoreUnavailable):
+    """A node refused or lost the connection (not merely slow): its slots may have moved."""
+
+
+
 @dataclass(slots=True)
 class Endpoint:
     """Where one Redis node listens, and the redis-py connection options for it."""
@@ -370,6 +453,24 @@ def is_noscript(reply: Any) -> bool:
     return isinstance(reply, NoScriptError)
 
 
+def is_try_again(reply: Any) -> bool:
+    """TRYAGAIN: a script's keys are split between two nodes while their slot migrates."""
+    return isinstance(reply, TryAgainError)
+
+
+def cluster_is_changing(reply: Any) -> bool:
+    """An answer that says the slot table is out of date or the cluster is failing over:
+    CLUSTERDOWN (a master failed, not yet replaced), READONLY (a write reached a replica,
+    the old master demoted), LOADING (a node restarting)."""
+    return isinstance(reply, (ClusterDownError, ReadOnlyError, BusyLoadingError))
+
+
+def worth_resending(reply: Any) -> bool:
+    """A write's failure that a resend a moment later may get past."""
+    return isinstance(reply, (NoScriptError, MovedError, AskError, TryAgainError, ClusterDownError, ReadOnlyError,
+                              BusyLoadingError, NodeDown))
+
+
 class Backoff:
     """After a failed connect, calls fail fast for ``interval_s`` instead of waiting on it."""
 
@@ -379,7 +480,7 @@ class Backoff:
 
     def check(self) -> None:
         if self.until and clock.monotonic() < self.until:
-            raise StoreUnavailable("redis is down; retrying shortly")
+            raise NodeDown("redis is down; retrying shortly")
 
     def failed(self) -> None:
         self.until = clock.monotonic() + self.interval_s
@@ -444,55 +545,149 @@ def connection_options(url: str) -> tuple[str, int, dict, dict]:
     return host, port, options, async_options
 
 
-def parse_cluster_slots(reply: list, seed_host: str) -> dict[int, tuple[str, int]]:
-    """CLUSTER SLOTS to ``{slot: (host, port)}`` of each slot's master.
+SLOT_COUNT = 16384
 
-    A master announced without an address (``""``, ``"?"``) is on the seed's host.
+
+def parse_cluster_slots(reply: list, seed_host: str) -> tuple[list, list]:
+    """CLUSTER SLOTS as (the master of each slot, ``None`` where unassigned; every node named).
+
+    A node announced without an address (``""``, ``"?"``) is on the seed's host. The table
+    is a list filled a range at a time: a dict of 16,384 slots took 1-2 ms to build.
     """
-    table = {}
+    table: list = [None] * SLOT_COUNT
+    nodes: list = []
     for entry in reply:
-        start, end, master = entry[0], entry[1], entry[2]
-        host = master[0].decode() if isinstance(master[0], bytes) else master[0]
-        if host in ("", "?"):
-            host = seed_host
-        for slot in range(start, end + 1):
-            table[slot] = (host, int(master[1]))
-    return table
+        start, end = int(entry[0]), int(entry[1])
+        addresses = [node_address(node, seed_host) for node in entry[2:]]
+        table[start:end + 1] = [addresses[0]] * (end - start + 1)
+        nodes += addresses
+    return table, list(dict.fromkeys(nodes))
+
+
+def node_address(node: list, seed_host: str) -> tuple[str, int]:
+    host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+    return (seed_host if host in ("", "?") else host), int(node[1])
+
+
+REFRESH_GIVEN_UP_S = 5.0  # a slot table fetch still in flight after this is taken for lost
 
 
 class Topology:
-    """Which node holds which customer: the URL's server, or a cluster's slot owner."""
+    """Which node holds which customer: the URL's server, or a cluster's slot owner.
 
-    def __init__(self, seed: Endpoint):
+    The slot table of a cluster is fetched again (``CLUSTER SLOTS``) when it may be out of
+    date: a node went down, a slot moved, the cluster answered CLUSTERDOWN. Never inside a
+    request once the cluster is known: requests mark the table ``stale`` and the store
+    fetches it in the background (``refresh_due``/``refreshed``/``refresh_failed``): one
+    fetch at a time, at most one per ``refresh_interval_s``, and while no node answers,
+    at intervals doubling up to ``max_backoff_s``. While a slot's owner is known to be
+    down the table stays stale (a replica is about to be promoted), so it is fetched
+    again every interval until the slot has a live owner.
+    """
+
+    def __init__(self, seed: Endpoint, refresh_interval_s: float = 0.25, max_backoff_s: float = 2.0):
         self.seed = seed
         self.cluster: bool | None = None  # None: not found out yet
-        self.slots: dict[int, tuple[str, int]] = {}
+        self.slots: list = []  # SLOT_COUNT entries in a cluster: each slot's master (host, port) or None
+        self.nodes: list = []  # every node CLUSTER SLOTS named, replicas too
+        self.down: set = set()  # addresses of the nodes known to be down
+        self.stale = False
+        self.refreshing = False  # a fetch is in flight
+        self.refresh_started_at = 0.0
+        self.next_refresh_at = 0.0  # time.monotonic(): no fetch before
+        self.failed_refreshes = 0  # in a row
+        self.fetches = 0  # CLUSTER SLOTS sent to refresh the table, in all
+        self.refresh_interval_s = refresh_interval_s
+        self.max_backoff_s = max_backoff_s
 
     def address_for(self, key: str) -> tuple[str, int]:
         if not self.cluster:
             return self.seed.address
-        return self.slots.get(key_slot(key.encode()), self.seed.address)
+        return self.slots[key_slot(key.encode())] or self.seed.address
+
+    def masters(self) -> list[tuple[str, int]]:
+        """The slot owners, in slot order."""
+        return list(dict.fromkeys(address for address in self.slots if address is not None))
 
     def learn(self, reply: Any) -> None:
         """Record what ``CLUSTER SLOTS`` answered (an error: not a cluster)."""
         if isinstance(reply, ResponseError):
             self.cluster = False
-            self.slots = {}
+            self.slots, self.nodes = [], []
         else:
             self.cluster = True
-            self.slots = parse_cluster_slots(reply, self.seed.host)
+            self.slots, self.nodes = parse_cluster_slots(reply, self.seed.host)
+            if self.down:  # a node no longer in the cluster is no longer down
+                self.down.intersection_update([*self.nodes, self.seed.address])
+        self.stale = self.owner_down()
+
+    def owner_down(self) -> bool:
+        down = self.down
+        return bool(down) and any(address in down for address in self.masters())
 
     def moved(self, redirect: Redirect) -> None:
-        self.slots[redirect.slot] = redirect.address
+        """A MOVED: this slot now, the rest of the table soon (a reshard moves many)."""
+        if self.cluster:
+            self.slots[redirect.slot] = redirect.address
+            self.stale = True
 
     def lost(self, address: tuple[str, int]) -> None:
-        """A node failed: in a cluster, ask for the slot table again on the next call."""
+        """A node failed: in a cluster, the table is fetched again (not by this request)."""
         if self.cluster:
-            self.cluster = None
+            self.stale = True
+
+    # -- the refresh policy (the store does the I/O)
+
+    def refresh_due(self, now: float) -> bool:
+        """Whether to start a fetch now; if so, it is counted as in flight.
+
+        A fetch in flight for longer than ``REFRESH_GIVEN_UP_S`` is taken for lost (its
+        event loop closed under it, or this is a forked child of the process fetching)."""
+        if not self.stale or now < self.next_refresh_at:
+            return False
+        if self.refreshing and now - self.refresh_started_at < REFRESH_GIVEN_UP_S:
+            return False
+        self.refreshing, self.refresh_started_at = True, now
+        return True
+
+    def refreshed(self, reply: Any, now: float) -> None:
+        self.refreshing = False
+        self.failed_refreshes = 0
+        self.next_refresh_at = now + self.refresh_interval_s
+        self.learn(reply)
+
+    def refresh_failed(self, now: float) -> None:
+        self.refreshing = False
+        self.failed_refreshes += 1
+        backoff = self.refresh_interval_s * 2 ** min(self.failed_refreshes, 16)
+        self.next_refresh_at = now + min(self.max_backoff_s, backoff)
+
+    def refresh_candidates(self) -> list[tuple[str, int]]:
+        """Whom to ask for the table: nodes not known to be down first (the seed among them)."""
+        known = list(dict.fromkeys([*self.nodes, self.seed.address]))
+        down = self.down
+        return [address for address in known if address not in down] + [address for address in known if address in down]
 
     def candidates(self) -> list[tuple[str, int]]:
-        known = dict.fromkeys([self.seed.address, *self.slots.values()])
+        known = dict.fromkeys([self.seed.address, *self.nodes])
         return list(known)
+
+    # -- nodes going down and coming back
+
+    def node_down(self, address: tuple[str, int]) -> bool:
+        """True when this is news (the node was not known to be down)."""
+        if address in self.down:
+            return False
+        self.down.add(address)
+        if self.cluster:
+            self.stale = True
+        return True
+
+    def node_up(self, address: tuple[str, int]) -> bool:
+        if address not in self.down:
+            return False
+        self.down.discard(address)
+        return True
 
 
 MAX_REDIRECTS = 3
@@ -510,8 +705,10 @@ def without_asking(replies: list, asking: bool) -> list:
 
 
 def has_error(replies: list) -> bool:
+    """Whether Redis answered one of ``replies`` with an error (redis-py's exception objects:
+    most are ResponseErrors, LOADING is a ConnectionError)."""
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RedisError):
             return True
     return False
 
@@ -564,13 +761,42 @@ def fill_in(replies: list, indexes: list[int], answers: list) -> None:
         replies[index] = answer
 
 
-def decoded_state(codec: Codec, replies: list, customer_id: str) -> CustomerState:
-    """The replies of a read as state; StoreUnavailable (not a crash) when they cannot be read."""
+def decoded_state(codec: Codec, replies: list, base: str) -> CustomerState:
+    """The replies of a read as state; StoreUnavailable (not a crash) when Redis answered
+    with an error or a key holds what the engine cannot read (another service wrote it):
+    the decision is degraded, so no cap is exceeded, and the log names the key."""
+    for position, reply in enumerate(replies):
+        if isinstance(reply, ResponseError):
+            unreadable(codec.read_keys(base)[position], reply)
     try:
-        return codec.decode_read(checked(replies))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as error:
-        log.warning("customer %r: unreadable state in redis: %r", customer_id, error)  # written by hand?
-        raise StoreUnavailable(f"unreadable state for customer {customer_id!r}: {error!r}") from error
+        return codec.decode_read(replies)
+    except BadState as bad:
+        unreadable(codec.read_keys(base)[bad.position], bad.error)
+
+
+def unreadable(key: str, error: BaseException) -> NoReturn:
+    if not isinstance(error, ResponseError) or str(error).startswith("WRONGTYPE"):
+        log.warning("unreadable state in redis at %s: %s", key, describe(error))  # written by another service?
+        raise StoreUnavailable(f"unreadable state in redis at {key}: {describe(error)}") from None
+    raise StoreUnavailable(f"redis: {error}") from None
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+class BadState(Exception):
+    """A reply of a read that cannot be read as state, at ``position`` in the read."""
+
+    def __init__(self, position: int, error: BaseException):
+        super().__init__(position, error)
+        self.position = position
+        self.error = error
+
+
+BAD_STATE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError,
+                    UnicodeDecodeError, msgpack.UnpackException)
 
 
 def eval_instead(command: tuple) -> tuple:
@@ -581,6 +807,6 @@ def eval_instead(command: tuple) -> tuple:
 def checked(replies: list) -> list:
     """The replies, or StoreUnavailable when Redis answered one with an error."""
     for reply in replies:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RedisError):
             raise StoreUnavailable(f"redis: {reply}")
     return replies

@@ -3,39 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time as clock
 from typing import Any, Awaitable, Callable, NoReturn
 
 
+from redis.exceptions import RedisError, ResponseError
+
+from nba.engine.errors import StateError
 from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
 
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
+    BAD_STATE_ERRORS,
     CLUSTER_SLOTS,
     CONNECTION_ERRORS,
     Codec,
     Endpoint,
     KeyLayout,
+    NodeDown,
     Retention,
     Topology,
-    as_redirect,
     checked,
+    cluster_is_changing,
     connection_options,
     decoded_state,
+    describe,
     eval_instead,
     follow_redirects,
     has_error,
     is_noscript,
+    is_try_again,
     log,
     pack_command,
     pack_commands,
     plan_put_profile,
     store_options_in,
+    worth_resending,
 )
 from nba.engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
 from nba.engine.store.redis.async_io import AsyncNode
 
 MAX_CODECS = 4096  # a ruleset has one per event type its rules name, and one more; then they start over
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
+REFRESH_TIMEOUT_S = 0.5  # a slot table fetch (in the background) waits this long at most per node
+RETRY_PAUSE_S = 0.005  # between the tries of a write the cluster asked to try again (TRYAGAIN, ...)
+LOST_WRITE_LOG_INTERVAL_S = 1.0  # a lost write is logged at most once a second (with the count since)
 
 
 class RedisStore(Store):
@@ -46,11 +60,22 @@ class RedisStore(Store):
     bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
     after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
 
-    A write that no cap or policy checks cannot be refused, so unless
-    ``wait_for_writes`` it is sent without waiting for its reply (read on the connection's
-    next round trip, which sees the write: Redis answers one connection in order). A
-    decision then costs one round trip; a write that Redis turns down later is retried
-    where it can be (script not loaded, slot moved) and else counted in ``lost_writes``.
+    A write that records contacts (what the answer gave) is always awaited: a decision
+    whose contacts could not be recorded is degraded (the engine decides again without
+    state), never told as given. Any other write (the event kept for history, profile
+    updates) cannot be refused, so unless ``wait_for_writes`` it is sent without waiting
+    for its reply on a node's open connection (read on the connection's next round trip,
+    which sees the write: Redis answers one connection in order); with no open connection
+    to the node it is awaited. A write sent without waiting that Redis turns down later
+    is sent again where that can help (script not loaded, slot moved or migrating, a
+    failover) within ``write_timeout_s``, and else counted in ``lost_writes`` and logged.
+
+    In a Redis Cluster the slot table is fetched again in the background, never inside a
+    request once it is known (``protocol.Topology``): at most once per
+    ``slot_refresh_interval_s``, one fetch at a time. A node that refuses or loses the
+    connection is marked down (logged once when it goes down, once when it is back);
+    requests for its slots fail at once (``StoreUnavailable``: degraded decisions) until
+    it is back or its replica is promoted. ``counters()`` returns what the metrics show.
 
     Retention is MemoryStore's: each history type keeps its longest window, contacts the
     longest cap or policy window, relative to the newest time recorded for the customer,
@@ -75,6 +100,7 @@ class RedisStore(Store):
         max_contacts: int = 10_000,
         wait_for_writes: bool = False,
         connect_now: bool = True,
+        slot_refresh_interval_s: float = 0.25,
     ):
         self.url = url
         url, from_url = store_options_in(url)
@@ -83,7 +109,12 @@ class RedisStore(Store):
         key_prefix = from_url.get("key_prefix", key_prefix)
         self.wait_for_writes = from_url.get("wait_for_writes", wait_for_writes)
         self.lost_writes = 0  # writes sent without waiting that Redis did not apply
-        self.resending: set[asyncio.Task] = set()
+        self.resent_writes = 0  # writes sent without waiting that were sent again and applied
+        self.retried_writes = 0  # tries of an awaited write again after TRYAGAIN
+        self.node_down_events = 0  # nodes that went down (a node counted once until it is back)
+        self.lost_since_logged = 0
+        self.lost_logged_at = float("-inf")
+        self.resending: set[asyncio.Task] = set()  # background tasks: resends, slot table fetches
         self.codecs: dict[int, Codec] = {}  # id(needs) -> its codec
         self.last_base: tuple[str | None, str, bytes] = (None, "", b"")  # customer id, its key base (text, bytes)
         self.latency_budget_s = latency_budget_s
@@ -94,7 +125,7 @@ class RedisStore(Store):
         self.keys = KeyLayout(key_prefix)
         self.retention = Retention(ttl_grace_s, profile_ttl_s, max_events_per_type, max_contacts)
         host, port, self.options, self.async_options = connection_options(url)
-        self.topology = Topology(Endpoint(host, port, self.options, self.async_options))
+        self.topology = Topology(Endpoint(host, port, self.options, self.async_options), slot_refresh_interval_s)
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
         self.async_nodes: dict[tuple[str, int], AsyncNode] = {}
         if connect_now:
@@ -114,6 +145,7 @@ class RedisStore(Store):
         """Ask the seed node (or any node known before) for ``CLUSTER SLOTS``."""
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
+            self.topology.fetches += 1
             try:
                 [reply] = self.exchange(address, CLUSTER_SLOTS, 1, timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
@@ -126,15 +158,94 @@ class RedisStore(Store):
     async def discover_async(self, timeout_s: float | None = None) -> None:
         failure: StoreUnavailable | None = None
         for address in self.topology.candidates():
+            self.topology.fetches += 1
             try:
                 [reply] = await self.exchange_async(address, CLUSTER_SLOTS, 1, timeout_s or self.io_timeout_s)
             except StoreUnavailable as error:
-                self.topology.lost(address)
                 failure = error
                 continue
             self.topology.learn(reply)
             return
         raise failure or StoreUnavailable("redis: no node to ask")
+
+    # -- the slot table, fetched again off the request path
+
+    def refresh_soon(self) -> None:
+        """Fetch the slot table again in a thread of its own, if the policy says it is time."""
+        if self.topology.refresh_due(clock.monotonic()):
+            threading.Thread(target=self.refresh, name="nba-redis-slots", daemon=True).start()
+
+    def refresh(self) -> None:
+        topology = self.topology
+        reply: Any = None
+        try:
+            for address in topology.refresh_candidates():
+                topology.fetches += 1
+                try:
+                    [reply] = self.exchange(address, CLUSTER_SLOTS, 1, min(self.io_timeout_s, REFRESH_TIMEOUT_S))
+                except StoreUnavailable:
+                    continue
+                if has_error([reply]):  # a node loading or failing: ask another
+                    continue
+                topology.refreshed(reply, clock.monotonic())
+                return
+        finally:
+            if topology.refreshing:
+                topology.refresh_failed(clock.monotonic())
+
+    def refresh_soon_async(self) -> None:
+        """Fetch the slot table again in a task of its own, if the policy says it is time."""
+        if self.topology.refresh_due(clock.monotonic()):
+            self.in_background(self.refresh_async())
+
+    async def refresh_async(self) -> None:
+        topology = self.topology
+        try:
+            for address in topology.refresh_candidates():
+                topology.fetches += 1
+                try:
+                    [reply] = await self.exchange_async(address, CLUSTER_SLOTS, 1,
+                                                        min(self.io_timeout_s, REFRESH_TIMEOUT_S))
+                except StoreUnavailable:
+                    continue
+                if has_error([reply]):
+                    continue
+                topology.refreshed(reply, clock.monotonic())
+                return
+        finally:
+            if topology.refreshing:
+                topology.refresh_failed(clock.monotonic())
+
+    def in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.resending.add(task)
+        task.add_done_callback(self.resending.discard)
+
+    def node_state(self, address: tuple[str, int], up: bool, why: str) -> None:
+        """A node connected, or failed to: logged once per change, not per request."""
+        topology = self.topology
+        if up:
+            if topology.node_up(address):
+                log.warning("redis node %s:%d is back", *address)
+        elif topology.node_down(address):
+            self.node_down_events += 1
+            log.warning("redis node %s:%d is down (%s): requests for its slots are degraded until it is back"
+                        " or replaced", address[0], address[1], why)
+
+    def in_a_cluster(self) -> bool:
+        return self.topology.cluster is True
+
+    def counters(self) -> dict:
+        """What went wrong so far, for ``stats`` and the metrics (monotonic counts, and nodes down now)."""
+        topology = self.topology
+        return {
+            "lost_writes": self.lost_writes,
+            "resent_writes": self.resent_writes,
+            "retried_writes": self.retried_writes,
+            "slot_table_fetches": topology.fetches,
+            "node_down_events": self.node_down_events,
+            "nodes_down": len(topology.down),
+        }
 
     def endpoint(self, address: tuple[str, int]) -> Endpoint:
         return Endpoint(address[0], address[1], self.options, self.async_options)
@@ -143,7 +254,7 @@ class RedisStore(Store):
         node = self.sync_nodes.get(address)
         if node is None:
             node = SyncNode(self.endpoint(address), self.connect_timeout_s,
-                            max(self.connect_timeout_s, SYNC_SETUP_TIMEOUT_S), self.retry_interval_s)
+                            max(self.connect_timeout_s, SYNC_SETUP_TIMEOUT_S), self.retry_interval_s, self.node_state)
             self.sync_nodes[address] = node
         return node
 
@@ -151,7 +262,8 @@ class RedisStore(Store):
         node = self.async_nodes.get(address)
         if node is None:
             node = AsyncNode(self.endpoint(address), max(self.connect_timeout_s, self.io_timeout_s),
-                             self.io_timeout_s, self.retry_interval_s, self.late_reply_async)
+                             self.io_timeout_s, self.retry_interval_s, self.late_reply_async, self.node_state)
+            node.fail_fast_when_down = self.in_a_cluster
             self.async_nodes[address] = node
         return node
 
@@ -183,8 +295,11 @@ class RedisStore(Store):
 
     def link_failed(self, link: SyncLink, address: tuple[str, int], error: BaseException) -> NoReturn:
         link.close()
+        if isinstance(error, (TimeoutError, socket.timeout)):  # slow, not gone
+            raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+        self.node_state(address, False, f"connection lost: {error!r}")
         self.topology.lost(address)
-        raise StoreUnavailable(f"redis {address[0]}:{address[1]}: {error}") from error
+        raise NodeDown(f"redis {address[0]}:{address[1]}: {error}") from error
 
     def exchange_async(self, address: tuple[str, int], packed: bytes, count: int, timeout_s: float) -> Awaitable[list]:
         """The replies of ``packed`` at ``address``, to await: a future on the node's open
@@ -192,48 +307,72 @@ class RedisStore(Store):
         node = self.async_nodes.get(address) or self.async_node(address)
         return node.request(packed, count, timeout_s)
 
-    async def send_to_async(self, address: tuple[str, int], packed: bytes, commands: list[tuple],
-                            timeout_s: float) -> None:
-        node = self.async_nodes.get(address) or self.async_node(address)
-        try:
-            await node.send_only(packed, commands, timeout_s)
-        except StoreUnavailable:
-            self.topology.lost(address)
-            raise
-
     # -- writes sent without waiting: their replies arrive later
 
     def late_reply(self, command: tuple, reply: Any) -> None:
         """A write sent without waiting was answered: resend it where it must go, or count it lost."""
         if reply == 1:
             return
-        if is_noscript(reply) or as_redirect(reply) is not None:
-            try:
-                self.call(command[3], [eval_instead(command)], self.write_timeout_s)
+        if worth_resending(reply):
+            reply = self.resend(command, reply)
+            if reply == 1:
                 return
-            except StoreUnavailable:
-                pass
         self.write_lost(reply)
+
+    def resend(self, command: tuple, reply: Any) -> Any:
+        """Send a write again (as EVAL) until applied or ``write_timeout_s`` is over; its last reply."""
+        deadline = clock.monotonic() + self.write_timeout_s
+        while True:
+            if cluster_is_changing(reply) or is_try_again(reply) or isinstance(reply, NodeDown):
+                if clock.monotonic() + RETRY_PAUSE_S >= deadline:
+                    return reply
+                clock.sleep(RETRY_PAUSE_S)
+            try:
+                [reply] = self.call(command[3], [eval_instead(command)], max(deadline - clock.monotonic(), 0.001))
+            except StoreUnavailable as error:
+                reply = error
+            if reply == 1:
+                self.resent_writes += 1
+                return reply
+            if not worth_resending(reply) or clock.monotonic() >= deadline:
+                return reply
 
     def late_reply_async(self, command: tuple, reply: Any) -> None:
         if reply == 1:
             return
-        if is_noscript(reply) or as_redirect(reply) is not None:
-            task = asyncio.get_running_loop().create_task(self.resend_async(command))
-            self.resending.add(task)
-            task.add_done_callback(self.resending.discard)
+        if worth_resending(reply):
+            self.in_background(self.resend_async(command, reply))
             return
         self.write_lost(reply)
 
-    async def resend_async(self, command: tuple) -> None:
-        try:
-            await self.call_async(command[3], [eval_instead(command)], self.write_timeout_s)
-        except StoreUnavailable as error:
-            self.write_lost(error)
+    async def resend_async(self, command: tuple, reply: Any) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_timeout_s
+        while True:
+            if cluster_is_changing(reply) or is_try_again(reply) or isinstance(reply, NodeDown):
+                if loop.time() + RETRY_PAUSE_S >= deadline:
+                    break
+                await asyncio.sleep(RETRY_PAUSE_S)
+            try:
+                [reply] = await self.call_async(command[3], [eval_instead(command)],
+                                                max(deadline - loop.time(), 0.001))
+            except StoreUnavailable as error:
+                reply = error
+            if reply == 1:
+                self.resent_writes += 1
+                return
+            if not worth_resending(reply) or loop.time() >= deadline:
+                break
+        self.write_lost(reply)
 
     def write_lost(self, why: Any) -> None:
+        """Counted each time; logged at most once a second (a failover can lose many at once)."""
         self.lost_writes += 1
-        log.warning("a state write sent without waiting was lost: %s", why)
+        self.lost_since_logged += 1
+        now = clock.monotonic()
+        if now - self.lost_logged_at >= LOST_WRITE_LOG_INTERVAL_S:
+            log.warning("%d state write(s) sent without waiting were lost; the last: %s", self.lost_since_logged, why)
+            self.lost_since_logged, self.lost_logged_at = 0, now
 
     def call(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
@@ -248,18 +387,26 @@ class RedisStore(Store):
         redirects are followed by ``protocol.follow_redirects``.
         """
         topology = self.topology
-        if topology.cluster is None:
+        if topology.cluster is None:  # not found out yet (Redis was down when the store started)
             self.discover(timeout_s)
-        replies = self.exchange(topology.address_for(key), packed, count, timeout_s)
-        if not has_error(replies):
-            return replies
-        steps = follow_redirects(topology, packed, count, commands, replies)
+        elif topology.stale:
+            self.refresh_soon()
+        address = topology.address_for(key)
         try:
+            replies = self.exchange(address, packed, count, timeout_s)
+            if not has_error(replies):
+                return replies
+            steps = follow_redirects(topology, packed, count, commands, replies)
             request = next(steps)
             while True:
+                address = request[0]
                 request = steps.send(self.exchange(*request, timeout_s))
         except StopIteration as done:
-            return done.value
+            return self.seen_errors(done.value)
+        except NodeDown:
+            topology.lost(address)
+            self.refresh_soon()
+            raise
 
     async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         return await self.call_packed_async(key, pack_commands(commands), len(commands), timeout_s, commands)
@@ -267,8 +414,10 @@ class RedisStore(Store):
     async def call_packed_async(self, key: str, packed: bytes, count: int, timeout_s: float,
                                 commands: list[tuple] | Callable[[], list[tuple]]) -> list:
         topology = self.topology
-        if topology.cluster is None:
+        if topology.cluster is None:  # not found out yet (Redis was down when the store started)
             await self.discover_async(timeout_s)
+        elif topology.stale:
+            self.refresh_soon_async()
         address = topology.address_for(key)
         try:
             replies = await self.exchange_async(address, packed, count, timeout_s)
@@ -280,10 +429,19 @@ class RedisStore(Store):
                 address = request[0]
                 request = steps.send(await self.exchange_async(*request, timeout_s))
         except StopIteration as done:
-            return done.value
-        except StoreUnavailable:
+            return self.seen_errors(done.value)
+        except NodeDown:  # not a timeout: a slow node keeps its slots
             topology.lost(address)
+            self.refresh_soon_async()
             raise
+
+    def seen_errors(self, replies: list) -> list:
+        """``replies`` (after redirects); an answer saying the cluster is changing marks the table stale."""
+        if self.topology.cluster:
+            for reply in replies:
+                if cluster_is_changing(reply):
+                    self.topology.stale = True
+        return replies
 
     # -- the Store interface
 
@@ -314,39 +472,48 @@ class RedisStore(Store):
         _, base, base_bytes = self.base(customer_id)
         replies = self.call_packed(base, codec.read_request(base_bytes, time), codec.count, self.latency_budget_s,
                                    lambda: codec.read_commands(base, time))
-        return decoded_state(codec, replies, customer_id)
+        return decoded_state(codec, replies, base)
 
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         codec = self.codec(needs)
         _, base, base_bytes = self.base(customer_id)
         replies = await self.call_packed_async(base, codec.read_request(base_bytes, time), codec.count,
                                                self.latency_budget_s, lambda: codec.read_commands(base, time))
-        return decoded_state(codec, replies, customer_id)
+        return decoded_state(codec, replies, base)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         base, command, wait = self.commit_plan(customer_id, needs, write)
         if command is None:
             return wait  # True: nothing to write; False: refused by its own contacts
-        if not wait:
+        if not wait and not self.topology.stale:  # stale: a node is down or a slot moved; await it
             self.send_only(base, command)
             return True
-        [reply] = self.call(base, [command], self.write_timeout_s)
-        if is_noscript(reply):
-            [reply] = self.call(base, [eval_instead(command)], self.write_timeout_s)
-        return checked([reply])[0] == 1
+        deadline = clock.monotonic() + self.write_timeout_s
+        while True:
+            [reply] = self.call(base, [command], max(deadline - clock.monotonic(), 0.001))
+            if is_noscript(reply):
+                [reply] = self.call(base, [eval_instead(command)], max(deadline - clock.monotonic(), 0.001))
+            if not is_try_again(reply) or clock.monotonic() + RETRY_PAUSE_S >= deadline:
+                return committed(reply)
+            self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
+            clock.sleep(RETRY_PAUSE_S)
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         base, command, wait = self.commit_plan(customer_id, needs, write)
         if command is None:
             return wait
-        if not wait:
-            if not self.sent_at_once(base, command):
-                await self.send_only_async(base, command)
+        if not wait and self.sent_at_once(base, command):
             return True
-        [reply] = await self.call_async(base, [command], self.write_timeout_s)
-        if is_noscript(reply):
-            [reply] = await self.call_async(base, [eval_instead(command)], self.write_timeout_s)
-        return checked([reply])[0] == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_timeout_s
+        while True:
+            [reply] = await self.call_async(base, [command], max(deadline - loop.time(), 0.001))
+            if is_noscript(reply):
+                [reply] = await self.call_async(base, [eval_instead(command)], max(deadline - loop.time(), 0.001))
+            if not is_try_again(reply) or loop.time() + RETRY_PAUSE_S >= deadline:
+                return committed(reply)
+            self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
+            await asyncio.sleep(RETRY_PAUSE_S)
 
     def commit_plan(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> tuple[str, tuple | None, bool]:
         """(key base, the EVALSHA command, whether to wait for its reply); without a
@@ -355,14 +522,17 @@ class RedisStore(Store):
         if write.is_empty:
             return "", None, True
         base = self.base(customer_id)[1]
-        command = self.codec(needs).commit_command(base, write)
+        codec = self.codec(needs)
+        command = codec.commit_command(base, write)
         if command is None:
             return base, None, False
-        return base, command, not self.may_send_only(write)
+        return base, command, not self.may_send_only(write, codec)
 
-    def may_send_only(self, write: StateWrite) -> bool:
-        """A write no cap can refuse: unless told to wait, send it and go on."""
-        return not self.wait_for_writes and not (write.contacts and write.cap_checks)
+    def may_send_only(self, write: StateWrite, codec: Codec) -> bool:
+        """A write that records no contact (no cap can refuse it, and the answer does not
+        depend on it): unless told to wait, send it and go on. A write that records
+        contacts is awaited, so that a decision is never told given and not recorded."""
+        return not self.wait_for_writes and not (write.contacts and codec.with_contacts)
 
     def send_only(self, key: str, command: tuple) -> None:
         if self.topology.cluster is None:
@@ -370,9 +540,12 @@ class RedisStore(Store):
         self.send_to(self.topology.address_for(key), pack_command(command), [command], self.write_timeout_s)
 
     def sent_at_once(self, key: str, command: tuple) -> bool:
-        """Send a write without waiting on its node's open link, if it has one (no coroutine)."""
+        """Send a write without waiting on its node's open link, if it has one (no coroutine).
+
+        Not while the table is being fetched again or its node is down: then the write is
+        awaited, and a failure is the decision's to report (degraded), not a lost write."""
         topology = self.topology
-        if topology.cluster is None:
+        if topology.cluster is None or topology.stale:
             return False
         node = self.async_nodes.get(topology.address_for(key))
         link = node.ready_link() if node is not None else None
@@ -381,21 +554,13 @@ class RedisStore(Store):
         link.send_only(pack_command(command), [command])
         return True
 
-    async def send_only_async(self, key: str, command: tuple) -> None:
-        if self.topology.cluster is None:
-            await self.discover_async(self.write_timeout_s)
-        await self.send_to_async(self.topology.address_for(key), pack_command(command), [command],
-                                 self.write_timeout_s)
-
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
-        [raw] = checked(self.call(key, [("HGETALL", key)], self.io_timeout_s))
-        return decode_profile(raw, needs.profile_schema)
+        return profile_from(key, self.call(key, [("HGETALL", key)], self.io_timeout_s), needs)
 
     async def get_profile_async(self, customer_id: str, needs: StateNeeds) -> dict:
         key = self.keys.profile(customer_id)
-        [raw] = checked(await self.call_async(key, [("HGETALL", key)], self.io_timeout_s))
-        return decode_profile(raw, needs.profile_schema)
+        return profile_from(key, await self.call_async(key, [("HGETALL", key)], self.io_timeout_s), needs)
 
     def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
@@ -414,3 +579,27 @@ class RedisStore(Store):
         self.close()
         for node in list(self.async_nodes.values()):
             await node.close(self.write_timeout_s)
+
+
+def committed(reply: Any) -> bool:
+    """The commit script's reply: recorded, or refused by a cap; StoreUnavailable on an
+    error (a key of the wrong type, ``BADSTATE``, is logged: another service wrote it)."""
+    if isinstance(reply, RedisError):  # LOADING is a ConnectionError, not a ResponseError
+        if str(reply).startswith("BADSTATE"):
+            log.warning("state write refused: %s", reply)
+        raise StoreUnavailable(f"redis: {reply}")
+    return reply == 1
+
+
+def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
+    """The profile of an HGETALL reply; ``StateError`` (``bad_state``, naming the key) when
+    the key holds what no profile is (another service wrote it)."""
+    [raw] = replies
+    if isinstance(raw, ResponseError):
+        if str(raw).startswith("WRONGTYPE"):
+            raise StateError(f"{key} is not a hash of profile fields: {raw}")
+        checked(replies)
+    try:
+        return decode_profile(raw, needs.profile_schema)
+    except BAD_STATE_ERRORS as error:
+        raise StateError(f"{key} holds a value that cannot be read: {describe(error)}") from None

@@ -11,9 +11,7 @@ import redis.connection as sync_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-from nba.engine.state import StoreUnavailable
-
-from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, PING
+from nba.engine.store.redis.protocol import Backoff, COMMIT_SCRIPT, CONNECTION_ERRORS, Endpoint, NodeDown, PING
 
 
 class SyncLink:
@@ -65,8 +63,9 @@ class SyncNode:
     """A free list of connected links to one node (thread-safe by the GIL)."""
 
     def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
-                 retry_interval_s: float):
+                 retry_interval_s: float, on_state: Callable[[tuple, bool, str], None] | None = None):
         self.endpoint = endpoint
+        self.on_state = on_state  # (address, up, why): told of each connect that fails or works
         self.connect_timeout_s = connect_timeout_s
         self.setup_timeout_s = setup_timeout_s  # the handshake and the script load after a connect
         self.free: list[SyncLink] = []
@@ -96,8 +95,12 @@ class SyncNode:
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             conn.disconnect()
-            raise StoreUnavailable(f"cannot connect to redis: {error}") from error
+            if self.on_state is not None:
+                self.on_state(self.endpoint.address, False, f"cannot connect: {error}")
+            raise NodeDown(f"cannot connect to redis: {error}") from error
         self.backoff.succeeded()
+        if self.on_state is not None:
+            self.on_state(self.endpoint.address, True, "connected")
         return SyncLink(conn)
 
     def release(self, link: SyncLink) -> None:
