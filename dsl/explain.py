@@ -164,3 +164,39 @@ class Explainers:
             value_names=tuple(source_text(value) for value in values),
             evaluate=self._namespace[name],
         )
+
+
+class ExplainersFromSource:
+    """The explainers of a ruleset compiled in another process (dsl/isolated.py), whose
+    checked tree stayed there: the first explanation loads the same files again in this
+    process and uses that load's explainers. Its generated code is the same, so it gives
+    the same values on the decision's context. If the files changed meanwhile (a rule is
+    not where it was), conditions are left out (``None``) rather than shown for another rule.
+    """
+
+    def __init__(self, root: str, rule_ids: list[str]):
+        self._root = root
+        self._rule_ids = rule_ids
+        self._explainers: Callable | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def __call__(self, index: int) -> RuleExplainer | None:
+        if self._explainers is None and not self._failed:
+            with self._lock:
+                if self._explainers is None and not self._failed:
+                    self._explainers = self._load()
+                    self._failed = self._explainers is None
+        return self._explainers(index) if self._explainers is not None else None
+
+    def _load(self) -> Callable | None:
+        from nba.dsl.loader import load_ruleset
+        from nba.dsl.source import LoadError
+
+        try:
+            loaded = load_ruleset(self._root)
+        except (LoadError, OSError):
+            return None
+        if [rule.id for rule in loaded.rules] != self._rule_ids:
+            return None
+        return loaded.explainer

@@ -33,6 +33,7 @@ import time
 from contextlib import contextmanager
 
 from nba.dsl import twins
+from nba.dsl.explain import ExplainersFromSource
 from nba.dsl.compiler import CompiledRuleset, link, link_buckets, link_namespace, link_rules
 from nba.dsl.source import LoadError
 
@@ -160,7 +161,7 @@ def load_ruleset_in_subprocess(root: str | os.PathLike, timeout: float | None = 
         done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
-    steps = _link_steps(_answer(done.stdout, done.stderr, done.returncode))
+    steps = _link_steps(_answer(done.stdout, done.stderr, done.returncode), str(root))
     with collector_paused():
         while True:
             try:
@@ -189,7 +190,7 @@ async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = No
             process.kill()
             await process.wait()
         raise
-    steps = _link_steps(_answer(stdout, stderr, process.returncode))
+    steps = _link_steps(_answer(stdout, stderr, process.returncode), str(root))
     del stdout
     # The cyclic garbage collector is paused while the ruleset is linked: a full collection
     # scans every object of the process, the new ruleset's included, and one in the middle
@@ -204,7 +205,7 @@ async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = No
             await asyncio.sleep(0)  # the loop runs between two steps
 
 
-def _link_steps(answer):
+def _link_steps(answer, root: str):
     """Unpickle, unmarshal, define the functions and link, one short step per ``yield``;
     the ruleset is the generator's return value."""
     _status, paths, n_rules, n_buckets, _n_code, parts = answer
@@ -230,6 +231,9 @@ def _link_steps(answer):
     ruleset = link(recipe, [], namespace=namespace, rules=rules, buckets=buckets)
     ruleset.paths = paths
     ruleset.python_source = source
+    # The checked tree stayed in the child: explanations load the rules again, in this
+    # process, the first time one is asked for (dsl/explain.py).
+    ruleset.explainer = ExplainersFromSource(root, [rule.id for rule in rules])
     return ruleset
 
 

@@ -30,8 +30,9 @@ def annotate(trace: list, ruleset, context, contacts: list, event: dict, count_c
             continue  # the default, or an inactive rule (its `when` was not tested)
         if entry.outcome == "chosen":
             chosen_above.append(rule)
-        if explainer is not None:
-            entry.conditions, entry.values = explainer(rule.index).explain(context)
+        rule_explainer = explainer(rule.index) if explainer is not None else None
+        if rule_explainer is not None:
+            entry.conditions, entry.values = rule_explainer.explain(context)
         if entry.outcome != "passed_over":
             continue
         if entry.reason == "holdout":

@@ -32,7 +32,7 @@ def decisions(ruleset) -> list:
     out = []
     for item in EVENTS:
         decision = engine.decide(dict(item), explain=True)
-        out.append((decision.action, decision.params, [(e.rule, e.outcome, e.error) for e in decision.trace or ()]))
+        out.append((decision.action, decision.params, [(e.rule, e.outcome, e.error, e.conditions, e.values) for e in decision.trace or ()]))
     return out
 
 
