@@ -34,6 +34,8 @@ BENCHMARKS = {
     "lsp": "benchmarks.bench_lsp",
     "lint": "benchmarks.bench_lint",
     "consume": "benchmarks.bench_consume",
+    "soak": "benchmarks.bench_soak",
+    "held-frames": "benchmarks.bench_held_frames",
 }
 ALL = ("eval", "history", "load", "redis", "server")
 

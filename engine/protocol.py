@@ -18,8 +18,13 @@ import msgpack
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
 
-OPS = frozenset({"decide", "ping", "get_profile", "put_profile", "reload", "stats"})
+OPS = frozenset({"auth", "decide", "ping", "get_profile", "put_profile", "reload", "stats"})
 CUSTOMER_OPS = frozenset({"decide", "get_profile", "put_profile"})
+# What each role of `--auth` may do (INTERFACES.md "Security of the socket").
+ROLE_OPS = {
+    "client": frozenset({"auth", "decide", "ping", "get_profile", "stats"}),
+    "admin": OPS,
+}
 
 # Error codes of the protocol.
 BAD_REQUEST = "bad_request"  # not a map, a missing or mistyped argument
@@ -29,7 +34,14 @@ BAD_FRAME = "bad_frame"  # fatal: not msgpack, or cut off mid-frame
 FRAME_TOO_LARGE = "frame_too_large"  # fatal: length over the server's limit
 LOAD_FAILED = "load_failed"  # reload: the new ruleset does not load; the old one serves on
 INTERNAL = "internal"  # a bug; logged with its traceback
-FATAL_CODES = frozenset({BAD_FRAME, FRAME_TOO_LARGE})  # answered with id null, then the connection closes
+UNAUTHENTICATED = "unauthenticated"  # no `auth` yet (stays open), a wrong token or a stranger (closes)
+FORBIDDEN = "forbidden"  # an op outside the token's role
+FRAME_TIMEOUT = "frame_timeout"  # fatal: a frame begun was not whole within the server's deadline
+TOO_MANY_CONNECTIONS = "too_many_connections"  # fatal: the server holds its limit of connections
+OVERLOADED = "overloaded"  # fatal: unfinished frames of all connections hold the server's byte limit
+FATAL_CODES = frozenset({BAD_FRAME, FRAME_TOO_LARGE, FRAME_TIMEOUT, TOO_MANY_CONNECTIONS, OVERLOADED})
+# (answered with id null, then the connection closes; so is `unauthenticated` for a wrong
+# token or a client refused by protected mode)
 
 NEED_MORE = object()  # FrameDecoder.next_frame: no complete frame buffered yet
 
@@ -88,6 +100,15 @@ class FrameDecoder:
     def at_frame_boundary(self) -> bool:
         return len(self._buf) == self._pos
 
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as frames."""
+        return len(self._buf) - self._pos
+
+    def release(self) -> None:
+        """Drop the buffer (the connection is gone)."""
+        self._buf = bytearray()
+        self._pos = 0
+
     def next_frame(self) -> Any:
         buf = self._buf
         pos = self._pos
@@ -123,7 +144,7 @@ class FrameDecoder:
 class Request:
     """One parsed request. Fields an op does not use are None."""
 
-    __slots__ = ("id", "op", "event", "limit", "explain", "dry_run", "customer_id", "profile")
+    __slots__ = ("id", "op", "event", "limit", "explain", "dry_run", "customer_id", "profile", "token")
 
     def __init__(self, request_id: Any, op: str):
         self.id = request_id
@@ -134,13 +155,43 @@ class Request:
         self.dry_run = False
         self.customer_id: str | None = None
         self.profile: dict | None = None
+        self.token: str | None = None  # `auth` only; never logged
 
     def __repr__(self) -> str:
         return f"Request(id={self.id!r}, op={self.op!r}, customer_id={self.customer_id!r})"
 
 
+def plain_decide_event(obj: Any) -> dict | None:
+    """The event of ``obj`` when it is the common request ``{id, op: "decide", event}`` with
+    every option at its default, else None (then ``parse_request`` says what it is).
+
+    The server's fast path, and ``parse_request``'s shortcut: a specialisation of
+    ``check_request``, which accepts every request this accepts as a decide of that event
+    with limit 1, no explanation, no dry run (tests/test_protocol.py checks that on
+    generated maps). It looks at exactly three keys, so a map of any other shape takes the
+    general path.
+    """
+    if obj.__class__ is dict and len(obj) == 3 and "id" in obj and obj.get("op") == "decide":
+        event = obj.get("event")
+        if event.__class__ is dict:
+            return event
+    return None
+
+
 def parse_request(obj: Any) -> Request:
     """Check one decoded frame and return the request it holds, or raise ``BadRequest``."""
+    event = plain_decide_event(obj)
+    if event is not None:  # the common decide: the fast path's case, as a Request
+        request = Request(obj["id"], "decide")
+        request.event = event
+        customer_id = event.get("customer_id")
+        request.customer_id = customer_id if type(customer_id) is str else None
+        return request
+    return check_request(obj)
+
+
+def check_request(obj: Any) -> Request:
+    """``parse_request`` without its shortcut: every check, whatever the request."""
     if type(obj) is not dict:
         raise BadRequest(None, BAD_REQUEST, f"a request must be a map, not {_kind(obj)}")
     request_id = obj.get("id")
@@ -157,6 +208,13 @@ def parse_request(obj: Any) -> Request:
     elif op == "put_profile":
         request.customer_id = _customer_id(obj, request_id)
         request.profile = _profile(obj, request_id)
+    elif op == "auth":
+        token = obj.get("token")
+        if type(token) is not str or not token:
+            raise BadRequest(request_id, BAD_REQUEST, "'token' must be a non-empty string")
+        request.token = token
+    elif op == "reload" and "path" in obj:
+        raise BadRequest(request_id, BAD_REQUEST, "'reload' takes no path: the server reloads the path it was started with")
     return request
 
 
@@ -216,6 +274,28 @@ def ok_response(request_id: Any, key: str | None = None, value: Any = None) -> d
 
 def error_response(request_id: Any, code: str, message: str) -> dict:
     return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def encodable(value: Any) -> Any:
+    """msgpack's ``default``: what to send for a value msgpack has no form for.
+
+    An integer beyond 64 bits (a rule can compute 3 * 10^30) goes as the nearest float
+    (or an infinity past the floats' range); a set or tuple as a list. Anything else
+    raises TypeError, as msgpack would.
+    """
+    if isinstance(value, int):  # called for ints only when they do not fit 64 bits
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"can not serialize {type(value).__name__!r} object")
+
+
+def new_packer() -> msgpack.Packer:
+    """The packer of responses (every value an engine can produce is encodable)."""
+    return msgpack.Packer(use_bin_type=True, default=encodable)
 
 
 def pack(obj: Any) -> bytes:

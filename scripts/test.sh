@@ -30,6 +30,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+# the socket's TLS tests make their certificates with openssl; its backlog test reads the
+# listen queue with ss (iproute2)
+for tool in openssl:openssl ss:iproute2; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${tool##*:}" >/dev/null
+  fi
+done
+
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium (tests/test_report.py opens the replay report in a real browser)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -35,10 +35,12 @@ class FakeLoadError(Exception):
 class FakeStats:
     def __init__(self):
         self.decisions = 0
+        self.degraded = 0
         self.first_choices = {}
 
     def snapshot(self):
-        return {"decisions": self.decisions, "errors": 0, "first_choices": dict(self.first_choices), "passed_over": {}}
+        return {"decisions": self.decisions, "errors": 0, "degraded": self.degraded,
+                "first_choices": dict(self.first_choices), "passed_over": {}}
 
 
 def read_action(path: str) -> str:
@@ -72,7 +74,11 @@ class FakeEngine:
         self.stats.first_choices["r1"] = self.stats.first_choices.get("r1", 0) + 1
         params = {"seq": event.get("seq")}
         if event.get("weird"):
-            params["weird"] = {1, 2}  # a value msgpack cannot encode
+            params["weird"] = {1, 2}  # a set: sent as a list
+        if event.get("unencodable"):
+            params["unencodable"] = object()  # a value no response can carry
+        if event.get("big"):
+            params["big"] = 3 * 10**30  # beyond msgpack's 64-bit integers: sent as a float
         return Decision(customer_id, (Choice("r1", self.action, "web", params),))
 
     async def decide_async(self, event, limit=1, explain=False, dry_run=False):
@@ -125,8 +131,10 @@ def wait_for(predicate, timeout=20.0, interval=0.02):
 class ThreadServer:
     """A ``Server`` on its own event loop in a background thread, on a free loopback port."""
 
-    def __init__(self, engine, rules_path=None, blocking=True, **settings):
+    def __init__(self, engine, rules_path=None, blocking=True, tokens=None, sock=None, **settings):
         settings.setdefault("port", 0)
+        self.tokens = tokens
+        self.sock = sock
         self.engine = engine
         self.settings = ServerSettings(**settings)
         self.rules_path = rules_path
@@ -160,8 +168,9 @@ class ThreadServer:
             self.loop.close()
 
     async def _main(self):
-        self.server = Server(self.engine, self.settings, rules_path=self.rules_path, blocking=self.blocking)
-        _, self.port = await self.server.start()
+        self.server = Server(self.engine, self.settings, rules_path=self.rules_path, blocking=self.blocking,
+                             tokens=self.tokens)
+        _, self.port = await self.server.start(self.sock)
         self._ready.set()
         await self.server.wait_stopped()
 
@@ -195,8 +204,8 @@ class ThreadServer:
 
 # ------------------------------------------------------------------ raw sockets
 
-def connect(port, timeout=20.0):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port, timeout=20.0, host="127.0.0.1", source=None):
+    sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -243,7 +252,7 @@ def server_command(rules_path, factory=None, **settings):
     code = (
         "import sys; sys.path.insert(0, %r)\n" % str(TESTS)
         + factory_code + "\n"
-        + "from engine.server import run_server\nfrom engine.settings import ServerSettings\n"
+        + "from nba.engine.server import run_server\nfrom engine.settings import ServerSettings\n"
         + f"sys.exit(run_server({str(rules_path)!r}, ServerSettings(**{settings!r}), engine_factory=factory, "
         + f"blocking={'False' if factory == 'slow_engine_factory' else 'None'}))"
     )

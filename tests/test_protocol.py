@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nba.engine.protocol import (
+    OPS,
     BAD_FRAME,
     BAD_REQUEST,
     FRAME_TOO_LARGE,
@@ -21,7 +22,9 @@ from nba.engine.protocol import (
     FrameDecoder,
     FrameError,
     encode_frame,
+    check_request,
     parse_request,
+    plain_decide_event,
 )
 from nba.engine.server import Connection, Server
 from nba.engine.settings import ServerSettings
@@ -190,6 +193,57 @@ def test_bad_requests(obj, code, request_id):
     assert info.value.message
 
 
+def test_reload_takes_no_path():
+    with pytest.raises(BadRequest) as info:
+        parse_request({"id": 1, "op": "reload", "path": "/etc"})
+    assert info.value.code == BAD_REQUEST and "started with" in info.value.message
+    assert parse_request({"id": 1, "op": "reload"}).op == "reload"
+
+
+def test_auth_needs_a_token():
+    assert parse_request({"id": 1, "op": "auth", "token": "t"}).token == "t"
+    for bad in ({"id": 1, "op": "auth"}, {"id": 1, "op": "auth", "token": ""}, {"id": 1, "op": "auth", "token": 5}):
+        with pytest.raises(BadRequest):
+            parse_request(bad)
+
+
+any_value = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8),
+    st.binary(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+request_keys = ("id", "op", "event", "limit", "explain", "dry_run", "customer_id", "profile", "token", "path")
+request_maps = st.dictionaries(
+    st.sampled_from(request_keys) | st.text(max_size=4),
+    st.sampled_from(sorted(OPS)) | any_value | st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}),
+    max_size=5,
+)
+
+
+three_key_maps = st.fixed_dictionaries({
+    "id": any_value,
+    "op": st.just("decide") | any_value,
+    "event": st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}) | any_value,
+})
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(request_maps | three_key_maps)
+def test_the_fast_path_is_a_specialisation_of_parse_request(obj):
+    """Whatever the fast path takes, the full check takes as the same decide with default options."""
+    event = plain_decide_event(obj)
+    if event is None:
+        return
+    req = check_request(obj)
+    assert (req.op, req.event, req.id, req.limit, req.explain, req.dry_run) == ("decide", event, obj["id"], 1, False, False)
+
+
+def test_the_fast_path_takes_the_common_decide():
+    event = {"customer_id": "c", "type": "t"}
+    assert plain_decide_event({"id": 1, "op": "decide", "event": event}) is event
+    assert plain_decide_event({"id": 1, "op": "decide", "limit": 1}) is None  # issue 21 item 1
+    assert plain_decide_event({"op": "decide", "event": event, "limit": 2}) is None
+
+
 def test_other_ops():
     assert parse_request({"op": "ping"}).op == "ping"
     assert parse_request({"op": "stats", "id": None}).id is None
@@ -269,7 +323,7 @@ def test_bad_requests_are_answered_and_the_connection_stays_open(rules):
         encode_frame({"id": 2, "op": "nope"}),
         encode_frame({"id": 3, "op": "decide", "event": {"type": "t"}}),
         encode_frame(decide(4, boom=True)),
-        encode_frame(decide(5, weird=True)),
+        encode_frame(decide(5, unencodable=True)),
         encode_frame(decide(6) | {"limit": 500}),
         encode_frame({"id": 7, "op": "ping"}),
     ]
@@ -289,6 +343,21 @@ def test_bad_requests_are_answered_and_the_connection_stays_open(rules):
     assert server.stats.errors == {"bad_request": 2, "unknown_op": 1, "bad_event": 1, "internal": 2}
 
 
+def test_a_decide_without_an_event_among_good_ones_is_answered_and_the_connection_stays_open(rules):
+    """Issue 21 item 1: three keys and no event raised KeyError in the fast path; the
+    connection was reset and the answers already made from that read were lost."""
+    conn, transport, server = open_connection(rules)
+    conn.data_received(
+        encode_frame(decide(1)) + encode_frame({"id": 2, "op": "decide", "limit": 1}) + encode_frame(decide(3))
+    )
+    responses = transport.responses()
+    assert [(r["id"], r["ok"] or r["error"]["code"]) for r in responses] == [(1, True), (2, BAD_REQUEST), (3, True)]
+    assert "'event' must be a map" in responses[1]["error"]["message"]
+    assert not transport.closed
+    conn.data_received(encode_frame(decide(4)))
+    assert [r["id"] for r in transport.responses()] == [4]
+
+
 def test_a_decide_without_an_id_keeps_its_options(rules):
     conn, transport, _ = open_connection(rules)
     conn.data_received(encode_frame({"op": "decide", "event": {"customer_id": "c1", "type": "t"}, "limit": 500}))
@@ -296,9 +365,18 @@ def test_a_decide_without_an_id_keeps_its_options(rules):
     assert (response["id"], response["error"]["code"]) == (None, "bad_request")
 
 
+def test_sets_and_integers_beyond_64_bits_are_sent_as_lists_and_floats(rules):
+    conn, transport, _ = open_connection(rules)
+    conn.data_received(encode_frame(decide(1, weird=True, big=True)))
+    [response] = transport.responses()
+    assert response["ok"] is True
+    assert sorted(response["decision"]["params"]["weird"]) == [1, 2]
+    assert response["decision"]["params"]["big"] == 3e30
+
+
 def test_a_decision_that_cannot_be_encoded_is_made_once(rules):
     conn, transport, server = open_connection(rules)
-    conn.data_received(encode_frame(decide(1, weird=True)) + encode_frame(decide(2)))
+    conn.data_received(encode_frame(decide(1, unencodable=True)) + encode_frame(decide(2)))
     responses = transport.responses()
     assert [(r["id"], r["ok"] or r["error"]["code"]) for r in responses] == [(1, "internal"), (2, True)]
     assert server.engine.stats.decisions == 2
@@ -424,7 +502,6 @@ def test_shutdown_answers_what_is_in_flight_then_closes(rules):
 def test_reload_op_failure_keeps_the_old_ruleset(rules):
     async def scenario():
         conn, transport, server = open_connection(rules)
-        server._reload_lock = asyncio.Lock()
         rules.write_text("broken\n")
         conn.data_received(encode_frame({"id": 1, "op": "reload"}))
         while not (responses := transport.responses()):
@@ -439,6 +516,22 @@ def test_reload_op_failure_keeps_the_old_ruleset(rules):
         assert responses == [{"id": 2, "ok": True, "reloaded": {"reloads": 1}}]
         conn.data_received(encode_frame(decide(4)))
         assert transport.responses()[0]["decision"]["action"] == "bye"
+
+    run(scenario())
+
+
+def test_pipelined_reloads_share_their_loads(rules):
+    """Issue 21: 300 pipelined reloads stalled other clients; now they share one load."""
+    async def scenario():
+        conn, transport, server = open_connection(rules)
+        conn.data_received(b"".join(encode_frame({"id": i, "op": "reload"}) for i in range(300)) + encode_frame(decide(300)))
+        seen = transport.responses()
+        assert [r["id"] for r in seen] == [300]  # a decision is not held up behind them
+        while len(seen) < 301:
+            await asyncio.sleep(0.005)
+            seen += transport.responses()
+        assert sorted(r["id"] for r in seen) == list(range(301)) and all(r["ok"] for r in seen)
+        assert server.stats.reloads == 1
 
     run(scenario())
 

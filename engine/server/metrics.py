@@ -1,0 +1,61 @@
+"""The Prometheus endpoint: metrics read from the counters at scrape time (nothing per request)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nba.engine.server.lifecycle import Server
+
+
+def start_metrics(server: "Server", host: str, port: int):
+    """Serve ``server``'s metrics over HTTP on host:port; returns the HTTP server."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(server))
+    http, _ = start_http_server(port, addr=host, registry=registry)
+    return http
+
+
+class MetricsCollector:
+    def __init__(self, server: "Server"):
+        self.server = server
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        snap = self.server.stats_snapshot()
+        yield CounterMetricFamily("nba_decisions", "Decisions made", value=snap.get("decisions", 0))
+        yield CounterMetricFamily(
+            "nba_degraded_decisions", "Decisions made without the customer's state (the store did not answer in time)",
+            value=snap.get("degraded", 0),
+        )
+        yield CounterMetricFamily("nba_decision_errors", "Decide requests that failed", value=snap.get("errors", 0))
+        yield _labelled(CounterMetricFamily, "nba_first_choices", "First choices per rule", "rule", snap.get("first_choices", {}))
+        yield _labelled(CounterMetricFamily, "nba_passed_over", "Candidates passed over, by reason", "reason", snap.get("passed_over", {}))
+        yield _labelled(CounterMetricFamily, "nba_requests", "Requests answered, by op", "op", snap["requests"])
+        yield _labelled(CounterMetricFamily, "nba_request_errors", "Error responses, by code", "code", snap["request_errors"])
+        yield GaugeMetricFamily("nba_connections", "Open connections", value=snap["connections"])
+        yield _labelled(
+            CounterMetricFamily, "nba_connections_refused", "Connections refused at once, by error code", "code",
+            snap["connections_refused"],
+        )
+        yield _labelled(
+            CounterMetricFamily, "nba_limits_hit", "Connections closed by a limit, by error code", "code", snap["limits_hit"],
+        )
+        yield GaugeMetricFamily("nba_buffered_bytes", "Bytes of unfinished frames held, over all connections",
+                                value=snap["buffered_bytes"])
+        yield _labelled(CounterMetricFamily, "nba_reloads", "Ruleset reloads, by result", "result", snap["reloads"])
+        buckets, total = self.server.stats.histogram()
+        yield HistogramMetricFamily(
+            "nba_request_latency_seconds", "Time from reading a request to queueing its response",
+            buckets=buckets, sum_value=total,
+        )
+
+
+def _labelled(kind, name: str, doc: str, label: str, values: dict):
+    family = kind(name, doc, labels=[label])
+    for key, value in sorted(values.items(), key=lambda item: str(item[0])):
+        family.add_metric([str(key)], value)
+    return family
