@@ -297,10 +297,16 @@ class Engine:
         target = os.fspath(path) if path is not None else self.path
         if target is None:
             raise RequestError("this engine was not loaded from a path; give reload() one")
-        ruleset = load_ruleset(target)
+        return self.use(load_ruleset(target), target)
+
+    def use(self, ruleset: CompiledRuleset, path: str | os.PathLike | None = None) -> CompiledRuleset:
+        """Swap in a ruleset loaded elsewhere (the server loads in a child process:
+        ``nba.dsl.loader.load_ruleset_async``), atomically: a decision already started
+        finishes on the ruleset it started with."""
         self._current = (ruleset, self._checker(ruleset))
         self._ruleset = ruleset
-        self.path = target
+        if path is not None:
+            self.path = os.fspath(path)
         return ruleset
 
     @property

@@ -47,6 +47,7 @@ class MetricsCollector:
         yield GaugeMetricFamily("nba_buffered_bytes", "Bytes of unfinished frames held, over all connections",
                                 value=snap["buffered_bytes"])
         yield _labelled(CounterMetricFamily, "nba_reloads", "Ruleset reloads, by result", "result", snap["reloads"])
+        yield from store_metrics(snap)
         buckets, total = self.server.stats.histogram()
         yield HistogramMetricFamily(
             "nba_request_latency_seconds", "Time from reading a request to queueing its response",
@@ -59,3 +60,25 @@ def _labelled(kind, name: str, doc: str, label: str, values: dict):
     for key, value in sorted(values.items(), key=lambda item: str(item[0])):
         family.add_metric([str(key)], value)
     return family
+
+
+def store_metrics(snap: dict):
+    """The state store's failures and, on Redis, its own counters (engine stats' snapshot)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    yield _labelled(
+        CounterMetricFamily, "nba_store_failures", "State reads and commits that failed, by operation", "op",
+        snap.get("store_failures", {}),
+    )
+    counters = snap.get("store_counters") or {}
+    for key, name, doc in (
+        ("lost_writes", "nba_store_lost_writes", "Writes sent without waiting that could not be made"),
+        ("resent_writes", "nba_store_resent_writes", "Writes sent again after a redirect, TRYAGAIN or a lost link"),
+        ("retried_writes", "nba_store_retried_writes", "Awaited commits tried again after TRYAGAIN"),
+        ("slot_table_fetches", "nba_redis_slot_table_fetches", "Redis Cluster slot table fetches"),
+        ("node_down_events", "nba_redis_node_down", "Redis nodes seen going down"),
+    ):
+        if key in counters:
+            yield CounterMetricFamily(name, doc, value=counters[key])
+    if "nodes_down" in counters:
+        yield GaugeMetricFamily("nba_redis_nodes_down", "Redis nodes down now", value=counters["nodes_down"])

@@ -12,11 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from nba.dsl.loader import load_ruleset_async
 from nba.engine.protocol import LOAD_FAILED, error_response, ok_response
 from nba.engine.server.logs import log
 
 if TYPE_CHECKING:
     from nba.engine.server.lifecycle import Server
+
+RELOAD_TIMEOUT_S = 600.0  # a child that loads for longer than this is stopped; the old ruleset keeps serving
 
 
 class Reloader:
@@ -34,6 +37,19 @@ class Reloader:
             engine.reload()
         else:
             engine.reload(self.rules_path)
+
+    async def _load_off_the_loop(self, loop) -> None:
+        """Load in a child process and swap the ruleset in (issue 21, item 8): a compile in a
+        thread holds the interpreter lock for seconds on a big ruleset and stalls every
+        client; the child's result is linked here in short steps between the loop's turns.
+        An engine that cannot take a ruleset loaded elsewhere (no ``use``) reloads itself
+        in a thread."""
+        engine = self.server.engine
+        path = self.rules_path or getattr(engine, "path", None)
+        if hasattr(engine, "use") and path is not None:
+            engine.use(await load_ruleset_async(path, timeout=RELOAD_TIMEOUT_S), path)
+        else:
+            await loop.run_in_executor(self._executor, self._load)
 
     async def reload(self, request_id: Any = None, origin: str = "op") -> dict:
         """Load the ruleset again and swap it in; on failure the old one keeps serving.
@@ -58,7 +74,7 @@ class Reloader:
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._executor, self._load)
+                await self._load_off_the_loop(loop)
             except Exception as exc:  # noqa: BLE001 - any failure to load leaves the old ruleset
                 stats.reloads_failed += 1
                 log.error("reload (%s) failed; the old ruleset keeps serving:\n%s", origin, exc)
