@@ -69,9 +69,24 @@ def put_profiles(url: str) -> None:
 
 def start_consumer(url: str, stream: str, count: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "nba.engine.cli", "consume", str(RULES), "--redis", url, "--stream", stream,
-         "--count", str(count)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "nba.engine.cli",
+            "consume",
+            str(RULES),
+            "--redis",
+            url,
+            "--stream",
+            stream,
+            "--count",
+            str(count),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> dict:
@@ -91,8 +106,10 @@ def wait_for_outputs(client, out: str, count: int, process: subprocess.Popen, ti
     deadline = time.monotonic() + timeout_s
     while client.xlen(out) < count:
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the consumer stopped or stalled at {client.xlen(out)} of {count}: "
-                               f"{stop(process) if process.poll() is None else process.stderr.read()[-2000:]}")
+            raise RuntimeError(
+                f"the consumer stopped or stalled at {client.xlen(out)} of {count}: "
+                f"{stop(process) if process.poll() is None else process.stderr.read()[-2000:]}"
+            )
         time.sleep(0.02)
 
 
@@ -105,7 +122,7 @@ def throughput(client, url: str, events: int, count: int) -> dict:
     lines = event_lines(events)
     for start in range(0, len(lines), 5000):
         pipe = client.pipeline(transaction=False)
-        for line in lines[start:start + 5000]:
+        for line in lines[start : start + 5000]:
             pipe.xadd("bench", {"event": line})
         pipe.execute()
     redis_cpu = redis_cpu_s(client)
@@ -119,10 +136,18 @@ def throughput(client, url: str, events: int, count: int) -> dict:
     last = client.xrevrange("bench:decisions", count=1)[0][0]
     span_s = max(1, id_ms(last) - id_ms(first)) / 1000
     consumer_cpu = stats["cpu_s_since_first_entry"]
-    return {"events": events, "count": count, "span_s": span_s, "rate": (events - 1) / span_s,
-            "wall_s_with_startup": wall, "decided": stats["decided"], "bad": stats["bad"],
-            "consumer_cpu_us_per_entry": consumer_cpu / events * 1e6, "redis_cpu_us_per_entry": redis_cpu / events * 1e6,
-            "load_average": os.getloadavg()[0]}
+    return {
+        "events": events,
+        "count": count,
+        "span_s": span_s,
+        "rate": (events - 1) / span_s,
+        "wall_s_with_startup": wall,
+        "decided": stats["decided"],
+        "bad": stats["bad"],
+        "consumer_cpu_us_per_entry": consumer_cpu / events * 1e6,
+        "redis_cpu_us_per_entry": redis_cpu / events * 1e6,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def redis_cpu_s(client) -> float:
@@ -154,8 +179,16 @@ def lag(client, url: str, rate: int, seconds: float, count: int) -> dict:
     def pick(q: float) -> float:
         return float(lags[min(len(lags) - 1, int(q * len(lags)))])
 
-    return {"rate": rate, "offered_rate": len(lines) / offered_s, "entries": len(lines), "p50_ms": pick(0.5),
-            "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": float(lags[-1]), "decided": stats["decided"]}
+    return {
+        "rate": rate,
+        "offered_rate": len(lines) / offered_s,
+        "entries": len(lines),
+        "p50_ms": pick(0.5),
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+        "max_ms": float(lags[-1]),
+        "decided": stats["decided"],
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -177,7 +210,8 @@ def run(args: argparse.Namespace) -> dict:
         if own is not None:
             own.__exit__(None, None, None)
     command = "nba bench consume " + " ".join(
-        f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("events", "rate", "seconds", "count"))
+        f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("events", "rate", "seconds", "count")
+    )
     lines = [
         f"`{command}`{' --quick' if args.quick else ''} ({'cython' if os.environ.get('NBA_PURE_PYTHON') != '1' else 'pure'} twins)",
         "",
@@ -192,8 +226,11 @@ def run(args: argparse.Namespace) -> dict:
         f"p50 {slow['p50_ms']:.0f} ms, p90 {slow['p90_ms']:.0f} ms, p99 {slow['p99_ms']:.0f} ms, max {slow['max_ms']:.0f} ms | "
         f"p99 < {GOAL_LAG_P99_MS:.0f} ms |",
     ]
-    return {"title": "nba consume (Redis Streams)", "markdown": "\n".join(lines),
-            "data": {"throughput": fast, "lag": slow}}
+    return {
+        "title": "nba consume (Redis Streams)",
+        "markdown": "\n".join(lines),
+        "data": {"throughput": fast, "lag": slow},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,10 +51,21 @@ def settings(args: argparse.Namespace) -> dict:
 # The workers: one process per nba twin
 # ---------------------------------------------------------------------------------------
 
+
 def run_worker(n_rules: int, config: dict, pure: bool, with_peers: bool, earlier_builds: dict) -> dict:
-    args = ["benchmarks.eval_worker", "--rules", str(n_rules),
-            "--events", str(config["events"]), "--seed", str(config["seed"]), "--budget", str(config["budget"]),
-            "--earlier-builds", json.dumps(earlier_builds)]
+    args = [
+        "benchmarks.eval_worker",
+        "--rules",
+        str(n_rules),
+        "--events",
+        str(config["events"]),
+        "--seed",
+        str(config["seed"]),
+        "--budget",
+        str(config["budget"]),
+        "--earlier-builds",
+        json.dumps(earlier_builds),
+    ]
     if with_peers:
         args += ["--peers", ",".join(sorted(config["peers"])) if config["peers"] else "all"]
     if not config["nba"]:
@@ -80,6 +91,7 @@ def twin_rows(result: dict, twin: str, pure: bool) -> list[dict]:
 # One rule count, and the whole run
 # ---------------------------------------------------------------------------------------
 
+
 def baseline(rows: list[dict]) -> dict | None:
     """The row the ratios are against: nba evaluation, Cython first; else the reference."""
     by_name = {r["contender"]: r for r in rows if "p50_us" in r}
@@ -91,19 +103,37 @@ def baseline(rows: list[dict]) -> dict | None:
 
 def size_table(rows: list[dict]) -> str:
     base = baseline(rows)
-    headers = ["contender", "version", "build s", "p50 µs", "p99 µs", "p99.9 µs", "decisions/s",
-               f"p50 vs {base['contender'] if base else '-'}", "samples", "wrong decisions", "note"]
+    headers = [
+        "contender",
+        "version",
+        "build s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "decisions/s",
+        f"p50 vs {base['contender'] if base else '-'}",
+        "samples",
+        "wrong decisions",
+        "note",
+    ]
     body = []
     for r in rows:
         timed = "p50_us" in r
-        body.append([
-            r["contender"], r.get("version") or "-", figure(r.get("build_s")),
-            figure(r.get("p50_us")) if timed else "-", figure(r.get("p99_us")) if timed else "-",
-            figure(r.get("p999_us")) if timed else "-", figure(r.get("per_second")) if timed else "-",
-            ratio(r["p50_us"] / base["p50_us"]) if timed and base else "-",
-            f"{r['samples']:,}" if timed else "-",
-            str(r.get("mismatches", "-")), r.get("note", ""),
-        ])
+        body.append(
+            [
+                r["contender"],
+                r.get("version") or "-",
+                figure(r.get("build_s")),
+                figure(r.get("p50_us")) if timed else "-",
+                figure(r.get("p99_us")) if timed else "-",
+                figure(r.get("p999_us")) if timed else "-",
+                figure(r.get("per_second")) if timed else "-",
+                ratio(r["p50_us"] / base["p50_us"]) if timed and base else "-",
+                f"{r['samples']:,}" if timed else "-",
+                str(r.get("mismatches", "-")),
+                r.get("note", ""),
+            ]
+        )
     return markdown_table(headers, body)
 
 
@@ -116,7 +146,9 @@ def run_size(n_rules: int, config: dict, earlier_builds: dict) -> dict:
     if config["nba"]:
         pure_result = run_worker(n_rules, config, pure=True, with_peers=False, earlier_builds={})
         pure_rows = twin_rows(pure_result, "pure Python", pure=True)
-        anchors["pure Python"] = next((r for r in pure_rows if r["contender"] == reference_name and "p50_us" in r), None)
+        anchors["pure Python"] = next(
+            (r for r in pure_rows if r["contender"] == reference_name and "p50_us" in r), None
+        )
         nba_rows = [r for r in rows if r["contender"].startswith("nba")]
         others = [r for r in rows if not r["contender"].startswith("nba")]
         rows = nba_rows + [r for r in pure_rows if r["contender"].startswith("nba")] + others
@@ -127,12 +159,19 @@ def run_size(n_rules: int, config: dict, earlier_builds: dict) -> dict:
             earlier_builds[row["contender"]] = [n_rules, row["build_s"]]
     info = {k: main_result.get(k) for k in ("rules", "event_types", "events", "match_rate")}
     info["rules"] = n_rules
-    heading = (f"{n_rules:,} rules ({info['event_types']} event types, {info['events'] or 0:,} events, "
-               f"{(info['match_rate'] or 0):.0%} decided)")
+    heading = (
+        f"{n_rules:,} rules ({info['event_types']} event types, {info['events'] or 0:,} events, "
+        f"{(info['match_rate'] or 0):.0%} decided)"
+    )
     table = size_table(rows)
     print(heading + "\n" + table, flush=True)
-    return {**info, "heading": heading, "rows": rows, "table": table,
-            "reference_p50_us": {twin: (a["p50_us"] if a else None) for twin, a in anchors.items()}}
+    return {
+        **info,
+        "heading": heading,
+        "rows": rows,
+        "table": table,
+        "reference_p50_us": {twin: (a["p50_us"] if a else None) for twin, a in anchors.items()},
+    }
 
 
 def _verdict(met: bool) -> str:
@@ -153,12 +192,16 @@ def goals(sizes: list[dict]) -> list[str]:
     if nba and peer_rows:
         fastest = min(peer_rows, key=lambda r: r["p50_us"])
         times = fastest["p50_us"] / nba["p50_us"]
-        lines.append(f"- nba evaluation (Cython) vs the fastest peer, {fastest['contender']}: {ratio(times)} "
-                     f"as fast at p50 (goal 10x: {_verdict(times >= 10)})")
+        lines.append(
+            f"- nba evaluation (Cython) vs the fastest peer, {fastest['contender']}: {ratio(times)} "
+            f"as fast at p50 (goal 10x: {_verdict(times >= 10)})"
+        )
     if nba and reference:
         times = reference["p50_us"] / nba["p50_us"]
-        lines.append(f"- nba evaluation (Cython) vs the hand-written Python: {ratio(times)} as fast at p50 "
-                     f"(goal more than 1x: {_verdict(times > 1)})")
+        lines.append(
+            f"- nba evaluation (Cython) vs the hand-written Python: {ratio(times)} as fast at p50 "
+            f"(goal more than 1x: {_verdict(times > 1)})"
+        )
     if nba and pure:
         times = pure["p50_us"] / nba["p50_us"]
         anchors = at_1000.get("reference_p50_us") or {}
@@ -166,12 +209,16 @@ def goals(sizes: list[dict]) -> list[str]:
         if anchors.get("Cython") and anchors.get("pure Python"):
             relative = (pure["p50_us"] / anchors["pure Python"]) / (nba["p50_us"] / anchors["Cython"])
             anchored = f"; {ratio(relative)} relative to the hand-written Python measured in each process"
-        lines.append(f"- Cython twin vs pure-Python twin (evaluation): {ratio(times)} as fast at p50{anchored} "
-                     f"(goal 2x: {_verdict(times >= 2)})")
+        lines.append(
+            f"- Cython twin vs pure-Python twin (evaluation): {ratio(times)} as fast at p50{anchored} "
+            f"(goal 2x: {_verdict(times >= 2)})"
+        )
     decide = rows.get(f"{NBA_DECIDE} (Cython)")
     if decide:
-        lines.append(f"- full in-process decide (Cython, in-memory store): p99 {figure(decide['p99_us'])} µs "
-                     f"(goal under 50 µs: {_verdict(decide['p99_us'] < 50)})")
+        lines.append(
+            f"- full in-process decide (Cython, in-memory store): p99 {figure(decide['p99_us'])} µs "
+            f"(goal under 50 µs: {_verdict(decide['p99_us'] < 50)})"
+        )
     return lines or ["(nba not measured: goals not measured)"]
 
 
@@ -214,7 +261,11 @@ def run(args: argparse.Namespace) -> dict:
     ]
     for size in sizes:
         markdown += ["", f"### {size['heading']}", "", size["table"]]
-    return {"title": "Evaluation", "markdown": "\n".join(markdown), "data": {"config": {**config, "peers": sorted(config["peers"] or [])}, "sizes": sizes}}
+    return {
+        "title": "Evaluation",
+        "markdown": "\n".join(markdown),
+        "data": {"config": {**config, "peers": sorted(config["peers"] or [])}, "sizes": sizes},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,13 +51,26 @@ def ping(port: int) -> bool:
         return msgpack.unpackb(data[4:]).get("ok") is True
 
 
-def run_case(name: str, extra: list[str], env: dict, connections: int, frame_bytes: int, chunk_bytes: int,
-             rules: str) -> dict:
+def run_case(
+    name: str, extra: list[str], env: dict, connections: int, frame_bytes: int, chunk_bytes: int, rules: str
+) -> dict:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        server = Process([sys.executable, "-m", "nba.engine.server", rules, "--port", "0",
-                          "--max-connections", str(connections + 100), *extra], name)
+        server = Process(
+            [
+                sys.executable,
+                "-m",
+                "nba.engine.server",
+                rules,
+                "--port",
+                "0",
+                "--max-connections",
+                str(connections + 100),
+                *extra,
+            ],
+            name,
+        )
     finally:
         for k, v in old.items():
             if v is None:
@@ -111,14 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         ("--max-buffered-bytes raised to hold them all", ["--max-buffered-bytes", room], {}),
         ("the same without malloc_trim (NBA_MALLOC_TRIM=0)", ["--max-buffered-bytes", room], {"NBA_MALLOC_TRIM": "0"}),
     ]
-    print(f"{args.connections} connections, each holding {args.frame_bytes - 1:,} bytes of a {args.frame_bytes:,}-byte frame, "
-          f"sent {args.chunk_bytes:,} bytes at a time, connection after connection")
-    print(f"| case | RSS before (MiB) | while held | 3 s after they close | still answers |")
-    print(f"|---|---:|---:|---:|---|")
+    print(
+        f"{args.connections} connections, each holding {args.frame_bytes - 1:,} bytes of a {args.frame_bytes:,}-byte frame, "
+        f"sent {args.chunk_bytes:,} bytes at a time, connection after connection"
+    )
+    print("| case | RSS before (MiB) | while held | 3 s after they close | still answers |")
+    print("|---|---:|---:|---:|---|")
     for name, extra, env in cases:
         row = run_case(name, extra, env, args.connections, args.frame_bytes, args.chunk_bytes, rules)
-        print(f"| {row['case']} | {row['before']:.0f} | {row['held']:.0f} | {row['after']:.0f} | {'yes' if row['alive'] else 'NO'} |",
-              flush=True)
+        print(
+            f"| {row['case']} | {row['before']:.0f} | {row['held']:.0f} | {row['after']:.0f} | {'yes' if row['alive'] else 'NO'} |",
+            flush=True,
+        )
     return 0
 
 

@@ -75,10 +75,12 @@ def measured_row(name: str, latencies: list[int], results: list, expected: list 
 # The child: one nba twin
 # ---------------------------------------------------------------------------------------
 
+
 def child(config: dict) -> dict:
     """nba and the hand-written rules, deciding the same events in turns, one event at a time."""
-    from benchmarks.eval_worker import loaded_twin
     from nba.engine import Engine
+
+    from benchmarks.eval_worker import loaded_twin
 
     data = workload(config)
     reference = hw.HandWrittenRules()
@@ -108,10 +110,16 @@ def child(config: dict) -> dict:
         reference_ns.append(t2 - t1)
         got.append(action)
         expected.append(want)
-    return {"twin": loaded_twin(), "fill_s": fill_s, "past_events": len(data.past),
-            "rows": [measured_row("nba decide", nba_ns, got, expected),
-                     measured_row("hand-written Python", reference_ns, expected, expected)],
-            "actions": Counter(a or "none" for a in expected)}
+    return {
+        "twin": loaded_twin(),
+        "fill_s": fill_s,
+        "past_events": len(data.past),
+        "rows": [
+            measured_row("nba decide", nba_ns, got, expected),
+            measured_row("hand-written Python", reference_ns, expected, expected),
+        ],
+        "actions": Counter(a or "none" for a in expected),
+    }
 
 
 def run_child(pure: str | None, config: dict) -> dict:
@@ -122,10 +130,14 @@ def run_child(pure: str | None, config: dict) -> dict:
 # The parent
 # ---------------------------------------------------------------------------------------
 
+
 def run(args: argparse.Namespace) -> dict:
     config = settings(args)
-    print(f"\n## history: {config['customers']} customers x {config['past']:,} past events, "
-          f"{config['decisions']:,} timed decisions, 20 aggregates", flush=True)
+    print(
+        f"\n## history: {config['customers']} customers x {config['past']:,} past events, "
+        f"{config['decisions']:,} timed decisions, 20 aggregates",
+        flush=True,
+    )
     rows, notes, actions = [], [], None
     for twin, pure in NBA_TWINS:
         result = run_child(pure, config)
@@ -139,42 +151,72 @@ def run(args: argparse.Namespace) -> dict:
         reference["contender"] = f"hand-written Python (beside the {twin} twin)"
         rows += [nba, reference]
         actions = result["actions"]
-        notes.append(f"{twin}: {result['past_events']:,} past events decided in {figure(result['fill_s'])} s "
-                     f"({figure(result['past_events'] / result['fill_s'])} decisions/s)")
-        print(f"  {nba['contender']}: p50 {figure(nba['p50_us'])} µs, p99 {figure(nba['p99_us'])} µs; "
-              f"hand-written p50 {figure(reference['p50_us'])} µs", flush=True)
+        notes.append(
+            f"{twin}: {result['past_events']:,} past events decided in {figure(result['fill_s'])} s "
+            f"({figure(result['past_events'] / result['fill_s'])} decisions/s)"
+        )
+        print(
+            f"  {nba['contender']}: p50 {figure(nba['p50_us'])} µs, p99 {figure(nba['p99_us'])} µs; "
+            f"hand-written p50 {figure(reference['p50_us'])} µs",
+            flush=True,
+        )
     base = next((r for r in rows if "p50_us" in r and r["contender"].startswith("nba")), None)
     table = markdown_table(
-        ["contender", "p50 µs", "p99 µs", "p99.9 µs", "decisions/s", f"p50 vs {base['contender'] if base else '-'}",
-         "samples", "wrong decisions", "note"],
-        [[r["contender"], figure(r.get("p50_us")), figure(r.get("p99_us")), figure(r.get("p999_us")),
-          figure(r.get("per_second")), ratio(r["p50_us"] / base["p50_us"]) if base and "p50_us" in r else "-",
-          f"{r['samples']:,}" if "samples" in r else "-", str(r.get("mismatches", "-")), r.get("note", "")]
-         for r in rows])
+        [
+            "contender",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "decisions/s",
+            f"p50 vs {base['contender'] if base else '-'}",
+            "samples",
+            "wrong decisions",
+            "note",
+        ],
+        [
+            [
+                r["contender"],
+                figure(r.get("p50_us")),
+                figure(r.get("p99_us")),
+                figure(r.get("p999_us")),
+                figure(r.get("per_second")),
+                ratio(r["p50_us"] / base["p50_us"]) if base and "p50_us" in r else "-",
+                f"{r['samples']:,}" if "samples" in r else "-",
+                str(r.get("mismatches", "-")),
+                r.get("note", ""),
+            ]
+            for r in rows
+        ],
+    )
     print(table, flush=True)
     decided = ", ".join(f"{name} {count}" for name, count in sorted((actions or {}).items(), key=lambda kv: -kv[1]))
     cython = next((r for r in rows if r["contender"] == "nba decide (Cython)" and "p99_us" in r), None)
-    goal = (f"Goal (reported, not asserted): p99 under 200 µs; measured {figure(cython['p99_us'])} µs (Cython)."
-            if cython else "Goal: p99 under 200 µs; not measured.")
-    markdown = "\n".join([
-        f"{config['customers']} customers with {config['past']:,} past events each (page views, purchases, "
-        f"email opens over 30 days), decided into the in-memory store in time order; then "
-        f"{config['decisions']:,} new events decided and timed one by one (each also recorded). "
-        "The ruleset (benchmarks/history_workload.py) has 10 rules and 20 aggregates "
-        "(count, sum, avg, min, max, distinct, since), each with a `where` filter, windows from 1h "
-        "to 30d. The hand-written Python keeps each customer's events by type in time order and "
-        "computes the same aggregates with bisect and comprehensions; it gives the expected "
-        "decisions, and decides each event right after nba, in the same process, so that both "
-        "meet the same load. `gc.freeze()` is called once the past events are in. Decisions/s here "
-        "is 1 / mean latency (the calls change state).",
-        "",
-        goal,
-        "",
-        table,
-        "",
-        *[f"- {n}" for n in notes],
-        f"- decisions made: {decided}" if decided else "",
-    ])
+    goal = (
+        f"Goal (reported, not asserted): p99 under 200 µs; measured {figure(cython['p99_us'])} µs (Cython)."
+        if cython
+        else "Goal: p99 under 200 µs; not measured."
+    )
+    markdown = "\n".join(
+        [
+            f"{config['customers']} customers with {config['past']:,} past events each (page views, purchases, "
+            f"email opens over 30 days), decided into the in-memory store in time order; then "
+            f"{config['decisions']:,} new events decided and timed one by one (each also recorded). "
+            "The ruleset (benchmarks/history_workload.py) has 10 rules and 20 aggregates "
+            "(count, sum, avg, min, max, distinct, since), each with a `where` filter, windows from 1h "
+            "to 30d. The hand-written Python keeps each customer's events by type in time order and "
+            "computes the same aggregates with bisect and comprehensions; it gives the expected "
+            "decisions, and decides each event right after nba, in the same process, so that both "
+            "meet the same load. `gc.freeze()` is called once the past events are in. Decisions/s here "
+            "is 1 / mean latency (the calls change state).",
+            "",
+            goal,
+            "",
+            table,
+            "",
+            *[f"- {n}" for n in notes],
+            f"- decisions made: {decided}" if decided else "",
+        ]
+    )
     return {"title": "History", "markdown": markdown, "data": {"config": config, "rows": rows, "notes": notes}}
 
 
@@ -183,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         try:
             result = child(json.loads(argv[1]))
-        except Exception as exc:  # reported to the parent
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
             result = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(result))
         return 0

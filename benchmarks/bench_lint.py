@@ -29,8 +29,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/bench_lint.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import synthetic  # noqa: E402
-from benchmarks.report import figure, markdown_table  # noqa: E402
+from benchmarks import synthetic
+from benchmarks.report import figure, markdown_table
 
 DEFAULT_RULE_COUNTS = (100, 1000)
 
@@ -58,8 +58,11 @@ def overlapping_rules(n: int, seed: int) -> str:
                 parts.append("profile.tier in [" + ", ".join(f'"{t}"' for t in chosen) + "]")
             else:
                 parts.append(rng.choice(["gold", "not gold", "profile.opt_in"]))
-        lines.append(f"rule r{i}\n  priority {rng.randrange(10)}\n  when " + "\n   and ".join(parts)
-                     + f"\n  then a{i} via {rng.choice(['web', 'email', 'push'])}\nend\n")
+        lines.append(
+            f"rule r{i}\n  priority {rng.randrange(10)}\n  when "
+            + "\n   and ".join(parts)
+            + f"\n  then a{i} via {rng.choice(['web', 'email', 'push'])}\nend\n"
+        )
     return "\n".join(lines)
 
 
@@ -99,10 +102,21 @@ def run(args: argparse.Namespace) -> dict:
                 total, analysis, cpu, found = time_lint(path, repeat)
             summary = ", ".join(f"{code} {count}" for code, count in sorted(found.items())) or "none"
             rows.append([f"{n:,}", name, figure(total), figure(cpu), figure(analysis), summary])
-            data.append({"rules": n, "ruleset": name, "lint_s": total, "lint_cpu_s": cpu, "analysis_s": analysis,
-                         "warnings": dict(found)})
-            print(f"  {n:,} rules, {name}: lint {figure(total)} s, CPU {figure(cpu)} s "
-                  f"(analysis {figure(analysis)} s); warnings: {summary}", flush=True)
+            data.append(
+                {
+                    "rules": n,
+                    "ruleset": name,
+                    "lint_s": total,
+                    "lint_cpu_s": cpu,
+                    "analysis_s": analysis,
+                    "warnings": dict(found),
+                }
+            )
+            print(
+                f"  {n:,} rules, {name}: lint {figure(total)} s, CPU {figure(cpu)} s "
+                f"(analysis {figure(analysis)} s); warnings: {summary}",
+                flush=True,
+            )
     table = markdown_table(["rules", "ruleset", "lint s (best)", "lint CPU s", "analysis s (best)", "warnings"], rows)
     print(table, flush=True)
     markdown = f"`nba lint` of generated rulesets, best of {repeat} (goal: 1,000 rules under 5 s).\n\n{table}"

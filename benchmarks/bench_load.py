@@ -24,11 +24,18 @@ DEFAULT_RULE_COUNTS = (100, 1000, 10000)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", default=None, help="comma-separated rule counts (default 100,1000,10000)")
-    parser.add_argument("--repeat", type=int, default=None, help="loads per rule count (default 3; 1 at 10,000 rules and more)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="loads per rule count (default 3; 1 at 10,000 rules and more)"
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--big", type=int, default=None, metavar="N",
-                        help="also load a varied N-rule file (benchmarks/big_ruleset.py; issue 21 used 52000) "
-                             "in a loop, in a thread and in a child process, measuring the event loop's longest stall")
+    parser.add_argument(
+        "--big",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also load a varied N-rule file (benchmarks/big_ruleset.py; issue 21 used 52000) "
+        "in a loop, in a thread and in a child process, measuring the event loop's longest stall",
+    )
 
 
 def load_times(path: Path, repeat: int) -> list[float]:
@@ -45,7 +52,9 @@ def load_times(path: Path, repeat: int) -> list[float]:
 def run(args: argparse.Namespace) -> dict:
     quick = getattr(args, "quick", False)
     rules_arg = getattr(args, "rules", None)
-    counts = [int(n) for n in rules_arg.split(",")] if rules_arg else ([100, 1000] if quick else list(DEFAULT_RULE_COUNTS))
+    counts = (
+        [int(n) for n in rules_arg.split(",")] if rules_arg else ([100, 1000] if quick else list(DEFAULT_RULE_COUNTS))
+    )
     seed = getattr(args, "seed", 1)
     rows, data = [], []
     for n in counts:
@@ -60,18 +69,29 @@ def run(args: argparse.Namespace) -> dict:
             except ImportError as exc:
                 rows.append([f"{n:,}", f"{len(text):,}", "-", "-", "-", f"dsl.load_ruleset not available: {exc}"])
                 continue
-            except Exception as exc:  # a load error is a finding, reported in the table
+            except Exception as exc:  # noqa: BLE001 - a load error is a finding, reported in the table
                 rows.append([f"{n:,}", f"{len(text):,}", "-", "-", "-", f"{type(exc).__name__}: {str(exc)[:200]}"])
                 continue
         best, median = min(times), statistics.median(times)
         data.append({"rules": n, "bytes": len(text), "best_s": best, "median_s": median, "loads": repeat})
-        rows.append([f"{n:,}", f"{len(text):,}", figure(best), figure(median), figure(best / n * 1e6), f"{repeat} load{'s' if repeat > 1 else ''}"])
+        rows.append(
+            [
+                f"{n:,}",
+                f"{len(text):,}",
+                figure(best),
+                figure(median),
+                figure(best / n * 1e6),
+                f"{repeat} load{'s' if repeat > 1 else ''}",
+            ]
+        )
         print(f"  {n:,} rules: {figure(best)} s", flush=True)
     twin = _twin()
     table = markdown_table(["rules", "bytes", "best s", "median s", "µs per rule (best)", "note"], rows)
     print(table, flush=True)
-    markdown = (f"`dsl.load_ruleset` (parse, check, compile) of the synthetic rulesets, in one process "
-                f"({twin} twin).\n\n{table}")
+    markdown = (
+        f"`dsl.load_ruleset` (parse, check, compile) of the synthetic rulesets, in one process "
+        f"({twin} twin).\n\n{table}"
+    )
     result = {"title": "Load time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
     big = getattr(args, "big", None)
     if big:
@@ -97,13 +117,23 @@ def run_stall(n_rules: int, seed: int) -> tuple[str, dict]:
             measured = load_stall.measure_in_child(str(path), mode)
             found.append(measured)
             print(f"  {mode}: {measured}", flush=True)
-            rows.append([mode, figure(measured["load_s"]), figure(measured["max_lag_s"] * 1000),
-                         figure(measured["p99_lag_s"] * 1000), figure(measured["peak_rss_mb"])])
+            rows.append(
+                [
+                    mode,
+                    figure(measured["load_s"]),
+                    figure(measured["max_lag_s"] * 1000),
+                    figure(measured["p99_lag_s"] * 1000),
+                    figure(measured["peak_rss_mb"]),
+                ]
+            )
     table = markdown_table(["load", "seconds", "longest loop stall ms", "p99 stall ms", "peak RSS MB"], rows)
     print(table, flush=True)
-    markdown = (f"A {n_rules:,}-rule file of {len(text.encode()):,} bytes (benchmarks/big_ruleset.py), loaded "
-                f"while an asyncio loop ticks every 1 ms (benchmarks/load_stall.py). In-process phases: "
-                + ", ".join(f"{k} {figure(v)}" for k, v in phases.items()) + f".\n\n{table}")
+    markdown = (
+        f"A {n_rules:,}-rule file of {len(text.encode()):,} bytes (benchmarks/big_ruleset.py), loaded "
+        f"while an asyncio loop ticks every 1 ms (benchmarks/load_stall.py). In-process phases: "
+        + ", ".join(f"{k} {figure(v)}" for k, v in phases.items())
+        + f".\n\n{table}"
+    )
     return markdown, {"rules": n_rules, "bytes": len(text.encode()), "phases": phases, "modes": found}
 
 

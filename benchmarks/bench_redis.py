@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import json
 import os
 import shutil
@@ -36,7 +37,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import heapq
 from collections import defaultdict
 from pathlib import Path
 
@@ -73,9 +73,23 @@ class ThrowawayRedis:
         if server is None:
             raise RuntimeError("redis-server is not installed")
         self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.wait_until_ready()
         return self
@@ -124,8 +138,10 @@ def read_jsonl(path: Path, limit: int | None = None) -> list:
 
 
 def bare_commands(keys, customer_id: str, time_s: float) -> list[tuple]:
-    return [("HGETALL", keys.profile(customer_id)),
-            ("ZRANGEBYSCORE", keys.history(customer_id, "page_view"), f"({time_s - 1800!r}", "+inf")]
+    return [
+        ("HGETALL", keys.profile(customer_id)),
+        ("ZRANGEBYSCORE", keys.history(customer_id, "page_view"), f"({time_s - 1800!r}", "+inf"),
+    ]
 
 
 class BareRoundTrip:
@@ -366,8 +382,10 @@ def concurrent_processes(url: str, events: list, callers: int, processes: int) -
     start, results = context.Barrier(processes), context.Queue()
     shares = [callers // processes + (n < callers % processes) for n in range(processes)]
     parts = by_customer(events, processes)  # each customer's events in one process, in order
-    children = [context.Process(target=process_caller, args=(url, parts[n], shares[n], start, results))
-                for n in range(processes)]
+    children = [
+        context.Process(target=process_caller, args=(url, parts[n], shares[n], start, results))
+        for n in range(processes)
+    ]
     for child in children:
         child.start()
     gathered = [results.get(timeout=600) for _ in children]
@@ -375,8 +393,12 @@ def concurrent_processes(url: str, events: list, callers: int, processes: int) -
         child.join(timeout=60)
     latencies = [latency for part in gathered for latency in part[0]]
     elapsed = max(part[3] for part in gathered) - min(part[2] for part in gathered)
-    return dict(percentiles(latencies), per_second=len(latencies) / elapsed,
-                degraded=sum(part[1] for part in gathered), processes=processes)
+    return dict(
+        percentiles(latencies),
+        per_second=len(latencies) / elapsed,
+        degraded=sum(part[1] for part in gathered),
+        processes=processes,
+    )
 
 
 def redis_cpu_s(url: str) -> float:
@@ -408,7 +430,7 @@ def memory_per_customer(url: str, prefix: str, used_before: int) -> dict:
     customers: set[str] = set()
     for key in client.scan_iter(match=f"{prefix}:{{*", count=1000):
         text = key.decode()
-        customer, _, rest = text[len(prefix) + 2:].rpartition("}:")
+        customer, _, rest = text[len(prefix) + 2 :].rpartition("}:")
         customers.add(customer)
         per_kind[rest.split(":")[0]] += client.memory_usage(key, samples=0) or 0
     used = client.info("memory")["used_memory"]
@@ -436,11 +458,19 @@ def run_loop(coroutine):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=None, help="events decided sequentially (default: 6000; quick: 1500)")
+    parser.add_argument(
+        "--events", type=int, default=None, help="events decided sequentially (default: 6000; quick: 1500)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent asyncio callers")
-    parser.add_argument("--redis", metavar="URL", default=None, help="an existing Redis to use (it gets keys under the prefix nbabench)")
-    parser.add_argument("--processes", default="2,4", metavar="N,N",
-                        help="also run the concurrent callers spread over this many engine processes (default: 2,4; 0: not)")
+    parser.add_argument(
+        "--redis", metavar="URL", default=None, help="an existing Redis to use (it gets keys under the prefix nbabench)"
+    )
+    parser.add_argument(
+        "--processes",
+        default="2,4",
+        metavar="N,N",
+        help="also run the concurrent callers spread over this many engine processes (default: 2,4; 0: not)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -453,7 +483,7 @@ def run(args: argparse.Namespace) -> dict:
     process_counts = [int(n) for n in str(getattr(args, "processes", "2,4") or "0").split(",") if n.strip()]
     events = read_jsonl(EVENTS)
     profiles = read_jsonl(PROFILES)
-    first, second, third = (events[n * count:(n + 1) * count] or events[:count] for n in range(3))
+    first, second, third = (events[n * count : (n + 1) * count] or events[:count] for n in range(3))
     server = None if url else ThrowawayRedis().__enter__()
     try:
         url = url or server.url
@@ -491,10 +521,14 @@ def run(args: argparse.Namespace) -> dict:
         "callers": callers,
         "loop": loop_name,
         "sequential": seq,
-        "concurrent": {"decide": concurrent, "decide_relaxed_budget": concurrent_relaxed,
-                       "decide_shared_stream": concurrent_shared_stream,
-                       "bare_pipeline": concurrent_bare_figures, "bare_shared": concurrent_shared_figures,
-                       "decide_processes": spread},
+        "concurrent": {
+            "decide": concurrent,
+            "decide_relaxed_budget": concurrent_relaxed,
+            "decide_shared_stream": concurrent_shared_stream,
+            "bare_pipeline": concurrent_bare_figures,
+            "bare_shared": concurrent_shared_figures,
+            "decide_processes": spread,
+        },
         "memory": memory,
         "goals": {
             "concurrent_p99_under_1ms": concurrent["p99_us"] < GOAL_CONCURRENT_P99_US,
@@ -513,9 +547,13 @@ def format_markdown(data: dict) -> str:
     seq, conc, memory = data["sequential"], data["concurrent"], data["memory"]
 
     def row(name, figures, per_second=True):
-        return [name, figure(figures["p50_us"]), figure(figures["p99_us"]),
-                figure(figures["per_second"]) if per_second and "per_second" in figures else "-",
-                figures.get("degraded", "-")]
+        return [
+            name,
+            figure(figures["p50_us"]),
+            figure(figures["p99_us"]),
+            figure(figures["per_second"]) if per_second and "per_second" in figures else "-",
+            figures.get("degraded", "-"),
+        ]
 
     headers = ["", "p50 µs", "p99 µs", "decisions/s", "degraded"]
     rows = [
@@ -523,13 +561,25 @@ def format_markdown(data: dict) -> str:
         row("sequential: engine.decide on memory (the rules' own cost)", seq["decide_memory"]),
         row("sequential: bare HGETALL+ZRANGEBYSCORE, redis-py Pipeline", seq["bare_pipeline"]),
         row("sequential: bare HGETALL+ZRANGEBYSCORE, redis-py Connection", seq["bare_connection"]),
-        row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms ({data['loop']})", conc["decide"]),
-        row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget {RELAXED_BUDGET_S * 1000:g} ms",
-            conc["decide_relaxed_budget"]),
-        row(f"{data['callers']} concurrent, one shared stream in file order: engine.decide_async on Redis, budget 1 ms",
-            conc["decide_shared_stream"]),
-        *[row(f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms, spread over "
-              f"{figures['processes']} processes", figures) for figures in conc.get("decide_processes", [])],
+        row(
+            f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms ({data['loop']})", conc["decide"]
+        ),
+        row(
+            f"{data['callers']} concurrent: engine.decide_async on Redis, budget {RELAXED_BUDGET_S * 1000:g} ms",
+            conc["decide_relaxed_budget"],
+        ),
+        row(
+            f"{data['callers']} concurrent, one shared stream in file order: engine.decide_async on Redis, budget 1 ms",
+            conc["decide_shared_stream"],
+        ),
+        *[
+            row(
+                f"{data['callers']} concurrent: engine.decide_async on Redis, budget 1 ms, spread over "
+                f"{figures['processes']} processes",
+                figures,
+            )
+            for figures in conc.get("decide_processes", [])
+        ],
         row(f"{data['callers']} concurrent: bare round trip, redis.asyncio Pipeline", conc["bare_pipeline"]),
         row(f"{data['callers']} concurrent: bare round trip, the store's shared connection", conc["bare_shared"]),
     ]
@@ -546,8 +596,10 @@ def format_markdown(data: dict) -> str:
         f"- sequential p50 / bare p50: {goals['sequential_p50_ratio_to_bare_pipeline']:.2f}x the Pipeline round trip, "
         f"{goals['sequential_p50_ratio_to_bare_connection']:.2f}x the Connection round trip (goal: within 2x)",
         f"- {data['callers']} concurrent p99: {figure(conc['decide']['p99_us'])} µs in one process (goal: under 1000 µs)"
-        + "".join(f"; {figure(figures['p99_us'])} µs over {figures['processes']} processes"
-                  for figures in conc.get("decide_processes", [])),
+        + "".join(
+            f"; {figure(figures['p99_us'])} µs over {figures['processes']} processes"
+            for figures in conc.get("decide_processes", [])
+        ),
         f"- CPU of the engine's process per concurrent decision (user + system, one process, 1 ms budget): "
         f"{figure(conc['decide']['cpu_us'])} µs: one process decides at most {figure(1e6 / conc['decide']['cpu_us'])} "
         f"times a second, so with {data['callers']} callers always waiting a decision takes at least "

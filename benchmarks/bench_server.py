@@ -92,6 +92,7 @@ CATEGORIES = ("shoes", "shirts", "bags", "hats")
 
 # ------------------------------------------------------------------ the workload
 
+
 def make_events(n: int, customers: int, seed: int, prefix: str) -> list[dict]:
     rng = random.Random(seed)
     events = []
@@ -101,7 +102,14 @@ def make_events(n: int, customers: int, seed: int, prefix: str) -> list[dict]:
         if kind < 0.6:
             events.append({"customer_id": customer, "type": "page_view", "category": rng.choice(CATEGORIES)})
         elif kind < 0.9:
-            events.append({"customer_id": customer, "type": "cart_abandoned", "cart_value": rng.randrange(10, 200), "items": rng.randrange(1, 6)})
+            events.append(
+                {
+                    "customer_id": customer,
+                    "type": "cart_abandoned",
+                    "cart_value": rng.randrange(10, 200),
+                    "items": rng.randrange(1, 6),
+                }
+            )
         else:
             events.append({"customer_id": customer, "type": "purchase", "amount": rng.randrange(5, 300)})
     return events
@@ -116,6 +124,7 @@ def decide_frames(events: list[dict], first_id: int) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ the bare echo server
+
 
 class EchoProtocol(asyncio.Protocol):
     """Decodes every frame and sends it back encoded again: nothing else. The responses to
@@ -172,6 +181,7 @@ def serve_echo(protocol=EchoProtocol) -> None:
 
 # ------------------------------------------------------------------ processes
 
+
 class Process:
     """A child process that logs `listening on 127.0.0.1:PORT`; stopped with SIGTERM."""
 
@@ -218,9 +228,21 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="nba-bench-redis-")
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -246,6 +268,7 @@ class RedisServer:
 
 
 # ------------------------------------------------------------------ the client side
+
 
 class Connection:
     """A raw blocking connection: send frames, read whole response frames back."""
@@ -375,8 +398,11 @@ def put_profiles(port: int, customers: int, prefix: str, seed: int) -> None:
     rng = random.Random(seed)
     frames = []
     for i in range(customers):
-        profile = {"tier": rng.choice(["gold", "silver", "bronze"]), "lifetime_value": rng.randrange(0, 3000),
-                   "email_opt_in": rng.random() < 0.7}
+        profile = {
+            "tier": rng.choice(["gold", "silver", "bronze"]),
+            "lifetime_value": rng.randrange(0, 3000),
+            "email_opt_in": rng.random() < 0.7,
+        }
         body = msgpack.packb({"id": i, "op": "put_profile", "customer_id": f"{prefix}{i}", "profile": profile})
         frames.append(HEADER.pack(len(body)) + body)
     conn = Connection(port)
@@ -389,6 +415,7 @@ def put_profiles(port: int, customers: int, prefix: str, seed: int) -> None:
 
 
 # ------------------------------------------------------------------ one target
+
 
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (Linux /proc), or None elsewhere."""
@@ -445,12 +472,18 @@ def in_process(rules_path: str, config: dict) -> dict:
     prefix = "inproc-"
     rng = random.Random(config["seed"])
     for i in range(config["customers"]):
-        engine.put_profile(f"{prefix}{i}", {"tier": rng.choice(["gold", "silver", "bronze"]),
-                                            "lifetime_value": rng.randrange(0, 3000), "email_opt_in": rng.random() < 0.7})
+        engine.put_profile(
+            f"{prefix}{i}",
+            {
+                "tier": rng.choice(["gold", "silver", "bronze"]),
+                "lifetime_value": rng.randrange(0, 3000),
+                "email_opt_in": rng.random() < 0.7,
+            },
+        )
     events = make_events(config["sequential"] + config["pipelined"], config["customers"], config["seed"], prefix)
     for event in events[: config["sequential"]]:  # the history the server's sequential phase leaves
         engine.decide_map(event)
-    timed = [msgpack.packb(event) for event in events[config["sequential"]:]]
+    timed = [msgpack.packb(event) for event in events[config["sequential"] :]]
     unpackb = msgpack.unpackb
     decide_map = engine.decide_map
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -458,8 +491,12 @@ def in_process(rules_path: str, config: dict) -> dict:
         decide_map(unpackb(packed))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     engine.close()
-    return {"requests": len(timed), "seconds": elapsed, "per_second": len(timed) / elapsed,
-            "server_cpu_us": cpu / len(timed) * 1e6}
+    return {
+        "requests": len(timed),
+        "seconds": elapsed,
+        "per_second": len(timed) / elapsed,
+        "server_cpu_us": cpu / len(timed) * 1e6,
+    }
 
 
 def nba_command(rules_dir: str, redis_url: str | None) -> list[str]:
@@ -476,10 +513,12 @@ def measure_all(config: dict) -> list[dict]:
     default_only = Path(rules_dir, "default-only.rules")
     default_only.write_text(DEFAULT_ONLY_RULES, encoding="utf-8")
     echo = [sys.executable, "-m", "benchmarks.bench_server"]
-    targets = [(ECHO, echo + ["--serve-echo"], False),
-               (FRAMEWISE_ECHO, echo + ["--serve-echo-per-frame"], False),
-               ("nba in-memory", nba_command(str(Path(rules_dir, "cart.rules")), None), True),
-               ("nba in-memory, default-only ruleset", nba_command(str(default_only), None), True)]
+    targets = [
+        (ECHO, echo + ["--serve-echo"], False),
+        (FRAMEWISE_ECHO, echo + ["--serve-echo-per-frame"], False),
+        ("nba in-memory", nba_command(str(Path(rules_dir, "cart.rules")), None), True),
+        ("nba in-memory, default-only ruleset", nba_command(str(default_only), None), True),
+    ]
     redis = None
     try:
         if config["redis"]:
@@ -496,8 +535,12 @@ def measure_all(config: dict) -> list[dict]:
             finally:
                 proc.stop()
         print("measuring Engine.decide_map in-process ...", flush=True)
-        rows.append({"target": "Engine.decide_map in-process (no server)",
-                     "pipelined": in_process(str(Path(rules_dir, "cart.rules")), config)})
+        rows.append(
+            {
+                "target": "Engine.decide_map in-process (no server)",
+                "pipelined": in_process(str(Path(rules_dir, "cart.rules")), config),
+            }
+        )
     finally:
         if redis is not None:
             redis.stop()
@@ -506,6 +549,7 @@ def measure_all(config: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------ report
+
 
 def table(rows: list[dict]) -> str:
     echo = next((r for r in rows if r["target"] == ECHO), None)
@@ -516,7 +560,9 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         seq, pipe = row.get("sequential"), row["pipelined"]
         share = f"{pipe['per_second'] / echo['pipelined']['per_second']:.0%}" if echo else "-"
-        degraded = f"{seq['degraded_share']:.1%} / {pipe['degraded_share']:.1%}" if seq and "degraded_share" in seq else "-"
+        degraded = (
+            f"{seq['degraded_share']:.1%} / {pipe['degraded_share']:.1%}" if seq and "degraded_share" in seq else "-"
+        )
         latency = f"{seq['p50_us']:.0f} | {seq['p99_us']:.0f} | {seq['p999_us']:.0f}" if seq else "- | - | -"
         cpu = f"{pipe['server_cpu_us']:.1f}" if pipe.get("server_cpu_us") is not None else "-"
         lines.append(f"| {row['target']} | {latency} | {pipe['per_second']:,.0f} | {share} | {cpu} | {degraded} |")
@@ -529,21 +575,29 @@ def goals(rows: list[dict]) -> list[str]:
     for name in ("nba in-memory", "nba redis"):
         if name in by_name:
             p99 = by_name[name]["sequential"]["p99_us"]
-            out.append(f"- {name}: sequential p99 {p99:.0f} µs (goal < {GOAL_P99_US:.0f} µs): "
-                       f"{'met' if p99 < GOAL_P99_US else 'NOT met'}")
+            out.append(
+                f"- {name}: sequential p99 {p99:.0f} µs (goal < {GOAL_P99_US:.0f} µs): "
+                f"{'met' if p99 < GOAL_P99_US else 'NOT met'}"
+            )
     memory = by_name.get("nba in-memory")
-    for name, which in ((ECHO, "the echo server's (one write per read, as nba's server)"),
-                        (FRAMEWISE_ECHO, "the per-frame echo server's (one write per response)")):
+    for name, which in (
+        (ECHO, "the echo server's (one write per read, as nba's server)"),
+        (FRAMEWISE_ECHO, "the per-frame echo server's (one write per response)"),
+    ):
         echo = by_name.get(name)
         if memory and echo:
             share = memory["pipelined"]["per_second"] / echo["pipelined"]["per_second"]
-            out.append(f"- nba in-memory: pipelined throughput {share:.0%} of {which} (goal >= "
-                       f"{GOAL_ECHO_SHARE:.0%}): {'met' if share >= GOAL_ECHO_SHARE else 'NOT met'}")
+            out.append(
+                f"- nba in-memory: pipelined throughput {share:.0%} of {which} (goal >= "
+                f"{GOAL_ECHO_SHARE:.0%}): {'met' if share >= GOAL_ECHO_SHARE else 'NOT met'}"
+            )
     ceiling = by_name.get("Engine.decide_map in-process (no server)")
     if memory and ceiling:
         share = memory["pipelined"]["per_second"] / ceiling["pipelined"]["per_second"]
-        out.append(f"- nba in-memory: pipelined throughput {share:.0%} of Engine.decide_map called in-process "
-                   "on the same workload (the ceiling for any server of this engine)")
+        out.append(
+            f"- nba in-memory: pipelined throughput {share:.0%} of Engine.decide_map called in-process "
+            "on the same workload (the ceiling for any server of this engine)"
+        )
     return out
 
 
@@ -566,30 +620,35 @@ def run(args: argparse.Namespace) -> dict:
     print("\n" + text + "\n\nGoals (reported, not asserted):\n" + "\n".join(goal_lines), flush=True)
     for row in rows:
         if row["pipelined"].get("wrong") or row.get("sequential", {}).get("errors"):
-            print(f"WARNING: {row['target']}: {row['pipelined']['wrong']} wrong pipelined responses, "
-                  f"{row['sequential']['errors']} sequential errors", flush=True)
-    markdown = "\n".join([
-        "One client process and one server process over loopback (127.0.0.1); every target is measured "
-        "in the same run by the same client code. Sequential: one request at a time, round trip timed. "
-        f"Pipelined: {config['pipelined']:,} decide requests sent at once on one connection, requests per second "
-        "until the last response. Both echo servers decode each msgpack frame and send it back encoded again; "
-        "the first writes the responses to one read in one write (as nba's server does), the second "
-        "writes each response as it is made. `of echo` is against the first. "
-        f"Events: DSL.md's example ruleset, page views, abandoned carts and purchases over {config['customers']:,} "
-        "customers with profiles. `degraded`: decisions made without state because the store missed its latency budget. "
-        "The default-only ruleset row shows the server's own cost with almost no rule work; the in-process row is "
-        "`Engine.decide_map(msgpack.unpackb(event))` (the map `decide(...).to_dict()` gives, made as the server makes it) "
-        "called in a loop on the same workload, without a server. "
-        "`CPU µs/request`: the server process's CPU time (user + system) over the pipelined run, per request "
-        "(for the in-process row, the loop's own): unlike wall-clock rates it does not depend on what else the "
-        "machine is running.",
-        "",
-        text,
-        "",
-        "Goals (reported, not asserted):",
-        "",
-        *goal_lines,
-    ])
+            print(
+                f"WARNING: {row['target']}: {row['pipelined']['wrong']} wrong pipelined responses, "
+                f"{row['sequential']['errors']} sequential errors",
+                flush=True,
+            )
+    markdown = "\n".join(
+        [
+            "One client process and one server process over loopback (127.0.0.1); every target is measured "
+            "in the same run by the same client code. Sequential: one request at a time, round trip timed. "
+            f"Pipelined: {config['pipelined']:,} decide requests sent at once on one connection, requests per second "
+            "until the last response. Both echo servers decode each msgpack frame and send it back encoded again; "
+            "the first writes the responses to one read in one write (as nba's server does), the second "
+            "writes each response as it is made. `of echo` is against the first. "
+            f"Events: DSL.md's example ruleset, page views, abandoned carts and purchases over {config['customers']:,} "
+            "customers with profiles. `degraded`: decisions made without state because the store missed its latency budget. "
+            "The default-only ruleset row shows the server's own cost with almost no rule work; the in-process row is "
+            "`Engine.decide_map(msgpack.unpackb(event))` (the map `decide(...).to_dict()` gives, made as the server makes it) "
+            "called in a loop on the same workload, without a server. "
+            "`CPU µs/request`: the server process's CPU time (user + system) over the pipelined run, per request "
+            "(for the in-process row, the loop's own): unlike wall-clock rates it does not depend on what else the "
+            "machine is running.",
+            "",
+            text,
+            "",
+            "Goals (reported, not asserted):",
+            "",
+            *goal_lines,
+        ]
+    )
     return {"title": "Socket server", "markdown": markdown, "data": {"config": config, "rows": rows}}
 
 

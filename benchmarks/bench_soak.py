@@ -79,8 +79,10 @@ class Loader:
         head = b"\x84" if not record else b"\x83"
         tail = b"" if record else msgpack.packb("dry_run") + msgpack.packb(True)
         self.parts = [
-            (head + msgpack.packb("id") + b"\xcf",
-             msgpack.packb("op") + msgpack.packb("decide") + msgpack.packb("event") + msgpack.packb(event) + tail)
+            (
+                head + msgpack.packb("id") + b"\xcf",
+                msgpack.packb("op") + msgpack.packb("decide") + msgpack.packb("event") + msgpack.packb(event) + tail,
+            )
             for event in events
         ]
         self.first_id = first_id
@@ -147,8 +149,10 @@ class Loader:
             buf = buf[pos:]
 
     def start(self) -> None:
-        self.threads = [threading.Thread(target=self.run_sender, daemon=True),
-                        threading.Thread(target=self.run_reader, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self.run_sender, daemon=True),
+            threading.Thread(target=self.run_reader, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -176,7 +180,7 @@ def churn(port: int, frames: list[bytes], stop: threading.Event, counts: dict) -
                         break
                     buf += data
                     while len(buf) >= 4 and len(buf) >= 4 + HEADER.unpack_from(buf, 0)[0]:
-                        buf = buf[4 + HEADER.unpack_from(buf, 0)[0]:]
+                        buf = buf[4 + HEADER.unpack_from(buf, 0)[0] :]
                         got += 1
                 counts["churned"] += 1
                 counts["churn_missing"] += 5 - got
@@ -198,10 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--record", action="store_true",
-                        help="record the decisions (the in-memory store then grows with every customer's history, "
-                             "so RSS grows by design); default: dry runs, which exercise everything but the write")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the comparison (default: a tenth)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record the decisions (the in-memory store then grows with every customer's history, "
+        "so RSS grows by design); default: dry runs, which exercise everything but the write",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds left out of the comparison (default: a tenth)"
+    )
     args = parser.parse_args(argv)
 
     rules_dir = tempfile.mkdtemp(prefix="nba-soak-")
@@ -219,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"soaking at {rate:,.0f}/s", flush=True)
         events = make_events(50_000, args.customers, seed=7, prefix="soak")
         frames = decide_frames(events[:5], 0)
-        loaders = [Loader(server.port, rate / args.connections, events, first_id=(k + 1) * 10**12, record=args.record)
-                   for k in range(args.connections)]
+        loaders = [
+            Loader(server.port, rate / args.connections, events, first_id=(k + 1) * 10**12, record=args.record)
+            for k in range(args.connections)
+        ]
         stop = threading.Event()
         counts = {"churned": 0, "churn_missing": 0, "churn_failed": 0}
         churner = threading.Thread(target=churn, args=(server.port, frames, stop, counts), daemon=True)
@@ -265,16 +276,24 @@ def main(argv: list[str] | None = None) -> int:
     rss_flat = rss_last - rss_first <= max(FLAT_RSS_BYTES, FLAT_RSS_SHARE * rss_first)
     fds_flat = fds_last - fds_first <= FLAT_FDS
     print()
-    print(f"duration {elapsed:.0f} s at {sent / elapsed:,.0f} requests/s sent ({rate:,.0f} asked), "
-          f"{answered:,} answered, {sent - answered} unanswered, {wrong} wrong; "
-          f"churn: {counts['churned']} connections, {counts['churn_missing']} answers missing, {counts['churn_failed']} failed")
-    print(f"answer latency (client side, open loop): p50 {percentile(latencies, 0.5) * 1e3:.2f} ms, "
-          f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms, max {max(latencies, default=float('nan')) * 1e3:.1f} ms")
-    print(f"RSS after warm-up {rss_first / 2**20:.1f} MiB -> at the end {rss_last / 2**20:.1f} MiB "
-          f"({(rss_last - rss_first) / 2**20:+.1f} MiB): {'flat' if rss_flat else 'GREW'}")
+    print(
+        f"duration {elapsed:.0f} s at {sent / elapsed:,.0f} requests/s sent ({rate:,.0f} asked), "
+        f"{answered:,} answered, {sent - answered} unanswered, {wrong} wrong; "
+        f"churn: {counts['churned']} connections, {counts['churn_missing']} answers missing, {counts['churn_failed']} failed"
+    )
+    print(
+        f"answer latency (client side, open loop): p50 {percentile(latencies, 0.5) * 1e3:.2f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms, max {max(latencies, default=float('nan')) * 1e3:.1f} ms"
+    )
+    print(
+        f"RSS after warm-up {rss_first / 2**20:.1f} MiB -> at the end {rss_last / 2**20:.1f} MiB "
+        f"({(rss_last - rss_first) / 2**20:+.1f} MiB): {'flat' if rss_flat else 'GREW'}"
+    )
     print(f"open descriptors {fds_first} -> {fds_last}: {'flat' if fds_flat else 'GREW'}")
     ok = rss_flat and fds_flat and wrong == 0 and answered == sent
-    print("soak: " + ("RSS and descriptors stayed flat, every request answered" if ok else "NOT flat or not all answered"))
+    print(
+        "soak: " + ("RSS and descriptors stayed flat, every request answered" if ok else "NOT flat or not all answered")
+    )
     return 0 if ok else 1
 
 

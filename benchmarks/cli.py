@@ -76,7 +76,7 @@ def run_all(quick: bool) -> list[dict]:
         print(f"\n# {name}", flush=True)
         try:
             sections.append(module.run(argparse.Namespace(quick=quick)))
-        except Exception as exc:  # one benchmark failing (no Redis, say) does not stop the others
+        except Exception as exc:  # noqa: BLE001 - one benchmark failing (no Redis, say) does not stop the others
             print(f"(nba bench {name} failed: {type(exc).__name__}: {exc})", flush=True)
             sections.append({"title": name, "markdown": f"Failed: {type(exc).__name__}: {exc}"})
     return sections

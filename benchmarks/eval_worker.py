@@ -46,7 +46,7 @@ class BuildTooSlow(Exception):
 
 
 def loaded_twin() -> str:
-    """"cython" when this process runs the compiled twins (dsl/twins.py), else "pure"."""
+    """ "cython" when this process runs the compiled twins (dsl/twins.py), else "pure"."""
     import nba.dsl.twins
 
     return "cython" if nba.dsl.twins.IMPLEMENTATION == "cython" else "pure"
@@ -62,6 +62,7 @@ def write_rules(workload: synthetic.Workload, directory: Path) -> Path:
 # Building the contenders
 # ---------------------------------------------------------------------------------------
 
+
 def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
     """The two nba contenders and the load time of the ruleset."""
     from nba.engine import Engine
@@ -73,6 +74,7 @@ def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
         engine = Engine.from_path(str(path))
         load_s = time.perf_counter() - started
     from nba.engine import procedure  # the twin the Engine uses
+
     ruleset = engine.ruleset
 
     def evaluate(event, state):
@@ -87,10 +89,20 @@ def nba_contenders(workload: synthetic.Workload) -> tuple[list[dict], float]:
         return engine.decide(event).action
 
     return [
-        {"contender": NBA_EVAL, "version": _nba_version(), "build_s": load_s, "decide": evaluate,
-         "inputs": [(e, states[e["customer_id"]]) for e in workload.events]},
-        {"contender": NBA_DECIDE, "version": _nba_version(), "build_s": load_s, "decide": decide,
-         "inputs": [(e,) for e in workload.events]},
+        {
+            "contender": NBA_EVAL,
+            "version": _nba_version(),
+            "build_s": load_s,
+            "decide": evaluate,
+            "inputs": [(e, states[e["customer_id"]]) for e in workload.events],
+        },
+        {
+            "contender": NBA_DECIDE,
+            "version": _nba_version(),
+            "build_s": load_s,
+            "decide": decide,
+            "inputs": [(e,) for e in workload.events],
+        },
     ], load_s
 
 
@@ -114,6 +126,7 @@ def other_contenders(wanted: set[str] | None, with_peers: bool) -> list[tuple[st
 
 def build_with_limit(build: Callable, workload: synthetic.Workload, limit: float):
     """build(workload), or BuildTooSlow when it takes over ``limit`` seconds."""
+
     def too_slow(_signum, _frame):
         raise BuildTooSlow()
 
@@ -126,8 +139,7 @@ def build_with_limit(build: Callable, workload: synthetic.Workload, limit: float
         signal.signal(signal.SIGALRM, previous)
 
 
-def built(label: str, version: str | None, build: Callable, workload: synthetic.Workload,
-          earlier_builds: dict) -> dict:
+def built(label: str, version: str | None, build: Callable, workload: synthetic.Workload, earlier_builds: dict) -> dict:
     """A contender ready to run, or a row with a note saying why it is not."""
     row: dict = {"contender": label, "version": version}
     if version is None:
@@ -136,13 +148,16 @@ def built(label: str, version: str | None, build: Callable, workload: synthetic.
     earlier = earlier_builds.get(label)
     if earlier and earlier[1] * n / earlier[0] > BUILD_LIMIT_SECONDS:
         estimate = earlier[1] * n / earlier[0]
-        return {**row, "note": f"skipped: building would take about {estimate:.0f} s ({earlier[1]:.1f} s at {earlier[0]:,} rules)"}
+        return {
+            **row,
+            "note": f"skipped: building would take about {estimate:.0f} s ({earlier[1]:.1f} s at {earlier[0]:,} rules)",
+        }
     started = time.perf_counter()
     try:
         decide = build_with_limit(build, workload, BUILD_LIMIT_SECONDS)
     except BuildTooSlow:
         return {**row, "note": f"skipped: building took over {BUILD_LIMIT_SECONDS:.0f} s"}
-    except Exception as exc:  # reported in the table
+    except Exception as exc:  # noqa: BLE001 - reported in the table
         return {**row, "note": f"build failed: {type(exc).__name__}: {exc}"}
     row["build_s"] = time.perf_counter() - started
     row["decide"] = decide
@@ -154,26 +169,39 @@ def built(label: str, version: str | None, build: Callable, workload: synthetic.
 # The run
 # ---------------------------------------------------------------------------------------
 
-def run(rules: int, events: int, seed: int, budget: float, with_peers: bool, wanted: set[str] | None,
-        earlier_builds: dict, with_nba: bool = True) -> dict:
+
+def run(
+    rules: int,
+    events: int,
+    seed: int,
+    budget: float,
+    with_peers: bool,
+    wanted: set[str] | None,
+    earlier_builds: dict,
+    with_nba: bool = True,
+) -> dict:
     workload = synthetic.generate(rules, events, seed)
     expected = synthetic.expected_actions(workload)
     out: dict = {
-        "rules": rules, "event_types": len(workload.event_types), "events": len(workload.events),
+        "rules": rules,
+        "event_types": len(workload.event_types),
+        "events": len(workload.events),
         "match_rate": sum(1 for a in expected if a is not None) / len(expected),
     }
     contenders: list[dict] = []
     if with_nba:
         try:
             contenders, out["load_s"] = nba_contenders(workload)
-        except Exception as exc:  # nba broken or missing: the others are still measured
+        except Exception as exc:  # noqa: BLE001 - nba broken or missing: the others are still measured
             contenders = [{"contender": "nba", "version": None, "note": f"failed: {type(exc).__name__}: {exc}"}]
     out["twin"] = loaded_twin()
     for label, version, build in other_contenders(wanted, with_peers):
         contenders.append(built(label, version, build, workload, earlier_builds))
     runnable = [c for c in contenders if "decide" in c]
     freeze_loaded()
-    measured = measure_interleaved([(c["contender"], c["decide"], c["inputs"]) for c in runnable], budget_seconds=budget)
+    measured = measure_interleaved(
+        [(c["contender"], c["decide"], c["inputs"]) for c in runnable], budget_seconds=budget
+    )
     rows = []
     for contender in contenders:
         row = {k: v for k, v in contender.items() if k not in ("decide", "inputs")}
@@ -200,13 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender")
     parser.add_argument("--peers", default=None, help="'all' or comma-separated peer names")
     parser.add_argument("--no-nba", action="store_true", help="leave nba out")
-    parser.add_argument("--earlier-builds", default="{}", help="JSON: label -> [rules, build seconds] at a smaller size")
+    parser.add_argument(
+        "--earlier-builds", default="{}", help="JSON: label -> [rules, build seconds] at a smaller size"
+    )
     args = parser.parse_args(argv)
     wanted = None if args.peers in (None, "all") else set(args.peers.split(","))
     try:
-        result = run(args.rules, args.events, args.seed, args.budget, args.peers is not None, wanted,
-                     json.loads(args.earlier_builds), with_nba=not args.no_nba)
-    except Exception as exc:  # reported to the parent, which prints it in the table
+        result = run(
+            args.rules,
+            args.events,
+            args.seed,
+            args.budget,
+            args.peers is not None,
+            wanted,
+            json.loads(args.earlier_builds),
+            with_nba=not args.no_nba,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which prints it in the table
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -116,7 +116,9 @@ class HistoryWorkload:
     customers: list[str] = field(default_factory=list)
 
 
-def generate(customers: int = 50, past_per_customer: int = 1000, decisions: int = 5000, seed: int = 1) -> HistoryWorkload:
+def generate(
+    customers: int = 50, past_per_customer: int = 1000, decisions: int = 5000, seed: int = 1
+) -> HistoryWorkload:
     rng = random.Random(seed)
     ids = [f"h{i}" for i in range(customers)]
     past = []
@@ -131,6 +133,7 @@ def generate(customers: int = 50, past_per_customer: int = 1000, decisions: int 
 # ---------------------------------------------------------------------------------------
 # The same rules, written by hand in Python
 # ---------------------------------------------------------------------------------------
+
 
 class HandWrittenRules:
     """Each customer's events by type in time order; each rule as plain Python.
@@ -157,7 +160,7 @@ class HandWrittenRules:
         times = self.times.get(key)
         if not times:
             return []
-        return self.events[key][bisect.bisect_right(times, t - seconds):bisect.bisect_right(times, t)]
+        return self.events[key][bisect.bisect_right(times, t - seconds) : bisect.bisect_right(times, t)]
 
     def decide(self, event: dict) -> str | None:
         self.add(event)
@@ -167,17 +170,20 @@ class HandWrittenRules:
         opens = lambda seconds: self.window(cid, "email_open", t, seconds)  # noqa: E731
 
         if kind == "page_view" and event.get("category") == "shoes":
-            if (sum(1 for e in views(DAY) if e["category"] == "shoes") >= 3
-                    and sum(e["amount"] for e in buys(30 * DAY) if e["category"] == "shoes") > 300):
+            if (
+                sum(1 for e in views(DAY) if e["category"] == "shoes") >= 3
+                and sum(e["amount"] for e in buys(30 * DAY) if e["category"] == "shoes") > 300
+            ):
                 return "shoe_offer"
         if kind == "page_view":
             mobile_day = [e["seconds"] for e in views(DAY) if e["device"] == "mobile"]
-            if (sum(1 for e in views(3600) if e["device"] == "mobile") >= 2
-                    and mobile_day and max(mobile_day) > 150):
+            if sum(1 for e in views(3600) if e["device"] == "mobile") >= 2 and mobile_day and max(mobile_day) > 150:
                 return "mobile_nudge"
         if kind == "purchase":
-            if (sum(e["amount"] for e in buys(7 * DAY) if e["channel"] == "web") > 5500
-                    and len({e["category"] for e in buys(30 * DAY) if e["amount"] > 50}) >= 6):
+            if (
+                sum(e["amount"] for e in buys(7 * DAY) if e["channel"] == "web") > 5500
+                and len({e["category"] for e in buys(30 * DAY) if e["amount"] > 50}) >= 6
+            ):
                 return "web_loyalty"
         if kind == "page_view":
             small = [e["amount"] for e in buys(30 * DAY) if e["category"] in ("bags", "hats")]
@@ -186,12 +192,17 @@ class HandWrittenRules:
                 return "accessories"
         if kind == "purchase":
             over_20 = [e["amount"] for e in buys(7 * DAY) if e["amount"] > 20]
-            if (over_20 and min(over_20) < 25
-                    and sum(e["amount"] for e in buys(7 * DAY) if e["category"] != "shoes") > 3000):
+            if (
+                over_20
+                and min(over_20) < 25
+                and sum(e["amount"] for e in buys(7 * DAY) if e["category"] != "shoes") > 3000
+            ):
                 return "bargain"
         if kind == "page_view":
-            if (len({e["category"] for e in views(7 * DAY) if e["device"] != "desktop"}) >= 6
-                    and sum(1 for e in views(DAY // 2) if e["category"] == "bags") >= 2):
+            if (
+                len({e["category"] for e in views(7 * DAY) if e["device"] != "desktop"}) >= 6
+                and sum(1 for e in views(DAY // 2) if e["category"] == "bags") >= 2
+            ):
                 return "explorer"
         if kind == "page_view":
             big = [e["time"] for e in buys(30 * DAY) if e["amount"] >= 200]
@@ -199,18 +210,25 @@ class HandWrittenRules:
             if since_big > 6 * 3600 and sum(1 for e in opens(7 * DAY) if e["campaign"] == "spring") >= 12:
                 return "win_back"
         if kind == "purchase":
-            if (sum(1 for e in buys(30 * DAY) if e["category"] == event.get("category")) >= 45
-                    and sum(e["amount"] for e in buys(DAY) if e["category"] == "coats") > 0):
+            if (
+                sum(1 for e in buys(30 * DAY) if e["category"] == event.get("category")) >= 45
+                and sum(e["amount"] for e in buys(DAY) if e["category"] == "coats") > 0
+            ):
                 return "repeat_category"
         if kind == "page_view":
             shoe_seconds = [e["seconds"] for e in views(7 * DAY) if e["category"] == "shoes"]
-            if (shoe_seconds and sum(shoe_seconds) / len(shoe_seconds) > 160
-                    and sum(1 for e in opens(30 * DAY) if e["campaign"] in ("spring", "summer")) >= 80):
+            if (
+                shoe_seconds
+                and sum(shoe_seconds) / len(shoe_seconds) > 160
+                and sum(1 for e in opens(30 * DAY) if e["campaign"] in ("spring", "summer")) >= 80
+            ):
                 return "engaged_reader"
         if kind == "email_open":
             winter = [e["time"] for e in opens(30 * DAY) if e["campaign"] == "winter"]
             since_winter = t - max(winter) if winter else 30 * DAY
-            if (since_winter < DAY
-                    and sum(1 for e in buys(30 * DAY) if e["channel"] == "app" and e["amount"] > 100) >= 70):
+            if (
+                since_winter < DAY
+                and sum(1 for e in buys(30 * DAY) if e["channel"] == "app" and e["amount"] > 100) >= 70
+            ):
                 return "winter_campaign"
         return None

@@ -65,9 +65,9 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
             engine.decide(event)
         return
     from nba.engine.events import check_event
+    from nba.engine.procedure import evaluate
     from nba.engine.state import CustomerState
 
-    from nba.engine.procedure import evaluate
     ruleset = engine.ruleset
     states = {cid: CustomerState(profile=p, history={}, contacts=[]) for cid, p in workload.profiles.items()}
     # every event of the pool is checked, so that the check is set-up in both runs
@@ -79,8 +79,9 @@ def run_workload(contender: str, n_rules: int, pool: int, n_events: int, seed: i
 
 def run_demo(contender: str, pool: int, n_events: int) -> None:
     """The demo day's first ``n_events`` of ``pool`` events, in memory or on Redis."""
-    from benchmarks import bench_redis
     from nba.engine import Engine
+
+    from benchmarks import bench_redis
 
     events = bench_redis.read_jsonl(bench_redis.EVENTS, pool)
     profiles = bench_redis.read_jsonl(bench_redis.PROFILES)
@@ -121,9 +122,22 @@ REDIS_CALLERS = 16
 
 def count_instructions(contender: str, n_rules: int, pool: int, n_events: int, seed: int) -> int:
     command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, "-m", "benchmarks.instructions", "--worker", contender,
-        "--rules", str(n_rules), "--pool", str(pool), "--events", str(n_events), "--seed", str(seed),
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.instructions",
+        "--worker",
+        contender,
+        "--rules",
+        str(n_rules),
+        "--pool",
+        str(pool),
+        "--events",
+        str(n_events),
+        "--seed",
+        str(seed),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)

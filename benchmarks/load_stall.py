@@ -29,9 +29,8 @@ TICK_S = 0.001
 
 
 async def _measure(path: str, mode: str) -> dict:
-    from nba.dsl.loader import load_ruleset, load_ruleset_async
-
     from nba.dsl import isolated
+    from nba.dsl.loader import load_ruleset, load_ruleset_async
 
     lags: list[float] = []
     when: list[float] = []  # the time each lag ended
@@ -88,7 +87,9 @@ def measure_in_child(path: str, mode: str) -> dict:
     """One measurement in a fresh process (the same interpreter and twin)."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.load_stall", path, "--one", mode],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
@@ -97,8 +98,15 @@ def measure_in_child(path: str, mode: str) -> dict:
 
 def phases_in_child(path: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", "import json, sys; from nba.dsl.isolated import measure; print(json.dumps(measure(sys.argv[1])))", path],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from nba.dsl.isolated import measure; print(json.dumps(measure(sys.argv[1])))",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 

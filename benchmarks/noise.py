@@ -28,9 +28,20 @@ def noise_floor() -> dict:
         rows.append({"iterations": iterations, **measurement.as_dict()})
     table = markdown_table(
         ["busy loop", "p50 µs", "p99 µs", "p99.9 µs", "calls"],
-        [[f"{r['iterations']:,} additions", figure(r["p50_us"]), figure(r["p99_us"]), figure(r["p999_us"]),
-          f"{r['samples']:,}"] for r in rows])
-    markdown = ("A loop of fixed work that allocates nothing, timed like the contenders at the start of "
-                "the run: its tail is the machine's (other processes, timer ticks), a floor under every "
-                "p99 and p99.9 below.\n\n" + table)
+        [
+            [
+                f"{r['iterations']:,} additions",
+                figure(r["p50_us"]),
+                figure(r["p99_us"]),
+                figure(r["p999_us"]),
+                f"{r['samples']:,}",
+            ]
+            for r in rows
+        ],
+    )
+    markdown = (
+        "A loop of fixed work that allocates nothing, timed like the contenders at the start of "
+        "the run: its tail is the machine's (other processes, timer ticks), a floor under every "
+        "p99 and p99.9 below.\n\n" + table
+    )
     return {"title": "Noise floor", "markdown": markdown, "data": rows}

@@ -13,8 +13,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
-REPORTED_PACKAGES = ("nba", "Cython", "lark", "redis", "hiredis", "msgpack", "uvloop",
-                     "rule-engine", "zen-engine", "cel-python", "durable-rules", "business-rules")
+REPORTED_PACKAGES = (
+    "nba",
+    "Cython",
+    "lark",
+    "redis",
+    "hiredis",
+    "msgpack",
+    "uvloop",
+    "rule-engine",
+    "zen-engine",
+    "cel-python",
+    "durable-rules",
+    "business-rules",
+)
 
 
 def figure(value: float | None, digits: int = 3) -> str:

@@ -33,15 +33,26 @@ EVENT_NUMBERS = {"amount": (0, 999), "items": (1, 20), "duration": (0, 599)}
 PROFILE_NUMBERS = {"lifetime_value": (0, 4999), "age": (18, 80), "visits": (0, 199)}
 # name -> the values it takes, uniformly
 EVENT_STRINGS = {
-    "category": ("shoes", "shirts", "bags", "hats", "coats", "socks", "belts", "watches",
-                 "toys", "books", "games", "music"),
+    "category": (
+        "shoes",
+        "shirts",
+        "bags",
+        "hats",
+        "coats",
+        "socks",
+        "belts",
+        "watches",
+        "toys",
+        "books",
+        "games",
+        "music",
+    ),
     "channel": ("web", "app", "email", "store", "call"),
     "device": ("ios", "android", "desktop", "tablet"),
 }
 PROFILE_STRINGS = {
     "tier": ("none", "bronze", "silver", "gold", "platinum"),
-    "region": ("north", "south", "east", "west", "central", "coast", "hills", "lakes",
-               "islands", "plains"),
+    "region": ("north", "south", "east", "west", "central", "coast", "hills", "lakes", "islands", "plains"),
     "language": ("en", "fr", "de", "es", "it", "nl"),
 }
 NUMBER_OPERATORS = (">", ">=", "<", "<=")
@@ -166,26 +177,33 @@ def _generate(n_rules: int, n_events: int, seed: int, n_customers: int, target: 
     for i in range(n_rules):
         n_conditions = rng.choice((2, 3))
         per_condition = rule_selectivity ** (1.0 / n_conditions)
-        rules.append(Rule(
-            id=f"r{i}",
-            index=i,
-            event_type=types[i % len(types)],
-            conditions=tuple(_conditions(rng, n_conditions, per_condition)),
-            action=f"a{i}",
-            priority=rng.randrange(100),
-        ))
+        rules.append(
+            Rule(
+                id=f"r{i}",
+                index=i,
+                event_type=types[i % len(types)],
+                conditions=tuple(_conditions(rng, n_conditions, per_condition)),
+                action=f"a{i}",
+                priority=rng.randrange(100),
+            )
+        )
     profile_rng = random.Random(seed * 7919 + 1)
     profiles = {f"c{i}": _random_profile(profile_rng) for i in range(n_customers)}
     event_rng = random.Random(seed * 7919 + 2)
     customers = list(profiles)
-    events = [_random_event(event_rng, i, event_rng.choice(types), event_rng.choice(customers))
-              for i in range(n_events)]
+    events = [
+        _random_event(event_rng, i, event_rng.choice(types), event_rng.choice(customers)) for i in range(n_events)
+    ]
     return Workload(seed=seed, rules=rules, event_types=types, profiles=profiles, events=events)
 
 
 def _conditions(rng: random.Random, count: int, selectivity: float) -> list[Condition]:
-    fields = ([("event", f) for f in EVENT_NUMBERS] + [("event", f) for f in EVENT_STRINGS]
-              + [("profile", f) for f in PROFILE_NUMBERS] + [("profile", f) for f in PROFILE_STRINGS])
+    fields = (
+        [("event", f) for f in EVENT_NUMBERS]
+        + [("event", f) for f in EVENT_STRINGS]
+        + [("profile", f) for f in PROFILE_NUMBERS]
+        + [("profile", f) for f in PROFILE_STRINGS]
+    )
     return [_condition(rng, scope, name, selectivity) for scope, name in rng.sample(fields, count)]
 
 
@@ -196,8 +214,7 @@ def _condition(rng: random.Random, scope: str, name: str, selectivity: float) ->
         size = high - low + 1
         selected = min(size, max(1, round(selectivity * size)))
         op = rng.choice(NUMBER_OPERATORS)
-        threshold = {">": high - selected, ">=": high - selected + 1,
-                     "<": low + selected, "<=": low + selected - 1}[op]
+        threshold = {">": high - selected, ">=": high - selected + 1, "<": low + selected, "<=": low + selected - 1}[op]
         return Condition(scope, name, op, threshold)
     values = (EVENT_STRINGS if scope == "event" else PROFILE_STRINGS)[name]
     selected = min(len(values) - 1, max(1, round(selectivity * len(values))))
@@ -224,6 +241,7 @@ def _random_event(rng: random.Random, index: int, event_type: str, customer_id: 
 # Rendering
 # ---------------------------------------------------------------------------------------
 
+
 def literal(value: Any) -> str:
     """A value as written in nba rules (the same spelling works in zen, rule-engine and CEL)."""
     if isinstance(value, str):
@@ -238,8 +256,10 @@ def condition_text(condition: Condition) -> str:
 
 
 def render_rule(rule: Rule) -> str:
-    parts = [f'event.type == {literal(rule.event_type)}'] + [condition_text(c) for c in rule.conditions]
-    return f"rule {rule.id} priority {rule.priority}\n  when " + "\n   and ".join(parts) + f"\n  then {rule.action}\nend\n"
+    parts = [f"event.type == {literal(rule.event_type)}"] + [condition_text(c) for c in rule.conditions]
+    return (
+        f"rule {rule.id} priority {rule.priority}\n  when " + "\n   and ".join(parts) + f"\n  then {rule.action}\nend\n"
+    )
 
 
 def render_rules(workload: Workload) -> str:

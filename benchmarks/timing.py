@@ -129,7 +129,7 @@ def measure_interleaved(
         started = time.perf_counter_ns()
         try:
             results[name] = [decide(*args) for args in inputs]
-        except Exception as exc:  # the caller reports it
+        except Exception as exc:  # noqa: BLE001 - the caller reports it
             failed[name] = exc
             continue
         mean = (time.perf_counter_ns() - started) / max(1, len(inputs))
@@ -151,7 +151,10 @@ def measure_interleaved(
             elapsed[name] += time.perf_counter_ns() - started
             calls[name] += share
     measured: dict[str, Any] = {
-        name: (summarize(latencies[name], calls[name] / (elapsed[name] / 1e9) if elapsed[name] else math.inf), results[name])
+        name: (
+            summarize(latencies[name], calls[name] / (elapsed[name] / 1e9) if elapsed[name] else math.inf),
+            results[name],
+        )
         for name, _, _ in contenders
     }
     measured.update(failed)

@@ -20,10 +20,19 @@ def schema_kind(declared: str) -> str:
     """The kind of a schema type; ``any`` for an unknown type (already reported where it is
     declared, so that the rules using the field are still checked)."""
     return SCHEMA_KINDS.get(declared, ANY)
+
+
 BUILTIN_EVENT_FIELDS = {"type": "string", "customer_id": "string", "time": "number"}
 BUILTIN_SCHEMA_TYPES = {"type": ("string",), "customer_id": ("string",), "time": ("time", "number")}
 BUILTIN_PAST_FIELDS = {"type": "string", "time": "number"}
-ARTICLE = {"null": "null", "bool": "a bool", "number": "a number", "string": "a string", "list": "a list", "map": "a map"}
+ARTICLE = {
+    "null": "null",
+    "bool": "a bool",
+    "number": "a number",
+    "string": "a string",
+    "list": "a list",
+    "map": "a map",
+}
 
 # name -> (min args, max args or None, argument kinds accepted (per position, last repeats), result kind)
 FUNCTIONS: dict[str, tuple[int, int | None, tuple[frozenset, ...], str]] = {
@@ -230,7 +239,7 @@ class Checker:
                 if used not in uses:
                     continue
                 if state.get(used) == 1:
-                    cycle = path[path.index(used):] + [used]
+                    cycle = path[path.index(used) :] + [used]
                     if not reported.intersection(cycle):
                         segment = self.out.segments[used]
                         self.diag.error(segment.pos, "segment cycle: " + " -> ".join(cycle))
@@ -257,7 +266,9 @@ class Checker:
             if kind == "null":
                 self.diag.error(rule.priority.pos, "`priority` must be a number, but it is always null")
             elif kind not in ("number", ANY):
-                self.diag.error(rule.priority.pos, f"`priority` must be a number, but {describe(rule.priority)} is {ARTICLE[kind]}")
+                self.diag.error(
+                    rule.priority.pos, f"`priority` must be a number, but {describe(rule.priority)} is {ARTICLE[kind]}"
+                )
         if rule.then is not None:
             self.check_params(rule.then, scope)
 
@@ -288,7 +299,9 @@ class Checker:
     def check_condition(self, expr: n.Expr, scope: "Scope", what: str) -> None:
         kind = self.kind_of(expr, scope)
         if kind not in ("bool", "null", ANY):
-            self.diag.error(expr.pos, f"{what} needs a condition (true or false), but {describe(expr)} is {ARTICLE[kind]}")
+            self.diag.error(
+                expr.pos, f"{what} needs a condition (true or false), but {describe(expr)} is {ARTICLE[kind]}"
+            )
 
     # -- expressions: kinds and names --
 
@@ -328,7 +341,10 @@ class Checker:
         else:
             kind = self.past_field_kind(expr, head, scope.past_type)
         if len(expr.path) > 1 and kind not in (ANY, "map"):
-            self.diag.error(expr.pos, f"{describe(n.Field(expr.pos, expr.root, expr.path[:1]))} is {ARTICLE[kind]} and has no fields")
+            self.diag.error(
+                expr.pos,
+                f"{describe(n.Field(expr.pos, expr.root, expr.path[:1]))} is {ARTICLE[kind]} and has no fields",
+            )
             return ANY
         return kind if len(expr.path) == 1 else ANY
 
@@ -411,7 +427,10 @@ class Checker:
     def check_ordering(self, expr: n.Binary, left: str, right: str) -> None:
         for side, kind in ((expr.left, left), (expr.right, right)):
             if kind not in ("number", "string", "null", ANY):
-                self.diag.error(side.pos, f"`{expr.op}` compares two numbers or two strings, but {describe(side)} is {ARTICLE[kind]}")
+                self.diag.error(
+                    side.pos,
+                    f"`{expr.op}` compares two numbers or two strings, but {describe(side)} is {ARTICLE[kind]}",
+                )
                 return
         if {left, right} == {"number", "string"}:
             self.diag.error(
@@ -422,9 +441,15 @@ class Checker:
 
     def check_membership(self, expr: n.Binary, left: str, right: str) -> None:
         if right not in ("list", "string", "null", ANY):
-            self.diag.error(expr.right.pos, f"`{expr.op}` needs a list or a string on its right, but {describe(expr.right)} is {ARTICLE[right]}")
+            self.diag.error(
+                expr.right.pos,
+                f"`{expr.op}` needs a list or a string on its right, but {describe(expr.right)} is {ARTICLE[right]}",
+            )
         elif right == "string" and left not in ("string", "null", ANY):
-            self.diag.error(expr.left.pos, f"`{expr.op}` a string looks for a substring, but {describe(expr.left)} is {ARTICLE[left]}")
+            self.diag.error(
+                expr.left.pos,
+                f"`{expr.op}` a string looks for a substring, but {describe(expr.left)} is {ARTICLE[left]}",
+            )
 
     def arithmetic_kind(self, expr: n.Binary, left: str, right: str) -> str:
         if "null" in (left, right):
@@ -470,7 +495,10 @@ class Checker:
             else:
                 wanted = f"{low} to {high}"
             plural = "" if wanted.endswith(" 1") or wanted == "1" else "s"
-            self.diag.error(expr.pos, f"`{expr.name}` takes {wanted} argument{plural}, but {count} {'is' if count == 1 else 'are'} given")
+            self.diag.error(
+                expr.pos,
+                f"`{expr.name}` takes {wanted} argument{plural}, but {count} {'is' if count == 1 else 'are'} given",
+            )
             return result
         for index, (arg, kind) in enumerate(zip(expr.args, kinds)):
             allowed = accepted[min(index, len(accepted) - 1)]
@@ -505,8 +533,16 @@ class Checker:
             if declared is None and head not in BUILTIN_PAST_FIELDS:
                 hint = field_hint(head, schema)
                 self.diag.error(expr.pos, f"unknown field `{head}` of event `{expr.event_type}`{hint}")
-            elif declared and expr.func in ("sum", "avg", "min", "max") and schema_kind(declared) not in ("number", ANY) and len(expr.path) == 1:
-                self.diag.error(expr.pos, f"`{expr.func}` adds up numbers, but `{expr.event_type}.{head}` is {ARTICLE[schema_kind(declared)]}")
+            elif (
+                declared
+                and expr.func in ("sum", "avg", "min", "max")
+                and schema_kind(declared) not in ("number", ANY)
+                and len(expr.path) == 1
+            ):
+                self.diag.error(
+                    expr.pos,
+                    f"`{expr.func}` adds up numbers, but `{expr.event_type}.{head}` is {ARTICLE[schema_kind(declared)]}",
+                )
         if expr.where is not None:
             inner = Scope(scope.event_types, past_type=expr.event_type)
             self.check_condition(expr.where, inner, "`where`")

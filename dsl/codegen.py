@@ -20,8 +20,19 @@ from nba.dsl import nodes as n
 from nba.dsl.twins import runtime as rt
 
 _BINARY_HELPERS = {
-    "==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",
-    "in": "_in", "not in": "_not_in", "+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod",
+    "==": "_eq",
+    "!=": "_ne",
+    "<": "_lt",
+    "<=": "_le",
+    ">": "_gt",
+    ">=": "_ge",
+    "in": "_in",
+    "not in": "_not_in",
+    "+": "_add",
+    "-": "_sub",
+    "*": "_mul",
+    "/": "_div",
+    "%": "_mod",
 }
 _ORDERING = ("<", "<=", ">", ">=")
 _ARITHMETIC_FAST = ("+", "-", "*")
@@ -105,12 +116,25 @@ def runtime_namespace() -> dict:
         "_SIMPLE": frozenset({str, int, float}),
         "_INF": math.inf,
         "_bisect_right": bisect_right,
-        "_eq": rt.eq, "_ne": rt.ne, "_lt": rt.lt, "_le": rt.le, "_gt": rt.gt, "_ge": rt.ge,
-        "_in": rt.member, "_not_in": rt.not_member,
-        "_add": rt.add, "_sub": rt.sub, "_mul": rt.mul, "_div": rt.div, "_mod": rt.mod,
+        "_eq": rt.eq,
+        "_ne": rt.ne,
+        "_lt": rt.lt,
+        "_le": rt.le,
+        "_gt": rt.gt,
+        "_ge": rt.ge,
+        "_in": rt.member,
+        "_not_in": rt.not_member,
+        "_add": rt.add,
+        "_sub": rt.sub,
+        "_mul": rt.mul,
+        "_div": rt.div,
+        "_mod": rt.mod,
         "_col": rt.column,
         "_rank": rt.rank,
-        "_neg": rt.neg, "_get": rt.get, "_truth": rt.truth, "_distinct_key": rt.distinct_key,
+        "_neg": rt.neg,
+        "_get": rt.get,
+        "_truth": rt.truth,
+        "_distinct_key": rt.distinct_key,
         **{f"_fn_{name}": fn for name, fn in rt.FUNCTIONS.items()},
     }
 
@@ -309,8 +333,11 @@ class ExprGen:
 
     def membership(self, op: str, left: n.Expr, right: n.Expr) -> str:
         helper = _BINARY_HELPERS[op]
-        if isinstance(right, n.Literal) and isinstance(right.value, list) and right.value and all(
-            isinstance(item, str) for item in right.value
+        if (
+            isinstance(right, n.Literal)
+            and isinstance(right.value, list)
+            and right.value
+            and all(isinstance(item, str) for item in right.value)
         ):
             strings = self.module.constant(frozenset(right.value), "_S")
             items = self.module.constant(right.value, "_L")

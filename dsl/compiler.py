@@ -18,8 +18,8 @@ from nba.dsl.checker import CheckedRuleset, walk
 from nba.dsl.codegen import ExprGen, ModuleBuilder, compile_functions, literal_source, run_code, runtime_namespace
 from nba.dsl.explain import Explainers
 from nba.dsl.folding import fold
-from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
 from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
+from nba.dsl.needs import HistoryNeed, StateNeeds, read_needs
 from nba.dsl.twins import matchvm
 
 # State is kept this much longer than the longest window that reads it, so that an event
@@ -411,7 +411,11 @@ class Compiler:
         priority = 0
         if rule.priority is not None:
             folded = fold(rule.priority)
-            if isinstance(folded, n.Literal) and (folded.value is None or isinstance(folded.value, (int, float))) and not isinstance(folded.value, bool):
+            if (
+                isinstance(folded, n.Literal)
+                and (folded.value is None or isinstance(folded.value, (int, float)))
+                and not isinstance(folded.value, bool)
+            ):
                 priority = folded.value
             else:
                 priority = None
@@ -487,7 +491,7 @@ class Compiler:
         names = []
         label = "any" if event_type is None else str(len(self.module.functions))
         for start in range(0, max(len(indexes), 1), RULES_PER_MATCHER):
-            chunk = indexes[start:start + RULES_PER_MATCHER]
+            chunk = indexes[start : start + RULES_PER_MATCHER]
             name = f"_match_{label}_{start}"
             gen = self.gen()
             lines = []
@@ -605,7 +609,11 @@ def _aggregators() -> dict[str, tuple[str, str, str]]:
         "avg": ("s = 0; k = 0", "if VALUE.__class__ in _NUM: s += VALUE; k += 1", "s / k if k else None"),
         "min": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE < best): best = VALUE", "best"),
         "max": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE > best): best = VALUE", "best"),
-        "distinct": ("seen = set()", "if VALUE is not None: seen.add(VALUE if VALUE.__class__ in _SIMPLE else _distinct_key(VALUE))", "len(seen)"),
+        "distinct": (
+            "seen = set()",
+            "if VALUE is not None: seen.add(VALUE if VALUE.__class__ in _SIMPLE else _distinct_key(VALUE))",
+            "len(seen)",
+        ),
         "since": ("best = None", "", "None if best is None else t - best"),
     }
 
@@ -696,15 +704,34 @@ def link_rules(specs: list[tuple], namespace: dict, policies: list[CompiledPolic
 def link_buckets(items, namespace: dict, matcher_vm=_PICKED) -> dict[str | None, Bucket]:
     """The buckets of ``(event type, (rule indexes, matcher names or plan, ranked))`` items."""
     vm = matchvm if matcher_vm is _PICKED else matcher_vm
-    return {key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked) for key, (indexes, spec, ranked) in items}
+    return {
+        key: Bucket(indexes, _linked_matchers(spec, namespace, vm), ranked) for key, (indexes, spec, ranked) in items
+    }
 
 
 def _linked_rule(spec: tuple, namespace: dict, policies: list[CompiledPolicy], shared: dict) -> CompiledRule:
-    (index, rule_id, title, (path, line, column), action, channel, priority, priority_fn, params, params_fn,
-     cap, holdout, active_from, active_to, event_types) = spec
+    (
+        index,
+        rule_id,
+        title,
+        (path, line, column),
+        action,
+        channel,
+        priority,
+        priority_fn,
+        params,
+        params_fn,
+        cap,
+        holdout,
+        active_from,
+        active_to,
+        event_types,
+    ) = spec
     counted = shared.get(("policies", channel))
     if counted is None:
-        counted = shared[("policies", channel)] = tuple(p for p in policies if p.channel is None or p.channel == channel)
+        counted = shared[("policies", channel)] = tuple(
+            p for p in policies if p.channel is None or p.channel == channel
+        )
     if event_types is not None:
         event_types = shared.setdefault(event_types, event_types)
     return CompiledRule(

@@ -110,8 +110,10 @@ def read_rule_file(path: str, limit: int | None = None) -> bytes:
 
 
 def _too_large(size: int, limit: int) -> str:
-    return (f"the file is too large ({size:,} bytes or more; a rule file holds at most {limit:,} bytes): "
-            "split it into several files, or raise NBA_MAX_RULE_FILE_BYTES")
+    return (
+        f"the file is too large ({size:,} bytes or more; a rule file holds at most {limit:,} bytes): "
+        "split it into several files, or raise NBA_MAX_RULE_FILE_BYTES"
+    )
 
 
 def decode_rule_text(data: bytes) -> str:

@@ -74,7 +74,13 @@ class _Folder:
     def out_of_range(self, expr: n.Expr) -> None:
         if self.report is None:
             return
-        what = f"`{expr.name}(...)`" if isinstance(expr, n.Call) else f"`{expr.op}`" if isinstance(expr, (n.Binary, n.Unary)) else "this"
+        what = (
+            f"`{expr.name}(...)`"
+            if isinstance(expr, n.Call)
+            else f"`{expr.op}`"
+            if isinstance(expr, (n.Binary, n.Unary))
+            else "this"
+        )
         self.report(expr.pos, f"the result of {what} {TOO_LARGE}")
 
     def fold(self, expr: n.Expr) -> n.Expr:

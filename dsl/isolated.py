@@ -33,8 +33,8 @@ import time
 from contextlib import contextmanager
 
 from nba.dsl import twins
-from nba.dsl.explain import ExplainersFromSource
 from nba.dsl.compiler import CompiledRuleset, link, link_buckets, link_namespace, link_rules
+from nba.dsl.explain import ExplainersFromSource
 from nba.dsl.source import LoadError
 
 
@@ -47,6 +47,7 @@ def collector_paused():
     finally:
         if collecting:
             gc.enable()
+
 
 # the child's module, whatever the package is installed as (dsl or nba.dsl)
 _CHILD_MODULE = __name__
@@ -103,8 +104,10 @@ def _parts(recipe) -> tuple[bytes, list[bytes], list[bytes]]:
     rules, buckets = recipe.rules, list(recipe.buckets.items())
     recipe.rules, recipe.buckets = [], {}
     head = pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)
-    rule_parts = [pickle.dumps(rules[i:i + LINK_STEP], protocol=pickle.HIGHEST_PROTOCOL)
-                  for i in range(0, len(rules), LINK_STEP)]
+    rule_parts = [
+        pickle.dumps(rules[i : i + LINK_STEP], protocol=pickle.HIGHEST_PROTOCOL)
+        for i in range(0, len(rules), LINK_STEP)
+    ]
     bucket_parts, part, size = [], [], 0
     for item in buckets:
         part.append(item)
@@ -139,12 +142,12 @@ def _answer(stdout: bytes, stderr: bytes, returncode: int):
     start = _HEADER.size + size
     if len(view) < start:
         raise RulesetLoadFailed("the process loading the ruleset answered an incomplete result")
-    index = pickle.loads(view[_HEADER.size:start])
+    index = pickle.loads(view[_HEADER.size : start])
     if index[0] == "error":
         raise LoadError(index[1], index[2])
     parts = []
     for length in index[5]:
-        parts.append(view[start:start + length])
+        parts.append(view[start : start + length])
         start += length
     if start != len(view):
         raise RulesetLoadFailed("the process loading the ruleset answered an incomplete result")
@@ -158,7 +161,9 @@ def load_ruleset_in_subprocess(root: str | os.PathLike, timeout: float | None = 
     may take (then it is killed and RulesetLoadFailed is raised)."""
     command, env = _command(os.fspath(root))
     try:
-        done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise RulesetLoadFailed(f"loading the ruleset took more than {timeout} s") from None
     steps = _link_steps(_answer(done.stdout, done.stderr, done.returncode), str(root))
@@ -176,8 +181,11 @@ async def load_ruleset_async(root: str | os.PathLike, timeout: float | None = No
     runs in short steps with a return to the loop between them."""
     command, env = _command(os.fspath(root))
     process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
@@ -212,9 +220,9 @@ def _link_steps(answer, root: str):
     source = str(parts[0], "utf-8", "surrogatepass")
     yield
     recipe = pickle.loads(parts[1])
-    rule_parts = parts[2:2 + n_rules]
-    bucket_parts = parts[2 + n_rules:2 + n_rules + n_buckets]
-    chunks = parts[2 + n_rules + n_buckets:]
+    rule_parts = parts[2 : 2 + n_rules]
+    bucket_parts = parts[2 + n_rules : 2 + n_rules + n_buckets]
+    chunks = parts[2 + n_rules + n_buckets :]
     yield
     namespace = link_namespace(recipe, [])
     for chunk in chunks:

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import check
-from nba.dsl.files import RULE_SUFFIX, RuleFileError, decode_rule_text, files_under, read_rule_file, rule_files
-from nba.dsl.compiler import _PICKED, CompiledRuleset, RulesetRecipe, link, ruleset_recipe
 from nba.dsl.codegen import compile_functions
+from nba.dsl.compiler import _PICKED, CompiledRuleset, RulesetRecipe, link, ruleset_recipe
+from nba.dsl.files import RULE_SUFFIX, RuleFileError, decode_rule_text, read_rule_file, rule_files
 from nba.dsl.folding import report_constant_errors
 from nba.dsl.source import Diagnostics, LoadError, Position
 from nba.dsl.syntax import parse_module
@@ -55,8 +55,7 @@ def load_text(text: str, name: str = "<rules>") -> CompiledRuleset:
 
 
 TOO_DEEP = (
-    "an expression is nested too deeply to load; split it into segments, "
-    "or test a list of values with `in [...]`"
+    "an expression is nested too deeply to load; split it into segments, or test a list of values with `in [...]`"
 )
 
 
@@ -150,6 +149,11 @@ def _diagnostic(path: str, message: str):
 from nba.dsl.isolated import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess  # noqa: E402
 
 __all__ = [
-    "RulesetLoadFailed", "load_ruleset", "load_ruleset_async", "load_ruleset_in_subprocess",
-    "load_text", "read_sources", "rule_files",
+    "RulesetLoadFailed",
+    "load_ruleset",
+    "load_ruleset_async",
+    "load_ruleset_in_subprocess",
+    "load_text",
+    "read_sources",
+    "rule_files",
 ]

@@ -30,7 +30,9 @@ from nba.dsl.codegen import is_sure_bool
 from nba.dsl.twins import runtime as rt
 
 # Node kinds (dsl/_matchvm.pyx has the same numbers).
-FALSE, TRUE, AND, OR, NOT, PYTHON, NUMBER_ORDER, STRING_ORDER, STRING_EQ, NUMBER_EQ, IS, IN_STRINGS, TRUTH, EQ_BOUND = range(14)
+FALSE, TRUE, AND, OR, NOT, PYTHON, NUMBER_ORDER, STRING_ORDER, STRING_EQ, NUMBER_EQ, IS, IN_STRINGS, TRUTH, EQ_BOUND = (
+    range(14)
+)
 
 # Comparison operators, as CPython's rich comparison codes (Py_LT ... Py_GE).
 RICH = {"<": 0, "<=": 1, "==": 2, "!=": 3, ">": 4, ">=": 5}
@@ -63,8 +65,12 @@ class PlanBuilder:
     generated function ``(x) -> bool`` for a sub-condition the plan has no atom for; the
     names are replaced by the functions once the module is compiled (``resolve``)."""
 
-    def __init__(self, python_condition: Callable[[n.Expr, str], str], past: bool = False,
-                 segments: dict[str, n.Expr] | None = None):
+    def __init__(
+        self,
+        python_condition: Callable[[n.Expr, str], str],
+        past: bool = False,
+        segments: dict[str, n.Expr] | None = None,
+    ):
         self.python_condition = python_condition
         self.past = past  # fields are the past events' (an aggregate's `where`)
         # segment -> its folded condition; a segment made of atoms alone is tested in place
@@ -73,7 +79,9 @@ class PlanBuilder:
         self.nodes: list[tuple] = []
         self.entries: list[Entry] = []
 
-    def add_rule(self, rule: int, condition: n.Expr, active_from: float, active_to: float, what: str = "`when`") -> None:
+    def add_rule(
+        self, rule: int, condition: n.Expr, active_from: float, active_to: float, what: str = "`when`"
+    ) -> None:
         start = len(self.nodes)
         self.condition(condition, what)
         self.entries.append(Entry(rule, active_from, active_to, start))
@@ -185,8 +193,10 @@ class PlanBuilder:
     def bound_equality(self, op: str, left: n.Expr, right: n.Expr) -> bool:
         """``past.f == event.g`` (either way round, or ``!=``): an EQ_BOUND atom, the
         decision's value in a BOUND slot (whose index the atom keeps in ``number``)."""
+
         def decision_field(expr):
             return isinstance(expr, n.Field) and expr.root in ("event", "profile") and len(expr.path) == 1
+
         if self.simple_field(left) and decision_field(right):
             past, own = left, right
         elif decision_field(left) and self.simple_field(right):
@@ -254,7 +264,5 @@ def exact_float(value) -> bool:
 
 def resolve(plan: BucketPlan, namespace: dict) -> BucketPlan:
     """The plan with each Python sub-condition's function name replaced by the function."""
-    nodes = tuple(
-        node[:5] + (namespace[node[5]],) + node[6:] if node[0] == PYTHON else node for node in plan.nodes
-    )
+    nodes = tuple(node[:5] + (namespace[node[5]],) + node[6:] if node[0] == PYTHON else node for node in plan.nodes)
     return BucketPlan(plan.slots, nodes, plan.entries)

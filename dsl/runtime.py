@@ -52,8 +52,14 @@ def kind_article(value) -> str:
 
 def _article(value) -> str:
     name = kind(value)
-    return {"null": "null", "bool": "a bool", "number": "a number", "string": "a string",
-            "list": "a list", "map": "a map"}.get(name, "a " + name)
+    return {
+        "null": "null",
+        "bool": "a bool",
+        "number": "a number",
+        "string": "a string",
+        "list": "a list",
+        "map": "a map",
+    }.get(name, "a " + name)
 
 
 def is_number(value) -> bool:
@@ -366,7 +372,9 @@ def fn_coalesce(*args):
 # RFC 3339: a date, or a date and a time (seconds optional, as in time literals), with
 # `T`, `t` or a space between and a zone of `Z`, `z` or `+hh:mm`/`-hh:mm` (none: UTC).
 # Python's fromisoformat alone also takes ISO week dates, basic formats and `+hhmm`.
-_RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?")
+_RFC_3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
 
 
 def parse_time(text: str):

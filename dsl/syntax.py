@@ -106,7 +106,7 @@ def time_value(text: str) -> float | None:
 
 def _shorten(text: str, limit: int = 40) -> str:
     """A literal as written, shortened for messages."""
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-8:]} ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-8:]} ({len(text):,} characters)"
 
 
 _ESCAPE = re.compile(r"\\(.)")
@@ -145,7 +145,8 @@ class TreeBuilder:
                 continue
             pos = Position(self.path, token.line, token.column + match.start())
             self.diagnostics.error(
-                pos, f"unknown escape `{match.group()}` in a string: write \\\\ for a backslash (escapes: \\\" \\\\ \\n \\t)"
+                pos,
+                f'unknown escape `{match.group()}` in a string: write \\\\ for a backslash (escapes: \\" \\\\ \\n \\t)',
             )
         return string_value(text)
 
@@ -568,11 +569,24 @@ _WORDS = {
 }
 _OPERATORS = {"COMPARE", "PLUS", "MINUS", "MUL_OP", "IN", "NOT", "AND", "OR", "DOT", "LPAR"}
 _EXPRESSION_STARTS = {
-    "NAME", "NUMBER", "STRING", "DURATION", "TIME", "LPAR", "LSQB", "MINUS",
-    "TRUE", "FALSE", "NULL", "EVENT", "PROFILE", "NOT", "IF",
+    "NAME",
+    "NUMBER",
+    "STRING",
+    "DURATION",
+    "TIME",
+    "LPAR",
+    "LSQB",
+    "MINUS",
+    "TRUE",
+    "FALSE",
+    "NULL",
+    "EVENT",
+    "PROFILE",
+    "NOT",
+    "IF",
 }
 _CHARACTER_HINTS = {
-    "'": "strings use double quotes: \"like this\"",
+    "'": 'strings use double quotes: "like this"',
     "&": "write `and` instead of `&&`",
     "|": "write `or` instead of `||`",
     "!": "write `not` to negate, or `!=` for not equal",
@@ -690,7 +704,7 @@ def describe_syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> tu
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         hint = _CHARACTER_HINTS.get(char)
         if char == '"':
-            message = "this string is not closed: add the closing `\"` on the same line"
+            message = 'this string is not closed: add the closing `"` on the same line'
         elif hint:
             message = f"unexpected `{char}`: {hint}"
         else:
@@ -733,7 +747,7 @@ def _token_message(token: Token, expected: set[str]) -> str:
     if _names_only(token, expected):
         return f"`{token}` is a reserved word and cannot be used as a name here"
     if token.type == "WHERE":
-        return "`where` only goes inside an aggregate, as in `count(page_view where category == \"shoes\" within 30m)`"
+        return '`where` only goes inside an aggregate, as in `count(page_view where category == "shoes" within 30m)`'
     if token.type in ("COMPARE", "IN") and not (expected & {"COMPARE", "IN"}) and expected & {"AND", "OR"}:
         return f"unexpected {found}: comparisons do not chain; write `a < b and b < c`"
     if token.type in _DECLARATION_TOKENS and "END" in expected:

@@ -9,9 +9,8 @@ Cython rule matcher, or None: then the compiler generates Python matchers) and
 
 from __future__ import annotations
 
-from nba.twins import is_compiled, pick_extension
-
 from nba.dsl import runtime  # through the finder nba/__init__.py installed
+from nba.twins import is_compiled, pick_extension
 
 # The rule matcher: interprets each bucket's compact form (dsl/matchplan.py) in C; without
 # it the compiler generates Python matchers instead. It reads the compiled runtime's

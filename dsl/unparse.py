@@ -11,8 +11,24 @@ from __future__ import annotations
 from nba.dsl import nodes as n
 
 # Binding strength, loosest first, as the language guide lists the operators.
-_LEVEL = {"or": 1, "and": 2, "not": 3, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "in": 4,
-          "not in": 4, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
+_LEVEL = {
+    "or": 1,
+    "and": 2,
+    "not": 3,
+    "==": 4,
+    "!=": 4,
+    "<": 4,
+    "<=": 4,
+    ">": 4,
+    ">=": 4,
+    "in": 4,
+    "not in": 4,
+    "+": 5,
+    "-": 5,
+    "*": 6,
+    "/": 6,
+    "%": 6,
+}
 _UNARY_MINUS = 7
 _POSTFIX = 8  # member access and calls
 _DURATION_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60))

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = commands.add_parser("lint", help="static analysis: rules that never match, shadowed rules, ...")
     lint.add_argument("rules", help="a .rules file or a directory of them")
-    lint.add_argument("--at", metavar="TIME", help="the time `expired` compares with (RFC 3339 or epoch seconds; default now)")
+    lint.add_argument(
+        "--at", metavar="TIME", help="the time `expired` compares with (RFC 3339 or epoch seconds; default now)"
+    )
     lint.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or a JSON list")
     lint.set_defaults(run=run_lint)
 
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", metavar="FILE.html", help="also write the replay's report: one self-contained HTML page with charts"
     )
     replay.add_argument(
-        "--no-coverage", action="store_true",
+        "--no-coverage",
+        action="store_true",
         help="leave out the summary's coverage (what each rule did and which condition kept it out); faster",
     )
     add_decision_options(replay)
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     consume = commands.add_parser("consume", help="decide the events of Redis streams as a consumer group member")
-    from nba.engine.stream.command import add_arguments as add_consume_arguments, consume_main
+    from nba.engine.stream.command import add_arguments as add_consume_arguments
+    from nba.engine.stream.command import consume_main
 
     add_consume_arguments(consume)
     consume.set_defaults(run=consume_main)
@@ -145,7 +149,10 @@ def run_lint(args, checking: bool = False) -> int:
     if getattr(args, "at", None) is not None:
         at = lint_time(args.at)
         if at is None:
-            print(f"--at: `{args.at}` is not a time (write 2026-11-27, 2026-11-27T09:30:00Z or epoch seconds)", file=sys.stderr)
+            print(
+                f"--at: `{args.at}` is not a time (write 2026-11-27, 2026-11-27T09:30:00Z or epoch seconds)",
+                file=sys.stderr,
+            )
             return EXIT_LOAD
     try:
         warnings, sources = lint_path(args.rules, at)
@@ -238,9 +245,18 @@ def run_replay(args) -> int:
         engine = Engine(ruleset, path=args.rules, max_event_ahead_s=None)
     try:
         return replay(
-            engine, args.events, sys.stdout, sys.stderr, profiles=args.profiles, limit=args.limit,
-            explain=args.explain, dry_run=getattr(args, "dry_run", False), quiet=args.quiet,
-            coverage=not args.no_coverage, report=args.report, rules_path=args.rules,
+            engine,
+            args.events,
+            sys.stdout,
+            sys.stderr,
+            profiles=args.profiles,
+            limit=args.limit,
+            explain=args.explain,
+            dry_run=getattr(args, "dry_run", False),
+            quiet=args.quiet,
+            coverage=not args.no_coverage,
+            report=args.report,
+            rules_path=args.rules,
         )
     finally:
         engine.close()

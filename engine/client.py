@@ -401,8 +401,10 @@ class Client(_Ops):
                 response = conn.receive()
             except socket.timeout:
                 self._discard(conn)
-                raise RequestTimeout(f"no answer to {request.get('op')!r} from {self.address} within {self.timeout} s; "
-                                     "the connection was dropped") from None
+                raise RequestTimeout(
+                    f"no answer to {request.get('op')!r} from {self.address} within {self.timeout} s; "
+                    "the connection was dropped"
+                ) from None
             except (OSError, ConnectionClosed) as error:
                 self._discard(conn)
                 if attempt + 1 < attempts:
@@ -417,7 +419,9 @@ class Client(_Ops):
             if type(response) is dict and response.get("id") != request_id:
                 self._discard(conn)
                 _payload(response, None)  # an error answered with id null (the server closes): raises
-                raise NbaError("bad_response", f"answer to request {response.get('id')!r} while waiting for {request_id!r}")
+                raise NbaError(
+                    "bad_response", f"answer to request {response.get('id')!r} while waiting for {request_id!r}"
+                )
             self._release(conn)
             return _payload(response, key)
         raise AssertionError("unreachable")
@@ -437,8 +441,10 @@ class Client(_Ops):
             self._discard(conn)
             if isinstance(error, socket.timeout):
                 raise RequestTimeout(f"no answer from {self.address} within {self.timeout} s") from None
-            raise ConnectionClosed(f"the connection to {self.address} was lost half-way through a pipeline of "
-                                   f"{len(requests)} requests; some may have been applied") from error
+            raise ConnectionClosed(
+                f"the connection to {self.address} was lost half-way through a pipeline of "
+                f"{len(requests)} requests; some may have been applied"
+            ) from error
         except BaseException:
             self._discard(conn)
             raise
@@ -600,7 +606,10 @@ class AsyncClient(_Ops):
 
     @classmethod
     async def connect(
-        cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, max_frame_bytes: int = CLIENT_MAX_FRAME_BYTES,
+        cls,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        max_frame_bytes: int = CLIENT_MAX_FRAME_BYTES,
         **options: Any,
     ) -> "AsyncClient":
         """A client with its first connection open (``ServerUnavailable`` if it cannot be)."""
@@ -629,8 +638,11 @@ class AsyncClient(_Ops):
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     transport, protocol = await loop.create_connection(
-                        lambda: _ClientProtocol(max_frame_bytes), self.host, self.port,
-                        ssl=self.ssl, server_hostname=self.host if self.ssl is not None else None,
+                        lambda: _ClientProtocol(max_frame_bytes),
+                        self.host,
+                        self.port,
+                        ssl=self.ssl,
+                        server_hostname=self.host if self.ssl is not None else None,
                     )
                     transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if self.token is not None:
@@ -675,8 +687,10 @@ class AsyncClient(_Ops):
                 if protocol.transport is None:  # lost before this request was written
                     if attempt + 1 < attempts:
                         continue
-                    raise ConnectionClosed(f"the connection to {self.address} was lost before "
-                                           f"{request.get('op')!r} was sent; it was not sent")
+                    raise ConnectionClosed(
+                        f"the connection to {self.address} was lost before "
+                        f"{request.get('op')!r} was sent; it was not sent"
+                    )
             future = asyncio.get_running_loop().create_future()
             protocol.pending[request_id] = future
             protocol.send(frame)

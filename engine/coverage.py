@@ -108,9 +108,11 @@ class Coverage:
             return []
         width = max(len(rule.rule) for rule in rows)
         reasons = sorted({reason for rule in rows for reason in rule.passed_over})
-        head = f"  {'rule':<{width}}  {'events':>9}  {'matched':>9}  {'chosen':>9}" + "".join(
-            f"  {reason:>9}" for reason in reasons
-        ) + f"  {'errors':>7}"
+        head = (
+            f"  {'rule':<{width}}  {'events':>9}  {'matched':>9}  {'chosen':>9}"
+            + "".join(f"  {reason:>9}" for reason in reasons)
+            + f"  {'errors':>7}"
+        )
         lines = ["coverage (passed over by reason):", head]
         for rule in rows:
             lines.append(

@@ -63,7 +63,9 @@ def generate(day: str = "2026-11-27", customers: int = 500, seed: int = 7) -> tu
         activity = rng.lognormvariate(1.2, 0.6)  # sessions today, heavy-tailed
         for _ in range(min(12, max(1, round(activity)))):
             session_start = start + _session_time(rng)
-            for event in _session(rng, customer_id, session_start, start + DAY, app_user, favourites, categories, category_weights):
+            for event in _session(
+                rng, customer_id, session_start, start + DAY, app_user, favourites, categories, category_weights
+            ):
                 events.append((event["_t"], sequence, event))
                 sequence += 1
     events.sort(key=lambda item: (item[0], item[1]))
@@ -102,7 +104,9 @@ def _profile(rng: random.Random, customer_id: str, day_start: float, favourite: 
     if rng.random() < 0.14 and tier == "standard":
         orders = 0  # signed up, never ordered
     else:
-        orders = max(1, int(rng.lognormvariate({"standard": 1.0, "silver": 1.8, "gold": 2.4, "platinum": 2.9}[tier], 0.6)))
+        orders = max(
+            1, int(rng.lognormvariate({"standard": 1.0, "silver": 1.8, "gold": 2.4, "platinum": 2.9}[tier], 0.6))
+        )
     profile: dict = {"customer_id": customer_id, "tier": tier}
     if orders:
         average = rng.lognormvariate(math.log(70), 0.5)

@@ -20,7 +20,6 @@ from nba.engine.state import Store, StoreUnavailable, empty_state
 from nba.engine.stats import EngineStats
 from nba.engine.turns import ThreadTurns, turns_for
 
-
 T = TypeVar("T")
 log = logging.getLogger("nba.engine")
 
@@ -40,8 +39,14 @@ class Engine:
     takes any time (``nba replay`` and ``nba test`` run on the events' own times).
     """
 
-    def __init__(self, ruleset: CompiledRuleset, store: Store | None = None, path: str | None = None, *,
-                 max_event_ahead_s: float | None = DEFAULT_MAX_EVENT_AHEAD_S):
+    def __init__(
+        self,
+        ruleset: CompiledRuleset,
+        store: Store | None = None,
+        path: str | None = None,
+        *,
+        max_event_ahead_s: float | None = DEFAULT_MAX_EVENT_AHEAD_S,
+    ):
         if store is None:
             from nba.engine.store.memory import MemoryStore
 
@@ -116,8 +121,15 @@ class Engine:
         finally:
             turns.give_back(customer_id)
 
-    def _decide_checked(self, ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool, dry_run: bool,
-                        finish: Callable[..., T]) -> T:
+    def _decide_checked(
+        self,
+        ruleset: CompiledRuleset,
+        checked: dict,
+        limit: int,
+        explain: bool,
+        dry_run: bool,
+        finish: Callable[..., T],
+    ) -> T:
         customer_id = checked["customer_id"]
         store = self.store
         needs = ruleset.needs  # what is recorded and kept
@@ -133,15 +145,20 @@ class Engine:
                 state, degraded = empty_state(), True
             outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
             write = outcome.write
-            if dry_run or degraded or write is None or (  # StateWrite.is_empty, inlined
-                write.event_record is None and not write.contacts and not write.profile_set
+            if (
+                dry_run
+                or degraded
+                or write is None
+                or (  # StateWrite.is_empty, inlined
+                    write.event_record is None and not write.contacts and not write.profile_set
+                )
             ):
                 break
             try:
                 if store.commit(customer_id, needs, write):
                     break
             except StoreUnavailable:  # the write may or may not have landed: answer as degraded,
-                degraded = True     # which gives no capped action (an untold contact only tightens a cap)
+                degraded = True  # which gives no capped action (an untold contact only tightens a cap)
                 self.stats.store_commit_failures += 1
                 outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
                 break
@@ -356,8 +373,11 @@ def _given_up(ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool
     """The degraded decision, after ``MAX_ATTEMPTS`` commits refused by their cap checks
     (contacts recorded meanwhile by other processes each time, or contacts another service
     wrote whose times the read and the commit see differently): no capped action is given."""
-    log.warning("customer %r: the state kept changing under %d attempts to decide; deciding degraded",
-                checked["customer_id"], MAX_ATTEMPTS)
+    log.warning(
+        "customer %r: the state kept changing under %d attempts to decide; deciding degraded",
+        checked["customer_id"],
+        MAX_ATTEMPTS,
+    )
     return evaluate(ruleset, checked, empty_state(), limit, explain, True)
 
 

@@ -12,9 +12,9 @@ import time as _time
 from typing import Any, Callable, Mapping
 
 from nba.dsl.twins import runtime as _runtime
+from nba.engine.errors import EventError
 
 parse_time = _runtime.parse_time
-from nba.engine.errors import EventError
 
 _BOOL_TEXT = {"true": True, "false": False}
 
@@ -31,8 +31,9 @@ def check_event(raw, event_schemas: Mapping[str, Mapping[str, str]], now: float 
     return event_checker(event_schemas, now)(raw)
 
 
-def event_checker(event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None,
-                  max_ahead_s: float | None = None) -> Callable[[Any], dict]:
+def event_checker(
+    event_schemas: Mapping[str, Mapping[str, str]], now: float | None = None, max_ahead_s: float | None = None
+) -> Callable[[Any], dict]:
     """The check of step 1 as a function of the raw event alone, with each event type's
     declared fields listed once instead of at every event. An event without a time is
     given ``now``, or the clock's time when the event is checked. With ``max_ahead_s``
@@ -96,8 +97,11 @@ _AS_IS = {"string": str, "number": int, "bool": bool, "time": int, "list": list}
 
 
 def _refuse_ahead(when: float, now: float, max_ahead_s: float) -> None:
-    raise EventError("time", f"is {when - now:.0f} s after the engine's clock; an event may be at most "
-                             f"{max_ahead_s:g} s ahead of it (max_event_ahead_s)")
+    raise EventError(
+        "time",
+        f"is {when - now:.0f} s after the engine's clock; an event may be at most "
+        f"{max_ahead_s:g} s ahead of it (max_event_ahead_s)",
+    )
 
 
 def _refuse_id(key: str, value) -> None:
@@ -187,7 +191,9 @@ def read_as(value, declared: str, name: str):
 
 # A number written in decimal with ASCII digits (float() also reads "1_000", "inf" and
 # other scripts' digits, which no event means as a number).
-_NUMBER_TEXT = re.compile(r"\s*([+-]?)(?:([0-9]+)|[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+|\.[0-9]+[eE][+-]?[0-9]+)\s*")
+_NUMBER_TEXT = re.compile(
+    r"\s*([+-]?)(?:([0-9]+)|[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+|\.[0-9]+[eE][+-]?[0-9]+)\s*"
+)
 
 
 def _number_text(text: str):

@@ -46,4 +46,3 @@ def annotate(trace: list, ruleset, context, contacts: list, event: dict, count_c
                     already = sum(1 for c in chosen_above if policy.channel is None or c.channel == policy.channel)
                     seen = count_contacts(contacts, t, policy.window, channel=policy.channel) + already
                     entry.cap = {"limit": policy.limit, "count": seen, "per": policy.window}
-

@@ -15,7 +15,9 @@ def dumps(value, indent: int | None = None) -> str:
     try:
         return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
     except ValueError:
-        return json.dumps(plain_numbers(value), indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False)
+        return json.dumps(
+            plain_numbers(value), indent=indent, ensure_ascii=False, default=_json_default, allow_nan=False
+        )
 
 
 def _json_default(value):

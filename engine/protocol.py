@@ -124,7 +124,7 @@ class FrameDecoder:
         self._pos = end
         try:  # _unpack, inlined: this runs for every request
             return _unpackb(buf[pos + 4 : end], raw=False, strict_map_key=False, timestamp=1)
-        except Exception as exc:  # any malformed msgpack: ExtraData, FormatError, StackError, ...
+        except Exception as exc:  # noqa: BLE001 - any malformed msgpack: ExtraData, FormatError, StackError, ...
             raise FrameError(BAD_FRAME, f"frame is not one msgpack value: {type(exc).__name__}: {exc}") from None
 
     def close_error(self) -> FrameError | None:
@@ -214,7 +214,9 @@ def check_request(obj: Any) -> Request:
             raise BadRequest(request_id, BAD_REQUEST, "'token' must be a non-empty string")
         request.token = token
     elif op == "reload" and "path" in obj:
-        raise BadRequest(request_id, BAD_REQUEST, "'reload' takes no path: the server reloads the path it was started with")
+        raise BadRequest(
+            request_id, BAD_REQUEST, "'reload' takes no path: the server reloads the path it was started with"
+        )
     return request
 
 
@@ -266,6 +268,7 @@ def _kind(value: Any) -> str:
 
 # ---------------------------------------------------------------- responses
 
+
 def ok_response(request_id: Any, key: str | None = None, value: Any = None) -> dict:
     if key is None:
         return {"id": request_id, "ok": True}
@@ -306,4 +309,3 @@ def encode_frame(obj: Any) -> bytes:
     """One whole frame: the length header, then the msgpack body."""
     body = pack(obj)
     return HEADER.pack(len(body)) + body
-

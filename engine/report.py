@@ -26,7 +26,16 @@ MAX_BINS = 120  # bars in the time chart
 _KEEP_BINS = 4 * MAX_BINS  # bins kept while counting, before the final merge
 NOTHING = "(nothing)"
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
 )
 OTHER_COLOR = "#9aa0a6"
 DEFAULT_COLOR = "#e3e6ea"
@@ -94,8 +103,11 @@ class ReplayReport:
             self._summary(),
             "<h2>Decisions over event time, by first choice</h2>",
             time_chart(bins, width, top, colors),
-            legend([(rule, colors[rule]) for rule in top] + ([("other rules", OTHER_COLOR)] if len(rules) > len(top) else [])
-                   + [("the default, or nothing", DEFAULT_COLOR)]),
+            legend(
+                [(rule, colors[rule]) for rule in top]
+                + ([("other rules", OTHER_COLOR)] if len(rules) > len(top) else [])
+                + [("the default, or nothing", DEFAULT_COLOR)]
+            ),
             "<h2>Channel mix</h2>",
             bar_chart(self.channels.most_common()),
         ]
@@ -135,9 +147,11 @@ class ReplayReport:
             ("degraded", f"{self.degraded:,}"),
             ("event time", f"{_when(self.first_time)} to {_when(self.last_time)} ({_span(span)})"),
         ]
-        return "<dl class=summary>" + "".join(
-            f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in cells
-        ) + "</dl>"
+        return (
+            "<dl class=summary>"
+            + "".join(f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in cells)
+            + "</dl>"
+        )
 
 
 # ---- charts (inline SVG) ---------------------------------------------------------------
@@ -155,7 +169,9 @@ def time_chart(bins: list[tuple[float, Counter]], width_s: float, top: list[str]
         x = left + index * bar
         y = h - bottom
         order = [(rule, counts.get(rule, 0)) for rule in top]
-        order.append(("other rules", sum(c for r, c in counts.items() if r not in colors and r not in (NOTHING, "default"))))
+        order.append(
+            ("other rules", sum(c for r, c in counts.items() if r not in colors and r not in (NOTHING, "default")))
+        )
         order.append(("the default, or nothing", counts.get(NOTHING, 0) + counts.get("default", 0)))
         for rule, count in order:
             if not count:
@@ -194,8 +210,10 @@ def bar_chart(items: list[tuple[str, int]]) -> str:
         y = 4 + index * row
         length = count / items[0][1] * (w - label_w - 140)
         shapes.append(f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{html.escape(name)}</text>')
-        shapes.append(f'<rect x="{label_w}" y="{y + 3}" width="{max(length, 1):.1f}" height="{row - 8}" '
-                      f'fill="{PALETTE[index % len(PALETTE)]}"><title>{html.escape(name)}: {count:,}</title></rect>')
+        shapes.append(
+            f'<rect x="{label_w}" y="{y + 3}" width="{max(length, 1):.1f}" height="{row - 8}" '
+            f'fill="{PALETTE[index % len(PALETTE)]}"><title>{html.escape(name)}: {count:,}</title></rect>'
+        )
         shapes.append(f'<text x="{label_w + length + 8:.1f}" y="{y + 17}">{count:,} ({count / total:.1%})</text>')
     return (
         f'<svg class=chart viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
@@ -204,9 +222,11 @@ def bar_chart(items: list[tuple[str, int]]) -> str:
 
 
 def legend(items: list[tuple[str, str]]) -> str:
-    return "<p class=legend>" + "".join(
-        f'<span><i style="background:{color}"></i>{html.escape(name)}</span>' for name, color in items
-    ) + "</p>"
+    return (
+        "<p class=legend>"
+        + "".join(f'<span><i style="background:{color}"></i>{html.escape(name)}</span>' for name, color in items)
+        + "</p>"
+    )
 
 
 # ---- tables ----------------------------------------------------------------------------
@@ -215,8 +235,12 @@ def legend(items: list[tuple[str, str]]) -> str:
 def coverage_table(coverage: Coverage) -> str:
     rows = coverage.to_dict()
     reasons = sorted({reason for row in rows for reason in row["passed_over"]})
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["rule", "events of its types", "matched", "chosen"] + [f"passed over: {r}" for r in reasons] + ["errors"])
+    head = "".join(
+        f"<th>{html.escape(h)}</th>"
+        for h in ["rule", "events of its types", "matched", "chosen"]
+        + [f"passed over: {r}" for r in reasons]
+        + ["errors"]
+    )
     body = []
     for row in rows:
         cells = [f"<td><code>{html.escape(row['rule'])}</code></td>"]
@@ -233,9 +257,14 @@ def never_chosen(coverage: Coverage) -> list[str]:
         if row["chosen"] or not row["events"]:
             continue
         found = row["most_often_false"]
-        why = (f"<code>{html.escape(found['condition'])}</code> false in {found['share']:.0%} of its events"
-               if found else "its conditions were never tested")
-        items.append(f"<li><code>{html.escape(row['rule'])}</code>: never chosen in {row['events']:,} events; {why}</li>")
+        why = (
+            f"<code>{html.escape(found['condition'])}</code> false in {found['share']:.0%} of its events"
+            if found
+            else "its conditions were never tested"
+        )
+        items.append(
+            f"<li><code>{html.escape(row['rule'])}</code>: never chosen in {row['events']:,} events; {why}</li>"
+        )
     return ["<h2>Never chosen</h2>", "<ul>" + "".join(items) + "</ul>"] if items else []
 
 
@@ -244,10 +273,14 @@ def holdout_table(counts: dict[str, Counter], rules: dict[str, float]) -> str:
     for rule, percent in rules.items():
         held, treated = counts[rule]["held out"], counts[rule]["treated"]
         share = held / (held + treated) if held + treated else 0.0
-        body.append(f"<tr><td><code>{html.escape(rule)}</code></td><td>{percent:g}%</td><td>{held:,}</td>"
-                    f"<td>{treated:,}</td><td>{share:.1%}</td></tr>")
-    return ("<table><thead><tr><th>rule</th><th>holdout</th><th>held out</th><th>treated</th>"
-            f"<th>held out share</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
+        body.append(
+            f"<tr><td><code>{html.escape(rule)}</code></td><td>{percent:g}%</td><td>{held:,}</td>"
+            f"<td>{treated:,}</td><td>{share:.1%}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>rule</th><th>holdout</th><th>held out</th><th>treated</th>"
+        f"<th>held out share</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 # ---- text ------------------------------------------------------------------------------

@@ -61,7 +61,16 @@ TOP_KEYS = ("case", "defaults")
 DEFAULTS_KEYS = ("time", "customer_id", "profile")
 CASE_KEYS = ("name", "description", "profile", "history", "event", "limit", "expect")
 EXPECT_KEYS = (
-    "rule", "action", "channel", "params", "alternatives", "nothing", "not_rule", "not_action", "trace", "conditions",
+    "rule",
+    "action",
+    "channel",
+    "params",
+    "alternatives",
+    "nothing",
+    "not_rule",
+    "not_action",
+    "trace",
+    "conditions",
 )
 CHOICE_KEYS = ("rule", "action", "channel", "params")
 TRACE_WORDS = (
@@ -302,7 +311,9 @@ class _FileReader:
         history: list[dict] = []
         raw_history = raw.get("history", [])
         if not isinstance(raw_history, list):
-            self.error(self.key_line(index, "history"), f"{label}: `history` must be an array of tables: `[[case.history]]`")
+            self.error(
+                self.key_line(index, "history"), f"{label}: `history` must be an array of tables: `[[case.history]]`"
+            )
             raw_history = []
         for number, past in enumerate(raw_history, 1):
             where = f"{label}: history event {number}"
@@ -314,7 +325,7 @@ class _FileReader:
             if past_event is None:
                 continue
             if "time" not in past_event:
-                self.error(hline, f"{where} needs a `time` (or `ago`, a duration before the event: \"2h\")")
+                self.error(hline, f'{where} needs a `time` (or `ago`, a duration before the event: "2h")')
                 continue
             past_event.setdefault("customer_id", event["customer_id"] if event else default_customer)
             history.append(past_event)
@@ -322,7 +333,7 @@ class _FileReader:
 
         expect = None
         if "expect" not in raw:
-            self.error(line, f"{label} needs an `expect` table (e.g. expect = {{ action = \"...\" }})")
+            self.error(line, f'{label} needs an `expect` table (e.g. expect = {{ action = "..." }})')
         elif not isinstance(raw["expect"], dict):
             self.error(self.key_line(index, "expect"), f"{label}: `expect` must be a table")
         else:
@@ -357,7 +368,10 @@ class _FileReader:
             else:
                 seconds = _duration(raw["ago"])
                 if seconds is None:
-                    self.error(line, f"{where}: `ago` must be a duration such as \"30m\", \"2h\", \"1d12h\" or a number of seconds, not {raw['ago']!r}")
+                    self.error(
+                        line,
+                        f'{where}: `ago` must be a duration such as "30m", "2h", "1d12h" or a number of seconds, not {raw["ago"]!r}',
+                    )
                     ok = False
                 else:
                     event["time"] = _whole(relative_to - seconds)
@@ -376,7 +390,10 @@ class _FileReader:
         else:
             converted = None
         if converted is None:
-            self.error(line, f"{where} must be a time: 2026-11-27T09:30:00Z (quoted or not), 2026-11-27, or seconds since the epoch; not {value!r}")
+            self.error(
+                line,
+                f"{where} must be a time: 2026-11-27T09:30:00Z (quoted or not), 2026-11-27, or seconds since the epoch; not {value!r}",
+            )
         return converted
 
     def read_expect(self, raw: dict, label: str, line) -> Expect | None:
@@ -394,11 +411,16 @@ class _FileReader:
             else:
                 expect.nothing = raw["nothing"]
                 if raw["nothing"] and any(k in raw for k in ("rule", "action", "channel", "params", "alternatives")):
-                    self.error(line, f"{where}: `nothing = true` cannot go with rule, action, channel, params or alternatives")
+                    self.error(
+                        line, f"{where}: `nothing = true` cannot go with rule, action, channel, params or alternatives"
+                    )
         if "alternatives" in raw:
             alternatives = raw["alternatives"]
             if not isinstance(alternatives, list):
-                self.error(line, f"{where}: `alternatives` must be a list (of actions, or of tables with rule/action/channel/params)")
+                self.error(
+                    line,
+                    f"{where}: `alternatives` must be a list (of actions, or of tables with rule/action/channel/params)",
+                )
             else:
                 expect.alternatives = []
                 for number, item in enumerate(alternatives, 1):
@@ -408,7 +430,9 @@ class _FileReader:
                         self.error(line, f"{where}: alternative {number} must be an action name or a table")
                         continue
                     self.unknown_keys(item, CHOICE_KEYS, f"in {where} alternative {number}", None, line=line)
-                    expect.alternatives.append(self.read_choice(item, f"{where} alternative {number}", line, CHOICE_KEYS))
+                    expect.alternatives.append(
+                        self.read_choice(item, f"{where} alternative {number}", line, CHOICE_KEYS)
+                    )
         for key in ("not_rule", "not_action"):
             if key in raw:
                 names = raw[key]
@@ -423,7 +447,10 @@ class _FileReader:
         if "trace" in raw:
             trace = raw["trace"]
             if not isinstance(trace, dict):
-                self.error(line, f"{where}: `trace` must be a table: rule id = what happened to it (e.g. cart_reminder_email = \"cap\")")
+                self.error(
+                    line,
+                    f'{where}: `trace` must be a table: rule id = what happened to it (e.g. cart_reminder_email = "cap")',
+                )
             else:
                 for rule_id, what in trace.items():
                     self.known(rule_id, "rule", where, line)
@@ -431,7 +458,7 @@ class _FileReader:
                         self.error(
                             line,
                             f"{where}: trace.{rule_id} must be one of {', '.join(repr(w) for w in TRACE_WORDS)} "
-                            f"(or a policy: \"policy email\"), not {what!r}",
+                            f'(or a policy: "policy email"), not {what!r}',
                         )
                     else:
                         expect.trace[rule_id] = what
@@ -455,7 +482,9 @@ class _FileReader:
                 if value == "null":
                     value = None
                 elif not isinstance(value, bool):
-                    self.error(line, f"{where}: conditions.{rule_id}.{text!r} must be true, false or \"null\", not {value!r}")
+                    self.error(
+                        line, f'{where}: conditions.{rule_id}.{text!r} must be true, false or "null", not {value!r}'
+                    )
                     continue
                 wanted[text] = value
             expect.conditions[rule_id] = wanted
@@ -603,7 +632,9 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
             problems.append(f"expected channel {wanted}, got {actual}")
     elif wrong:
         wanted = ", ".join(f"{key} {value}" for key, value in wrong)
-        actual = "nothing" if first is None else f"{first.action} via {first.channel or 'no channel'} (rule {first.rule})"
+        actual = (
+            "nothing" if first is None else f"{first.action} via {first.channel or 'no channel'} (rule {first.rule})"
+        )
         problems.append(f"expected {wanted}; got {actual}")
     if want.params is not None:
         problems += _compare_params(want.params, first, "params")
@@ -612,7 +643,9 @@ def compare(expect: Expect, decision: Decision) -> list[str]:
         if len(alternatives) != len(expect.alternatives):
             wanted = ", ".join(_describe_expected(a) for a in expect.alternatives) or "none"
             actual = ", ".join(_describe(a) for a in alternatives) or "none"
-            problems.append(f"expected {len(expect.alternatives)} alternatives ({wanted}), got {len(alternatives)} ({actual})")
+            problems.append(
+                f"expected {len(expect.alternatives)} alternatives ({wanted}), got {len(alternatives)} ({actual})"
+            )
         else:
             for number, (want_alt, alt) in enumerate(zip(expect.alternatives, alternatives), 1):
                 for key in ("rule", "action", "channel"):
@@ -664,7 +697,9 @@ def _compare_params(wanted: dict, choice: Choice | None, label: str) -> list[str
     problems = []
     for key, value in wanted.items():
         if key not in choice.params:
-            problems.append(f"expected {label}.{key} = {_value_text(value)}, but there is no such parameter (got {_value_text(choice.params)})")
+            problems.append(
+                f"expected {label}.{key} = {_value_text(value)}, but there is no such parameter (got {_value_text(choice.params)})"
+            )
         elif not same(value, choice.params[key]):
             problems.append(f"expected {label}.{key} = {_value_text(value)}, got {_value_text(choice.params[key])}")
     return problems
@@ -787,7 +822,11 @@ def run_tests(rules_path: str, out: TextIO | None = None) -> int:
         return 2
     files = find_test_files(rules_path)
     if not files:
-        where = rules_path if os.path.isdir(rules_path) else f"{rules_path} (looked for {Path(rules_path).stem}{TEST_SUFFIX} beside it)"
+        where = (
+            rules_path
+            if os.path.isdir(rules_path)
+            else f"{rules_path} (looked for {Path(rules_path).stem}{TEST_SUFFIX} beside it)"
+        )
         print(f"no test files (*{TEST_SUFFIX}) in {where}", file=out)
         return 1
     cases: list[Case] = []
@@ -801,7 +840,10 @@ def run_tests(rules_path: str, out: TextIO | None = None) -> int:
         for error in errors:
             print(error, file=out)
         bad = len({e.path for e in errors})
-        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {bad} test file{'s' if bad != 1 else ''}: no tests were run", file=out)
+        print(
+            f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {bad} test file{'s' if bad != 1 else ''}: no tests were run",
+            file=out,
+        )
         return 2
     if not cases:
         print(f"no test cases in {len(files)} test file{'s' if len(files) != 1 else ''}", file=out)

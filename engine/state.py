@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from nba.dsl.needs import HistoryNeed, StateNeeds  # what a ruleset needs is the language's to say
+from nba.dsl.needs import StateNeeds  # what a ruleset needs is the language's to say
 
 
 class StoreUnavailable(Exception):
@@ -90,8 +90,7 @@ class CapCheck:
             return contact.rule == self.key
         return contact.channel == self.key
 
-    def holds(self, existing: list[Contact], new: list[Contact], time: float,
-              kept_from: float = NEVER_TRIMMED) -> bool:
+    def holds(self, existing: list[Contact], new: list[Contact], time: float, kept_from: float = NEVER_TRIMMED) -> bool:
         start = time - self.window
         if start < kept_from:  # a contact this window counts may have been trimmed
             return False
@@ -165,7 +164,7 @@ class Store(ABC):
     async def put_profile_async(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         self.put_profile(customer_id, profile, needs)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a store with nothing to release keeps this no-op
         """Release connections."""
 
     async def close_async(self) -> None:

@@ -36,18 +36,21 @@ def round_of(kind: str, round_seed: int, examples: int, limit_s: float, director
         suppress_health_check=list(HealthCheck),
     )
     if kind == "grammar":
+
         @common
         @seed(round_seed)
         @given(rule_fuzz.grammar_texts())
         def run(text):
             rule_fuzz.timed(rule_fuzz.check_text, text, limit_s=limit_s)
     elif kind == "tokens":
+
         @common
         @seed(round_seed)
         @given(rule_fuzz.token_mutants())
         def run(mutant):
             rule_fuzz.timed(rule_fuzz.check_text, mutant[1], mutant[0], limit_s=limit_s)
     else:
+
         @common
         @seed(round_seed)
         @given(rule_fuzz.byte_mutants())
@@ -55,6 +58,7 @@ def round_of(kind: str, round_seed: int, examples: int, limit_s: float, director
             files = dict(rule_fuzz.SEED_TEXTS)
             files[mutant[0]] = mutant[1]
             rule_fuzz.timed(rule_fuzz.check_directory, directory, files, limit_s=limit_s)
+
     return run
 
 
@@ -77,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             try:
                 round_of(kind, round_seed, args.examples, args.limit, Path(tmp))()
-            except Exception as exc:  # hypothesis re-raises the smallest failing example's error
+            except Exception as exc:  # noqa: BLE001 - hypothesis re-raises the smallest failing example's error
                 print(f"FAILED: {kind}, seed {round_seed}: {type(exc).__name__}: {exc}", flush=True)
                 return 1
             rounds += 1
-            print(f"round {rounds}: {kind}, seed {round_seed}, {args.examples} examples, "
-                  f"{time.monotonic() - started:.1f} s: ok", flush=True)
+            print(
+                f"round {rounds}: {kind}, seed {round_seed}, {args.examples} examples, "
+                f"{time.monotonic() - started:.1f} s: ok",
+                flush=True,
+            )
     print(f"{rounds} rounds, no failure")
     return 0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nba.engine.protocol import BadRequest, FrameDecoder, NEED_MORE, encode_frame, parse_request  # noqa: E402
+from nba.engine.protocol import NEED_MORE, BadRequest, FrameDecoder, encode_frame, parse_request  # noqa: E402
 
 RULES = """\
 event cart_abandoned { cart_value: number }
@@ -70,13 +70,19 @@ def value(rng: random.Random, depth: int = 0):
     if kind == 8:
         return [value(rng, depth + 1) for _ in range(rng.randrange(3))]
     if kind == 9:
-        return {rng.choice(["customer_id", "type", "cart_value", "time", "x"]): value(rng, depth + 1) for _ in range(rng.randrange(4))}
+        return {
+            rng.choice(["customer_id", "type", "cart_value", "time", "x"]): value(rng, depth + 1)
+            for _ in range(rng.randrange(4))
+        }
     return event(rng)
 
 
 def event(rng: random.Random) -> dict:
-    out = {"customer_id": rng.choice(["c1", "c2", "c3"]), "type": rng.choice(["cart_abandoned", "page_view"]),
-           "cart_value": rng.choice([10, 80, 3.5])}
+    out = {
+        "customer_id": rng.choice(["c1", "c2", "c3"]),
+        "type": rng.choice(["cart_abandoned", "page_view"]),
+        "cart_value": rng.choice([10, 80, 3.5]),
+    }
     for _ in range(rng.randrange(3)):
         key = rng.choice(["customer_id", "type", "cart_value", "time", "extra"])
         if rng.random() < 0.5:
@@ -92,8 +98,14 @@ def request(rng: random.Random):
         return {"id": rng.randrange(10**6), "op": "decide", "event": event(rng)}
     if roll < 0.35:
         return value(rng)  # not a map, or a map of anything
-    obj = {"id": rng.randrange(10**6), "op": rng.choice(OPS), "event": event(rng), "customer_id": "c1",
-           "profile": {"tier": "gold"}, "token": "t"}
+    obj = {
+        "id": rng.randrange(10**6),
+        "op": rng.choice(OPS),
+        "event": event(rng),
+        "customer_id": "c1",
+        "profile": {"tier": "gold"},
+        "token": "t",
+    }
     for key in rng.sample(KEYS, rng.randrange(len(KEYS))):
         if rng.random() < 0.4:
             obj.pop(key, None)
@@ -153,8 +165,13 @@ def closed(sock) -> bool:
 
 def start_server(rules: str, log_path: str):
     log = open(log_path, "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "nba.engine.server", rules, "--port", "0"], stdout=log, stderr=log,
-                            cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nba.engine.server", rules, "--port", "0"],
+        stdout=log,
+        stderr=log,
+        cwd=str(REPO),
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         text = Path(log_path).read_text(errors="replace")
@@ -227,8 +244,11 @@ def main(argv=None) -> int:
                 if read_until(sock, decoder, 1, time.monotonic() + 10) != [{"id": "last", "ok": True, "pong": True}]:
                     fail(case, "the connection did not stay open after readable frames")
             sock.close()
-            victim.sendall(encode_frame({"id": counts["pipelines"], "op": "decide",
-                                         "event": {"customer_id": "victim", "type": "page_view"}}))
+            victim.sendall(
+                encode_frame(
+                    {"id": counts["pipelines"], "op": "decide", "event": {"customer_id": "victim", "type": "page_view"}}
+                )
+            )
             [answer] = read_until(victim, victim_decoder, 1, time.monotonic() + 10) or [None]
             if answer is None or answer["id"] != counts["pipelines"] or answer["ok"] is not True:
                 fail(case, f"the other connection's decision went wrong: {answer!r}")
@@ -246,9 +266,11 @@ def main(argv=None) -> int:
             proc.kill()
     log_text = Path(workdir, "server.log").read_text(errors="replace")
     tracebacks = log_text.count("Traceback")
-    print(f"{counts['pipelines']} pipelines, {counts['requests']} requests, {counts['unreadable']} unreadable frames, "
-          f"{counts['victim_decisions']} decisions on the other connection: all answered as expected; "
-          f"{tracebacks} tracebacks in the server's log; exit code {proc.returncode}")
+    print(
+        f"{counts['pipelines']} pipelines, {counts['requests']} requests, {counts['unreadable']} unreadable frames, "
+        f"{counts['victim_decisions']} decisions on the other connection: all answered as expected; "
+        f"{tracebacks} tracebacks in the server's log; exit code {proc.returncode}"
+    )
     return 0 if tracebacks == 0 and proc.returncode == 0 else 1
 
 

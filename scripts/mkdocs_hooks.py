@@ -25,12 +25,12 @@ def lay_out() -> None:
         shutil.copytree(os.path.join(ROOT, folder), os.path.join(LAYOUT, name), ignore=_not_source)
 
 
-
-
 def _not_source(directory: str, names: list[str]) -> list[str]:
     return [
-        name for name in names
-        if not name.endswith((".py", ".pxd")) and not os.path.isdir(os.path.join(directory, name))
+        name
+        for name in names
+        if not name.endswith((".py", ".pxd"))
+        and not os.path.isdir(os.path.join(directory, name))
         or name == "__pycache__"
     ]
 

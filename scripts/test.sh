@@ -58,6 +58,9 @@ if command -v npm >/dev/null 2>&1; then
 fi
 
 .venv/bin/python -c 'import nba.dsl.twins as t; assert t.IMPLEMENTATION == "cython", "the Cython twins did not build"'
+echo "== house rules (ruff format --check, ruff check)"
+.venv/bin/ruff format --check --quiet .
+.venv/bin/ruff check --quiet .
 echo "== the documentation (mkdocs build --strict: a broken link fails)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 echo "== tests on the Cython twins"

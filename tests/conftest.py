@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# Fixtures for every test module: throwaway Redis servers and clusters
+# (tests/redis_fixtures.py) and certificates made by openssl (tests/certificates.py)
+pytest_plugins = ("redis_fixtures", "certificates")
+
 
 def pytest_report_header(config):
     import nba.dsl.twins

@@ -56,8 +56,9 @@ def pack(*args: str) -> bytes:
     )
 
 
-def send_command(port: int, *args: str, timeout: float = 1.0, password: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> bytes:
+def send_command(
+    port: int, *args: str, timeout: float = 1.0, password: str | None = None, ssl_context: ssl.SSLContext | None = None
+) -> bytes:
     """One command over a plain (or TLS) socket, after ``AUTH password`` when given; the raw
     reply (enough to check for +PONG)."""
     with socket.create_connection((HOST, port), timeout=timeout) as conn:
@@ -79,8 +80,9 @@ def tls_supported() -> bool:
     if REDIS_SERVER is None:
         return False
     try:
-        probe = subprocess.run([REDIS_SERVER, "--port", "0", "--tls-port", "0"], capture_output=True, text=True,
-                               timeout=10)
+        probe = subprocess.run(
+            [REDIS_SERVER, "--port", "0", "--tls-port", "0"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return "Bad directive" not in probe.stdout + probe.stderr
@@ -100,9 +102,17 @@ class RedisServer:
     URL a client gives to reach it.
     """
 
-    def __init__(self, port: int | None = None, cluster: bool = False, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
-                 *, password: str | None = None, users: tuple[str, ...] = (), tls=None,
-                 tls_client_certificates: bool = False):
+    def __init__(
+        self,
+        port: int | None = None,
+        cluster: bool = False,
+        node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
+        *,
+        password: str | None = None,
+        users: tuple[str, ...] = (),
+        tls=None,
+        tls_client_certificates: bool = False,
+    ):
         self.port = port or free_port()
         self.cluster = cluster
         self.node_timeout_ms = node_timeout_ms
@@ -122,7 +132,9 @@ class RedisServer:
         otherwise) with the user and password given."""
         credentials = ""
         if user is not None or password is not None:
-            credentials = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+            credentials = (
+                quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+            )
         if self.tls is not None:
             query = {"ssl_ca_certs": str(self.tls.ca), **query}
             if self.tls_client_certificates:
@@ -148,22 +160,49 @@ class RedisServer:
     def command_line(self) -> list[str]:
         port = ["--port", "0", "--tls-port", str(self.port)] if self.tls is not None else ["--port", str(self.port)]
         args = [
-            REDIS_SERVER, *port, "--bind", HOST, "--save", "", "--appendonly", "no",
-            "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--daemonize", "no",
+            REDIS_SERVER,
+            *port,
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--daemonize",
+            "no",
         ]
         if self.cluster:
             # full coverage off: the shards still served answer while a failed master's replica
             # is being promoted (docs/redis-cluster.md)
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf"),
-                     "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-require-full-coverage", "no"]
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--cluster-require-full-coverage",
+                "no",
+            ]
         if self.password is not None:
             args += ["--requirepass", self.password]
         for rules in self.users:
             args += ["--user", *rules.split()]
         if self.tls is not None:
-            args += ["--tls-cert-file", str(self.tls.server_cert), "--tls-key-file", str(self.tls.server_key),
-                     "--tls-ca-cert-file", str(self.tls.ca),
-                     "--tls-auth-clients", "yes" if self.tls_client_certificates else "no"]
+            args += [
+                "--tls-cert-file",
+                str(self.tls.server_cert),
+                "--tls-key-file",
+                str(self.tls.server_key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "yes" if self.tls_client_certificates else "no",
+            ]
         return args
 
     def start(self) -> "RedisServer":
@@ -228,7 +267,9 @@ class RedisCluster:
 
     def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS):
         self.replicas = replicas
-        self.nodes = [RedisServer(cluster=True, node_timeout_ms=node_timeout_ms) for _ in range(masters * (1 + replicas))]
+        self.nodes = [
+            RedisServer(cluster=True, node_timeout_ms=node_timeout_ms) for _ in range(masters * (1 + replicas))
+        ]
 
     @property
     def url(self) -> str:
@@ -251,9 +292,19 @@ class RedisCluster:
 
     def create(self) -> None:
         subprocess.run(
-            [REDIS_CLI, "--cluster", "create", *(node.address for node in self.nodes),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(node.address for node in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
         )
 
     def is_ok(self) -> bool:
@@ -266,8 +317,11 @@ class RedisCluster:
         for node in running:
             if b"cluster_state:ok" not in send_command(node.port, "CLUSTER", "INFO"):
                 return False
-            known = [line for line in send_command(node.port, "CLUSTER", "NODES").decode().splitlines()
-                     if " slave " in line or ",slave " in line]
+            known = [
+                line
+                for line in send_command(node.port, "CLUSTER", "NODES").decode().splitlines()
+                if " slave " in line or ",slave " in line
+            ]
             if sum(1 for line in known if "fail" not in line) != replicas:
                 return False
             replication = node.info("replication")

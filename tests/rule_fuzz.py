@@ -29,13 +29,84 @@ NAMES = ["vip", "cart", "buy", "page_view", "amount", "tier", "x", "a", "s", "e"
 HUGE = ["1" + "0" * 400, "1" + "0" * 4301, "9" * 309, "1" + "0" * 300 + ".5", "0." + "0" * 500 + "1"]
 # pieces a token mutation inserts: keywords, operators, odd literals, odd characters
 VOCABULARY = [
-    "rule", "segment", "policy", "on", "set", "when", "then", "via", "with", "priority", "cap", "per",
-    "holdout", "active", "from", "to", "end", "and", "or", "not", "in", "within", "where", "if", "else",
-    "true", "false", "null", "default", "profile", "event", "all", "(", ")", "[", "]", "{", "}", ",", ".",
-    ":", "=", "==", "!=", "<", ">=", "+", "-", "*", "/", "%", "\"", "\"\\q\"", "'x'", "&&", "||", "!",
-    "7d", "0s", "10%", "120%", "2026-02-30", "2026-11-27T09:30:00Z", "count(buy within 1d)",
-    "matches(event.x, \"[\")", "profile.x", "event.type", "\n", "\t", "\r", "\ufeff", "\u00e9", "\U0001F600",
-    "\x00", "#", "((((((((((", "))))))))))", *HUGE,
+    "rule",
+    "segment",
+    "policy",
+    "on",
+    "set",
+    "when",
+    "then",
+    "via",
+    "with",
+    "priority",
+    "cap",
+    "per",
+    "holdout",
+    "active",
+    "from",
+    "to",
+    "end",
+    "and",
+    "or",
+    "not",
+    "in",
+    "within",
+    "where",
+    "if",
+    "else",
+    "true",
+    "false",
+    "null",
+    "default",
+    "profile",
+    "event",
+    "all",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ".",
+    ":",
+    "=",
+    "==",
+    "!=",
+    "<",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    '"',
+    '"\\q"',
+    "'x'",
+    "&&",
+    "||",
+    "!",
+    "7d",
+    "0s",
+    "10%",
+    "120%",
+    "2026-02-30",
+    "2026-11-27T09:30:00Z",
+    "count(buy within 1d)",
+    'matches(event.x, "[")',
+    "profile.x",
+    "event.type",
+    "\n",
+    "\t",
+    "\r",
+    "\ufeff",
+    "\u00e9",
+    "\U0001f600",
+    "\x00",
+    "#",
+    "((((((((((",
+    "))))))))))",
+    *HUGE,
 ]
 TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\d[\w.:+-]*|\w+|==|!=|<=|>=|\S|\s+')
 
@@ -44,14 +115,14 @@ class _SpacedGrammar(hypothesis_lark.LarkStrategy):
     """The grammar's sentences with white space between every two tokens (hypothesis puts
     the ignored tokens only now and then, and then most keywords run into the next name)."""
 
-    def gen_ignore(self, data, draw_state):  # noqa: D401 - hypothesis' hook
+    def gen_ignore(self, data, draw_state):
         draw_state.append(data.draw(st.sampled_from([" ", "\n", "  ", " # note\n", "\n\n"])))
 
 
 def _explicit() -> dict:
     return {
-        "NAME": st.sampled_from(NAMES) | st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(
-            lambda name: name not in VOCABULARY),
+        "NAME": st.sampled_from(NAMES)
+        | st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(lambda name: name not in VOCABULARY),
         "NUMBER": st.sampled_from(["0", "1", "2.5", "100", *HUGE]),
         "SIGNED_NUMBER": st.sampled_from(["0", "1", "-2", "3", "1.5", *HUGE]),
         "STRING": st.sampled_from(['"a"', '"vip"', '"[a-z]+"', '"("', '"\\n"', '"\\u"', '""']),
@@ -80,7 +151,7 @@ def byte_mutants(draw) -> tuple[str, bytes]:
         if kind == "flip":
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 16))]
+            del data[at : at + draw(st.integers(1, 16))]
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif kind == "duplicate":

@@ -39,8 +39,13 @@ class FakeStats:
         self.first_choices = {}
 
     def snapshot(self):
-        return {"decisions": self.decisions, "errors": 0, "degraded": self.degraded,
-                "first_choices": dict(self.first_choices), "passed_over": {}}
+        return {
+            "decisions": self.decisions,
+            "errors": 0,
+            "degraded": self.degraded,
+            "first_choices": dict(self.first_choices),
+            "passed_over": {},
+        }
 
 
 def read_action(path: str) -> str:
@@ -128,6 +133,7 @@ def wait_for(predicate, timeout=20.0, interval=0.02):
 
 # ------------------------------------------------------------------ a server in a thread
 
+
 class ThreadServer:
     """A ``Server`` on its own event loop in a background thread, on a free loopback port."""
 
@@ -168,8 +174,9 @@ class ThreadServer:
             self.loop.close()
 
     async def _main(self):
-        self.server = Server(self.engine, self.settings, rules_path=self.rules_path, blocking=self.blocking,
-                             tokens=self.tokens)
+        self.server = Server(
+            self.engine, self.settings, rules_path=self.rules_path, blocking=self.blocking, tokens=self.tokens
+        )
         _, self.port = await self.server.start(self.sock)
         self._ready.set()
         await self.server.wait_stopped()
@@ -203,6 +210,7 @@ class ThreadServer:
 
 
 # ------------------------------------------------------------------ raw sockets
+
 
 def connect(port, timeout=20.0, host="127.0.0.1", source=None):
     sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None)
@@ -245,13 +253,15 @@ def raw_frame(body: bytes) -> bytes:
 
 # ------------------------------------------------------------------ processes
 
+
 def server_command(rules_path, factory=None, **settings):
     """``python -c ...`` running ``run_server`` (with a fake engine when ``factory`` is named)."""
     settings.setdefault("port", 0)
     factory_code = f"from server_fakes import {factory} as factory" if factory else "factory = None"
     code = (
         "import sys; sys.path.insert(0, %r)\n" % str(TESTS)
-        + factory_code + "\n"
+        + factory_code
+        + "\n"
         + "from nba.engine.server import run_server\nfrom engine.settings import ServerSettings\n"
         + f"sys.exit(run_server({str(rules_path)!r}, ServerSettings(**{settings!r}), engine_factory=factory, "
         + f"blocking={'False' if factory == 'slow_engine_factory' else 'None'}))"
@@ -330,9 +340,21 @@ class RedisProcess:
 
     def __enter__(self):
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
         def answers():
@@ -355,6 +377,7 @@ class RedisProcess:
 
 
 # ------------------------------------------------------------------ a server with tokens and TLS
+
 
 class FakeAuthServer:
     """A small threaded stand-in for ``nba serve --auth FILE [--tls-cert ...]`` (INTERFACES.md,
@@ -389,6 +412,10 @@ class FakeAuthServer:
 
     def __exit__(self, *exc):
         self.stopped = True
+        try:  # wakes the accept() in the other thread (closing alone does not, on Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         self.drop_connections()
         self.thread.join(10)

@@ -83,8 +83,9 @@ def test_the_hand_written_history_rules_make_varied_decisions():
 
 
 def test_nba_makes_the_expected_decisions(workload, expected, tmp_path):
-    from benchmarks.eval_worker import write_rules
     from nba.engine import Engine
+
+    from benchmarks.eval_worker import write_rules
 
     engine = Engine.from_path(str(write_rules(workload, tmp_path)))
     for customer_id, profile in workload.profiles.items():

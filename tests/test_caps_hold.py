@@ -21,7 +21,8 @@ from nba.engine.errors import EventError
 from nba.engine.procedure import DEGRADED
 from nba.engine.state import StoreUnavailable
 from nba.engine.store.memory import MemoryStore
-from redis_fixtures import REDIS_SERVER, needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
+
+from redis_fixtures import REDIS_SERVER, needs_redis
 
 DAY = 86400
 NOW = int(clock.time())
@@ -129,8 +130,10 @@ def test_a_degraded_decision_passes_over_capped_and_policy_rules_and_records_not
     assert engine.stats.degraded == 5
 
     store.fail_reads = False
-    assert [engine.decide(visit("c1", T0 + 10)).rule, engine.decide(visit("c1", T0 + 11)).rule] == \
-        ["one_offer", "free_tip"]
+    assert [engine.decide(visit("c1", T0 + 10)).rule, engine.decide(visit("c1", T0 + 11)).rule] == [
+        "one_offer",
+        "free_tip",
+    ]
 
 
 def test_a_degraded_decision_under_a_policy_gives_only_uncovered_rules():
@@ -167,11 +170,12 @@ def stopped(server):
 
 
 @needs_redis
-def test_a_paused_redis_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa: F811
+def test_a_paused_redis_never_lets_a_cap_be_exceeded(own_redis_server):
     from nba.engine.store.redis import RedisStore
 
-    store = RedisStore(own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002,
-                       connect_timeout_s=0.5, retry_interval_s=0.0)
+    store = RedisStore(
+        own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002, connect_timeout_s=0.5, retry_interval_s=0.0
+    )
     engine = Engine(load_text(CAPPED, "t.rules"), store)
     offers = 0
     degraded = 0
@@ -192,19 +196,20 @@ def test_a_paused_redis_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa:
 
 
 @needs_redis
-def test_a_slow_redis_async_never_lets_a_cap_be_exceeded(own_redis_server):  # noqa: F811
+def test_a_slow_redis_async_never_lets_a_cap_be_exceeded(own_redis_server):
     import asyncio
 
     from nba.engine.store.redis import RedisStore
 
-    store = RedisStore(own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002,
-                       connect_timeout_s=0.5, retry_interval_s=0.0)
+    store = RedisStore(
+        own_redis_server.url, latency_budget_s=0.002, write_timeout_s=0.002, connect_timeout_s=0.5, retry_interval_s=0.0
+    )
     engine = Engine(load_text(CAPPED, "t.rules"), store)
 
     async def scenario() -> list:
         await engine.get_profile_async("c1")  # connected
         seen = []
-        for round_ in range(4):
+        for _round in range(4):
             seen += await asyncio.gather(*(engine.decide_async(visit("c1", NOW - 30 + n)) for n in range(8)))
             with stopped(own_redis_server):
                 seen += await asyncio.gather(*(engine.decide_async(visit("c1", NOW - 30 + n)) for n in range(8)))
@@ -266,10 +271,13 @@ def windows_hold(given_at: list[float], limit: int, window: float) -> bool:
     return True
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
-@given(caps=RULE_CAPS, policy=st.none() | st.tuples(st.integers(1, 4), st.sampled_from([1800, DAY])),
-       offsets=st.lists(st.integers(0, 2 * DAY), min_size=1, max_size=25), limit=st.integers(1, 3))
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    caps=RULE_CAPS,
+    policy=st.none() | st.tuples(st.integers(1, 4), st.sampled_from([1800, DAY])),
+    offsets=st.lists(st.integers(0, 2 * DAY), min_size=1, max_size=25),
+    limit=st.integers(1, 3),
+)
 def test_property_no_window_ever_holds_more_contacts_than_the_cap(make_engine, caps, policy, offsets, limit):
     engine = make_engine(capped_rules(caps, policy), max_event_ahead_s=None)
     customer = f"c{abs(hash((tuple(caps), policy, tuple(offsets), limit))) % 10**9}"
@@ -355,6 +363,7 @@ def test_the_tolerance_can_be_changed_on_a_running_engine():
 
 def test_the_socket_refuses_a_far_future_event_and_serve_takes_the_setting(tmp_path):
     from nba.engine.client import Client, NbaError
+
     from server_fakes import ServerProcess, ThreadServer, server_command
 
     rules = tmp_path / "t.rules"
@@ -366,8 +375,10 @@ def test_the_socket_refuses_a_far_future_event_and_serve_takes_the_setting(tmp_p
         assert refused.value.code == "bad_event" and "ahead" in refused.value.message
         assert client.decide(visit("c1", NOW))["rule"] == "one_offer"  # nothing was recorded before
 
-    with ServerProcess(server_command(rules, max_event_ahead_s=5), log_path=tmp_path / "log") as process, \
-            Client("127.0.0.1", process.port) as client:
+    with (
+        ServerProcess(server_command(rules, max_event_ahead_s=5), log_path=tmp_path / "log") as process,
+        Client("127.0.0.1", process.port) as client,
+    ):
         with pytest.raises(NbaError) as refused:
             client.decide(visit("c1", clock.time() + 120))  # within the default, not within 5 s
         assert refused.value.code == "bad_event"

@@ -11,6 +11,7 @@ import pytest
 
 from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, ServerUnavailable
 from nba.engine.protocol import HEADER, encode_frame
+
 from server_fakes import FakeEngine, ThreadServer, wait_for
 
 

@@ -10,7 +10,6 @@ server's ``--auth`` and ``--tls-cert`` run once ``nba serve --help`` lists those
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from certificates import certificates  # noqa: F401 - a fixture
 from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, RequestTimeout, ServerUnavailable
+
 from server_fakes import REPO, FakeAuthServer, FakeEngine, ServerProcess, ThreadServer, server_command, wait_for
 
 RULES = REPO / "rules"
@@ -37,8 +36,9 @@ def nba_command() -> list[str]:
 
 def serve_help() -> str:
     try:
-        return subprocess.run([*nba_command(), "serve", "--help"], capture_output=True, text=True, timeout=60,
-                              cwd=REPO).stdout
+        return subprocess.run(
+            [*nba_command(), "serve", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -232,9 +232,11 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_any_request_is_
         assert client.ping() is True
         server.drop_connections()
         assert wait_for(lambda: client._free and client._free[0].is_stale())
-        calls = {"put_profile": lambda: client.put_profile("c1", {"a": 1}),
-                 "decide": lambda: client.decide({"customer_id": "c1", "type": "t"}),
-                 "reload": client.reload}
+        calls = {
+            "put_profile": lambda: client.put_profile("c1", {"a": 1}),
+            "decide": lambda: client.decide({"customer_id": "c1", "type": "t"}),
+            "reload": client.reload,
+        }
         calls[op]()  # no ConnectionClosed: the request went out on a new connection
         assert server.ops_of(2) == [op]
         client.close()
@@ -316,7 +318,9 @@ def test_one_client_shared_by_threads_gives_each_call_its_own_answer(fake_server
             if decision["params"]["seq"] != seq:
                 failures.append((seq, decision))
             if i % 50 == 0:
-                answers = client.decide_many([{"customer_id": "x", "type": "t", "seq": s} for s in range(seq, seq + 20)])
+                answers = client.decide_many(
+                    [{"customer_id": "x", "type": "t", "seq": s} for s in range(seq, seq + 20)]
+                )
                 if [a["params"]["seq"] for a in answers] != list(range(seq, seq + 20)):
                     failures.append((seq, "pipeline"))
 
@@ -394,7 +398,7 @@ def test_async_token_is_sent_on_every_new_connection():
 
 
 @pytest.mark.parametrize("client_certificates", [False, True])
-def test_tls_client(certificates, client_certificates):  # noqa: F811
+def test_tls_client(certificates, client_certificates):
     server_context = certificates.server_context(client_certificates)
     with FakeAuthServer(tokens=TOKENS, ssl_context=server_context) as server:
         context = certificates.client_context(with_certificate=client_certificates)
@@ -413,24 +417,27 @@ def test_tls_client(certificates, client_certificates):  # noqa: F811
         assert "CERTIFICATE_VERIFY_FAILED" in info.value.message
 
 
-def test_tls_server_refuses_a_client_without_a_certificate(certificates):  # noqa: F811
+def test_tls_server_refuses_a_client_without_a_certificate(certificates):
     with FakeAuthServer(ssl_context=certificates.server_context(client_certificates=True)) as server:
         with pytest.raises(ConnectionClosed):  # TLS 1.3: the refusal may come after the handshake
             with Client("127.0.0.1", server.port, ssl=certificates.client_context()) as client:
                 client.ping()
 
 
-def test_async_tls_client(certificates):  # noqa: F811
+def test_async_tls_client(certificates):
     async def scenario(server):
-        client = await AsyncClient.connect("127.0.0.1", server.port, ssl=certificates.client_context(),
-                                           token="admin-token")
+        client = await AsyncClient.connect(
+            "127.0.0.1", server.port, ssl=certificates.client_context(), token="admin-token"
+        )
         assert await client.ping() is True
         server.drop_connections()
         await until_the_loop_sees_the_close(client)
         await client.put_profile("c1", {"a": 1})
         await client.close()
         with pytest.raises(ServerUnavailable) as info:
-            await AsyncClient.connect("127.0.0.1", server.port, ssl=certificates.client_context(ca=certificates.other_ca))
+            await AsyncClient.connect(
+                "127.0.0.1", server.port, ssl=certificates.client_context(ca=certificates.other_ca)
+            )
         assert "CERTIFICATE_VERIFY_FAILED" in info.value.message
 
     with FakeAuthServer(tokens=TOKENS, ssl_context=certificates.server_context()) as server:
@@ -472,7 +479,7 @@ def test_token_against_nba_serve_with_auth(tmp_path):
 
 
 @pytest.mark.skipif(not SERVER_HAS_TLS, reason="nba serve has no --tls-cert yet")
-def test_ssl_against_nba_serve_with_tls(tmp_path, certificates):  # noqa: F811
+def test_ssl_against_nba_serve_with_tls(tmp_path, certificates):
     port = free_port()
     options = ("--tls-cert", str(certificates.server_cert), "--tls-key", str(certificates.server_key))
     client = Client("127.0.0.1", port, ssl=certificates.client_context(), connect_now=False, **FAST_BACKOFF)

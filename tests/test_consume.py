@@ -19,17 +19,17 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
 import redis as redis_py
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nba.dsl import load_ruleset
 from nba.engine import Engine
 from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite
 from nba.engine.store.redis import RedisStore
-from nba.engine.stream.consumer import ConsumeSettings, Consumer
-from redis_fixtures import (  # noqa: F401
-    HOST, RedisServer, needs_redis, own_redis_server, redis_cluster, redis_cluster_url, redis_server, redis_url,
-)
+from nba.engine.stream.consumer import Consumer, ConsumeSettings
+
+from redis_fixtures import RedisServer, needs_redis
 
 pytestmark = needs_redis
 
@@ -69,8 +69,9 @@ def visits(customers: int, per_customer: int) -> list[dict]:
     so events at several times decided in another order by several processes could each
     hold their own window and still put more than the cap in some other one.
     """
-    return [{"customer_id": f"c{n}", "type": "visit", "time": RECENT} for _ in range(per_customer)
-            for n in range(customers)]
+    return [
+        {"customer_id": f"c{n}", "type": "visit", "time": RECENT} for _ in range(per_customer) for n in range(customers)
+    ]
 
 
 def outputs(client, out: str) -> list[tuple[str, dict]]:
@@ -100,8 +101,9 @@ def make_consumer(url: str, streams=("in",), rules: str = RULES, **options) -> C
     if rules not in RULESETS:
         RULESETS[rules] = load_ruleset(rules)
     engine = Engine(RULESETS[rules], store, path=rules)
-    return Consumer(engine, ConsumeSettings(streams=list(streams), consumer=options.pop("consumer", "test"),
-                                            **options), url)
+    return Consumer(
+        engine, ConsumeSettings(streams=list(streams), consumer=options.pop("consumer", "test"), **options), url
+    )
 
 
 def run_until(consumer: Consumer, done, timeout_s: float = WAIT_S) -> None:
@@ -131,8 +133,9 @@ def effects(client, customers: list[str]) -> dict[str, dict]:
     return found
 
 
-def check_exactly_once(client, ids_by_customer: dict[str, list[str]], answers: dict[str, str],
-                       one_process: bool = True) -> None:
+def check_exactly_once(
+    client, ids_by_customer: dict[str, list[str]], answers: dict[str, str], one_process: bool = True
+) -> None:
     """Every entry answered; history and the profile count each entry once; each decision
     that chose an action is one contact; no cap exceeded.
 
@@ -159,18 +162,20 @@ def check_exactly_once(client, ids_by_customer: dict[str, list[str]], answers: d
 # ---------------------------------------------------------------------------------------
 # the store's commit once per key
 
-NEEDS = StateNeeds(history={"visit": HistoryNeed((), 86400.0)}, contact_window=86400.0,
-                   profile_schema={"visits": "number"})
+NEEDS = StateNeeds(
+    history={"visit": HistoryNeed((), 86400.0)}, contact_window=86400.0, profile_schema={"visits": "number"}
+)
 T0 = 1_764_000_000.0
 
 
 def a_write(time_s: float, contact: bool = True) -> StateWrite:
     contacts = [Contact(time_s, "r1", "a1", "email")] if contact else []
-    return StateWrite(time_s, "visit", {}, contacts, [CapCheck("rule", "r1", 1, 86400.0)] if contact else [],
-                      {"visits": 1})
+    return StateWrite(
+        time_s, "visit", {}, contacts, [CapCheck("rule", "r1", 1, 86400.0)] if contact else [], {"visits": 1}
+    )
 
 
-def test_commit_once_records_a_key_once_and_answers_with_its_record(redis_url):  # noqa: F811
+def test_commit_once_records_a_key_once_and_answers_with_its_record(redis_url):
     store = RedisStore(redis_url, latency_budget_s=2.0, write_timeout_s=2.0)
     client = client_for(redis_url)
     try:
@@ -190,7 +195,7 @@ def test_commit_once_records_a_key_once_and_answers_with_its_record(redis_url): 
         store.close()
 
 
-def test_a_commit_after_another_lands_only_if_that_one_landed_with_the_same_mark(redis_url):  # noqa: F811
+def test_a_commit_after_another_lands_only_if_that_one_landed_with_the_same_mark(redis_url):
     from nba.engine.store.redis.protocol import COMMIT_ONCE_SCRIPT, NOT_AFTER, commit_once_command
 
     store = RedisStore(redis_url, latency_budget_s=2.0, write_timeout_s=2.0)
@@ -220,17 +225,24 @@ def test_a_commit_after_another_lands_only_if_that_one_landed_with_the_same_mark
 # one consumer in this process
 
 
-def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F811
+def test_every_entry_answered_and_bad_entries_get_errors(redis_url):
     client = client_for(redis_url)
     good = add_events(client, "in", visits(5, 2))
-    bad = add_events(client, "in", [
-        ("other", "no event field"),
-        ("event", "{not json"),
-        ("event", "[1, 2]"),
-        ("event", json.dumps({"type": "visit"})),
-        ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": "yesterday"})),
-        ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": time.time() + 86400})),  # on the wall clock
-    ])
+    bad = add_events(
+        client,
+        "in",
+        [
+            ("other", "no event field"),
+            ("event", "{not json"),
+            ("event", "[1, 2]"),
+            ("event", json.dumps({"type": "visit"})),
+            ("event", json.dumps({"customer_id": "c1", "type": "visit", "time": "yesterday"})),
+            (
+                "event",
+                json.dumps({"customer_id": "c1", "type": "visit", "time": time.time() + 86400}),
+            ),  # on the wall clock
+        ],
+    )
     consumer = make_consumer(redis_url)
     consumer.connect()
     consumer.read_group_info()
@@ -239,7 +251,7 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     consumer.read_group_info()
     assert (consumer.snapshot()["lag_entries"], consumer.snapshot()["pending"]) == (0, 0)
     answers = decisions_by_entry(outputs(client, "in:decisions"))
-    codes = [json.loads(answers[entry][len("error:"):])["code"] for entry in bad]
+    codes = [json.loads(answers[entry][len("error:") :])["code"] for entry in bad]
     assert codes == ["bad_entry", "bad_event", "bad_event", "bad_event", "bad_event", "bad_event"]
     assert "customer_id" in answers[bad[3]] and "time" in answers[bad[4]] and "ahead" in answers[bad[5]]
     assert all(json.loads(answers[entry])["customer_id"] == f"c{n % 5}" for n, entry in enumerate(good))
@@ -248,6 +260,7 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     assert (stats["decided"], stats["bad"], stats["read"]) == (len(good), len(bad), len(good) + len(bad))
     check_exactly_once(client, {f"c{n}": good[n::5] for n in range(5)}, answers)
     from prometheus_client import CollectorRegistry, generate_latest
+
     from nba.engine.stream.metrics import ConsumerMetrics
 
     registry = CollectorRegistry(auto_describe=False)
@@ -258,7 +271,7 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):  # noqa: F8
     consumer.engine.close()
 
 
-def test_a_redelivered_entry_is_answered_with_the_decision_kept_and_records_nothing(redis_url):  # noqa: F811
+def test_a_redelivered_entry_is_answered_with_the_decision_kept_and_records_nothing(redis_url):
     """A consumer that died after committing, before its output: another claims the
     entries, and answers each with the decision made the first time."""
     client = client_for(redis_url)
@@ -281,7 +294,7 @@ def test_a_redelivered_entry_is_answered_with_the_decision_kept_and_records_noth
         consumer.engine.close()
 
 
-def test_pending_entries_trimmed_from_the_stream_are_acknowledged_and_counted(redis_url):  # noqa: F811
+def test_pending_entries_trimmed_from_the_stream_are_acknowledged_and_counted(redis_url):
     client = client_for(redis_url)
     add_events(client, "in", visits(3, 2))
     client.xgroup_create("in", "nba", id="0")
@@ -290,15 +303,17 @@ def test_pending_entries_trimmed_from_the_stream_are_acknowledged_and_counted(re
     later = add_events(client, "in", visits(2, 1))
     time.sleep(0.03)
     consumer = make_consumer(redis_url, claim_idle_ms=20)
-    run_until(consumer, lambda: client.xpending("in", "nba")["pending"] == 0
-              and len(outputs(client, "in:decisions")) == len(later))
+    run_until(
+        consumer,
+        lambda: client.xpending("in", "nba")["pending"] == 0 and len(outputs(client, "in:decisions")) == len(later),
+    )
     stats = consumer.snapshot()
     assert stats["deleted"] == 4 and stats["claimed"] == 0
     assert set(decisions_by_entry(outputs(client, "in:decisions"))) == set(later)
     consumer.engine.close()
 
 
-def test_the_group_deleted_under_a_running_consumer_is_created_again(redis_url):  # noqa: F811
+def test_the_group_deleted_under_a_running_consumer_is_created_again(redis_url):
     client = client_for(redis_url)
     first = add_events(client, "in", visits(6, 2))
     consumer = make_consumer(redis_url)
@@ -318,7 +333,7 @@ def test_the_group_deleted_under_a_running_consumer_is_created_again(redis_url):
     consumer.engine.close()
 
 
-def test_a_customer_whose_state_cannot_be_read_does_not_hold_up_the_others(redis_url):  # noqa: F811
+def test_a_customer_whose_state_cannot_be_read_does_not_hold_up_the_others(redis_url):
     """State another service garbled (a string where the profile hash should be): that
     customer's entries are left pending, delivered again, then dead-lettered; every other
     entry is decided at once."""
@@ -389,7 +404,7 @@ def test_redis_down_keeps_the_entries_in_hand_until_it_is_back():
         server.cleanup()
 
 
-def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):  # noqa: F811
+def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):
     """The example rules and the demo's events, in order: `nba consume` answers each entry
     with the decision `nba replay` prints for its line."""
     lines = (ROOT / "examples" / "demo" / "events.jsonl").read_text().splitlines()[:1500]
@@ -397,8 +412,22 @@ def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):  #
     events_path.write_text("\n".join(lines) + "\n")
     profiles = ROOT / "examples" / "demo" / "profiles.jsonl"
     replayed = subprocess.run(
-        [sys.executable, "-m", "nba.engine.cli", "replay", str(ROOT / "rules"), str(events_path), "--profiles",
-         str(profiles), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "nba.engine.cli",
+            "replay",
+            str(ROOT / "rules"),
+            str(events_path),
+            "--profiles",
+            str(profiles),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     expected = [json.loads(line) for line in replayed.stdout.splitlines()]
     assert len(expected) == len(lines)
     consumer = make_consumer(redis_url, rules=str(ROOT / "rules"), count=200)
@@ -421,10 +450,27 @@ def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):  #
 # consumers in separate processes
 
 
-def start_consumer(url: str, *, die_on: str = "-", claim_idle_ms: int = 300, max_deliveries: int = 5,
-                   name: str | None = None) -> subprocess.Popen:
-    args = [sys.executable, CHILD, die_on, RULES, "--redis", url, "--stream", "in", "--count", "50",
-            "--block-ms", "100", "--claim-idle-ms", str(claim_idle_ms), "--max-deliveries", str(max_deliveries)]
+def start_consumer(
+    url: str, *, die_on: str = "-", claim_idle_ms: int = 300, max_deliveries: int = 5, name: str | None = None
+) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        CHILD,
+        die_on,
+        RULES,
+        "--redis",
+        url,
+        "--stream",
+        "in",
+        "--count",
+        "50",
+        "--block-ms",
+        "100",
+        "--claim-idle-ms",
+        str(claim_idle_ms),
+        "--max-deliveries",
+        str(max_deliveries),
+    ]
     if name:
         args += ["--consumer", name]
     err = tempfile.TemporaryFile(mode="w+")  # not a pipe: nobody reads it until the end
@@ -476,7 +522,7 @@ def kill_one_holding_entries(client, live: list[subprocess.Popen]) -> subprocess
     raise AssertionError("no consumer held entries")
 
 
-def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):  # noqa: F811
+def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):
     """3,000 entries of 300 customers (NBA_CONSUME_FULL=1: the issue's 20,000 of 2,000);
     kill -9 one consumer mid-stream (one that holds entries), then another, start a new
     one: every entry answered (a duplicate only with the same decision), each entry's
@@ -492,7 +538,7 @@ def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):  # noqa
         events = visits(customers, per_customer)
         wait_for(lambda: client.exists("in"), processes=consumers)  # a consumer is up (it made the group)
         for start in batches:
-            ids += add_events(client, "in", events[start:start + 500])
+            ids += add_events(client, "in", events[start : start + 500])
             if start in (first_kill, second_kill):  # mid-stream: entries were just added
                 killed.append(kill_one_holding_entries(client, [p for p in consumers if p not in killed]))
             if start == second_kill:
@@ -515,7 +561,7 @@ def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):  # noqa
                 process.wait()
 
 
-def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):  # noqa: F811
+def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):
     """An entry that kills every consumer given it is delivered again after each death,
     until it has been delivered more than --max-deliveries times: then it is moved to
     in:dead with its delivery count, and acknowledged."""
@@ -528,7 +574,7 @@ def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):  # noqa: F811
     while not client.xlen("in:dead"):
         assert time.monotonic() < deadline and deaths <= 4, f"{deaths} deaths, no dead letter"
         process = start_consumer(redis_url, die_on="poison", claim_idle_ms=100, max_deliveries=2)
-        wait_for(lambda: process.poll() is not None or client.xlen("in:dead"), processes=[process])
+        wait_for(lambda process=process: process.poll() is not None or client.xlen("in:dead"), processes=[process])
         if process.returncode == -signal.SIGKILL:
             deaths += 1
         else:
@@ -548,7 +594,7 @@ def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):  # noqa: F811
     assert poison not in answers and set(ids) == set(answers)
 
 
-def test_sigterm_finishes_the_batch_in_hand(redis_url):  # noqa: F811
+def test_sigterm_finishes_the_batch_in_hand(redis_url):
     client = client_for(redis_url)
     ids = add_events(client, "in", visits(50, 20))
     process = start_consumer(redis_url)
@@ -564,7 +610,7 @@ def test_sigterm_finishes_the_batch_in_hand(redis_url):  # noqa: F811
 # Redis Cluster
 
 
-def test_several_streams_on_a_cluster(redis_cluster_url):  # noqa: F811
+def test_several_streams_on_a_cluster(redis_cluster_url):
     streams = ["{p1}in", "{p2}in", "{p3}in"]
     cluster = redis_py.RedisCluster.from_url(redis_cluster_url)
     nodes = {cluster.get_node_from_key(stream).port for stream in streams}
@@ -582,14 +628,19 @@ def test_several_streams_on_a_cluster(redis_cluster_url):  # noqa: F811
     def all_answered():
         answers.clear()
         for stream in streams:
-            answers.update({f"{stream}/{k}": v for k, v in decisions_by_entry(outputs(cluster, f"{stream}:decisions")).items()})
+            answers.update(
+                {f"{stream}/{k}": v for k, v in decisions_by_entry(outputs(cluster, f"{stream}:decisions")).items()}
+            )
         return len(answers) >= expected
 
     run_until(consumer, all_answered)
     assert len(nodes) >= 2  # the streams are spread over the masters
     for index, stream in enumerate(streams):
-        prefixed = {customer: [f"{stream}/{entry}" for entry in entries]
-                    for customer, entries in ids_by_customer.items() if customer.startswith(f"s{index}-")}
+        prefixed = {
+            customer: [f"{stream}/{entry}" for entry in entries]
+            for customer, entries in ids_by_customer.items()
+            if customer.startswith(f"s{index}-")
+        }
         check_exactly_once(cluster, prefixed, answers)
         assert cluster.xpending(stream, "nba")["pending"] == 0
     consumer.engine.close()
@@ -598,15 +649,20 @@ def test_several_streams_on_a_cluster(redis_cluster_url):  # noqa: F811
 # ---------------------------------------------------------------------------------------
 # fuzz: whatever the entries hold, each is answered once and acknowledged
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 EVENTS = st.fixed_dictionaries(
-    {}, optional={"customer_id": st.sampled_from(["c1", "c2", ""]) | JSON_VALUES,
-                  "type": st.sampled_from(["visit", "other"]) | JSON_VALUES,
-                  "time": st.sampled_from([T0, "2026-12-01T00:00:00Z", "soon", -1e300]) | JSON_VALUES})
+    {},
+    optional={
+        "customer_id": st.sampled_from(["c1", "c2", ""]) | JSON_VALUES,
+        "type": st.sampled_from(["visit", "other"]) | JSON_VALUES,
+        "time": st.sampled_from([T0, "2026-12-01T00:00:00Z", "soon", -1e300]) | JSON_VALUES,
+    },
+)
 ENTRY_FIELDS = st.one_of(
     EVENTS.map(lambda event: {"event": json.dumps(event)}),
     st.dictionaries(st.sampled_from(["event", "other", "x"]), st.binary(max_size=20), min_size=1, max_size=2),
@@ -615,7 +671,7 @@ ENTRY_FIELDS = st.one_of(
 
 @settings(derandomize=True, max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(entries=st.lists(ENTRY_FIELDS, min_size=1, max_size=12))
-def test_fuzz_any_entries_are_each_answered_once_and_acknowledged(redis_server, entries):  # noqa: F811
+def test_fuzz_any_entries_are_each_answered_once_and_acknowledged(redis_server, entries):
     redis_server.flush()
     client = client_for(redis_server.url)
     pipe = client.pipeline(transaction=False)

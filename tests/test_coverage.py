@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from dsl_helpers import T0, engine_for
 from nba.engine.coverage import Coverage
 from nba.engine.replay import replay
+
+from dsl_helpers import T0, engine_for
 
 RULES = """
 rule vip_upsell
@@ -60,8 +61,18 @@ def test_the_coverage_counts_passed_over_reasons_and_most_often_false():
     coverage = Coverage(["r"])
     conditions = [{"text": "a", "at": "x:1:1", "value": True}, {"text": "b", "at": "x:1:7", "value": False}]
     coverage.add("t", [{"rule": "r", "matched": False, "outcome": "not_matched", "conditions": conditions}])
-    coverage.add("t", [{"rule": "r", "matched": True, "outcome": "passed_over", "reason": "policy email: cap 1 per 1d",
-                        "conditions": [dict(c, value=True) for c in conditions]}])
+    coverage.add(
+        "t",
+        [
+            {
+                "rule": "r",
+                "matched": True,
+                "outcome": "passed_over",
+                "reason": "policy email: cap 1 per 1d",
+                "conditions": [dict(c, value=True) for c in conditions],
+            }
+        ],
+    )
     (row,) = coverage.to_dict()
     assert row["events"] == 2 and row["matched"] == 1 and row["passed_over"] == {"policy": 1}
     assert row["most_often_false"] == {"condition": "b", "share": 0.5}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl_helpers import T0, EvalFailed, engine_for, event, trace_entry
 from nba.engine import EventError
 
+from dsl_helpers import T0, EvalFailed, engine_for, event, trace_entry
 
 AGGREGATES = """
 rule probe when event.type == "check" then probe with
@@ -291,7 +291,9 @@ def test_windows_of_different_lengths_over_one_type():
 
 def test_a_kind_error_inside_where_is_a_decision_time_error():
     engine = history(
-        engine_for('rule probe when event.type == "check" then probe with n = count(buy where amount > 5 within 1h) end'),
+        engine_for(
+            'rule probe when event.type == "check" then probe with n = count(buy where amount > 5 within 1h) end'
+        ),
         buy(10, "a lot"),
     )
     with pytest.raises(EvalFailed) as info:
@@ -328,9 +330,13 @@ def model_aggregates(past, now, current):
     def distinct(values):
         seen = []
         for v in values:
-            if v is not None and v is not MISSING and not any(
-                type(v) in (int, float) and type(s) in (int, float) and v == s or (type(v) is type(s) and v == s)
-                for s in seen
+            if (
+                v is not None
+                and v is not MISSING
+                and not any(
+                    type(v) in (int, float) and type(s) in (int, float) and v == s or (type(v) is type(s) and v == s)
+                    for s in seen
+                )
             ):
                 seen.append(v)
         return len(seen)
@@ -363,7 +369,9 @@ buys = st.lists(
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-@given(buys, st.one_of(st.none(), st.tuples(st.sampled_from(AMOUNTS + [MISSING]), st.sampled_from(["a", "b", MISSING]))))
+@given(
+    buys, st.one_of(st.none(), st.tuples(st.sampled_from(AMOUNTS + [MISSING]), st.sampled_from(["a", "b", MISSING])))
+)
 def test_aggregates_agree_with_a_model_of_the_window_rules(past, current):
     engine = engine_for(MODEL_RULES)
     recorded = []

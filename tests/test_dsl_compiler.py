@@ -9,13 +9,12 @@ import pytest
 
 from nba.dsl import load_text
 from nba.dsl import nodes as n
-from nba.dsl.compiler import ANY_TYPE
+from nba.dsl.compiler import ANY_TYPE, LATE_EVENTS_S
 from nba.dsl.folding import fold
 from nba.dsl.source import Diagnostics
 from nba.dsl.syntax import parse_module
-from dsl_helpers import T0, engine_for, event, trace_entry
-from nba.dsl.compiler import LATE_EVENTS_S
 
+from dsl_helpers import T0, engine_for, event, trace_entry
 
 INDEXED = """
 rule only_a when event.type == "a" then xa end
@@ -266,7 +265,9 @@ def test_history_older_than_the_longest_window_is_not_kept():
 
 
 def test_aggregates_in_the_default_and_in_sets_are_needs_too():
-    ruleset = load_text("default d with n = count(buy within 2d), s = sum(view.price within 1h)\non x set y = max(buy.amount within 3d) end")
+    ruleset = load_text(
+        "default d with n = count(buy within 2d), s = sum(view.price within 1h)\non x set y = max(buy.amount within 3d) end"
+    )
     assert {t: (need.fields, need.window) for t, need in ruleset.needs.history.items()} == {
         "buy": (("amount",), 3 * 86400.0 + LATE_EVENTS_S),
         "view": (("price",), 3600.0 + LATE_EVENTS_S),

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl_helpers import RULEFILES, T0, actions, engine_at, engine_for, event, only_error, trace_entry
 from nba.engine import EventError
 from nba.engine.holdout import in_holdout
 
+from dsl_helpers import RULEFILES, T0, actions, engine_at, engine_for, event, only_error, trace_entry
 
 # ---- rules ---------------------------------------------------------------------------------
 
@@ -86,7 +86,12 @@ def test_segments_are_named_conditions_and_may_use_other_segments():
         rule s priority -1 when not vip then upsell end
         """
     )
-    cases = [({"tier": "gold"}, "offer"), ({"ltv": 2000}, "offer"), ({"tier": "bronze", "ltv": 5}, "upsell"), ({}, "upsell")]
+    cases = [
+        ({"tier": "gold"}, "offer"),
+        ({"ltv": 2000}, "offer"),
+        ({"tier": "bronze", "ltv": 5}, "upsell"),
+        ({}, "upsell"),
+    ]
     for profile, expected in cases:
         engine.put_profile("c1", profile)
         assert engine.decide(event("view"), dry_run=True).action == expected, profile
@@ -146,7 +151,10 @@ def test_the_example_ruleset_of_dsl_md():
     assert engine.decide({**cart, "time": T0 + 60}).rule == "default"
     # three shoe views within 30 minutes, the third one gets the banner
     for minute in (1, 2):
-        assert engine.decide(event("page_view", customer, T0 + minute * 60, category="shoes")).action == "browse_recommendations"
+        assert (
+            engine.decide(event("page_view", customer, T0 + minute * 60, category="shoes")).action
+            == "browse_recommendations"
+        )
     decision = engine.decide(event("page_view", customer, T0 + 180, category="shoes"), explain=True)
     assert (decision.action, decision.channel) == ("shoe_banner", "web")
     assert trace_entry(decision, "shoe_browser").priority == 40
@@ -303,7 +311,10 @@ def test_holdout_is_stable_per_rule_and_customer_and_about_p_percent():
 
 def test_holdout_depends_on_the_rule_id():
     engine = engine_for("rule a when true then x holdout 50% end\nrule b when true then y holdout 50% end")
-    pairs = [tuple(c.rule for c in engine.decide(event(customer_id=f"k{n}"), limit=2, dry_run=True).choices) for n in range(400)]
+    pairs = [
+        tuple(c.rule for c in engine.decide(event(customer_id=f"k{n}"), limit=2, dry_run=True).choices)
+        for n in range(400)
+    ]
     assert len(set(pairs)) == 4  # held out of a, of b, of both, of neither
 
 
@@ -549,8 +560,10 @@ BAD_EVENTS = [
 
 @pytest.mark.parametrize("raw, field, words", BAD_EVENTS)
 def test_a_bad_event_is_refused_naming_the_field_and_nothing_is_recorded(raw, field, words):
-    engine = engine_for(SCHEMAS + "on buy set tags = [1] end\non view set tags = [2] end\n"
-                        'rule any when true then a end\nrule counter when event.type == "x" and count(buy within 1d) > 0 then b end')
+    engine = engine_for(
+        SCHEMAS + "on buy set tags = [1] end\non view set tags = [2] end\n"
+        'rule any when true then a end\nrule counter when event.type == "x" and count(buy within 1d) > 0 then b end'
+    )
     with pytest.raises(EventError) as info:
         engine.decide(raw)
     assert info.value.field == field
@@ -569,12 +582,14 @@ def test_the_time_may_be_absent_a_number_or_rfc_3339():
 
 
 def test_profile_schema_kinds_are_known_when_loading():
-    error = only_error(SCHEMAS + 'rule bad when profile.ltv == 1 and profile.tier > 3 then x end')
+    error = only_error(SCHEMAS + "rule bad when profile.ltv == 1 and profile.tier > 3 then x end")
     assert "`>`" in error.message and "`profile.tier` is a string" in error.message
 
 
 def test_schema_fields_separated_by_newlines_or_commas():
-    engine = engine_for("event a { x: number, y: number\n z: number }\nrule r when event.type == \"a\" then t with s = event.x + event.y + event.z end")
+    engine = engine_for(
+        'event a { x: number, y: number\n z: number }\nrule r when event.type == "a" then t with s = event.x + event.y + event.z end'
+    )
     assert engine.decide(event("a", x="1", y="2", z="3"), dry_run=True).params == {"s": 6}
 
 
@@ -592,15 +607,28 @@ def test_schema_fields_separated_by_newlines_or_commas():
     ],
 )
 def test_rfc_3339_times_in_events_and_in_time(text, value):
-    engine = engine_for('event e { at: time }\nrule r when true then a with at = event.at, t = event.time, f = time(event.s) end')
+    engine = engine_for(
+        "event e { at: time }\nrule r when true then a with at = event.at, t = event.time, f = time(event.s) end"
+    )
     params = engine.decide(event("e", time=text, at=text, s=text), dry_run=True).params
     assert params == {"at": value, "t": value, "f": value}
 
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-W48-5", "20261127T093000Z", "2026-11-27T09", "2026-11-27T0930", "2026-11-27T09:30:00+0100",
-     "2026-13-01", "2026-02-30", "27/11/2026", "2026-11-27T09:30:00 Z", " 2026-11-27", "١٢٠٢-11-27"],
+    [
+        "2026-W48-5",
+        "20261127T093000Z",
+        "2026-11-27T09",
+        "2026-11-27T0930",
+        "2026-11-27T09:30:00+0100",
+        "2026-13-01",
+        "2026-02-30",
+        "27/11/2026",
+        "2026-11-27T09:30:00 Z",
+        " 2026-11-27",
+        "١٢٠٢-11-27",
+    ],
 )
 def test_strings_that_are_not_rfc_3339_times(text):
     engine = engine_for("event e { at: time }\nrule r when true then a with f = time(event.s) end")
@@ -623,7 +651,9 @@ def test_numeric_strings_read_as_numbers(text, value):
     assert params["amount"] == value and type(params["amount"]) is type(value)
 
 
-@pytest.mark.parametrize("text", ["", " ", "twelve", "1_000", "0x10", "١٢", "inf", "nan", "1e999", "1,5", "12 5", "--1"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "twelve", "1_000", "0x10", "١٢", "inf", "nan", "1e999", "1,5", "12 5", "--1"]
+)
 def test_strings_that_are_not_numbers(text):
     with pytest.raises(EventError) as info:
         engine_for(SCHEMAS).decide(event("buy", amount=text))
@@ -632,7 +662,7 @@ def test_strings_that_are_not_numbers(text):
 
 def test_an_event_schema_may_restate_the_fields_every_event_has():
     engine = engine_for(
-        'event e { type: string, customer_id: string, time: time, n: number }\n'
+        "event e { type: string, customer_id: string, time: time, n: number }\n"
         "rule r when true then a with t = event.time end"
     )
     assert engine.decide(event("e", time="2026-11-27", n="1"), dry_run=True).params == {"t": 1_795_737_600}
@@ -671,7 +701,9 @@ def ruleset_text(rules, policies, default):
         cap = f" cap {spec['cap'][0]} per {spec['cap'][1]}s" if spec["cap"] else ""
         holdout = " holdout 100%" if spec["held_out"] else ""
         priority = f"event.p{number}" if spec["computed"] else spec["priority"]
-        lines.append(f"rule r{number} priority {priority} when {spec['when']} then {spec['action']}{via}{cap}{holdout} end")
+        lines.append(
+            f"rule r{number} priority {priority} when {spec['when']} then {spec['action']}{via}{cap}{holdout} end"
+        )
     if default:
         lines.append("default fallback via web")
     return "\n".join(lines)
@@ -692,7 +724,10 @@ def model_decision(rules, policies, default, contacts, t, limit, flip):
         spec = rules[index]
         if spec["held_out"]:
             continue
-        if spec["cap"] and sum(1 for c in contacts if c[1] == index and in_window(c, spec["cap"][1])) + 1 > spec["cap"][0]:
+        if (
+            spec["cap"]
+            and sum(1 for c in contacts if c[1] == index and in_window(c, spec["cap"][1])) + 1 > spec["cap"][0]
+        ):
             continue
         blocked = False
         for channel, cap, window in policies:
@@ -773,7 +808,10 @@ def test_a_file_with_every_declaration_and_clause():
     assert decision.choices[0].params == {"percent": 20, "until": 1_795_824_000}
     assert decision.choices[1].params == {"amount": 250, "day": 5}
     assert engine.get_profile("vip") == {
-        "tier": "gold", "ltv": 250, "last_seen": 1_795_773_600, "tags": [None, "buyer"]
+        "tier": "gold",
+        "ltv": 250,
+        "last_seen": 1_795_773_600,
+        "tags": [None, "buyer"],
     }
     mail = event("mail", "vip", "2026-11-27T11:30:00Z", **{"from": "Ann@Example.com", "subject": "hi"})
     assert engine.decide(mail).params == {"recipient": "Ann@Example.com", "hour": 11, "since_order": 5400}

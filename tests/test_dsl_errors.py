@@ -9,9 +9,9 @@ import re
 import pytest
 
 from nba.dsl import LoadError, load_ruleset, load_text
-from dsl_helpers import RULEFILES, engine_at, event, load_errors, only_error
 from nba.engine.cli import main
 
+from dsl_helpers import RULEFILES, engine_at, event, load_errors, only_error
 
 BROKEN = RULEFILES / "broken"
 
@@ -33,7 +33,12 @@ CASES = [
     # names
     ("unknown_segment.rules", 4, 33, ["unknown segment `vips`", "did you mean `vip`?"]),
     ("unknown_profile_field.rules", 7, 8, ["unknown profile field `lifetime_valeu`", "did you mean `lifetime_value`?"]),
-    ("unknown_event_field.rules", 4, 43, ["unknown field `cart_valu`", "`cart_abandoned`", "did you mean `cart_value`?"]),
+    (
+        "unknown_event_field.rules",
+        4,
+        43,
+        ["unknown field `cart_valu`", "`cart_abandoned`", "did you mean `cart_value`?"],
+    ),
     ("unknown_where_field.rules", 4, 30, ["unknown field `categroy`", "`page_view`", "did you mean `category`?"]),
     ("unknown_function.rules", 2, 8, ["unknown function `uper`", "did you mean `upper`?"]),
     ("unknown_type.rules", 2, 9, ["unknown type `text`", "string, number, bool, time, list"]),
@@ -244,23 +249,23 @@ MORE = [
     ("rule r when true then a with x = 1, x = 2 end", 1, 37, ["parameter `x` is given twice"]),
     ("rule r when true then a active to 2026-11-27 end", 1, 32, ["expected `from`"]),
     ("rule r when true then a active from 2026-11-27 to 2026-11-01 end", 1, 51, ["later than `from`"]),
-    ("rule r priority \"high\" when true then a end", 1, 17, ["`priority` must be a number", "string"]),
+    ('rule r priority "high" when true then a end', 1, 17, ["`priority` must be a number", "string"]),
     ("rule r when 1 in 5 then a end", 1, 18, ["`in` needs a list or a string"]),
     ("rule r when not 5 then a end", 1, 17, ["`not` takes true or false"]),
-    ("rule r when \"x\" then a end", 1, 13, ["`when` needs a condition", "string"]),
+    ('rule r when "x" then a end', 1, 13, ["`when` needs a condition", "string"]),
     ("rule r when if 1 then true else false then a end", 1, 16, ["`if` takes true or false"]),
-    ("rule r when -\"a\" == 1 then a end", 1, 13, ["`-` takes a number"]),
-    ("rule r when \"a\" + 1 == 1 then a end", 1, 17, ["`+` joins two strings or adds two numbers"]),
+    ('rule r when -"a" == 1 then a end', 1, 13, ["`-` takes a number"]),
+    ('rule r when "a" + 1 == 1 then a end', 1, 17, ["`+` joins two strings or adds two numbers"]),
     ("rule r when count(buy.amount within 1h) > 1 then a end", 1, 19, ["`count` takes an event type"]),
     ("rule r when sum(buy within 1h) > 1 then a end", 1, 17, ["`sum` needs an event field"]),
     ("rule r when max(buy.amount) > 1 then a end", 1, 13, ["`max` needs a window"]),
     ("rule r when since(buy) > 1 then a end", 1, 13, ["`since` needs a window"]),
     ("rule r when count() > 1 then a end", 1, 13, ["`count` counts past events"]),
-    ("rule r when lower(\"a\" where true) == \"a\" then a end", 1, 13, ["`lower` is not an aggregate"]),
+    ('rule r when lower("a" where true) == "a" then a end', 1, 13, ["`lower` is not an aggregate"]),
     ("rule r when count(a where count(b within 1h) > 0 within 1h) > 0 then x end", 1, 27, ["cannot be nested"]),
     ("event e { n: number }\nrule r when sum(e.m within 1h) > 0 then a end", 2, 13, ["unknown field `m` of event `e`"]),
     ("event e { s: string }\nrule r when avg(e.s within 1h) > 0 then a end", 2, 13, ["`avg`", "`e.s` is a string"]),
-    ("profile { n: number }\non buy set n = \"x\" end", 2, 16, ["profile field `n` is number", "string"]),
+    ('profile { n: number }\non buy set n = "x" end', 2, 16, ["profile field `n` is number", "string"]),
     ("profile { n: number }\non buy set m = 1 end", 2, 12, ["unknown profile field `m`"]),
     ("on buy end", 1, 8, ["unexpected `end`", "`set`"]),
     ("default a\ndefault b", 2, 9, ["a second `default`"]),
@@ -283,12 +288,25 @@ MORE = [
     ("segment a = not a or true", 1, 9, ["segment cycle: a -> a"]),
     ("rule r when event.type.x == 1 then a end", 1, 13, ["`event.type` is a string and has no fields"]),
     # an unknown field with no close name lists the declared ones (when they are few)
-    ("event x { a: number, b: string }\nrule r when event.type == \"x\" and event.c == 1 then a end", 2, 35,
-     ["unknown field `c` of event `x` (declared: a, b)"]),
+    (
+        'event x { a: number, b: string }\nrule r when event.type == "x" and event.c == 1 then a end',
+        2,
+        35,
+        ["unknown field `c` of event `x` (declared: a, b)"],
+    ),
     ("profile { tier: string }\non buy set zz = 1 end", 2, 12, ["unknown profile field `zz` (declared: tier)"]),
-    ("event e { n: number }\nrule r when count(e where n > \"x\" within 1h) > 0 then a end", 2, 29,
-     ["`>` compares two numbers or two strings", "`n` is a number"]),
-    ("event e { n: number }\nrule r when count(e where n within 1h) > 0 then a end", 2, 27, ["`where` needs a condition", "`n` is a number"]),
+    (
+        'event e { n: number }\nrule r when count(e where n > "x" within 1h) > 0 then a end',
+        2,
+        29,
+        ["`>` compares two numbers or two strings", "`n` is a number"],
+    ),
+    (
+        "event e { n: number }\nrule r when count(e where n within 1h) > 0 then a end",
+        2,
+        27,
+        ["`where` needs a condition", "`n` is a number"],
+    ),
 ]
 
 
@@ -350,7 +368,9 @@ def test_nba_check_accepts_a_good_ruleset(capsys):
 
 
 def test_a_utf8_byte_order_mark_and_crlf_line_ends_are_read_as_text(tmp_path):
-    (tmp_path / "windows.rules").write_bytes(b"\xef\xbb\xbfrule r when true then a end\r\nrule s\r\n  when vipp then b end\r\n")
+    (tmp_path / "windows.rules").write_bytes(
+        b"\xef\xbb\xbfrule r when true then a end\r\nrule s\r\n  when vipp then b end\r\n"
+    )
     with pytest.raises(LoadError) as info:
         load_ruleset(tmp_path)
     (error,) = info.value.diagnostics

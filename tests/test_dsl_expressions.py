@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nba.dsl import LoadError
-from dsl_helpers import EvalFailed, engine_for, evaluate, event, holds, only_error, trace_entry
 
+from dsl_helpers import EvalFailed, engine_for, evaluate, event, holds, only_error, trace_entry
 
 # ---- precedence and associativity ----------------------------------------------------------
 
@@ -70,7 +70,7 @@ TRUE_WITH_LITERALS = [
     "len([]) == 0",
     "[1, [2, 3]] == [1, [2, 3]]",
     "[1, 2] != [2, 1]",
-    "[1, \"a\", null, true] == [1, \"a\", null, true]",
+    '[1, "a", null, true] == [1, "a", null, true]',
 ]
 
 
@@ -176,27 +176,27 @@ VALUES = [
     # == and != compare any two values; different kinds are unequal
     ("1 == 1.0", True),
     ("1.0 == 1", True),
-    ("\"1\" == 1", False),
+    ('"1" == 1', False),
     ("true == 1", False),
     ("false == 0", False),
     ("null == null", True),
     ("null == false", False),
     ("null == 0", False),
-    ("null == \"\"", False),
-    ("\"a\" == \"a\"", True),
-    ("\"a\" != \"A\"", True),
+    ('null == ""', False),
+    ('"a" == "a"', True),
+    ('"a" != "A"', True),
     ("[1, 2] == [1.0, 2]", True),
     ("[1] == 1", False),
     ("[true] == [1]", False),
     # strings compare by Unicode code points
-    ("\"B\" < \"a\"", True),
-    ("\"Z\" < \"a\"", True),
-    ("\"é\" > \"z\"", True),
-    ("\"ab\" < \"b\"", True),
-    ("\"a\" < \"ab\"", True),
-    ("\"\" < \"a\"", True),
-    ("\"abc\" <= \"abc\"", True),
-    ("\"abc\" >= \"abd\"", False),
+    ('"B" < "a"', True),
+    ('"Z" < "a"', True),
+    ('"é" > "z"', True),
+    ('"ab" < "b"', True),
+    ('"a" < "ab"', True),
+    ('"" < "a"', True),
+    ('"abc" <= "abc"', True),
+    ('"abc" >= "abd"', False),
     # numbers
     ("1 < 2", True),
     ("2 <= 2.0", True),
@@ -206,19 +206,19 @@ VALUES = [
     # in / not in: membership in a list (by ==) or a substring
     ("3 in [1, 2, 3]", True),
     ("1.0 in [1, 2, 3]", True),
-    ("\"1\" in [1, 2, 3]", False),
+    ('"1" in [1, 2, 3]', False),
     ("4 in [1, 2, 3]", False),
     ("4 not in [1, 2, 3]", True),
     ("3 not in [1, 2, 3]", False),
     ("[1] in [[1], [2]]", True),
-    ("\"a\" in []", False),
-    ("\"a\" not in []", True),
-    ("\"b\" in \"abc\"", True),
-    ("\"bc\" in \"abc\"", True),
-    ("\"d\" in \"abc\"", False),
-    ("\"d\" not in \"abc\"", True),
-    ("\"\" in \"abc\"", True),
-    ("\"B\" in \"abc\"", False),
+    ('"a" in []', False),
+    ('"a" not in []', True),
+    ('"b" in "abc"', True),
+    ('"bc" in "abc"', True),
+    ('"d" in "abc"', False),
+    ('"d" not in "abc"', True),
+    ('"" in "abc"', True),
+    ('"B" in "abc"', False),
     # arithmetic
     ("7 / 2", 3.5),
     ("1 / 4", 0.25),
@@ -231,8 +231,8 @@ VALUES = [
     ("5 % 0", None),
     ("5.5 % 0.0", None),
     ("2 * 3.5", 7.0),
-    ("\"ab\" + \"cd\"", "abcd"),
-    ("\"\" + \"\"", ""),
+    ('"ab" + "cd"', "abcd"),
+    ('"" + ""', ""),
     ("-(3)", -3),
     ("-(-2.5)", 2.5),
     # durations are numbers of seconds
@@ -275,16 +275,16 @@ def test_values_with_literals(expr, expected):
         ("event.a == 1", {"a": "1"}, False),
         ("event.a != 1", {"a": True}, True),
         ("event.a == true", {"a": 1}, False),
-        ("event.a == \"x\"", {"a": "x"}, True),
+        ('event.a == "x"', {"a": "x"}, True),
         ("event.a == event.b", {"a": {"k": [1]}, "b": {"k": [1.0]}}, True),
         ("event.a == event.b", {"a": {"k": 1}, "b": {"k": 1, "j": 2}}, False),
         ("event.a < event.b", {"a": "B", "b": "a"}, True),
-        ("event.a < \"a\"", {"a": "B"}, True),
-        ("event.a > \"z\"", {"a": "é"}, True),
+        ('event.a < "a"', {"a": "B"}, True),
+        ('event.a > "z"', {"a": "é"}, True),
         ("event.a < 2", {"a": 1.5}, True),
         ("event.a in [1, 2]", {"a": 2.0}, True),
-        ("event.a in [\"x\", \"y\"]", {"a": "y"}, True),
-        ("event.a in [\"x\", \"y\"]", {"a": 1}, False),
+        ('event.a in ["x", "y"]', {"a": "y"}, True),
+        ('event.a in ["x", "y"]', {"a": 1}, False),
         ("event.a in event.b", {"a": "b", "b": "abc"}, True),
         ("event.a not in event.b", {"a": "z", "b": "abc"}, True),
         ("event.a in event.b", {"a": [1], "b": [[1.0]]}, True),
@@ -329,7 +329,7 @@ def test_comments_and_whitespace_are_insignificant():
         "# a comment line\n"
         "rule r   # after the id\n"
         "\twhen\n\n   1 +\n 1 == 2 # inside the condition\n"
-        "  then a with v = \"#\" # after a string holding a hash\n"
+        '  then a with v = "#" # after a string holding a hash\n'
         "end # the end\n"
     )
     assert engine.decide(event(), dry_run=True).params == {"v": "#"}
@@ -344,13 +344,13 @@ NULLS = [
     ("event.x > 1", False),
     ("event.x >= 1", False),
     ("1 > event.x", False),
-    ("event.x < \"a\"", False),
+    ('event.x < "a"', False),
     ("event.x in [1, null]", False),
     ("event.x not in [1]", False),
     ("1 in event.x", False),
     ("1 not in event.x", False),
-    ("\"a\" in event.x", False),
-    ("\"a\" not in event.x", False),
+    ('"a" in event.x', False),
+    ('"a" not in event.x', False),
     ("null < 1", False),
     ("null in [null]", False),
     ("null not in [1]", False),
@@ -364,7 +364,7 @@ NULLS = [
     # == and != compare any two values: a null is unequal to every non-null value
     ("event.x == 1", False),
     ("event.x != 1", True),
-    ("event.x != \"a\"", True),
+    ('event.x != "a"', True),
     ("event.x == false", False),
     # null counts as false in and, or, not and when
     ("event.x", False),
@@ -377,10 +377,10 @@ NULLS = [
     ("(if event.x then false else true)", True),
     # functions given null return null: false in a condition
     ("lower(event.x) == null", True),
-    ("starts_with(event.x, \"a\")", False),
-    ("not starts_with(event.x, \"a\")", True),
+    ('starts_with(event.x, "a")', False),
+    ('not starts_with(event.x, "a")', True),
     ("contains(event.x, 1)", False),
-    ("matches(event.x, \"a\")", False),
+    ('matches(event.x, "a")', False),
 ]
 
 
@@ -400,7 +400,7 @@ def test_null_in_conditions(condition, expected):
         "2 / event.x",
         "event.x % 2",
         "-event.x",
-        "event.x + \"a\"",
+        'event.x + "a"',
         "null + 1",
         "-null",
         "event.x.y",
@@ -441,7 +441,7 @@ KIND_ERRORS = [
     ("event.n or false", {"n": 0}, "`or`"),
     ("not event.s", {"s": "a"}, "`not`"),
     ("(if event.n then true else false)", {"n": 1}, "`if`"),
-    ("lower(event.n) == \"a\"", {"n": 1}, "`lower`"),
+    ('lower(event.n) == "a"', {"n": 1}, "`lower`"),
 ]
 
 
@@ -676,8 +676,29 @@ def model(tree):
     return model_call(tree[1], [model(arg) for arg in tree[2:]])
 
 
-LEAF_VALUES = [None, True, False, 0, 1, 2, -3, 0.5, -1.5, 2.0, 2.5, "a", "B", "", "ab", [1], ["a"], [], [1, "a"],
-               {"k": 1}, {"k": "a", "j": [1.0]}]
+LEAF_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    2,
+    -3,
+    0.5,
+    -1.5,
+    2.0,
+    2.5,
+    "a",
+    "B",
+    "",
+    "ab",
+    [1],
+    ["a"],
+    [],
+    [1, "a"],
+    {"k": 1},
+    {"k": "a", "j": [1.0]},
+]
 OPERATORS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"]
 ONE_ARGUMENT = ["abs", "len", "lower", "upper", "floor", "ceil", "round", "days", "coalesce"]
 TWO_ARGUMENTS = ["coalesce", "min", "max", "contains", "starts_with", "ends_with", "round"]
@@ -719,7 +740,7 @@ def render(tree, fields, mode):
         name = f"v{len(fields)}"
         fields[name] = tree[1]
         return f"event.{name}"
-    parts = [render(child, fields, mode) for child in tree[2 if kind in ("bin", "un", "call", "member") else 1:]]
+    parts = [render(child, fields, mode) for child in tree[2 if kind in ("bin", "un", "call", "member") else 1 :]]
     if kind == "list":
         return f"[{parts[0]}, {parts[1]}]"
     if kind == "member":

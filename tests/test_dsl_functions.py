@@ -6,7 +6,6 @@ import pytest
 
 from dsl_helpers import EvalFailed, evaluate, holds, only_error
 
-
 MONDAY = "2026-11-23T00:00:00Z"
 
 FUNCTIONS = [
@@ -98,7 +97,7 @@ FUNCTIONS = [
     ("hour(2026-11-27T09:30:00+02:00)", 7),
     ("hour(0)", 0),
     # weekday: 1 = Monday ... 7 = Sunday, UTC
-    (f"weekday(time(\"{MONDAY}\"))", 1),
+    (f'weekday(time("{MONDAY}"))', 1),
     ("weekday(2026-11-24)", 2),
     ("weekday(2026-11-27)", 5),
     ("weekday(2026-11-28)", 6),
@@ -127,7 +126,7 @@ FUNCTIONS_ON_FIELDS = [
     ("len(event.l)", {"l": [1, 2]}, 2),
     ("len(event.m)", {"m": {"a": 1, "b": 2}}, 2),
     ("contains(event.l, 2)", {"l": [1, 2.0]}, True),
-    ("contains(event.s, \"bc\")", {"s": "abcd"}, True),
+    ('contains(event.s, "bc")', {"s": "abcd"}, True),
     ("starts_with(event.s, event.p)", {"s": "abc", "p": "a"}, True),
     ("ends_with(event.s, event.p)", {"s": "abc", "p": "c"}, True),
     ('matches(event.s, "^[a-z]+@example\\\\.com$")', {"s": "ann@example.com"}, True),
@@ -163,10 +162,10 @@ def test_functions_on_event_fields(expr, fields, expected):
         "len(event.x)",
         "contains(event.x, 1)",
         "contains([1], event.x)",
-        "starts_with(event.x, \"a\")",
-        "starts_with(\"a\", event.x)",
-        "ends_with(event.x, \"a\")",
-        "matches(event.x, \"a\")",
+        'starts_with(event.x, "a")',
+        'starts_with("a", event.x)',
+        'ends_with(event.x, "a")',
+        'matches(event.x, "a")',
         "abs(event.x)",
         "min(1, event.x)",
         "max(event.x, 1)",
@@ -191,9 +190,9 @@ def test_coalesce_is_the_exception_to_null_in_null_out():
 
 
 def test_a_function_returning_null_in_a_condition_counts_as_false():
-    assert holds("starts_with(event.x, \"a\")") is False
-    assert holds("not starts_with(event.x, \"a\")") is True
-    assert holds("matches(event.x, \"a\") or true") is True
+    assert holds('starts_with(event.x, "a")') is False
+    assert holds('not starts_with(event.x, "a")') is True
+    assert holds('matches(event.x, "a") or true') is True
 
 
 @pytest.mark.parametrize(
@@ -204,9 +203,9 @@ def test_a_function_returning_null_in_a_condition_counts_as_false():
         ("len(event.n)", {"n": 1}, "`len`"),
         ("contains(event.n, 1)", {"n": 1}, "`contains`"),
         ("contains(event.s, 1)", {"s": "abc"}, "`contains`"),
-        ("starts_with(event.n, \"a\")", {"n": 1}, "`starts_with`"),
-        ("ends_with(\"a\", event.n)", {"n": 1}, "`ends_with`"),
-        ("matches(event.n, \"a\")", {"n": 1}, "`matches`"),
+        ('starts_with(event.n, "a")', {"n": 1}, "`starts_with`"),
+        ('ends_with("a", event.n)', {"n": 1}, "`ends_with`"),
+        ('matches(event.n, "a")', {"n": 1}, "`matches`"),
         ("abs(event.s)", {"s": "1"}, "`abs`"),
         ("min(1, event.s)", {"s": "1"}, "`min`"),
         ("max(event.b, 1)", {"b": True}, "`max`"),
@@ -233,10 +232,10 @@ def test_a_function_given_the_wrong_kind_at_decision_time_is_an_error(expr, fiel
         ("rule r when len(5) > 0 then a end", 17, "`len`"),
         ('rule r when abs("a") > 0 then a end', 17, "`abs` takes a number"),
         ('rule r when round(1, "a") > 0 then a end', 22, "`round` takes a number"),
-        ("rule r when starts_with(1, \"a\") then a end", 25, "`starts_with` takes a string"),
-        ("rule r when hour(\"9\") > 0 then a end", 18, "`hour` takes a number"),
+        ('rule r when starts_with(1, "a") then a end', 25, "`starts_with` takes a string"),
+        ('rule r when hour("9") > 0 then a end', 18, "`hour` takes a number"),
         ("rule r when time(true) > 0 then a end", 18, "`time` takes a number or a string"),
-        ("rule r when lower() == \"a\" then a end", 13, "`lower` takes 1 argument, but 0 are given"),
+        ('rule r when lower() == "a" then a end', 13, "`lower` takes 1 argument, but 0 are given"),
         ("rule r when round(1, 2, 3) > 0 then a end", 13, "`round` takes 1 to 2 arguments, but 3 are given"),
         ("rule r when max() > 0 then a end", 13, "`max` takes at least 1 argument, but 0 are given"),
         ("rule r when contains([1]) then a end", 13, "`contains` takes 2 arguments, but 1 is given"),
@@ -257,7 +256,7 @@ def test_matches_takes_a_literal_pattern():
 def test_functions_compose():
     assert evaluate('upper(lower("MiXeD")) + "!"') == "MIXED!"
     assert evaluate("round(days(2026-11-30 - 2026-11-27T12:00:00Z), 1)") == 2.5
-    assert evaluate("max(len(\"ab\"), abs(-5), floor(4.9))") == 5
+    assert evaluate('max(len("ab"), abs(-5), floor(4.9))') == 5
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ import threading
 
 import pytest
 
-from nba.dsl import LoadError, load_ruleset, load_text
+from nba.dsl import LoadError, load_ruleset
 from nba.dsl.files import read_rule_file
+
 from dsl_helpers import EvalFailed, engine_for, evaluate, event, load_errors, trace_error
 
 ZEROS_400 = "1" + "0" * 400
@@ -38,12 +39,15 @@ def test_a_field_of_an_unknown_type_used_by_a_rule_is_a_load_error_and_the_rest_
     assert len(found) == 2, found
 
 
-@pytest.mark.parametrize("use", [
-    "rule r when event.type == \"e\" and event.x > 1 then a end",
-    "rule r when count(e where x > 1 within 1d) > 0 then a end",
-    "rule r when sum(e.x within 1d) > 0 then a end",
-    "on e set p = 1 end",
-])
+@pytest.mark.parametrize(
+    "use",
+    [
+        'rule r when event.type == "e" and event.x > 1 then a end',
+        "rule r when count(e where x > 1 within 1d) > 0 then a end",
+        "rule r when sum(e.x within 1d) > 0 then a end",
+        "on e set p = 1 end",
+    ],
+)
 def test_every_use_of_a_field_of_an_unknown_type(use):
     text = "event e { x: integr }\nprofile { p: whole }\n" + use + "\n"
     found = messages(text)
@@ -60,23 +64,26 @@ START = len("  then a with v = ") + 1  # the column where the expression starts
 BIG = "1" + "0" * 300  # 1e300: in range; its square is not
 
 
-@pytest.mark.parametrize("expr, column, words", [
-    (f"1.5 * {ZEROS_400}", START + 6, ["the number `1000", "is too large", "±1.8e308"]),
-    (f"{ZEROS_400} % 2.5", START, ["the number `1000", "is too large"]),
-    (f"days({ZEROS_400})", START + 5, ["is too large"]),
-    ("1" + "0" * 4300, START, ["is too large", "(4,301 characters)"]),
-    ("1" + "0" * 100_000, START, ["is too large", "(100,001 characters)"]),
-    (f"{ZEROS_400}.5", START, ["is too large"]),
-    ("-" + "9" * 309, START + 1, ["is too large"]),
-    # constant expressions whose result is out of range: at the first operator that leaves it
-    (f"{BIG} * {BIG} * 1.5", START + len(BIG) + 1, ["the result of `*`", "is too large"]),
-    (f"{BIG}.0 * {BIG}.0", START + len(BIG) + 3, ["the result of `*`", "is too large"]),
-    (f"-({BIG} * {BIG})", START + 2 + len(BIG) + 1, ["the result of `*`", "is too large"]),
-    (f"round({BIG} * {BIG} + 0.5)", START + 6 + len(BIG) + 1, ["the result of `*`", "is too large"]),
-    (f"days({BIG}.0 * 1000000000)", START + 5 + len(BIG) + 3, ["the result of `*`", "is too large"]),
-    (f"{BIG}.0 * 1000000000 / 10", START + len(BIG) + 3, ["the result of `*`", "is too large"]),
-    (f"({BIG} * 1000000000) % 2.5", START + 1 + len(BIG) + 1, ["the result of `*`"]),
-])
+@pytest.mark.parametrize(
+    "expr, column, words",
+    [
+        (f"1.5 * {ZEROS_400}", START + 6, ["the number `1000", "is too large", "±1.8e308"]),
+        (f"{ZEROS_400} % 2.5", START, ["the number `1000", "is too large"]),
+        (f"days({ZEROS_400})", START + 5, ["is too large"]),
+        ("1" + "0" * 4300, START, ["is too large", "(4,301 characters)"]),
+        ("1" + "0" * 100_000, START, ["is too large", "(100,001 characters)"]),
+        (f"{ZEROS_400}.5", START, ["is too large"]),
+        ("-" + "9" * 309, START + 1, ["is too large"]),
+        # constant expressions whose result is out of range: at the first operator that leaves it
+        (f"{BIG} * {BIG} * 1.5", START + len(BIG) + 1, ["the result of `*`", "is too large"]),
+        (f"{BIG}.0 * {BIG}.0", START + len(BIG) + 3, ["the result of `*`", "is too large"]),
+        (f"-({BIG} * {BIG})", START + 2 + len(BIG) + 1, ["the result of `*`", "is too large"]),
+        (f"round({BIG} * {BIG} + 0.5)", START + 6 + len(BIG) + 1, ["the result of `*`", "is too large"]),
+        (f"days({BIG}.0 * 1000000000)", START + 5 + len(BIG) + 3, ["the result of `*`", "is too large"]),
+        (f"{BIG}.0 * 1000000000 / 10", START + len(BIG) + 3, ["the result of `*`", "is too large"]),
+        (f"({BIG} * 1000000000) % 2.5", START + 1 + len(BIG) + 1, ["the result of `*`"]),
+    ],
+)
 def test_a_number_out_of_range_is_a_load_error_at_its_place(expr, column, words):
     text = f"rule r\n  when true\n  then a with v = {expr}\nend\n"
     diagnostics = load_errors(text, "t.rules")
@@ -88,11 +95,14 @@ def test_a_number_out_of_range_is_a_load_error_at_its_place(expr, column, words)
     assert len(error.message) < 200
 
 
-@pytest.mark.parametrize("clause, words", [
-    ("cap 1" + "0" * 5000 + " per 1d", ["the limit `1000", "is too large"]),
-    ("cap 2 per 1" + "0" * 5000 + "d", ["the duration", "is too large"]),
-    ("holdout 1" + "0" * 5000 + "%", ["outside 0-100%", "(5,002 characters)"]),
-])
+@pytest.mark.parametrize(
+    "clause, words",
+    [
+        ("cap 1" + "0" * 5000 + " per 1d", ["the limit `1000", "is too large"]),
+        ("cap 2 per 1" + "0" * 5000 + "d", ["the duration", "is too large"]),
+        ("holdout 1" + "0" * 5000 + "%", ["outside 0-100%", "(5,002 characters)"]),
+    ],
+)
 def test_limits_and_durations_out_of_range(clause, words):
     text = f"rule r\n  when true\n  then a\n  {clause}\nend\n"
     (error,) = load_errors(text, "t.rules")
@@ -127,12 +137,30 @@ HUGE_FLOAT = 1e308
 HUGE_INT = 10**400
 
 
-@pytest.mark.parametrize("expr", [
-    "event.x * 10", "event.x + 0.5", "event.x % 2.5", "event.x / 3", "days(event.x)", "round(event.x, 2)",
-    "floor(event.x * 1.5)", "hour(event.x)", "weekday(event.x)", "-event.x * 2", "abs(event.x) - 1.5",
-    "max(event.x, 1.5) * 2", "time(event.x) + 0.5", "round(1.5, event.x)",
-])
-@pytest.mark.parametrize("value", [HUGE_FLOAT, HUGE_INT, -HUGE_INT, float("inf"), float("nan")], ids=["1e308", "10^400", "-10^400", "inf", "nan"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "event.x * 10",
+        "event.x + 0.5",
+        "event.x % 2.5",
+        "event.x / 3",
+        "days(event.x)",
+        "round(event.x, 2)",
+        "floor(event.x * 1.5)",
+        "hour(event.x)",
+        "weekday(event.x)",
+        "-event.x * 2",
+        "abs(event.x) - 1.5",
+        "max(event.x, 1.5) * 2",
+        "time(event.x) + 0.5",
+        "round(1.5, event.x)",
+    ],
+)
+@pytest.mark.parametrize(
+    "value",
+    [HUGE_FLOAT, HUGE_INT, -HUGE_INT, float("inf"), float("nan")],
+    ids=["1e308", "10^400", "-10^400", "inf", "nan"],
+)
 def test_huge_numbers_from_events_fail_one_rule_at_most(expr, value):
     """At decision time a number from an event may be anything a decoder gives: an
     arithmetic that overflows is that rule's error in the trace; the decision is made."""
@@ -150,10 +178,15 @@ def test_huge_numbers_from_events_fail_one_rule_at_most(expr, value):
 
 
 def test_an_overflow_in_a_condition_is_named_in_the_trace():
-    engine = engine_for("rule probe when event.x * 1.5 > 0 then probe end\nrule other priority -1 when true then other end\n")
+    engine = engine_for(
+        "rule probe when event.x * 1.5 > 0 then probe end\nrule other priority -1 when true then other end\n"
+    )
     decision = engine.decide(event(x=HUGE_INT), explain=True, dry_run=True)
     assert decision.action == "other"
-    assert "too large" in (trace_error(decision, "probe") or "") or "overflow" in (trace_error(decision, "probe") or "").lower()
+    assert (
+        "too large" in (trace_error(decision, "probe") or "")
+        or "overflow" in (trace_error(decision, "probe") or "").lower()
+    )
 
 
 # ---- item 7: only regular files, of a bounded size --------------------------------------------
@@ -168,7 +201,10 @@ def test_a_fifo_named_rules_is_an_error_and_does_not_block(tmp_path):
     thread.join(20)
     assert not thread.is_alive(), "loading a directory with a FIFO blocked"
     found = result[0]
-    assert any(path.endswith("p.rules") and pos == (1, 1) and "FIFO" in m and "only regular files" in m for path, pos, m in found), found
+    assert any(
+        path.endswith("p.rules") and pos == (1, 1) and "FIFO" in m and "only regular files" in m
+        for path, pos, m in found
+    ), found
     assert any("unknown segment `vipp`" in m for _p, _pos, m in found)  # the other file is still checked
 
 
@@ -176,7 +212,9 @@ def test_a_fifo_given_as_the_ruleset_does_not_block(tmp_path):
     os.mkfifo(tmp_path / "p.rules")
     result = subprocess.run(
         [sys.executable, "-m", "nba.engine.cli", "check", str(tmp_path / "p.rules")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "p.rules:1:1: error:" in result.stdout + result.stderr

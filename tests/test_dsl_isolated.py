@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 
 from nba.dsl import LoadError, load_ruleset
-from nba.dsl.isolated import _answer, _HEADER
+from nba.dsl.isolated import _HEADER, _answer
 from nba.dsl.loader import RulesetLoadFailed, load_ruleset_async, load_ruleset_in_subprocess
-from dsl_helpers import T0, event
 from nba.engine import Engine
 from nba.engine.store.memory import MemoryStore
 
+from dsl_helpers import T0, event
+
 RULES = Path(__file__).resolve().parent.parent / "rules"
-EVENTS = [
-    event("page_view", category="watches", price=250, time=T0 + i) for i in range(3)
-] + [
+EVENTS = [event("page_view", category="watches", price=250, time=T0 + i) for i in range(3)] + [
     event("cart_abandoned", cart_value=80.0, items=2, time=T0 + 10),
     event("purchase", amount=120, time=T0 + 20),
     event("app_open", time=1_795_000_000),  # Black Friday 2026
@@ -32,7 +31,13 @@ def decisions(ruleset) -> list:
     out = []
     for item in EVENTS:
         decision = engine.decide(dict(item), explain=True)
-        out.append((decision.action, decision.params, [(e.rule, e.outcome, e.error, e.conditions, e.values) for e in decision.trace or ()]))
+        out.append(
+            (
+                decision.action,
+                decision.params,
+                [(e.rule, e.outcome, e.error, e.conditions, e.values) for e in decision.trace or ()],
+            )
+        )
     return out
 
 

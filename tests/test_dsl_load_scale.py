@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import types
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nba.dsl import load_text
 from nba.dsl.compiler import ANY_TYPE, Compiler

@@ -8,6 +8,7 @@ import pytest
 from nba.dsl import nodes as n
 from nba.dsl.source import Diagnostics
 from nba.dsl.syntax import RESERVED, parse_module
+
 from dsl_helpers import load_errors, only_error
 
 
@@ -98,13 +99,19 @@ SHAPES = [
     ("f()", "(f )"),
     ("max(a, b + 1, c)", "(max a (+ b 1) c)"),
     ("[]", "[]"),
-    ("[1, \"a\", [2]]", "[1 'a' [2]]"),
+    ('[1, "a", [2]]', "[1 'a' [2]]"),
     ("a in [1, 2]", "(in a [1 2])"),
     # aggregates: `where` names are fields of the past event
     ("count(buy within 1h)", "(count buy within 3600)"),
     ("sum(buy.amount within 7d) > 0", "(> (sum buy.amount within 604800) 0)"),
-    ("count(view where category == event.category within 30m)", "(count view where (== past.category event.category) within 1800)"),
-    ("max(buy.item.price where vip and profile.x within 1w)", "(max buy.item.price where (and past.vip profile.x) within 604800)"),
+    (
+        "count(view where category == event.category within 30m)",
+        "(count view where (== past.category event.category) within 1800)",
+    ),
+    (
+        "max(buy.item.price where vip and profile.x within 1w)",
+        "(max buy.item.price where (and past.vip profile.x) within 604800)",
+    ),
 ]
 
 
@@ -113,7 +120,9 @@ def test_precedence_and_associativity_in_the_tree(text, shape):
     assert parse_expr(text) == shape
 
 
-@pytest.mark.parametrize("text", ["a < b < c", "a == b == c", "a < b == c", "a in b in c", "a == b in c", "a not in b < c"])
+@pytest.mark.parametrize(
+    "text", ["a < b < c", "a == b == c", "a < b == c", "a in b in c", "a == b in c", "a not in b < c"]
+)
 def test_comparisons_do_not_chain(text):
     error = only_error(f"segment s = {text}")
     assert "comparisons do not chain" in error.message
@@ -207,7 +216,9 @@ def test_comments_run_to_the_end_of_the_line():
 
 def test_whitespace_and_newlines_are_insignificant():
     one_line = parse("rule r priority 1 when a and b then x via web with k = 1, j = 2 end")
-    spread = parse("rule\nr\n\n  priority\n1\n\twhen a\n  and\n b\nthen\n x\n via\n web\n with\n k =\n 1\n ,\n j = 2\nend")
+    spread = parse(
+        "rule\nr\n\n  priority\n1\n\twhen a\n  and\n b\nthen\n x\n via\n web\n with\n k =\n 1\n ,\n j = 2\nend"
+    )
     assert tree(one_line.declarations[0].when) == tree(spread.declarations[0].when)
     assert one_line.declarations[0].then.params[1][0] == spread.declarations[0].then.params[1][0] == "j"
 
@@ -280,11 +291,15 @@ def test_a_backslash_escapes_only_quote_backslash_n_and_t():
 )
 def test_if_needs_no_parentheses_where_a_whole_expression_goes(text, shape):
     assert parse_expr(text) == shape
-    (rule,) = parse("rule r priority if vip then 60 else 40 when true then x with v = if a then 1 else 2 end").declarations
+    (rule,) = parse(
+        "rule r priority if vip then 60 else 40 when true then x with v = if a then 1 else 2 end"
+    ).declarations
     assert tree(rule.priority) == "(if vip 60 40)"
 
 
-@pytest.mark.parametrize("text", ["a == if b then 1 else 2", "not if a then b else c", "a and if b then c else d", "-if a then 1 else 2"])
+@pytest.mark.parametrize(
+    "text", ["a == if b then 1 else 2", "not if a then b else c", "a and if b then c else d", "-if a then 1 else 2"]
+)
 def test_if_inside_an_operator_needs_parentheses(text):
     error = only_error(f"segment s = {text}")
     assert "`if` inside an expression needs parentheses" in error.message

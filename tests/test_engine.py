@@ -246,14 +246,16 @@ def test_time_comes_from_the_event(write_rules):
 
 
 def test_on_update_values_are_read_through_the_profile_schema(write_rules):
-    engine = Engine.from_path(write_rules("""
+    engine = Engine.from_path(
+        write_rules("""
 profile { ltv: number, vip: bool }
 on purchase
   set ltv = event.amount
   set vip = event.flag
 end
 rule big when event.type == "visit" and profile.ltv >= 100 then thanks end
-"""))
+""")
+    )
     engine.decide({"customer_id": "c", "type": "purchase", "amount": "150", "flag": "yes", "time": T0})
     assert engine.get_profile("c") == {"ltv": 150}  # "yes" is not a bool: that set fails
     assert engine.decide({"customer_id": "c", "type": "visit", "time": T0 + 1}).rule == "big"
@@ -268,7 +270,7 @@ def test_infinite_numbers_are_refused_for_declared_number_fields(engine):
 def test_memory_store_sweeps_quiet_customers(write_rules):
     from nba.engine.store import memory
 
-    engine = Engine.from_path(write_rules("rule r when event.type == \"v\" and count(v within 1h) > 5 then a end"))
+    engine = Engine.from_path(write_rules('rule r when event.type == "v" and count(v within 1h) > 5 then a end'))
     engine.put_profile("kept", {"x": 1})
     engine.decide({"customer_id": "kept", "type": "v", "time": T0})
     engine.decide({"customer_id": "gone", "type": "v", "time": T0})
@@ -300,19 +302,29 @@ INF = float("inf")
 @pytest.mark.parametrize(
     "event, expected",
     [
-        ({"customer_id": "c", "type": "cart_abandoned", "cart_value": 80, "time": 5},
-         {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80, "time": 5}),
-        ({"customer_id": "c", "type": "cart_abandoned", "cart_value": "80.5", "time": "2026-11-18T10:00:00Z"},
-         {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80.5, "time": 1794996000}),
-        ({"customer_id": "c", "type": "cart_abandoned", "cart_value": 1.5, "time": 1.5},
-         {"customer_id": "c", "type": "cart_abandoned", "cart_value": 1.5, "time": 1.5}),
+        (
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80, "time": 5},
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80, "time": 5},
+        ),
+        (
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": "80.5", "time": "2026-11-18T10:00:00Z"},
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": 80.5, "time": 1794996000},
+        ),
+        (
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": 1.5, "time": 1.5},
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": 1.5, "time": 1.5},
+        ),
         ({"customer_id": "c", "type": "cart_abandoned", "cart_value": INF, "time": 5}, "cart_value"),
         ({"customer_id": "c", "type": "cart_abandoned", "cart_value": True, "time": 5}, "cart_value"),
-        ({"customer_id": "c", "type": "cart_abandoned", "cart_value": None, "time": 5},
-         {"customer_id": "c", "type": "cart_abandoned", "cart_value": None, "time": 5}),
+        (
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": None, "time": 5},
+            {"customer_id": "c", "type": "cart_abandoned", "cart_value": None, "time": 5},
+        ),
         ({"customer_id": "c", "type": "purchase", "amount": "x", "time": 5}, "amount"),
-        ({"customer_id": "c", "type": "undeclared", "anything": [1], "time": 5},
-         {"customer_id": "c", "type": "undeclared", "anything": [1], "time": 5}),
+        (
+            {"customer_id": "c", "type": "undeclared", "anything": [1], "time": 5},
+            {"customer_id": "c", "type": "undeclared", "anything": [1], "time": 5},
+        ),
         ({"customer_id": "c", "type": "x", "time": float("nan")}, "time"),
         ({"customer_id": "c", "type": "x", "time": INF}, "time"),
         ({"customer_id": "c", "type": "x", "time": "yesterday"}, "time"),
@@ -356,10 +368,22 @@ def test_event_times_read_from_the_minute_cache_are_parse_times():
 
     rng = random.Random(3)
     texts = [
-        "2026-11-27T00:12:47Z", "2026-11-27T00:12:60Z", "2026-02-30T00:12:47Z", "2026-11-27T24:00:00Z",
-        "2026-11-27T00:12:4xZ", "2026-11-27t00:12:47Z", "2026-11-27T00:12:47z", "1970-01-01T00:00:00Z",
-        "1970-01-01T00:00:07Z", "9999-12-31T23:59:59Z", "2026-11-27T00:1\uff12:47Z", "2026-11-27T00:12:\u0664\u0667Z",
-        "2026-11-27 00:12:47Z", "2026-13-27T00:12:47Z", "2026-11-27T00:12:+7Z", "2026-11-27T00:12:47.5Z",
+        "2026-11-27T00:12:47Z",
+        "2026-11-27T00:12:60Z",
+        "2026-02-30T00:12:47Z",
+        "2026-11-27T24:00:00Z",
+        "2026-11-27T00:12:4xZ",
+        "2026-11-27t00:12:47Z",
+        "2026-11-27T00:12:47z",
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T00:00:07Z",
+        "9999-12-31T23:59:59Z",
+        "2026-11-27T00:1\uff12:47Z",
+        "2026-11-27T00:12:\u0664\u0667Z",
+        "2026-11-27 00:12:47Z",
+        "2026-13-27T00:12:47Z",
+        "2026-11-27T00:12:+7Z",
+        "2026-11-27T00:12:47.5Z",
     ]
     texts += [
         f"{rng.randrange(1, 10000):04d}-{rng.randrange(0, 14):02d}-{rng.randrange(0, 33):02d}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nba.dsl import load_ruleset
-from nba.engine.ruletests import load_test_file, run_tests, find_test_files
+from nba.engine.ruletests import find_test_files, load_test_file, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"

@@ -9,8 +9,9 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsl_helpers import T0, engine_for, event
 from nba.engine.explain_view import render
+
+from dsl_helpers import T0, engine_for, event
 
 CART = """
 profile { email_opt_in: bool }
@@ -41,7 +42,10 @@ def test_every_condition_is_evaluated_with_its_text_place_and_value():
         ("count(purchase within 24h) == 0", True),  # evaluated all the same
     ]
     assert [c["at"] for c in traced["conditions"]] == [
-        "test.rules:6:8", "test.rules:7:8", "test.rules:8:8", "test.rules:9:8"
+        "test.rules:6:8",
+        "test.rules:7:8",
+        "test.rules:8:8",
+        "test.rules:9:8",
     ]
     assert traced["values"] == {
         "event.type": "cart",
@@ -120,9 +124,19 @@ def test_nba_decide_prints_json_when_not_on_a_terminal(tmp_path):
     rules = tmp_path / "cart.rules"
     rules.write_text(CART, encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "nba.engine.cli", "decide", str(rules), "--explain",
-         "--event", json.dumps({"customer_id": "c1", "type": "cart", "value": 80})],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "nba.engine.cli",
+            "decide",
+            str(rules),
+            "--explain",
+            "--event",
+            json.dumps({"customer_id": "c1", "type": "cart", "value": 80}),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     trace = json.loads(done.stdout)["trace"]
     assert trace[0]["conditions"][2] == {"text": "email_ok", "at": f"{rules}:8:8", "value": False}

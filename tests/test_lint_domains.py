@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nba.dsl.lint.domains import ANYTHING, Domain, complement_intervals, equal_to, intersect_intervals, normalize, ordered
+from nba.dsl.lint.domains import (
+    ANYTHING,
+    Domain,
+    complement_intervals,
+    equal_to,
+    intersect_intervals,
+    normalize,
+    ordered,
+)
 from nba.dsl.runtime import EvalError, ge, gt, le, lt
 
 POINTS = [x / 2 for x in range(-4, 14)]  # -2 ... 6.5, between and on the bounds
@@ -45,7 +53,7 @@ def test_interval_sets_hold_the_points_they_should(a, b):
         assert member(x, complement_intervals(na)) == (not member(x, a))
         assert member(x, normalize(na + nb)) == (member(x, a) or member(x, b))
     # normalized: sorted, disjoint, not touching
-    for (lo1, lc1, hi1, hc1), (lo2, lc2, hi2, hc2) in zip(na, na[1:]):
+    for (_lo1, _lc1, hi1, hc1), (lo2, lc2, _hi2, _hc2) in zip(na, na[1:]):
         assert hi1 is not None and lo2 is not None
         assert hi1 < lo2 or (hi1 == lo2 and not hc1 and not lc2)
 

@@ -44,7 +44,9 @@ class RulesetGen:
         if kind == "num" or kind == "segment":
             return f"{self.pick(NUMBER_FIELDS)} {self.pick(['==', '!=', '<', '<=', '>', '>='])} {self.pick(NUMBERS)}"
         if kind == "num_in":
-            return f"{self.pick(NUMBER_FIELDS)} {self.pick(['in', 'not in'])} [{self.pick(NUMBERS)}, {self.pick(NUMBERS)}]"
+            return (
+                f"{self.pick(NUMBER_FIELDS)} {self.pick(['in', 'not in'])} [{self.pick(NUMBERS)}, {self.pick(NUMBERS)}]"
+            )
         if kind == "str":
             return f"profile.s {self.pick(['==', '!=', '<', '>='])} {self.pick(STRINGS)}"
         if kind == "str_in":
@@ -52,10 +54,20 @@ class RulesetGen:
         if kind == "bool":
             return self.pick(["profile.f", "not profile.f", "profile.f == true", "profile.f != false"])
         if kind == "opaque":  # what lint does not reason about: a value of its own
-            return self.pick(["len(profile.s) > 1", "event.a + 1 > 2", "event.a > event.b", 'lower(profile.s) == "a"',
-                              'profile.s in "abc"', "event.a * 2 < 3"])
+            return self.pick(
+                [
+                    "len(profile.s) > 1",
+                    "event.a + 1 > 2",
+                    "event.a > event.b",
+                    'lower(profile.s) == "a"',
+                    'profile.s in "abc"',
+                    "event.a * 2 < 3",
+                ]
+            )
         if kind == "type":
-            return self.pick(['event.type == "t1"', 'event.type == "t2"', 'event.type in ["t1", "t2"]', 'event.type != "t2"'])
+            return self.pick(
+                ['event.type == "t1"', 'event.type == "t2"', 'event.type in ["t1", "t2"]', 'event.type != "t2"']
+            )
         return f"{self.pick(NUMBER_FIELDS + ['profile.s', 'profile.f'])} {self.pick(['==', '!='])} null"
 
     def condition(self, depth: int, operand: bool = False) -> str:

@@ -52,7 +52,11 @@ def open_file(client: LanguageClient, workspace: Path, name: str, text: str | No
 
 
 def change(client: LanguageClient, uri: str, version: int, text: str, at: lsp.Range | None = None) -> None:
-    event = lsp.TextDocumentContentChangePartial(range=at, text=text) if at else lsp.TextDocumentContentChangeWholeDocument(text=text)
+    event = (
+        lsp.TextDocumentContentChangePartial(range=at, text=text)
+        if at
+        else lsp.TextDocumentContentChangeWholeDocument(text=text)
+    )
     client.text_document_did_change(
         lsp.DidChangeTextDocumentParams(
             text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version), content_changes=[event]
@@ -119,9 +123,13 @@ async def test_a_syntax_error_is_reported_at_the_token(client: LanguageClient, w
 
 
 @pytest.mark.asyncio
-async def test_an_edit_in_one_buffer_shows_errors_in_the_files_that_depend_on_it(client: LanguageClient, workspace: Path):
+async def test_an_edit_in_one_buffer_shows_errors_in_the_files_that_depend_on_it(
+    client: LanguageClient, workspace: Path
+):
     segments = (workspace / "rules" / "segments.rules").read_text(encoding="utf-8")
-    uri = open_file(client, workspace, "segments.rules", segments.replace("segment vip =", "segment very_important =", 1))
+    uri = open_file(
+        client, workspace, "segments.rules", segments.replace("segment vip =", "segment very_important =", 1)
+    )
     browse = uri_of(workspace, "browse.rules")  # not open: its disk text is checked with the buffer
     found = await published(client, browse, lambda d: len(d) > 0)
     assert all("vip" in d.message for d in found)
@@ -163,7 +171,9 @@ async def test_hover(client: LanguageClient, workspace: Path):
     profile_uri = open_file(client, workspace, "profile_updates.rules")
     needle = "profile.lifetime_value"
     result = await client.text_document_hover_async(
-        lsp.HoverParams(lsp.TextDocumentIdentifier(uri=profile_uri), position_of(profile_text, needle, len("profile.l")))
+        lsp.HoverParams(
+            lsp.TextDocumentIdentifier(uri=profile_uri), position_of(profile_text, needle, len("profile.l"))
+        )
     )
     assert "profile.lifetime_value: number" in result.contents.value
     coalesce = await client.text_document_hover_async(
@@ -224,7 +234,9 @@ async def test_completion(client: LanguageClient, workspace: Path):
 async def test_document_symbols(client: LanguageClient, workspace: Path):
     uri = open_file(client, workspace, "cart.rules")
     text = (workspace / "rules" / "cart.rules").read_text(encoding="utf-8")
-    symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri=uri)))
+    symbols = await client.text_document_document_symbol_async(
+        lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri=uri))
+    )
     assert [(s.name, s.kind) for s in symbols] == [
         ("cart_reminder_email", lsp.SymbolKind.Function),
         ("cart_banner_web", lsp.SymbolKind.Function),
@@ -247,7 +259,10 @@ async def test_document_symbols(client: LanguageClient, workspace: Path):
     symbols = await client.text_document_document_symbol_async(
         lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri=segments_uri))
     )
-    assert [(s.name, s.kind) for s in symbols][:2] == [("vip", lsp.SymbolKind.Variable), ("email_ok", lsp.SymbolKind.Variable)]
+    assert [(s.name, s.kind) for s in symbols][:2] == [
+        ("vip", lsp.SymbolKind.Variable),
+        ("email_ok", lsp.SymbolKind.Variable),
+    ]
     policies_uri = open_file(client, workspace, "policies.rules")
     symbols = await client.text_document_document_symbol_async(
         lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri=policies_uri))

@@ -63,10 +63,35 @@ def test_each_broken_file_gives_the_loaders_error(path, tmp_path):
 
 
 FRAGMENTS = [
-    "end\n", "rule extra\n", " and ", "event.", '"', "(", ")", "==", "=", "\n", "segment vip = true\n",
-    "profile.tier", "#", " within 3h", 'rule cart_banner_web when event.type == "a" then b end\n',
-    "on purchase\n", "vip", "xyz", "10%", "rule ", "then x via web\n", "segment s = s\n", "policy email: cap 0 per 1d\n",
-    "event page_view { category: number }\n", "  set tier = 3\n", "count(page_view within 30m)", "[", "]", ",",
+    "end\n",
+    "rule extra\n",
+    " and ",
+    "event.",
+    '"',
+    "(",
+    ")",
+    "==",
+    "=",
+    "\n",
+    "segment vip = true\n",
+    "profile.tier",
+    "#",
+    " within 3h",
+    'rule cart_banner_web when event.type == "a" then b end\n',
+    "on purchase\n",
+    "vip",
+    "xyz",
+    "10%",
+    "rule ",
+    "then x via web\n",
+    "segment s = s\n",
+    "policy email: cap 0 per 1d\n",
+    "event page_view { category: number }\n",
+    "  set tier = 3\n",
+    "count(page_view within 30m)",
+    "[",
+    "]",
+    ",",
 ]
 FILES = sorted(p.name for p in EXAMPLES.glob("*.rules"))
 edit = st.tuples(
@@ -132,7 +157,7 @@ def test_a_change_to_a_segment_or_a_schema_is_seen_by_the_unchanged_rules_of_oth
 
 
 def test_a_file_is_cut_before_each_declaration_at_a_line_start():
-    text = "# head\nrule a\n  when event.type == \"x\"\nend\n  rule indented\nevent.type\nevent t { a: number }\nprofile {\n}\non t\n"
+    text = '# head\nrule a\n  when event.type == "x"\nend\n  rule indented\nevent.type\nevent t { a: number }\nprofile {\n}\non t\n'
     assert [first for first, _text in cut(text)] == [0, 1, 6, 7, 9]
     assert "\n".join(piece for _first, piece in cut(text)) == text
 
@@ -149,7 +174,9 @@ def test_the_ruleset_of_a_file(tmp_path):
     assert ruleset_root(str(tmp_path / "other" / "c.rules"), [folder]) == str(tmp_path / "other")
     (tmp_path / "top.rules").write_text("")
     assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder]) == folder
-    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [str(tmp_path / "rules")]) == str(tmp_path / "rules")
+    assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [str(tmp_path / "rules")]) == str(
+        tmp_path / "rules"
+    )
     # a configured root wins
     configured = [str(tmp_path / "rules" / "retail")]
     assert ruleset_root(str(tmp_path / "rules" / "retail" / "b.rules"), [folder], configured) == configured[0]

@@ -30,9 +30,11 @@ def test_ranges_count_utf16_code_units():
 
 def test_token_spans():
     line = 'x == "a \\" b" and 30m < 2026-11-27T09:30:00Z and event . tier and 10%'
+
     def span(at: str) -> str:
         start, end = token_span(line, line.index(at))
         return line[start:end]
+
     assert span('"a') == '"a \\" b"'
     assert span("30m") == "30m"
     assert span("2026") == "2026-11-27T09:30:00Z"

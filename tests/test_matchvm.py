@@ -33,8 +33,26 @@ VALUES = st.one_of(
     st.fixed_dictionaries({"k": st.sampled_from(["x", 1])}),
 )
 LITERALS = st.sampled_from(
-    ["3", "-2", "0", "2.5", "9007199254740992", "9007199254740993", "99999999999999999999",
-     '"x"', '"y"', '""', '"é"', "null", "true", "false", '["x", "y"]', '["xy"]', "[1, 2]", "2d"]
+    [
+        "3",
+        "-2",
+        "0",
+        "2.5",
+        "9007199254740992",
+        "9007199254740993",
+        "99999999999999999999",
+        '"x"',
+        '"y"',
+        '""',
+        '"é"',
+        "null",
+        "true",
+        "false",
+        '["x", "y"]',
+        '["xy"]',
+        "[1, 2]",
+        "2d",
+    ]
 )
 
 
@@ -42,15 +60,26 @@ def atoms():
     field = st.sampled_from(FIELDS)
     compare = st.builds(
         lambda f, op, lit, flip: f"{lit} {op} {f}" if flip else f"{f} {op} {lit}",
-        field, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), LITERALS, st.booleans(),
+        field,
+        st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
+        LITERALS,
+        st.booleans(),
     )
     member = st.builds(
         lambda f, op, lit: f"{f} {op} {lit}",
-        field, st.sampled_from(["in", "not in"]), st.sampled_from(['["x", "y"]', '["xy", "é"]', "[1, 2]", '"xyz"']),
+        field,
+        st.sampled_from(["in", "not in"]),
+        st.sampled_from(['["x", "y"]', '["xy", "é"]', "[1, 2]", '"xyz"']),
     )
     python = st.sampled_from(
-        ["event.a + 1 > 2", "len(event.s) > 1", "event.a.k == \"x\"", "coalesce(event.a, 1) == 1",
-         "event.a == event.b", "profile.p < event.a"]
+        [
+            "event.a + 1 > 2",
+            "len(event.s) > 1",
+            'event.a.k == "x"',
+            "coalesce(event.a, 1) == 1",
+            "event.a == event.b",
+            "profile.p < event.a",
+        ]
     )
     return st.one_of(compare, member, field, python, st.sampled_from(["true", "false", "null"]))
 
@@ -79,7 +108,7 @@ CONDITIONS = combined(atoms(), 6)
 def compile_both(conditions: list[str], segments: list[str] = ()):
     text = "".join(f"segment s{i} = {cond}\n" for i, cond in enumerate(segments))
     text += "".join(
-        f"rule r{i} priority {i % 3}\n  when event.type == \"t\" and {cond}\n  then act{i}\nend\n"
+        f'rule r{i} priority {i % 3}\n  when event.type == "t" and {cond}\n  then act{i}\nend\n'
         for i, cond in enumerate(conditions)
     )
     diagnostics = Diagnostics()
@@ -135,17 +164,22 @@ def test_segments_tested_in_place_match_the_generated_ones(segments, conditions,
 
 
 def test_a_segment_tested_in_place_fails_as_its_generated_function_does():
-    with_vm, generated = compile_both(["s1 and event.b == 1", "not s1"], ["event.a", "s0 or event.s == \"x\""])
+    with_vm, generated = compile_both(["s1 and event.b == 1", "not s1"], ["event.a", 's0 or event.s == "x"'])
     event = {"type": "t", "customer_id": "c", "time": 5.0, "a": 3, "b": 1, "s": "y"}
-    expected = ([], [(1, "EvalError", "a segment needs true or false, not a number"),  # priority 1 first
-                     (0, "EvalError", "a segment needs true or false, not a number")])
+    expected = (
+        [],
+        [
+            (1, "EvalError", "a segment needs true or false, not a number"),  # priority 1 first
+            (0, "EvalError", "a segment needs true or false, not a number"),
+        ],
+    )
     assert run(with_vm, event, {}) == run(generated, event, {}) == expected
 
 
 def test_a_segment_of_atoms_is_tested_in_c_and_one_with_an_aggregate_through_python():
     text = (
         'segment vip = profile.tier in ["gold", "platinum"] or profile.ltv >= 1000\n'
-        'segment regular = count(visit within 1d) >= 3\n'
+        "segment regular = count(visit within 1d) >= 3\n"
         'rule a\n  when event.type == "visit" and vip\n  then x\nend\n'
         'rule b\n  when event.type == "visit" and regular\n  then y\nend\n'
     )
@@ -172,7 +206,7 @@ def test_a_ranked_bucket_stops_testing_at_the_first_match():
 
 
 def test_a_failing_rule_is_an_error_and_the_others_are_still_tested():
-    with_vm, generated = compile_both(["event.a > 1", "event.a == \"x\""])
+    with_vm, generated = compile_both(["event.a > 1", 'event.a == "x"'])
     event = {"type": "t", "customer_id": "c", "time": 1.0, "a": "x"}
     matched, errors = run(with_vm, event, {})
     assert matched == [1]
@@ -199,16 +233,23 @@ PAST_FIELDS = ["a", "s", "time"]
 WHERE_ATOMS = st.one_of(
     st.builds(
         lambda f, op, lit: f"{f} {op} {lit}",
-        st.sampled_from(PAST_FIELDS), st.sampled_from(["==", "!=", "<", ">="]),
+        st.sampled_from(PAST_FIELDS),
+        st.sampled_from(["==", "!=", "<", ">="]),
         st.sampled_from(["3", "2.5", '"x"', "null", "true", "9007199254740993"]),
     ),
-    st.builds(lambda f, op: f"{f} {op} [\"x\", \"y\"]", st.sampled_from(PAST_FIELDS), st.sampled_from(["in", "not in"])),
+    st.builds(lambda f, op: f'{f} {op} ["x", "y"]', st.sampled_from(PAST_FIELDS), st.sampled_from(["in", "not in"])),
     st.sampled_from(["a", "s", "a + 1 > 2", "a == event.a", "event.s != s", "time == event.time", "a == profile.p"]),
 )
 WHERES = combined(WHERE_ATOMS, 4)
-AGGREGATES = ["count(t where W within 1h)", "sum(t.a where W within 1h)", "avg(t.a where W within 1h)",
-              "min(t.a where W within 1h)", "max(t.s where W within 1h)", "distinct(t.s where W within 1h)",
-              "since(t where W within 1h)"]
+AGGREGATES = [
+    "count(t where W within 1h)",
+    "sum(t.a where W within 1h)",
+    "avg(t.a where W within 1h)",
+    "min(t.a where W within 1h)",
+    "max(t.s where W within 1h)",
+    "distinct(t.s where W within 1h)",
+    "since(t where W within 1h)",
+]
 
 
 def decide_both(where: str, past: list[tuple], event: dict):
@@ -240,7 +281,9 @@ def compile_both_text(text: str):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     where=WHERES,
-    past=st.lists(st.tuples(st.integers(0, 3600), VALUES, VALUES), max_size=12).map(lambda rows: sorted(rows, key=lambda row: row[0])),
+    past=st.lists(st.tuples(st.integers(0, 3600), VALUES, VALUES), max_size=12).map(
+        lambda rows: sorted(rows, key=lambda row: row[0])
+    ),
     current=st.tuples(VALUES, VALUES),
 )
 def test_aggregates_with_the_row_filter_match_the_generated_loops(where, past, current):
@@ -253,10 +296,16 @@ def test_aggregates_with_the_row_filter_match_the_generated_loops(where, past, c
 
 
 def test_a_where_on_past_fields_against_literals_uses_the_row_filter():
-    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a > 1 within 1h) > 0\n  then act\nend\n')
+    both = compile_both_text(
+        'rule r priority 1\n  when event.type == "t" and count(t where a > 1 within 1h) > 0\n  then act\nend\n'
+    )
     with_vm, generated = both
     assert "_count_rows(" in with_vm.python_source and "_count_rows(" not in generated.python_source
-    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a == event.a within 1h) > 0\n  then act\nend\n')
+    both = compile_both_text(
+        'rule r priority 1\n  when event.type == "t" and count(t where a == event.a within 1h) > 0\n  then act\nend\n'
+    )
     assert "_count_rows(" in both[0].python_source  # a past field against an event field
-    both = compile_both_text('rule r priority 1\n  when event.type == "t" and count(t where a == event.a + 1 within 1h) > 0\n  then act\nend\n')
+    both = compile_both_text(
+        'rule r priority 1\n  when event.type == "t" and count(t where a == event.a + 1 within 1h) > 0\n  then act\nend\n'
+    )
     assert "_count_rows(" not in both[0].python_source  # arithmetic: the generated loop

@@ -68,7 +68,9 @@ def test_importing_the_language_does_not_import_the_engine():
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.skipif(language.IMPLEMENTATION != "cython", reason="the wheel's compiled twins are checked on the Cython run")
+@pytest.mark.skipif(
+    language.IMPLEMENTATION != "cython", reason="the wheel's compiled twins are checked on the Cython run"
+)
 def test_an_installed_wheel_runs_its_compiled_twins(tmp_path):
     """pip writes each .py a moment after its .so: the installed package must still load the
     compiled twins (the staleness check by modification time belongs to a checkout only)."""
@@ -76,17 +78,41 @@ def test_an_installed_wheel_runs_its_compiled_twins(tmp_path):
     # of another layout) setuptools would pack into the wheel; the generated .c files come
     # along, so only the C compiler runs again.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "node_modules", "__pycache__", ".hypothesis", "*.so", "*.egg-info"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "node_modules", "__pycache__", ".hypothesis", "*.so", "*.egg-info"
+        ),
+    )
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
-        check=True, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     (wheel,) = wheels.glob("nba-*.whl")
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not (target / "benchmarks").exists() and not (target / "engine").exists() and not (target / "dsl").exists()
     code = (
         "import sys, json, importlib\n"
@@ -97,8 +123,14 @@ def test_an_installed_wheel_runs_its_compiled_twins(tmp_path):
         "print(json.dumps([d.IMPLEMENTATION, d.matchvm is not None, loaded, __import__('nba').__file__]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NBA_PURE_PYTHON", "PYTHONPATH")}
-    done = subprocess.run([sys.executable, "-I", "-W", "error::RuntimeWarning", "-c", code], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-I", "-W", "error::RuntimeWarning", "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     import json
 

@@ -38,7 +38,9 @@ def events_for(kind: str):
     return st.fixed_dictionaries({**common, **fields}).map(lambda e: {"type": kind, **e})
 
 
-EVENT = st.sampled_from(["page_view", "page_view", "cart_abandoned", "purchase", "app_open", "newsletter_signup"]).flatmap(events_for)
+EVENT = st.sampled_from(
+    ["page_view", "page_view", "cart_abandoned", "purchase", "app_open", "newsletter_signup"]
+).flatmap(events_for)
 # mostly in time order with small jumps back, as real streams are
 EVENTS = st.lists(EVENT, min_size=1, max_size=30).map(lambda es: sorted(es, key=lambda e: e["time"] // 3600))
 PROFILE = st.fixed_dictionaries(
@@ -100,7 +102,10 @@ def test_a_dry_run_changes_no_state(profiles, events, probe, then, limit):
     assert dry_decision.to_dict() == plain.decide(probe, limit=limit, dry_run=True, explain=True).to_dict()
     # and whatever comes next is decided as if it never happened
     for engine_next in (probe, then):
-        assert dry.decide(engine_next, limit=limit, explain=True).to_dict() == plain.decide(engine_next, limit=limit, explain=True).to_dict()
+        assert (
+            dry.decide(engine_next, limit=limit, explain=True).to_dict()
+            == plain.decide(engine_next, limit=limit, explain=True).to_dict()
+        )
     for c in CUSTOMERS:
         assert dry.get_profile(c) == plain.get_profile(c)
 

@@ -11,23 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nba.engine.protocol import (
-    OPS,
     BAD_FRAME,
     BAD_REQUEST,
     FRAME_TOO_LARGE,
     HEADER,
     NEED_MORE,
+    OPS,
     UNKNOWN_OP,
     BadRequest,
     FrameDecoder,
     FrameError,
-    encode_frame,
     check_request,
+    encode_frame,
     parse_request,
     plain_decide_event,
 )
 from nba.engine.server import Connection, Server
 from nba.engine.settings import ServerSettings
+
 from server_fakes import FakeEngine, raw_frame
 
 
@@ -39,6 +40,7 @@ def drain(decoder):
 
 
 # ------------------------------------------------------------------ frame decoder
+
 
 def test_one_frame():
     decoder = FrameDecoder(1024)
@@ -153,13 +155,23 @@ def test_arbitrary_bytes_give_frames_or_a_frame_error(stream):
 
 # ------------------------------------------------------------------ requests
 
+
 def test_decide_request_with_defaults():
     req = parse_request({"id": "a", "op": "decide", "event": {"customer_id": "c1", "type": "t"}})
-    assert (req.id, req.op, req.customer_id, req.limit, req.explain, req.dry_run) == ("a", "decide", "c1", 1, False, False)
+    assert (req.id, req.op, req.customer_id, req.limit, req.explain, req.dry_run) == (
+        "a",
+        "decide",
+        "c1",
+        1,
+        False,
+        False,
+    )
 
 
 def test_decide_request_with_options():
-    req = parse_request({"id": [1, 2], "op": "decide", "event": {"type": "t"}, "limit": 3, "explain": True, "dry_run": True})
+    req = parse_request(
+        {"id": [1, 2], "op": "decide", "event": {"type": "t"}, "limit": 3, "explain": True, "dry_run": True}
+    )
     assert (req.id, req.limit, req.explain, req.dry_run, req.customer_id) == ([1, 2], 3, True, True, None)
 
 
@@ -208,22 +220,32 @@ def test_auth_needs_a_token():
 
 
 any_value = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8),
-    st.binary(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 request_keys = ("id", "op", "event", "limit", "explain", "dry_run", "customer_id", "profile", "token", "path")
 request_maps = st.dictionaries(
     st.sampled_from(request_keys) | st.text(max_size=4),
-    st.sampled_from(sorted(OPS)) | any_value | st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}),
+    st.sampled_from(sorted(OPS))
+    | any_value
+    | st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}),
     max_size=5,
 )
 
 
-three_key_maps = st.fixed_dictionaries({
-    "id": any_value,
-    "op": st.just("decide") | any_value,
-    "event": st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}) | any_value,
-})
+three_key_maps = st.fixed_dictionaries(
+    {
+        "id": any_value,
+        "op": st.just("decide") | any_value,
+        "event": st.fixed_dictionaries({"customer_id": st.text(max_size=3), "type": st.text(max_size=3)}) | any_value,
+    }
+)
 
 
 @settings(max_examples=500, deadline=None, derandomize=True)
@@ -234,7 +256,14 @@ def test_the_fast_path_is_a_specialisation_of_parse_request(obj):
     if event is None:
         return
     req = check_request(obj)
-    assert (req.op, req.event, req.id, req.limit, req.explain, req.dry_run) == ("decide", event, obj["id"], 1, False, False)
+    assert (req.op, req.event, req.id, req.limit, req.explain, req.dry_run) == (
+        "decide",
+        event,
+        obj["id"],
+        1,
+        False,
+        False,
+    )
 
 
 def test_the_fast_path_takes_the_common_decide():
@@ -252,6 +281,7 @@ def test_other_ops():
 
 
 # ------------------------------------------------------------------ a connection over a mock transport
+
 
 class MockTransport:
     def __init__(self):
@@ -522,9 +552,12 @@ def test_reload_op_failure_keeps_the_old_ruleset(rules):
 
 def test_pipelined_reloads_share_their_loads(rules):
     """Issue 21: 300 pipelined reloads stalled other clients; now they share one load."""
+
     async def scenario():
         conn, transport, server = open_connection(rules)
-        conn.data_received(b"".join(encode_frame({"id": i, "op": "reload"}) for i in range(300)) + encode_frame(decide(300)))
+        conn.data_received(
+            b"".join(encode_frame({"id": i, "op": "reload"}) for i in range(300)) + encode_frame(decide(300))
+        )
         seen = transport.responses()
         assert [r["id"] for r in seen] == [300]  # a decision is not held up behind them
         while len(seen) < 301:

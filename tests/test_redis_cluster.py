@@ -13,7 +13,8 @@ import redis as redis_py
 from nba.engine import Engine
 from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
 from nba.engine.store.redis import KeyLayout, RedisStore
-from redis_fixtures import REDIS_CLI, needs_redis, own_redis_cluster, redis_cluster, redis_cluster_url  # noqa: F401
+
+from redis_fixtures import REDIS_CLI, needs_redis
 
 pytestmark = needs_redis
 
@@ -30,18 +31,24 @@ CUSTOMERS = [f"customer-{n}" for n in range(40)]  # spread over the three nodes'
 
 def write(time, profile_set=None, with_contact=False) -> StateWrite:
     contacts = [Contact(time, "r1", "a1", "email")] if with_contact else []
-    return StateWrite(time=time, event_type="page_view", event_record={"category": "shoes"}, contacts=contacts,
-                      cap_checks=[CAP] if with_contact else [], profile_set=profile_set or {})
+    return StateWrite(
+        time=time,
+        event_type="page_view",
+        event_record={"category": "shoes"},
+        contacts=contacts,
+        cap_checks=[CAP] if with_contact else [],
+        profile_set=profile_set or {},
+    )
 
 
 @pytest.fixture
-def store(redis_cluster_url):  # noqa: F811
+def store(redis_cluster_url):
     store = RedisStore(redis_cluster_url, latency_budget_s=2.0, write_timeout_s=2.0, connect_timeout_s=1.0)
     yield store
     store.close()
 
 
-def test_any_node_url_is_found_to_be_a_cluster(redis_cluster):  # noqa: F811
+def test_any_node_url_is_found_to_be_a_cluster(redis_cluster):
     for node in redis_cluster.nodes:
         store = RedisStore(node.url, latency_budget_s=2.0)
         assert store.topology.cluster is True
@@ -49,7 +56,7 @@ def test_any_node_url_is_found_to_be_a_cluster(redis_cluster):  # noqa: F811
         store.close()
 
 
-def test_customers_on_every_node_round_trip(store, redis_cluster):  # noqa: F811
+def test_customers_on_every_node_round_trip(store, redis_cluster):
     for n, customer in enumerate(CUSTOMERS):
         store.put_profile(customer, {"ltv": n}, NEEDS)
         assert store.commit(customer, NEEDS, write(T0, {"ltv": n + 0.5}, with_contact=True))
@@ -94,11 +101,16 @@ def test_a_stale_slot_table_follows_moved(store, with_contact):
     assert store.lost_writes == 0
 
 
-def test_a_slot_being_migrated_is_followed_by_ask(store, redis_cluster):  # noqa: F811
+def test_a_slot_being_migrated_is_followed_by_ask(store, redis_cluster):
     customer = "migrating-customer"
     layout = KeyLayout()
     assert store.commit(customer, NEEDS, write(T0, {"ltv": 1}, with_contact=True))  # every key exists
-    keys = [layout.meta(customer), layout.contacts(customer), layout.profile(customer), layout.history(customer, "page_view")]
+    keys = [
+        layout.meta(customer),
+        layout.contacts(customer),
+        layout.profile(customer),
+        layout.history(customer, "page_view"),
+    ]
     slot = redis_py.cluster.key_slot(keys[0].encode())
     source_host, source_port = store.topology.address_for(keys[0])
     nodes = {node.port: redis_py.Redis(host="127.0.0.1", port=node.port) for node in redis_cluster.masters}
@@ -160,7 +172,7 @@ def test_a_slot_pointing_at_a_dead_node_is_put_right_in_the_background(store):
 
 
 @pytest.mark.cluster_faults
-def test_a_master_killed_under_sync_reads(own_redis_cluster):  # noqa: F811
+def test_a_master_killed_under_sync_reads(own_redis_cluster):
     store = RedisStore(own_redis_cluster.url, **LOAD_OPTIONS)
     victim = own_redis_cluster.masters[0]
     victim_address = ("127.0.0.1", victim.port)
@@ -210,8 +222,12 @@ class Migration:
 
     def __init__(self, cluster, store: RedisStore, customer: str):
         layout = KeyLayout()
-        self.keys = [layout.meta(customer), layout.contacts(customer), layout.profile(customer),
-                     layout.history(customer, "page_view")]
+        self.keys = [
+            layout.meta(customer),
+            layout.contacts(customer),
+            layout.profile(customer),
+            layout.history(customer, "page_view"),
+        ]
         self.slot = redis_py.cluster.key_slot(self.keys[0].encode())
         _, source_port = store.topology.address_for(self.keys[0])
         clients = {node.port: redis_py.Redis(host="127.0.0.1", port=node.port) for node in cluster.masters}
@@ -253,7 +269,7 @@ class Migration:
 
 
 @pytest.mark.parametrize("with_contact", [False, True], ids=["sent-without-waiting", "awaited"])
-def test_a_write_told_to_try_again_is_tried_again(redis_cluster, redis_cluster_url, with_contact):  # noqa: F811
+def test_a_write_told_to_try_again_is_tried_again(redis_cluster, redis_cluster_url, with_contact):
     store = RedisStore(redis_cluster_url, latency_budget_s=2.0, write_timeout_s=2.0, connect_timeout_s=1.0)
     customer = "migrating-customer"
     assert store.commit(customer, NEEDS, write(T0, {"ltv": 1}, with_contact=True))  # every key exists
@@ -262,9 +278,14 @@ def test_a_write_told_to_try_again_is_tried_again(redis_cluster, redis_cluster_u
     timer = migration.finish_later(0.2)
     try:
         contacts = [Contact(T0 + 1, "r2", "a2", "email")] if with_contact else []
-        second = StateWrite(time=T0 + 1, event_type="page_view", event_record={"category": "hats"}, contacts=contacts,
-                            cap_checks=[CapCheck("rule", "r2", 1, DAY)] if with_contact else [],
-                            profile_set={"ltv": 2})
+        second = StateWrite(
+            time=T0 + 1,
+            event_type="page_view",
+            event_record={"category": "hats"},
+            contacts=contacts,
+            cap_checks=[CapCheck("rule", "r2", 1, DAY)] if with_contact else [],
+            profile_set={"ltv": 2},
+        )
         assert store.commit(customer, NEEDS, second)  # before, awaited: StoreUnavailable (a degraded decision)
         timer.join()
         state = store.read(customer, NEEDS, T0 + 1)
@@ -280,8 +301,14 @@ def test_a_write_told_to_try_again_is_tried_again(redis_cluster, redis_cluster_u
 
 def test_a_write_that_records_a_contact_is_awaited_even_without_a_cap(store):
     contact = Contact(T0, "r1", "a1", "email")
-    uncapped = StateWrite(time=T0, event_type="page_view", event_record={"category": "x"}, contacts=[contact],
-                          cap_checks=[], profile_set={})
+    uncapped = StateWrite(
+        time=T0,
+        event_type="page_view",
+        event_record={"category": "x"},
+        contacts=[contact],
+        cap_checks=[],
+        profile_set={},
+    )
     assert store.commit("uncapped", NEEDS, uncapped)
     address = store.topology.address_for(KeyLayout().meta("uncapped"))
     assert not store.sync_nodes[address].free[-1].unread  # before: sent without waiting
@@ -305,8 +332,12 @@ LOAD_BUDGET_S = 0.05  # generous: a busy 2-core machine is no outage (no timing 
 # faults' own effect is far above it (before the background refresh, 69% of the healthy
 # shards' decisions were degraded during a failover).
 BUSY_MACHINE_SHARE = 0.05
-LOAD_OPTIONS = {"latency_budget_s": LOAD_BUDGET_S, "write_timeout_s": 0.5, "connect_timeout_s": 0.05,
-                "retry_interval_s": 0.05}
+LOAD_OPTIONS = {
+    "latency_budget_s": LOAD_BUDGET_S,
+    "write_timeout_s": 0.5,
+    "connect_timeout_s": 0.05,
+    "retry_interval_s": 0.05,
+}
 
 
 class Load:
@@ -327,8 +358,9 @@ class Load:
         except Exception as error:  # noqa: BLE001 - the test asserts there are none
             self.errors.append(error)
             return
-        self.results.append((customer, sent - self.started_at, time.perf_counter() - sent, decision.rule,
-                             decision.degraded))
+        self.results.append(
+            (customer, sent - self.started_at, time.perf_counter() - sent, decision.rule, decision.degraded)
+        )
 
     async def run(self, until) -> None:
         """Until ``until(seconds elapsed)`` (a coroutine function) says stop; every decision awaited.
@@ -383,16 +415,20 @@ def engine_on(cluster, write_rules) -> Engine:
 
 
 @pytest.mark.cluster_faults
-def test_a_master_killed_under_load(own_redis_cluster, write_rules, caplog):  # noqa: F811
+def test_a_master_killed_under_load(own_redis_cluster, write_rules, caplog):
     engine = engine_on(own_redis_cluster, write_rules)
     store: RedisStore = engine.store
     victim = own_redis_cluster.masters[1]
     layout = KeyLayout()
-    on_victim = {customer for customer in LOAD_CUSTOMERS
-                 if store.topology.address_for(layout.meta(customer)) == ("127.0.0.1", victim.port)}
+    on_victim = {
+        customer
+        for customer in LOAD_CUSTOMERS
+        if store.topology.address_for(layout.meta(customer)) == ("127.0.0.1", victim.port)
+    }
     load = Load(engine)
     marks: dict[str, float] = {}
     fetches: dict[str, int] = {}
+
     async def until(elapsed: float) -> bool:
         if "killed" not in marks and elapsed >= 1.0:
             victim.stop()  # SIGKILL
@@ -434,14 +470,16 @@ def test_a_master_killed_under_load(own_redis_cluster, write_rules, caplog):  # 
     assert_caps_held_and_nothing_acknowledged_lost(load, own_redis_cluster.url)
     before_kill = [r[2] for r in load.results if 0.3 < r[1] < killed]
     healthy_during = [r[2] for r in healthy if killed < r[1] < clean]
-    print(f"\nkill->promoted {replaced - killed:.2f}s, promoted->clean {clean - replaced:.2f}s, "
-          f"{len(load.results)} decisions, {fetched} slot table fetches; p99: before the kill {p99_ms(before_kill):.2f} ms, "
-          f"healthy shards during the failover {p99_ms(healthy_during):.2f} ms, failed shard during it "
-          f"{p99_ms([r[2] for r in during]):.2f} ms ({len(during)} degraded); store {store.counters()}")
+    print(
+        f"\nkill->promoted {replaced - killed:.2f}s, promoted->clean {clean - replaced:.2f}s, "
+        f"{len(load.results)} decisions, {fetched} slot table fetches; p99: before the kill {p99_ms(before_kill):.2f} ms, "
+        f"healthy shards during the failover {p99_ms(healthy_during):.2f} ms, failed shard during it "
+        f"{p99_ms([r[2] for r in during]):.2f} ms ({len(during)} degraded); store {store.counters()}"
+    )
 
 
 @pytest.mark.cluster_faults
-def test_slots_resharded_under_load(redis_cluster, redis_cluster_url, write_rules):  # noqa: F811
+def test_slots_resharded_under_load(redis_cluster, redis_cluster_url, write_rules):
     engine = engine_on(redis_cluster, write_rules)
     store: RedisStore = engine.store
     source, target = redis_cluster.masters[0], redis_cluster.masters[1]
@@ -453,9 +491,22 @@ def test_slots_resharded_under_load(redis_cluster, redis_cluster_url, write_rule
     async def until(elapsed: float) -> bool:
         if "reshard" not in marks and elapsed >= 0.5:
             marks["reshard"] = await asyncio.create_subprocess_exec(
-                REDIS_CLI, "--cluster", "reshard", source.address, "--cluster-from", ids[source.port],
-                "--cluster-to", ids[target.port], "--cluster-slots", "1000", "--cluster-yes",
-                "--cluster-pipeline", "50", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                REDIS_CLI,
+                "--cluster",
+                "reshard",
+                source.address,
+                "--cluster-from",
+                ids[source.port],
+                "--cluster-to",
+                ids[target.port],
+                "--cluster-slots",
+                "1000",
+                "--cluster-yes",
+                "--cluster-pipeline",
+                "50",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         process = marks.get("reshard")
         if process is not None and process.returncode is not None and "done" not in marks:
             marks["done"] = elapsed
@@ -473,10 +524,16 @@ def test_slots_resharded_under_load(redis_cluster, redis_cluster_url, write_rule
     degraded = sum(r[4] for r in load.results)
     assert store.lost_writes == 0
     # no decision degraded by the move (a budget missed now and then on a busy machine is not the move's)
-    assert degraded <= BUSY_MACHINE_SHARE * len(load.results), (degraded, engine.stats.snapshot()["store_failures"], store.counters())
+    assert degraded <= BUSY_MACHINE_SHARE * len(load.results), (
+        degraded,
+        engine.stats.snapshot()["store_failures"],
+        store.counters(),
+    )
     assert_caps_held_and_nothing_acknowledged_lost(load, redis_cluster.url)
-    print(f"\nreshard of 1000 slots in {marks['done'] - 0.5:.2f}s, {len(load.results)} decisions, "
-          f"p99 {p99_ms([r[2] for r in load.results]):.2f} ms, {degraded} degraded, store {store.counters()}")
+    print(
+        f"\nreshard of 1000 slots in {marks['done'] - 0.5:.2f}s, {len(load.results)} decisions, "
+        f"p99 {p99_ms([r[2] for r in load.results]):.2f} ms, {degraded} degraded, store {store.counters()}"
+    )
 
 
 def owned_by(url: str, port: int) -> int:

@@ -14,14 +14,8 @@ import pytest
 
 from nba.engine import Engine, EngineError
 from nba.engine.store.redis import RedisStore
-from redis_fixtures import (  # noqa: F401
-    needs_redis,
-    own_redis_server,
-    redis_cluster,
-    redis_cluster_url,
-    redis_server,
-    redis_url,
-)
+
+from redis_fixtures import needs_redis
 
 pytestmark = needs_redis
 
@@ -96,7 +90,7 @@ def on_memory(demo):
 # -- replays agree line for line
 
 
-def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, demo, on_memory):  # noqa: F811
+def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, demo, on_memory):
     """One customer's events taken by different callers at once are decided in the order
     they were taken (engine/turns.py): each sees the state the one before it left."""
     events, profiles = demo
@@ -123,14 +117,14 @@ def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, dem
     assert_same_lines(on_memory, asyncio.run(run()))
 
 
-def test_golden_replay_on_redis_matches_memory(redis_url):  # noqa: F811
+def test_golden_replay_on_redis_matches_memory(redis_url):
     events, profiles = read_jsonl(GOLDEN_EVENTS), read_jsonl(GOLDEN_PROFILES)
     expected = replay(Engine.from_path(RULES), events, profiles)
     with Engine.from_path(RULES, redis_url=redis_url, **RELAXED) as engine:
         assert_same_lines(expected, replay(engine, events, profiles))
 
 
-def test_demo_replay_on_redis_matches_memory(redis_url, demo, on_memory):  # noqa: F811
+def test_demo_replay_on_redis_matches_memory(redis_url, demo, on_memory):
     with Engine.from_path(RULES, redis_url=redis_url, **RELAXED) as engine:
         decisions = replay(engine, *demo)
     assert_same_lines(on_memory, decisions)
@@ -138,23 +132,23 @@ def test_demo_replay_on_redis_matches_memory(redis_url, demo, on_memory):  # noq
     assert sum(1 for decision in decisions if decision.get("rule") not in (None, "default")) > 50
 
 
-def test_demo_replay_on_redis_async_matches_memory(redis_url, demo, on_memory):  # noqa: F811
+def test_demo_replay_on_redis_async_matches_memory(redis_url, demo, on_memory):
     engine = Engine.from_path(RULES, redis_url=redis_url, **RELAXED)
     assert_same_lines(on_memory, asyncio.run(replay_async(engine, *demo)))
 
 
-def test_demo_replay_on_a_cluster_matches_memory(redis_cluster_url, demo, on_memory):  # noqa: F811
+def test_demo_replay_on_a_cluster_matches_memory(redis_cluster_url, demo, on_memory):
     with Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED) as engine:
         assert engine.store.topology.cluster is True
         assert_same_lines(on_memory, replay(engine, *demo))
 
 
-def test_demo_replay_on_a_cluster_async_matches_memory(redis_cluster_url, demo, on_memory):  # noqa: F811
+def test_demo_replay_on_a_cluster_async_matches_memory(redis_cluster_url, demo, on_memory):
     engine = Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED)
     assert_same_lines(on_memory, asyncio.run(replay_async(engine, *demo)))
 
 
-def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):  # noqa: F811
+def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):
     from nba.engine.cli import main
 
     events = tmp_path / "events.jsonl"
@@ -170,7 +164,7 @@ def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):  
     assert run("--redis", redis_url + "?latency_budget_ms=2000&write_timeout_ms=2000") == on_memory
 
 
-def test_profiles_read_back_the_same(redis_url):  # noqa: F811
+def test_profiles_read_back_the_same(redis_url):
     profile = read_jsonl(DEMO_PROFILES, 1)[0]
     customer = profile.pop("customer_id")
     memory = Engine.from_path(RULES)
@@ -180,7 +174,7 @@ def test_profiles_read_back_the_same(redis_url):  # noqa: F811
         assert engine.get_profile(customer) == memory.get_profile(customer)
 
 
-def test_threads_sharing_one_engine_decide_as_memory_does(redis_url, demo, on_memory):  # noqa: F811
+def test_threads_sharing_one_engine_decide_as_memory_does(redis_url, demo, on_memory):
     events, profiles = demo
     by_customer: dict[str, list[int]] = {}
     for index, event in enumerate(events):
@@ -217,13 +211,14 @@ def decide_at_the_barrier(rules: str, url: str, barrier, results) -> None:
     engine.close()
 
 
-def test_processes_deciding_at_once_give_a_cap_of_one_once(redis_url, write_rules):  # noqa: F811
+def test_processes_deciding_at_once_give_a_cap_of_one_once(redis_url, write_rules):
     rules = str(write_rules(CAPPED_RULES))
     racers = 8
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(racers), context.Queue()
-    processes = [context.Process(target=decide_at_the_barrier, args=(rules, redis_url, barrier, results))
-                 for _ in range(racers)]
+    processes = [
+        context.Process(target=decide_at_the_barrier, args=(rules, redis_url, barrier, results)) for _ in range(racers)
+    ]
     for process in processes:
         process.start()
     outcomes = [results.get(timeout=60) for _ in processes]
@@ -233,7 +228,7 @@ def test_processes_deciding_at_once_give_a_cap_of_one_once(redis_url, write_rule
     assert sorted(rule for rule, _ in outcomes) == ["default"] * (racers - 1) + ["one_offer"]
 
 
-def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules):  # noqa: F811
+def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules):
     engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, **RELAXED)
     event = {"customer_id": "racer", "type": "visit", "time": "2026-11-27T10:00:00Z"}
 
@@ -254,7 +249,7 @@ default nothing
 """
 
 
-def test_threads_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):  # noqa: F811
+def test_threads_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):
     """Eight threads, one customer, one instant: each decision reads the state the one
     before it left, so exactly one of them counts three visits."""
     engine = Engine.from_path(write_rules(COUNTING_RULES), redis_url=redis_url, **RELAXED)
@@ -274,7 +269,7 @@ def test_threads_deciding_one_customer_at_once_each_see_the_ones_before(redis_ur
     assert sorted(rules) == ["default"] * 7 + ["third_visit"]
 
 
-def test_async_callers_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):  # noqa: F811
+def test_async_callers_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):
     engine = Engine.from_path(write_rules(COUNTING_RULES), redis_url=redis_url, **RELAXED)
     event = {"customer_id": "crowd", "type": "visit", "time": 1_795_000_000}
 
@@ -293,9 +288,10 @@ def visit(n: int) -> dict:
     return {"customer_id": f"c{n % 7}", "type": "visit", "time": 1_795_000_000 + n}
 
 
-def test_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):  # noqa: F811
-    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
-                              retry_interval_s=0.0, **RELAXED)
+def test_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):
+    engine = Engine.from_path(
+        write_rules(CAPPED_RULES), redis_url=own_redis_server.url, retry_interval_s=0.0, **RELAXED
+    )
     before = [engine.decide(visit(n)) for n in range(20)]
     own_redis_server.stop()
     during = [engine.decide(visit(n)) for n in range(20, 40)]  # never raises
@@ -340,9 +336,10 @@ class Traffic:
         self.thread.join(timeout=30)
 
 
-def test_redis_killed_and_restarted_under_traffic(own_redis_server, write_rules):  # noqa: F811
-    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
-                              retry_interval_s=0.01, **RELAXED)
+def test_redis_killed_and_restarted_under_traffic(own_redis_server, write_rules):
+    engine = Engine.from_path(
+        write_rules(CAPPED_RULES), redis_url=own_redis_server.url, retry_interval_s=0.01, **RELAXED
+    )
     traffic = Traffic(engine)
     traffic.thread.start()
     try:
@@ -360,9 +357,10 @@ def test_redis_killed_and_restarted_under_traffic(own_redis_server, write_rules)
     assert not any(decision.degraded for decision in traffic.decisions[:killed_at])
 
 
-def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):  # noqa: F811
-    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=own_redis_server.url,
-                              retry_interval_s=0.0, **RELAXED)
+def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):
+    engine = Engine.from_path(
+        write_rules(CAPPED_RULES), redis_url=own_redis_server.url, retry_interval_s=0.0, **RELAXED
+    )
 
     async def flow():
         before = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(16)))
@@ -391,9 +389,10 @@ def paused(url: str, engine: Engine, event: dict):
         admin.close()
 
 
-def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, write_rules):  # noqa: F811
-    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, latency_budget_s=0.005,
-                              write_timeout_s=2.0)
+def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, write_rules):
+    engine = Engine.from_path(
+        write_rules(CAPPED_RULES), redis_url=redis_url, latency_budget_s=0.005, write_timeout_s=2.0
+    )
     engine.get_profile("c0")  # connected
     decision = paused(redis_url, engine, visit(0))
     assert (decision.rule, decision.degraded) == ("default", True)  # a capped rule is never given degraded
@@ -402,11 +401,16 @@ def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, 
     engine.close()
 
 
-def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):  # noqa: F811
+def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):
     import redis as redis_py
 
-    engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, latency_budget_s=0.005,
-                              write_timeout_s=2.0, connect_timeout_s=1.0)
+    engine = Engine.from_path(
+        write_rules(CAPPED_RULES),
+        redis_url=redis_url,
+        latency_budget_s=0.005,
+        write_timeout_s=2.0,
+        connect_timeout_s=1.0,
+    )
     admin = redis_py.Redis.from_url(redis_url)
 
     async def scenario():
@@ -423,7 +427,7 @@ def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):  
     assert (decision.rule, decision.degraded) == ("default", True)
 
 
-def test_the_engine_starts_while_redis_is_down(own_redis_server, write_rules):  # noqa: F811
+def test_the_engine_starts_while_redis_is_down(own_redis_server, write_rules):
     url = own_redis_server.url
     own_redis_server.stop()
     engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=url, retry_interval_s=0.0, **RELAXED)

@@ -6,7 +6,6 @@ crash; a cap is never exceeded; every other customer decides as before.
 
 from __future__ import annotations
 
-import json
 import time as clock
 
 import msgpack
@@ -20,7 +19,8 @@ from nba.engine import Engine
 from nba.engine.errors import EngineError, StateError
 from nba.engine.store.memory import MemoryStore
 from nba.engine.store.redis import RedisStore
-from redis_fixtures import needs_redis, redis_server, redis_url  # noqa: F401
+
+from redis_fixtures import needs_redis
 
 pytestmark = needs_redis
 
@@ -59,8 +59,7 @@ def engine_on(url: str) -> Engine:
 def traffic(customer: str) -> list[dict]:
     """A customer's events: visits and purchases, a few in the past."""
     kinds = ["visit", "purchase", "visit", "visit", "purchase", "visit"]
-    return [{"customer_id": customer, "type": kind, "time": NOW - 100 + n, "amount": n}
-            for n, kind in enumerate(kinds)]
+    return [{"customer_id": customer, "type": kind, "time": NOW - 100 + n, "amount": n} for n, kind in enumerate(kinds)]
 
 
 def keys_of(customer: str) -> dict[str, str]:
@@ -98,13 +97,13 @@ def reference(customer: str) -> list:
 
 
 @pytest.fixture
-def admin(redis_url):  # noqa: F811
+def admin(redis_url):
     client = redis_py.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
-def test_a_100000_deep_list_in_a_profile_field_degrades_that_customer_only(redis_url, admin):  # noqa: F811
+def test_a_100000_deep_list_in_a_profile_field_degrades_that_customer_only(redis_url, admin):
     engine = engine_on(redis_url)
     engine.put_profile(BYSTANDER, {"tags": ["vip"]})
     admin.hset(keys_of(VICTIM)["profile"], mapping={"tags": DEEP_LIST, "other": DEEP_LIST})
@@ -117,7 +116,7 @@ def test_a_100000_deep_list_in_a_profile_field_degrades_that_customer_only(redis
     engine.close()
 
 
-def test_a_contact_of_the_wrong_shape_gives_a_degraded_decision_not_a_crash(redis_url, admin):  # noqa: F811
+def test_a_contact_of_the_wrong_shape_gives_a_degraded_decision_not_a_crash(redis_url, admin):
     engine = engine_on(redis_url)
     admin.zadd(keys_of(VICTIM)["contacts"], {msgpack.packb(["yesterday", 1, 2, 3, 4]): NOW - 10})
     seen = outcomes(engine, VICTIM)
@@ -126,7 +125,7 @@ def test_a_contact_of_the_wrong_shape_gives_a_degraded_decision_not_a_crash(redi
     engine.close()
 
 
-def test_get_profile_of_a_key_of_the_wrong_type_is_a_bad_state_error(redis_url, admin):  # noqa: F811
+def test_get_profile_of_a_key_of_the_wrong_type_is_a_bad_state_error(redis_url, admin):
     engine = engine_on(redis_url)
     admin.set(keys_of(VICTIM)["profile"], "not a hash")
     with pytest.raises(StateError) as bad:
@@ -135,9 +134,11 @@ def test_get_profile_of_a_key_of_the_wrong_type_is_a_bad_state_error(redis_url, 
     engine.close()
 
 
-@pytest.mark.parametrize("field,value", [("t", "soon"), ("n", "many"), ("t", "1e308"), ("n", "1e308"),
-                                          ("t", "nan"), ("n", "-5"), ("n", "2.5")])
-def test_garbage_in_the_meta_hash_loses_no_write_and_trims_nothing(redis_url, admin, field, value):  # noqa: F811
+@pytest.mark.parametrize(
+    "field,value",
+    [("t", "soon"), ("n", "many"), ("t", "1e308"), ("n", "1e308"), ("t", "nan"), ("n", "-5"), ("n", "2.5")],
+)
+def test_garbage_in_the_meta_hash_loses_no_write_and_trims_nothing(redis_url, admin, field, value):
     engine = engine_on(redis_url)
     admin.hset(keys_of(VICTIM)["meta"], field, value)
     given = [engine.decide({"customer_id": VICTIM, "type": "visit", "time": NOW - 10 + n}) for n in range(4)]
@@ -148,7 +149,7 @@ def test_garbage_in_the_meta_hash_loses_no_write_and_trims_nothing(redis_url, ad
 
 
 @pytest.mark.parametrize("value", ["garbage", "nan", "inf", "1e999", " 5", "0x10"])
-def test_garbage_as_the_trim_mark_passes_capped_rules_over(redis_url, admin, value):  # noqa: F811
+def test_garbage_as_the_trim_mark_passes_capped_rules_over(redis_url, admin, value):
     engine = engine_on(redis_url)
     admin.hset(keys_of(VICTIM)["meta"], "k", value)
     seen = outcomes(engine, VICTIM)
@@ -156,7 +157,7 @@ def test_garbage_as_the_trim_mark_passes_capped_rules_over(redis_url, admin, val
     engine.close()
 
 
-def test_a_trim_mark_written_by_the_engine_reads_back(redis_url, admin):  # noqa: F811
+def test_a_trim_mark_written_by_the_engine_reads_back(redis_url, admin):
     engine = Engine(load_text(RULES, "t.rules"), RedisStore(redis_url, **RELAXED), max_event_ahead_s=None)
     visit = {"customer_id": VICTIM, "type": "visit"}
     assert engine.decide({**visit, "time": NOW - 20 * 86400}).rule == "capped"
@@ -170,14 +171,39 @@ def test_a_trim_mark_written_by_the_engine_reads_back(redis_url, admin):  # noqa
 
 TEXT = st.one_of(
     st.binary(max_size=40),
-    st.sampled_from([b"", b"nan", b"inf", b"-inf", b"1e308", b"-1e308", b"1e999", b"NaN", b"true", b"null",
-                     b"\x00", b"\x00{", b"\x00b64:!!", b"\xff\xfe", b"[1,", b"{}", b"[]", b"0x10", b"1_000",
-                     DEEP_LIST[:4000].encode() + DEEP_LIST[-4000:].encode()]),
+    st.sampled_from(
+        [
+            b"",
+            b"nan",
+            b"inf",
+            b"-inf",
+            b"1e308",
+            b"-1e308",
+            b"1e999",
+            b"NaN",
+            b"true",
+            b"null",
+            b"\x00",
+            b"\x00{",
+            b"\x00b64:!!",
+            b"\xff\xfe",
+            b"[1,",
+            b"{}",
+            b"[]",
+            b"0x10",
+            b"1_000",
+            DEEP_LIST[:4000].encode() + DEEP_LIST[-4000:].encode(),
+        ]
+    ),
     st.integers(-(2**70), 2**70).map(lambda n: str(n).encode()),
     st.floats(allow_nan=True).map(lambda f: repr(f).encode()),
 )
 PACKABLE = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
     | st.binary(max_size=8),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,
@@ -185,11 +211,18 @@ PACKABLE = st.recursive(
 MEMBER = st.one_of(
     TEXT,
     PACKABLE.map(lambda value: msgpack.packb(value, use_bin_type=True)),
-    st.tuples(st.integers(NOW - 86400, NOW + 86400) | st.floats() | st.text(max_size=3), st.integers(0, 5),
-              PACKABLE, PACKABLE, PACKABLE).map(lambda parts: msgpack.packb(list(parts), use_bin_type=True)),
-    st.tuples(st.integers(NOW - 86400, NOW), st.integers(0, 5),
-              st.dictionaries(st.sampled_from(["amount", "x"]), PACKABLE, max_size=2) | PACKABLE)
-    .map(lambda parts: msgpack.packb(list(parts), use_bin_type=True)),
+    st.tuples(
+        st.integers(NOW - 86400, NOW + 86400) | st.floats() | st.text(max_size=3),
+        st.integers(0, 5),
+        PACKABLE,
+        PACKABLE,
+        PACKABLE,
+    ).map(lambda parts: msgpack.packb(list(parts), use_bin_type=True)),
+    st.tuples(
+        st.integers(NOW - 86400, NOW),
+        st.integers(0, 5),
+        st.dictionaries(st.sampled_from(["amount", "x"]), PACKABLE, max_size=2) | PACKABLE,
+    ).map(lambda parts: msgpack.packb(list(parts), use_bin_type=True)),
 )
 SCORE = st.floats(allow_nan=False) | st.integers(NOW - 3 * 86400, NOW + 86400)
 FIELD = st.sampled_from([b"t", b"n", b"k", b"tier", b"score", b"tags", b"since", b"other"]) | st.binary(max_size=6)
@@ -222,7 +255,7 @@ def write_garbage(admin, key: str, garbage) -> None:
 
 @settings(max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(key=st.sampled_from(["profile", "history", "contacts", "meta"]), garbage=GARBAGE)
-def test_fuzz_garbage_in_any_key_costs_no_crash_no_cap_and_no_other_customer(redis_url, admin, key, garbage):  # noqa: F811
+def test_fuzz_garbage_in_any_key_costs_no_crash_no_cap_and_no_other_customer(redis_url, admin, key, garbage):
     admin.flushdb()
     engine = engine_on(redis_url)
     try:
@@ -244,10 +277,18 @@ def test_fuzz_garbage_in_any_key_costs_no_crash_no_cap_and_no_other_customer(red
 
 # -- events: every field with every wrong type --
 
-WRONG = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=6),
-                  st.binary(max_size=4), st.lists(st.integers(), max_size=3),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.just(DEEP_LIST[:2000]),
-                  st.sampled_from([10**400, -(10**400), 2**62, -(2**62), 1e308, -1e308, float("nan"), "nan"]))
+WRONG = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.just(DEEP_LIST[:2000]),
+    st.sampled_from([10**400, -(10**400), 2**62, -(2**62), 1e308, -1e308, float("nan"), "nan"]),
+)
 EVENT_SCHEMA = """
 event purchase { amount: number, at: time, paid: bool, sku: string, items: list }
 rule capped
@@ -270,8 +311,16 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
         store = RedisStore(server.url, **RELAXED)
     engine = Engine(load_text(EVENT_SCHEMA, "t.rules"), store)
     try:
-        event = {"customer_id": "c1", "type": "purchase", "time": NOW, "amount": 5, "at": NOW, "paid": True,
-                 "sku": "a", "items": []}
+        event = {
+            "customer_id": "c1",
+            "type": "purchase",
+            "time": NOW,
+            "amount": 5,
+            "at": NOW,
+            "paid": True,
+            "sku": "a",
+            "items": [],
+        }
         event[field] = value
         try:
             decision = engine.decide(event)
@@ -291,18 +340,24 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
 
 
 @pytest.mark.parametrize("wrong", ["profile", "history", "meta", "contacts"])
-def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):  # noqa: F811
+def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):
     from nba.dsl.needs import HistoryNeed, StateNeeds
     from nba.engine.state import CapCheck, Contact, StateWrite, StoreUnavailable
 
-    needs = StateNeeds(history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0,
-                       profile_schema={})
+    needs = StateNeeds(
+        history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0, profile_schema={}
+    )
     store = RedisStore(redis_url, **RELAXED)
     keys = keys_of(VICTIM)
     admin.set(keys[wrong], "another service's")
-    write = StateWrite(time=NOW, event_type="purchase", event_record={"amount": 1},
-                       contacts=[Contact(NOW, "r", "a", "email")], cap_checks=[CapCheck("rule", "r", 1, 86400.0)],
-                       profile_set={"score": 2})
+    write = StateWrite(
+        time=NOW,
+        event_type="purchase",
+        event_record={"amount": 1},
+        contacts=[Contact(NOW, "r", "a", "email")],
+        cap_checks=[CapCheck("rule", "r", 1, 86400.0)],
+        profile_set={"score": 2},
+    )
     with pytest.raises(StoreUnavailable):
         store.commit(VICTIM, needs, write)  # waited for: a cap checks it
     store.close()

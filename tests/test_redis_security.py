@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from redis.exceptions import NoPermissionError
 
-from certificates import certificates  # noqa: F401 - a fixture
 from nba import Engine
 from nba.engine.state import StoreUnavailable
 from nba.engine.store.redis import RedisAccessDenied, RedisStore
+
 from redis_fixtures import REDIS_HAS_TLS, RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -194,7 +194,7 @@ needs_tls = pytest.mark.skipif(not REDIS_HAS_TLS, reason="this redis-server has 
 
 
 @needs_tls
-def test_tls(rules, stop_after, certificates):  # noqa: F811
+def test_tls(rules, stop_after, certificates):
     redis = server(tls=certificates)
     stop_after(redis)
     decides_on_redis(rules, redis.url_for())  # rediss://...?ssl_ca_certs=ca.crt
@@ -202,9 +202,10 @@ def test_tls(rules, stop_after, certificates):  # noqa: F811
 
 
 @needs_tls
-def test_tls_with_client_certificates_and_an_acl_user(rules, stop_after, certificates):  # noqa: F811
-    redis = server(tls=certificates, tls_client_certificates=True, password=PASSWORD,
-                   users=(f"nba-engine {engine_acl()}",))
+def test_tls_with_client_certificates_and_an_acl_user(rules, stop_after, certificates):
+    redis = server(
+        tls=certificates, tls_client_certificates=True, password=PASSWORD, users=(f"nba-engine {engine_acl()}",)
+    )
     stop_after(redis)
     decides_on_redis(rules, redis.url_for(user="nba-engine", password=ENGINE_PASSWORD))
     # no client certificate: the server hangs up in the handshake
@@ -214,7 +215,7 @@ def test_tls_with_client_certificates_and_an_acl_user(rules, stop_after, certifi
 
 
 @needs_tls
-def test_tls_refusals_are_clear_at_start(stop_after, certificates):  # noqa: F811
+def test_tls_refusals_are_clear_at_start(stop_after, certificates):
     redis = server(tls=certificates)
     stop_after(redis)
     error = refused_at_start(redis.url_for(ssl_ca_certs=str(certificates.other_ca)))
@@ -238,12 +239,14 @@ def test_nba_serve_and_nba_replay_with_a_wrong_password_stop_with_one_clear_line
     stop_after(redis)
     url = redis.url_for(password="not-the-password")
     nba = [str(Path(sys.executable).with_name("nba"))]
-    served = subprocess.run([*nba, "serve", str(rules), "--port", "0", "--redis", url],
-                            capture_output=True, text=True, timeout=120)
+    served = subprocess.run(
+        [*nba, "serve", str(rules), "--port", "0", "--redis", url], capture_output=True, text=True, timeout=120
+    )
     events = tmp_path / "events.jsonl"
     events.write_text('{"customer_id": "c1", "type": "visit", "time": 1700000000}\n')
-    replayed = subprocess.run([*nba, "replay", str(rules), str(events), "--redis", url],
-                              capture_output=True, text=True, timeout=120)
+    replayed = subprocess.run(
+        [*nba, "replay", str(rules), str(events), "--redis", url], capture_output=True, text=True, timeout=120
+    )
     for run in (served, replayed):
         output = run.stdout + run.stderr
         assert run.returncode == 2, output

@@ -27,7 +27,8 @@ from nba.engine.store.redis import (
     unpack_member,
 )
 from nba.engine.store.redis.encoding import unpack_members
-from redis_fixtures import needs_redis, own_redis_server, redis_server, redis_url  # noqa: F401
+
+from redis_fixtures import needs_redis
 
 pytestmark = needs_redis
 
@@ -43,22 +44,28 @@ RELAXED = {"latency_budget_s": 2.0, "write_timeout_s": 2.0, "connect_timeout_s":
 
 
 @pytest.fixture
-def store(redis_url):  # noqa: F811
+def store(redis_url):
     store = RedisStore(redis_url, **RELAXED)
     yield store
     store.close()
 
 
 @pytest.fixture
-def client(redis_url):  # noqa: F811
+def client(redis_url):
     client = redis_py.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
 def event(time, event_type="page_view", record=None, contacts=(), caps=(), profile_set=None) -> StateWrite:
-    return StateWrite(time=time, event_type=event_type, event_record=record, contacts=list(contacts),
-                      cap_checks=list(caps), profile_set=profile_set or {})
+    return StateWrite(
+        time=time,
+        event_type=event_type,
+        event_record=record,
+        contacts=list(contacts),
+        cap_checks=list(caps),
+        profile_set=profile_set or {},
+    )
 
 
 def contact(time, rule="r1", action="a1", channel="email") -> Contact:
@@ -69,10 +76,15 @@ def contact(time, rule="r1", action="a1", channel="email") -> Contact:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
     | st.binary(max_size=5),  # bytes: from msgpack requests, not JSON
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=5) | st.integers(0, 9), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5) | st.integers(0, 9), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -104,7 +116,7 @@ def test_every_profile_value_round_trips_exactly(value, kind):
         ("not a number", "number", "not a number"),
         ("NaN", None, "NaN"),
         ("Infinity", "number", "Infinity"),
-        ('[1, -Infinity]', None, '[1, -Infinity]'),
+        ("[1, -Infinity]", None, "[1, -Infinity]"),
     ],
 )
 def test_plain_hset_values_are_read_through_the_schema(text, kind, value):
@@ -112,8 +124,11 @@ def test_plain_hset_values_are_read_through_the_schema(text, kind, value):
     assert decoded == value and type(decoded) is type(value)
 
 
-@given(value=JSON_VALUES, kind=st.sampled_from([None, "string", "number", "bool", "time", "list"]),
-       text=st.text(max_size=12))
+@given(
+    value=JSON_VALUES,
+    kind=st.sampled_from([None, "string", "number", "bool", "time", "list"]),
+    text=st.text(max_size=12),
+)
 @settings(max_examples=300)
 def test_a_whole_hgetall_reply_decodes_as_each_value_does(value, kind, text):
     """``decode_profile`` (the hot path, on bytes) agrees with ``decode_profile_value``."""
@@ -134,13 +149,20 @@ def test_a_whole_hgetall_reply_decodes_as_each_value_does(value, kind, text):
 KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
 
 
-@given(customer=KEY_TEXT, types=st.lists(KEY_TEXT, max_size=3, unique=True),
-       windows=st.lists(st.floats(0.001, 1e9) | st.integers(1, 10**8), min_size=4, max_size=4),
-       contact_window=st.sampled_from([0.0, 60.0, 86400.0 * 365]), time=st.floats(0, 4e9) | st.integers(0, 4 * 10**9))
+@given(
+    customer=KEY_TEXT,
+    types=st.lists(KEY_TEXT, max_size=3, unique=True),
+    windows=st.lists(st.floats(0.001, 1e9) | st.integers(1, 10**8), min_size=4, max_size=4),
+    contact_window=st.sampled_from([0.0, 60.0, 86400.0 * 365]),
+    time=st.floats(0, 4e9) | st.integers(0, 4 * 10**9),
+)
 @settings(max_examples=200)
 def test_the_read_template_packs_the_same_bytes_as_the_commands(customer, types, windows, contact_window, time):
-    needs = StateNeeds(history={name: HistoryNeed(("x",), window) for name, window in zip(types, windows)},
-                       contact_window=contact_window, profile_schema={})
+    needs = StateNeeds(
+        history={name: HistoryNeed(("x",), window) for name, window in zip(types, windows)},
+        contact_window=contact_window,
+        profile_schema={},
+    )
     codec = Codec(needs, Retention())
     base = KeyLayout("p%").base(customer)
     commands = codec.read_commands(base, time)
@@ -158,24 +180,39 @@ def test_cached_members_unpack_as_fresh_ones():
 
 
 def test_profile_written_with_plain_hset(store, client):
-    client.hset(KeyLayout().profile("c1"), mapping={
-        "tier": "gold", "ltv": "1200.5", "opt_in": "true", "last_at": "2026-11-27T09:30:00Z",
-        "tags": '["x"]', "visits": "3", "note": "hi",
-    })
+    client.hset(
+        KeyLayout().profile("c1"),
+        mapping={
+            "tier": "gold",
+            "ltv": "1200.5",
+            "opt_in": "true",
+            "last_at": "2026-11-27T09:30:00Z",
+            "tags": '["x"]',
+            "visits": "3",
+            "note": "hi",
+        },
+    )
     assert store.get_profile("c1", NEEDS) == {
-        "tier": "gold", "ltv": 1200.5, "opt_in": True, "last_at": 1795771800, "tags": ["x"], "visits": 3, "note": "hi",
+        "tier": "gold",
+        "ltv": 1200.5,
+        "opt_in": True,
+        "last_at": 1795771800,
+        "tags": ["x"],
+        "visits": 3,
+        "note": "hi",
     }
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
-def test_both_protocols_read_the_same_state(redis_url, protocol):  # noqa: F811
+def test_both_protocols_read_the_same_state(redis_url, protocol):
     """RESP2 by default (a flat HGETALL reply, cheaper for hiredis); RESP3 when the URL asks."""
     store = RedisStore(f"{redis_url}?protocol={protocol}", **RELAXED)
     try:
         store.put_profile("c1", {"tier": "gold", "ltv": 12.5, "opt_in": True}, NEEDS)
         assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)]))
-        expected = CustomerState({"tier": "gold", "ltv": 12.5, "opt_in": True},
-                                 store.read("c1", NEEDS, T0).history, [contact(T0)])
+        expected = CustomerState(
+            {"tier": "gold", "ltv": 12.5, "opt_in": True}, store.read("c1", NEEDS, T0).history, [contact(T0)]
+        )
         assert store.read("c1", NEEDS, T0) == expected
         assert "page_view" in expected.history
 
@@ -201,7 +238,11 @@ def test_put_profile_replaces_the_profile(store):
 
 
 def test_history_and_contacts_round_trip_exactly(store):
-    records = [{"category": "shoes", "price": 10}, {"category": "shoes", "price": 10.0}, {"category": None, "price": [1, {"a": True}]}]
+    records = [
+        {"category": "shoes", "price": 10},
+        {"category": "shoes", "price": 10.0},
+        {"category": None, "price": [1, {"a": True}]},
+    ]
     for offset, record in enumerate(records):
         assert store.commit("c1", NEEDS, event(T0 + offset / 3, record=record, contacts=[contact(T0 + offset / 3)]))
     state = store.read("c1", NEEDS, T0 + 1)
@@ -215,7 +256,9 @@ def test_history_and_contacts_round_trip_exactly(store):
 
 def test_identical_events_at_one_instant_are_all_kept_in_order(store):
     for price in (1, 1, 0.5, 1):
-        assert store.commit("c1", NEEDS, event(T0, record={"category": "shoes", "price": price}, contacts=[contact(T0)]))
+        assert store.commit(
+            "c1", NEEDS, event(T0, record={"category": "shoes", "price": price}, contacts=[contact(T0)])
+        )
     state = store.read("c1", NEEDS, T0)
     assert state.history["page_view"].columns["price"] == [1, 1, 0.5, 1]
     assert len(state.contacts) == 4
@@ -237,7 +280,9 @@ def test_only_the_needed_types_are_read(store):
 
 
 def test_profile_updates_are_written_through_the_schema(store, client):
-    store.commit("c1", NEEDS, event(T0, "purchase", record={"amount": 5}, profile_set={"ltv": 5.5, "opt_in": True, "tier": None}))
+    store.commit(
+        "c1", NEEDS, event(T0, "purchase", record={"amount": 5}, profile_set={"ltv": 5.5, "opt_in": True, "tier": None})
+    )
     raw = client.hgetall(KeyLayout().profile("c1"))
     assert raw == {b"ltv": b"5.5", b"opt_in": b"true", b"tier": b"\x00null"}
     assert store.get_profile("c1", NEEDS) == {"ltv": 5.5, "opt_in": True, "tier": None}
@@ -300,14 +345,16 @@ def race_for_the_cap(url: str, customer_id: str, barrier, results) -> None:
     store.close()
 
 
-def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):  # noqa: F811
+def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):
     racers, customers = 6, 5
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     for customer in range(customers):
         barrier = context.Barrier(racers)
-        processes = [context.Process(target=race_for_the_cap, args=(redis_url, f"race{customer}", barrier, results))
-                     for _ in range(racers)]
+        processes = [
+            context.Process(target=race_for_the_cap, args=(redis_url, f"race{customer}", barrier, results))
+            for _ in range(racers)
+        ]
         for process in processes:
             process.start()
         for process in processes:
@@ -356,7 +403,7 @@ def test_trimming_runs_from_each_writes_own_time_never_from_a_newer_one(store):
     assert store.read("c1", NEEDS, T0 + 1).history["page_view"].columns["category"] == ["new"]
 
 
-def test_history_keeps_at_most_max_events_per_type(redis_url):  # noqa: F811
+def test_history_keeps_at_most_max_events_per_type(redis_url):
     store = RedisStore(redis_url, max_events_per_type=3, **RELAXED)
     for offset in range(5):
         store.commit("c1", NEEDS, event(T0 + offset, record={"category": str(offset)}))
@@ -381,7 +428,7 @@ def test_keys_expire_after_the_retention(store, client):
     assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
 
 
-def test_profile_ttl_when_asked(redis_url, client):  # noqa: F811
+def test_profile_ttl_when_asked(redis_url, client):
     store = RedisStore(redis_url, profile_ttl_s=3600, **RELAXED)
     store.put_profile("c1", {"tier": "gold"}, NEEDS)
     assert 0 < client.pttl(KeyLayout().profile("c1")) <= 3600_000
@@ -405,7 +452,9 @@ def test_async_paths_match_the_sync_ones(store):
     async def scenario():
         cap = CapCheck("rule", "r1", 1, DAY)
         await store.put_profile_async("c1", {"tier": "gold"}, NEEDS)
-        assert await store.commit_async("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=[cap]))
+        assert await store.commit_async(
+            "c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=[cap])
+        )
         assert not await store.commit_async("c1", NEEDS, event(T0, contacts=[contact(T0)], caps=[cap]))
         state = await store.read_async("c1", NEEDS, T0)
         assert await store.get_profile_async("c1", NEEDS) == {"tier": "gold"}
@@ -418,7 +467,7 @@ def test_async_paths_match_the_sync_ones(store):
 # -- faults
 
 
-def test_redis_down_then_back(own_redis_server):  # noqa: F811
+def test_redis_down_then_back(own_redis_server):
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
     store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
     own_redis_server.stop()
@@ -433,7 +482,7 @@ def test_redis_down_then_back(own_redis_server):  # noqa: F811
     store.close()
 
 
-def test_redis_down_then_back_async(own_redis_server):  # noqa: F811
+def test_redis_down_then_back_async(own_redis_server):
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
 
     async def scenario():
@@ -463,7 +512,7 @@ def test_a_slow_redis_times_out_and_the_connection_is_not_reused(store, client):
     impatient.close()
 
 
-def test_a_store_made_while_redis_is_down_connects_later(own_redis_server):  # noqa: F811
+def test_a_store_made_while_redis_is_down_connects_later(own_redis_server):
     url = own_redis_server.url
     own_redis_server.stop()
     store = RedisStore(url, retry_interval_s=0.0, **RELAXED)
@@ -475,7 +524,7 @@ def test_a_store_made_while_redis_is_down_connects_later(own_redis_server):  # n
     store.close()
 
 
-def test_open_store_picks_redis_for_a_url(redis_url):  # noqa: F811
+def test_open_store_picks_redis_for_a_url(redis_url):
     store = open_store(redis_url, latency_budget_s=0.5)
     assert isinstance(store, RedisStore) and store.latency_budget_s == 0.5
     store.close()
@@ -493,10 +542,15 @@ def windowed(state, needs: StateNeeds, time: float) -> dict:
     history = {}
     for event_type, need in needs.history.items():
         kept = state.history.get(event_type)
-        rows = [] if kept is None else [
-            (t, tuple(kept.columns[name][i] for name in need.fields))
-            for i, t in enumerate(kept.times) if t > time - need.window
-        ]
+        rows = (
+            []
+            if kept is None
+            else [
+                (t, tuple(kept.columns[name][i] for name in need.fields))
+                for i, t in enumerate(kept.times)
+                if t > time - need.window
+            ]
+        )
         if rows:
             history[event_type] = rows
     contacts = [c for c in state.contacts if c.time > time - needs.contact_window]
@@ -519,7 +573,7 @@ WRITES = st.lists(
 
 @given(writes=WRITES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F811
+def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
     from nba.engine.store.memory import MemoryStore
 
     redis_server.flush()
@@ -540,7 +594,9 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):  # noqa: F8
             continue
         assert store.commit("c1", needs, write) == memory.commit("c1", needs, write)
         for probe in (time, T0 + 2000):
-            assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(memory.read("c1", needs, probe), needs, probe)
+            assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(
+                memory.read("c1", needs, probe), needs, probe
+            )
     store.close()
 
 
@@ -553,7 +609,7 @@ def test_a_write_without_contacts_is_seen_by_the_next_read(store):
     assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
 
 
-def test_close_reads_what_is_owed(redis_url):  # noqa: F811
+def test_close_reads_what_is_owed(redis_url):
     store = RedisStore(redis_url, **RELAXED)
     store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
     store.close()
@@ -570,7 +626,7 @@ def test_a_write_sent_without_waiting_survives_a_script_flush(store, client):
     assert store.lost_writes == 0
 
 
-def test_waiting_for_every_write_when_asked(redis_url):  # noqa: F811
+def test_waiting_for_every_write_when_asked(redis_url):
     store = RedisStore(redis_url + "?wait_for_writes=true&latency_budget_ms=2000&write_timeout_ms=2000")
     assert store.wait_for_writes and store.latency_budget_s == 2.0
     store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
@@ -588,7 +644,7 @@ def test_a_customer_with_unreadable_state_is_unavailable_not_a_crash(store, clie
     assert store.read("c3", NEEDS, T0).profile == {}
 
 
-def test_a_quiet_customer_costs_nothing_after_the_retention(redis_url, client):  # noqa: F811
+def test_a_quiet_customer_costs_nothing_after_the_retention(redis_url, client):
     short = StateNeeds(history={"page_view": HistoryNeed(("category",), 0.2)}, contact_window=0.2, profile_schema={})
     store = RedisStore(redis_url, ttl_grace_s=0.0, **RELAXED)
     store.commit("c1", short, event(T0, record={"category": "x"}, contacts=[contact(T0)]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from golden import EVENTS, EXPECTED, read_jsonl, replay
 
 
@@ -28,7 +27,9 @@ def test_the_replay_matches_the_golden_file_line_by_line(decisions):
     differences = []
     for number, (event, want, got) in enumerate(zip(events, expected, decisions), 1):
         if json.dumps(want, sort_keys=True) != json.dumps(got, sort_keys=True):
-            differences.append(f"line {number}: {json.dumps(event)}\n  expected {json.dumps(want, sort_keys=True)}\n  got      {json.dumps(got, sort_keys=True)}")
+            differences.append(
+                f"line {number}: {json.dumps(event)}\n  expected {json.dumps(want, sort_keys=True)}\n  got      {json.dumps(got, sort_keys=True)}"
+            )
     assert not differences, "\n".join(differences)
 
 

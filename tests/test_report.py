@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from dsl_helpers import T0, engine_for
 from nba.engine.replay import replay
+
+from dsl_helpers import T0, engine_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -41,8 +42,18 @@ def write_report(tmp_path, n_events: int) -> tuple[str, str]:
     with events.open("w", encoding="utf-8") as out:
         for i in range(n_events):
             category = ("shoes", "bags", "hats")[i % 3]
-            out.write(json.dumps({"customer_id": f"c{i % 50}", "type": "page_view", "category": category,
-                                  "price": i % 900, "time": T0 + i * 7}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "customer_id": f"c{i % 50}",
+                        "type": "page_view",
+                        "category": category,
+                        "price": i % 900,
+                        "time": T0 + i * 7,
+                    }
+                )
+                + "\n"
+            )
     page = tmp_path / "report.html"
     err = io.StringIO()
     code = replay(engine_for(RULES), str(events), io.StringIO(), err, report=str(page), rules_path="rules/")
@@ -84,7 +95,8 @@ def test_the_report_opens_in_a_browser_with_no_error_no_request_and_drawn_charts
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto(f"file://{path}")
             sizes = page.eval_on_selector_all(
-                "svg.chart", "charts => charts.map(c => [c.getBoundingClientRect().width, c.getBoundingClientRect().height])"
+                "svg.chart",
+                "charts => charts.map(c => [c.getBoundingClientRect().width, c.getBoundingClientRect().height])",
             )
             shot = page.locator("svg.chart").first.screenshot()
         finally:

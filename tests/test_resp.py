@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nba.twins import pick_extension
 from nba.engine.store.redis import protocol
+from nba.twins import pick_extension
 
 _resp = pick_extension("nba.engine.store.redis._resp")
 needs_extension = pytest.mark.skipif(_resp is None, reason="the C packer is not built (or pure-Python twins)")
@@ -57,18 +57,21 @@ class Text(str):
 
 
 @needs_extension
-@pytest.mark.parametrize("command", [
-    ("SET", "k", True),  # a bool: hiredis decides
-    ("SET", Text("k"), "v"),  # a subclass
-    ("SET", memoryview(b"abc"), "v"),
-    ("SET", "k", None),
-    ("SET", "k", -0.0, math.inf, -math.inf, math.nan, 1e300, 5e-324),
-    ("SET", "ü€𝄞", "\x00"),
-    ["SET", "k", "v"],  # a list: hiredis takes tuples only
-    ("SET", "\ud800"),  # a lone surrogate has no UTF-8
-    (),
-    tuple(f"a{i}" for i in range(200)),  # more arguments than the stack holds
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SET", "k", True),  # a bool: hiredis decides
+        ("SET", Text("k"), "v"),  # a subclass
+        ("SET", memoryview(b"abc"), "v"),
+        ("SET", "k", None),
+        ("SET", "k", -0.0, math.inf, -math.inf, math.nan, 1e300, 5e-324),
+        ("SET", "ü€𝄞", "\x00"),
+        ["SET", "k", "v"],  # a list: hiredis takes tuples only
+        ("SET", "\ud800"),  # a lone surrogate has no UTF-8
+        (),
+        tuple(f"a{i}" for i in range(200)),  # more arguments than the stack holds
+    ],
+)
 def test_the_unusual_cases_as_hiredis(command):
     assert packed_or_error(command) == hiredis_or_error(command)
 

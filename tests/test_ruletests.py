@@ -86,7 +86,12 @@ def test_a_passing_file(tmp_path):
         """,
     )
     assert code == 0, text
-    assert text.splitlines() == ["PASS big cart", "PASS limit 2", "PASS no rule for this event", "all 3 passed (3 cases in 1 file)"]
+    assert text.splitlines() == [
+        "PASS big cart",
+        "PASS limit 2",
+        "PASS no rule for this event",
+        "all 3 passed (3 cases in 1 file)",
+    ]
 
 
 def test_the_default_customer_and_the_customer_given(tmp_path):
@@ -192,10 +197,10 @@ def test_toml_times_in_a_profile_are_times(tmp_path):
         ('{ action = "banner" }', "expected action banner, got reminder (rule big_cart)"),
         ('{ rule = "any_cart" }', "expected rule any_cart, got big_cart (action reminder)"),
         ('{ channel = "web" }', "expected channel web, got email"),
-        ('{ params = { value = 81 } }', "expected params.value = 81, got 80"),
+        ("{ params = { value = 81 } }", "expected params.value = 81, got 80"),
         ('{ params = { value = "80" } }', 'expected params.value = "80", got 80'),
-        ('{ params = { discount = 5 } }', "expected params.discount = 5, but there is no such parameter"),
-        ('{ nothing = true }', "expected nothing, got reminder (rule big_cart)"),
+        ("{ params = { discount = 5 } }", "expected params.discount = 5, but there is no such parameter"),
+        ("{ nothing = true }", "expected nothing, got reminder (rule big_cart)"),
         ('{ not_rule = "big_cart" }', "expected rule big_cart not to be chosen, but it is the first choice"),
         ('{ not_action = ["x_unused", "reminder"] }', "expected action reminder not to be given"),
         ('{ alternatives = ["banner"] }', "expected 1 alternatives (banner), got 0 (none)"),
@@ -204,7 +209,7 @@ def test_toml_times_in_a_profile_are_times(tmp_path):
     ],
 )
 def test_what_a_failure_says(tmp_path, expect, message):
-    rules = RULES + '\nrule unused\n  when false\n  then x_unused\nend\n'
+    rules = RULES + "\nrule unused\n  when false\n  then x_unused\nend\n"
     code, text = run(
         tmp_path,
         f"""
@@ -248,7 +253,10 @@ def test_an_event_the_engine_refuses_fails_the_case(tmp_path):
 
 
 def test_trace_words(tmp_path):
-    rules = RULES + "\npolicy email: cap 1 per 1d\nrule other_email\n  priority 5\n  when event.type == \"cart_abandoned\"\n  then other via email\nend\n"
+    rules = (
+        RULES
+        + '\npolicy email: cap 1 per 1d\nrule other_email\n  priority 5\n  when event.type == "cart_abandoned"\n  then other via email\nend\n'
+    )
     code, text = run(
         tmp_path,
         """
@@ -352,16 +360,28 @@ def test_unknown_rules_actions_and_trace_words(tmp_path):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ('event = { cart_value = 1 }\nexpect = { nothing = true }', "event needs a `type`"),
+        ("event = { cart_value = 1 }\nexpect = { nothing = true }", "event needs a `type`"),
         ('event = { type = "x" }\nexpect = {}', "expect is empty"),
         ('event = { type = "x" }\nexpect = { nothing = true, action = "banner" }', "`nothing = true` cannot go with"),
         ('event = { type = "x" }\nexpect = { nothing = "yes" }', "`nothing` must be true or false"),
-        ('event = { type = "x" }\nlimit = 0\nexpect = { nothing = true }', "`limit` must be a whole number from 1 to 100"),
+        (
+            'event = { type = "x" }\nlimit = 0\nexpect = { nothing = true }',
+            "`limit` must be a whole number from 1 to 100",
+        ),
         ('event = { type = "x", time = "yesterday" }\nexpect = { nothing = true }', "event: time must be a time"),
         ('event = { type = "x", ago = "1h" }\nexpect = { nothing = true }', "`ago` is only for history events"),
-        ('event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x" }]', "history event 1 needs a `time` (or `ago`"),
-        ('event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x", ago = "soon" }]', "`ago` must be a duration"),
-        ('event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x", ago = "1h", time = 5 }]', "give `time` or `ago`, not both"),
+        (
+            'event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x" }]',
+            "history event 1 needs a `time` (or `ago`",
+        ),
+        (
+            'event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x", ago = "soon" }]',
+            "`ago` must be a duration",
+        ),
+        (
+            'event = { type = "x" }\nexpect = { nothing = true }\nhistory = [{ type = "x", ago = "1h", time = 5 }]',
+            "give `time` or `ago`, not both",
+        ),
         ('event = { type = "x" }\nexpect = { params = 5 }', "`params` must be a table"),
         ('event = { type = "x" }\nexpect = { alternatives = "banner" }', "`alternatives` must be a list"),
         ('event = "x"\nexpect = { nothing = true }', "`event` must be a table"),
@@ -405,7 +425,9 @@ def test_no_test_files(tmp_path):
 
 
 def test_a_ruleset_that_does_not_load(tmp_path):
-    code, text = run(tmp_path, '[[case]]\nname = "x"\nevent = { type = "x" }\nexpect = { nothing = true }\n', "rule x\n")
+    code, text = run(
+        tmp_path, '[[case]]\nname = "x"\nevent = { type = "x" }\nexpect = { nothing = true }\n', "rule x\n"
+    )
     assert code == 2
     assert "main.rules:" in text and "error:" in text
     assert "does not load: no tests were run" in text
@@ -471,7 +493,10 @@ def test_sections_instead_of_inline_tables(tmp_path):
         """,
     )
     assert code == 2
-    assert f"{tmp_path / 't.test.toml'}:27: error: unknown key `nothin` in the `expect` of case 'a typo in a section'; did you mean `nothing`?" in text
+    assert (
+        f"{tmp_path / 't.test.toml'}:27: error: unknown key `nothin` in the `expect` of case 'a typo in a section'; did you mean `nothing`?"
+        in text
+    )
     (tmp_path / "t.test.toml").write_text(
         (tmp_path / "t.test.toml").read_text(encoding="utf-8").replace("nothin =", "nothing ="), encoding="utf-8"
     )

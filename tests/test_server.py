@@ -16,8 +16,9 @@ import urllib.request
 import msgpack
 import pytest
 
-from nba.engine.client import AsyncClient, Client
+from nba.engine.client import AsyncClient, Client, NbaError
 from nba.engine.protocol import HEADER, encode_frame
+
 from server_fakes import (
     FakeEngine,
     ServerProcess,
@@ -93,7 +94,11 @@ def test_bad_requests_leave_the_connection_open(rules):
         )
         responses = read_frames(sock, 5)
         assert [(r["id"], r["ok"] or r["error"]["code"]) for r in responses] == [
-            (None, "bad_request"), (2, "unknown_op"), (3, "bad_event"), (4, "bad_request"), (5, True),
+            (None, "bad_request"),
+            (2, "unknown_op"),
+            (3, "bad_event"),
+            (4, "bad_request"),
+            (5, True),
         ]
 
 
@@ -208,7 +213,7 @@ def test_metrics_endpoint(rules):
     with ThreadServer(FakeEngine(str(rules)), metrics_port=0) as srv:
         with Client("127.0.0.1", srv.port) as client:
             client.decide({"customer_id": "c1", "type": "t"})
-            with pytest.raises(Exception):
+            with pytest.raises(NbaError):
                 client.decide({"type": "t"})
         host, port = srv.server.metrics_address
         text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
@@ -219,6 +224,7 @@ def test_metrics_endpoint(rules):
 
 
 # ------------------------------------------------------------------ processes
+
 
 def test_sigterm_finishes_requests_in_flight_then_exits_0(rules, tmp_path):
     command = server_command(rules, "slow_engine_factory")
@@ -278,9 +284,9 @@ def test_two_workers_share_the_port(rules, tmp_path):
 
 # ------------------------------------------------------------------ the real engine
 
-from benchmarks.bench_server import RULES as CART_RULES  # noqa: E402  (DSL.md's example ruleset)
 from nba.engine import Engine  # noqa: E402
-from nba.engine.client import NbaError  # noqa: E402
+
+from benchmarks.bench_server import RULES as CART_RULES  # noqa: E402  (DSL.md's example ruleset)
 from server_fakes import REDIS_SERVER, RedisProcess  # noqa: E402
 
 
@@ -380,7 +386,9 @@ def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path):
             decisions = client.decide_many([cart] * 5)  # one customer, pipelined: run in order
             reminders = [d for d in decisions if d["action"] == "cart_reminder" and not d["degraded"]]
             assert len(reminders) <= 1  # cap 1 per 24h
-            views = client.decide_many({"customer_id": f"v{i}", "type": "page_view", "category": "shoes"} for i in range(500))
+            views = client.decide_many(
+                {"customer_id": f"v{i}", "type": "page_view", "category": "shoes"} for i in range(500)
+            )
             assert len(views) == 500
             stats = client.stats()
             assert stats["server"]["store"] == "redis" and stats["decisions"] >= 505

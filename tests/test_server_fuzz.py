@@ -13,19 +13,46 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_protocol import MockTransport, open_connection
 
 from nba.engine.protocol import OPS, BadRequest, encode_frame, parse_request
 from nba.engine.server import Connection
+
 from server_fakes import raw_frame
-from test_protocol import MockTransport, open_connection
 
 FUZZED_OPS = sorted(OPS - {"reload"})  # reload answers from a task: tested in test_protocol.py
 WRONG_VALUES = [
-    None, True, False, 0, -1, 7, 2**64 - 1, -(2**63), 1.5, float("inf"), "", "x", "decide", b"", b"x",
-    [], [1, "a"], {}, {"a": 1}, {"customer_id": 5}, {1: 2},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    7,
+    2**64 - 1,
+    -(2**63),
+    1.5,
+    float("inf"),
+    "",
+    "x",
+    "decide",
+    b"",
+    b"x",
+    [],
+    [1, "a"],
+    {},
+    {"a": 1},
+    {"customer_id": 5},
+    {1: 2},
 ]
 GOOD = {
-    "decide": {"id": 1, "op": "decide", "event": {"customer_id": "c1", "type": "t"}, "limit": 2, "explain": True, "dry_run": False},
+    "decide": {
+        "id": 1,
+        "op": "decide",
+        "event": {"customer_id": "c1", "type": "t"},
+        "limit": 2,
+        "explain": True,
+        "dry_run": False,
+    },
     "ping": {"id": 1, "op": "ping"},
     "stats": {"id": 1, "op": "stats"},
     "get_profile": {"id": 1, "op": "get_profile", "customer_id": "c1"},
@@ -51,8 +78,11 @@ def expected(obj) -> tuple:
         event = req.event
         customer_id = event.get("customer_id")
         good = (
-            type(customer_id) is str and customer_id != "" and type(event.get("type")) is str
-            and not event.get("boom") and req.limit <= 100
+            type(customer_id) is str
+            and customer_id != ""
+            and type(event.get("type")) is str
+            and not event.get("boom")
+            and req.limit <= 100
         )
         return req.id, good
     return req.id, True
@@ -87,6 +117,7 @@ def second_connection_is_unaffected(server) -> None:
 
 # ------------------------------------------------------------------ every key, every wrong type
 
+
 def every_mutation():
     for op in FUZZED_OPS:
         good = GOOD[op]
@@ -96,7 +127,7 @@ def every_mutation():
                 yield {k: v for k, v in good.items() if k != key}  # missing
             for value in WRONG_VALUES:
                 yield {**good, key: value}
-        for key, value in good.get("event", {}).items():  # the event's own keys
+        for key in good.get("event", {}):  # the event's own keys
             for wrong in WRONG_VALUES:
                 yield {**good, "event": {**good["event"], key: wrong}}
 
@@ -123,9 +154,18 @@ def test_every_mutation_alone_on_the_fast_path_shape(rules):
 # ------------------------------------------------------------------ generated pipelines
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=6), st.binary(max_size=6),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=6),
+    st.binary(max_size=6),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
 events = st.fixed_dictionaries(
     {},
     optional={
@@ -151,10 +191,13 @@ requests = st.fixed_dictionaries(
 )
 common_decides = st.builds(
     lambda i, c: {"id": i, "op": "decide", "event": {"customer_id": c, "type": "t"}},
-    st.integers(0, 10**6), st.sampled_from(["c1", "c2", "c3"]),
+    st.integers(0, 10**6),
+    st.sampled_from(["c1", "c2", "c3"]),
 )
 readable = st.one_of(requests, common_decides, values)
-unreadable_frames = st.sampled_from([b"\x00\x00\x00\x01\xc1", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff", raw_frame(b"\x92\x01")])
+unreadable_frames = st.sampled_from(
+    [b"\x00\x00\x00\x01\xc1", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff", raw_frame(b"\x92\x01")]
+)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -5,15 +5,15 @@ recorded that the client was not told (issue 21 items 2 and 3)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
+from test_protocol import decide, open_connection
 
 from nba.engine.protocol import FRAME_TIMEOUT, HEADER, OVERLOADED, TOO_MANY_CONNECTIONS, encode_frame
+
 from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames, wait_for
-from test_protocol import decide, open_connection
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def codes(responses):
 
 
 # ------------------------------------------------------------------ frame deadline
+
 
 class Clock:
     def __init__(self):
@@ -95,6 +96,7 @@ def test_slowloris_over_a_socket(rules):
     with ThreadServer(FakeEngine(str(rules)), rules_path=str(rules), frame_timeout_s=0.5) as srv:
         sock = connect(srv.port)
         sock.sendall(HEADER.pack(1 << 20))  # a frame of 1 MiB declared, then a byte at a time
+
         def cut_off():
             try:
                 sock.sendall(b"x")
@@ -102,11 +104,13 @@ def test_slowloris_over_a_socket(rules):
                 return True
             time.sleep(0.1)
             return srv.stats()["limits_hit"].get(FRAME_TIMEOUT)
+
         assert wait_for(cut_off, timeout=20)
         assert srv.stats()["connections"] == 0
 
 
 # ------------------------------------------------------------------ connections
+
 
 def test_past_max_connections_a_new_one_gets_one_error_then_a_close(rules):
     with ThreadServer(FakeEngine(str(rules)), rules_path=str(rules), max_connections=2) as srv:
@@ -132,9 +136,11 @@ def test_past_max_connections_a_new_one_gets_one_error_then_a_close(rules):
 
 def test_unfinished_frames_over_the_byte_limit_close_the_connection_that_went_over(rules):
     conn_a, transport_a, server = open_connection(rules, max_buffered_bytes=1000, max_frame_bytes=10_000)
-    from server_fakes import raw_frame  # noqa: F401  (same server, a second connection)
-    from nba.engine.server import Connection
     from test_protocol import MockTransport
+
+    from nba.engine.server import Connection
+
+    from server_fakes import raw_frame  # noqa: F401  (same server, a second connection)
 
     conn_b = Connection(server)
     transport_b = MockTransport()
@@ -155,6 +161,7 @@ def test_unfinished_frames_over_the_byte_limit_close_the_connection_that_went_ov
 
 
 # ------------------------------------------------------------------ backlog
+
 
 def listen_backlog(port):
     """The listen queue's size of a socket listening on ``port`` (`ss` shows it as Send-Q)."""
@@ -195,7 +202,9 @@ def test_a_parameter_beyond_64_bits_is_answered_so_a_recorded_contact_was_told(t
     first = {"id": 1, "op": "decide", "event": event}
     if dry_run:
         first["dry_run"] = True
-    conn.data_received(encode_frame(first) + encode_frame({"id": 2, "op": "decide", "event": {**event, "time": 1_700_000_060}}))
+    conn.data_received(
+        encode_frame(first) + encode_frame({"id": 2, "op": "decide", "event": {**event, "time": 1_700_000_060}})
+    )
     one, two = transport.responses()
     assert one["ok"] is True and one["decision"]["action"] == "act"
     assert one["decision"]["params"]["n"] == 3e30
@@ -205,6 +214,7 @@ def test_a_parameter_beyond_64_bits_is_answered_so_a_recorded_contact_was_told(t
 
 
 # ------------------------------------------------------------------ metrics and flags
+
 
 def test_metrics_count_degraded_decisions_refusals_and_limits(rules):
     import urllib.request
@@ -236,13 +246,40 @@ def test_every_limit_and_security_setting_has_a_flag(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([
-        "r.rules", "--frame-timeout", "7", "--max-connections", "9", "--max-buffered-bytes", "1000",
-        "--backlog", "55", "--auth", "tokens", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
-    ])
+    args = parser.parse_args(
+        [
+            "r.rules",
+            "--frame-timeout",
+            "7",
+            "--max-connections",
+            "9",
+            "--max-buffered-bytes",
+            "1000",
+            "--backlog",
+            "55",
+            "--auth",
+            "tokens",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]
+    )
     settings = settings_from(args)
-    assert (settings.frame_timeout_s, settings.max_connections, settings.max_buffered_bytes, settings.backlog) == (7, 9, 1000, 55)
-    assert (settings.auth_file, settings.tls_cert, settings.tls_key, settings.tls_client_ca) == ("tokens", "c.pem", "k.pem", "ca.pem")
+    assert (settings.frame_timeout_s, settings.max_connections, settings.max_buffered_bytes, settings.backlog) == (
+        7,
+        9,
+        1000,
+        55,
+    )
+    assert (settings.auth_file, settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        "tokens",
+        "c.pem",
+        "k.pem",
+        "ca.pem",
+    )
     assert settings_from(parser.parse_args(["r.rules"])).host == "127.0.0.1"
 
 

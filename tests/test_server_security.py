@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import ssl
 import subprocess
 
 import pytest
+from test_protocol import MockTransport, decide
 
 from nba.engine.protocol import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, encode_frame
 from nba.engine.server import Connection, Server
 from nba.engine.server.security import AuthFileError, is_loopback, load_tokens
 from nba.engine.settings import ServerSettings
+
 from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames
-from test_protocol import MockTransport, decide
 
 
 @pytest.fixture
@@ -56,6 +56,7 @@ def codes(responses):
 
 
 # ------------------------------------------------------------------ protected mode
+
 
 @pytest.mark.parametrize(
     "peer, local",
@@ -110,6 +111,7 @@ def test_a_second_loopback_address_is_a_local_client(rules):
 
 
 # ------------------------------------------------------------------ tokens and roles
+
 
 def test_before_auth_every_op_is_unauthenticated_and_the_connection_stays_open(rules, auth_file):
     conn, transport, server = connection(rules, tokens=load_tokens(str(auth_file)))
@@ -199,8 +201,11 @@ def test_tokens_are_found_whatever_their_order(auth_file):
 def test_auth_over_a_socket(rules, auth_file):
     with ThreadServer(FakeEngine(str(rules)), rules_path=str(rules), auth_file=str(auth_file)) as srv:
         sock = connect(srv.port)
-        sock.sendall(encode_frame({"id": 1, "op": "ping"}) + encode_frame({"id": 2, "op": "auth", "token": "a-secret-2"})
-                     + encode_frame({"id": 3, "op": "ping"}))
+        sock.sendall(
+            encode_frame({"id": 1, "op": "ping"})
+            + encode_frame({"id": 2, "op": "auth", "token": "a-secret-2"})
+            + encode_frame({"id": 3, "op": "ping"})
+        )
         assert codes(read_frames(sock, 3)) == [(1, UNAUTHENTICATED), (2, True), (3, True)]
         sock.close()
         sock = connect(srv.port)
@@ -215,7 +220,9 @@ def test_nba_serve_with_an_auth_file_that_does_not_load_exits_2(rules, tmp_path)
 
     bad = tmp_path / "tokens"
     bad.write_text("superuser s3cret\n")
-    proc = ServerProcess(server_command(rules, factory="fake_engine_factory", auth_file=str(bad)), log_path=tmp_path / "log")
+    proc = ServerProcess(
+        server_command(rules, factory="fake_engine_factory", auth_file=str(bad)), log_path=tmp_path / "log"
+    )
     with pytest.raises(RuntimeError):
         proc.__enter__()
     assert proc.process.returncode == 2
@@ -223,6 +230,7 @@ def test_nba_serve_with_an_auth_file_that_does_not_load_exits_2(rules, tmp_path)
 
 
 # ------------------------------------------------------------------ reload
+
 
 def test_reload_reloads_only_the_path_the_server_was_started_with(rules, tmp_path):
     other = tmp_path / "other.rules"
@@ -245,6 +253,7 @@ def test_reload_reloads_only_the_path_the_server_was_started_with(rules, tmp_pat
 
 
 # ------------------------------------------------------------------ log lines
+
 
 def test_bad_input_logs_at_most_the_limit_a_second(rules, caplog):
     conn, transport, server = connection(rules)
@@ -276,13 +285,31 @@ def certificates(tmp_path_factory):
         pytest.skip("no openssl command (scripts/test.sh installs it)")
     d = tmp_path_factory.mktemp("tls")
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nba test CA", cwd=d)
+    _openssl(
+        "req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nba test CA", cwd=d
+    )
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for name in ("server", "client"):
         _openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=nba test {name}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            cwd=d,
+        )
     return d
 
 

@@ -25,8 +25,9 @@ def loaded_compiled(environment: dict) -> dict[str, bool]:
     )
     env = {k: v for k, v in os.environ.items() if k != "NBA_PURE_PYTHON"}
     env.update(environment)
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     import json
 
     return json.loads(done.stdout)

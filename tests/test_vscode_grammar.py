@@ -16,12 +16,12 @@ GRAMMAR = VSCODE / "syntaxes" / "nba-rules.tmLanguage.json"
 HARNESS = VSCODE / "test"
 EXAMPLES = sorted((ROOT / "rules").glob("*.rules"))
 
-SAMPLE = '''rule late_order "a \\"quoted\\" title\\n" # a comment after code
+SAMPLE = """rule late_order "a \\"quoted\\" title\\n" # a comment after code
   when event.type == "purchase" and event.time >= 2026-11-27T09:30:00Z and event.end > 1.5
   then thanks via email with total = event.amount % 7
   holdout 2.5%
 end
-'''
+"""
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
@@ -108,5 +108,7 @@ def test_every_reserved_word_outside_strings_and_comments_is_a_keyword_or_consta
     for example in EXAMPLES:
         for line in tokens[example.name]:
             for token in line:
-                if token["text"] in RESERVED and not any(s.startswith(("string.", "comment.")) for s in token["scopes"]):
+                if token["text"] in RESERVED and not any(
+                    s.startswith(("string.", "comment.")) for s in token["scopes"]
+                ):
                     assert any(s.startswith(keyword_scopes) for s in token["scopes"][1:]), (example.name, token)

@@ -15,8 +15,11 @@ name = "business-rules"
 version = package_version("business-rules")
 
 OPERATORS = {
-    "==": "equal_to", ">": "greater_than", ">=": "greater_than_or_equal_to",
-    "<": "less_than", "<=": "less_than_or_equal_to",
+    "==": "equal_to",
+    ">": "greater_than",
+    ">=": "greater_than_or_equal_to",
+    "<": "less_than",
+    "<=": "less_than_or_equal_to",
 }
 
 
@@ -33,11 +36,15 @@ def variables_class():
     def reader(scope: str, field: str):
         def read(self):
             return (self.event if scope == "event" else self.profile)[field]
+
         read.__name__ = f"{scope}_{field}"
         return read
 
     members = {}
-    for scope, numbers, strings in (("event", EVENT_NUMBERS, EVENT_STRINGS), ("profile", PROFILE_NUMBERS, PROFILE_STRINGS)):
+    for scope, numbers, strings in (
+        ("event", EVENT_NUMBERS, EVENT_STRINGS),
+        ("profile", PROFILE_NUMBERS, PROFILE_STRINGS),
+    ):
         for field in numbers:
             members[f"{scope}_{field}"] = numeric_rule_variable(reader(scope, field))
         for field in strings:
@@ -72,8 +79,10 @@ def build(workload: Workload):
     variables, actions = variables_class(), actions_class()
     by_type = {
         event_type: [
-            {"conditions": {"all": [json_condition(c) for c in rule.conditions]},
-             "actions": [{"name": "decide", "params": {"action": rule.action}}]}
+            {
+                "conditions": {"all": [json_condition(c) for c in rule.conditions]},
+                "actions": [{"name": "decide", "params": {"action": rule.action}}],
+            }
             for rule in rules
         ]
         for event_type, rules in workload.ranked_by_type().items()

@@ -31,7 +31,11 @@ def durable_condition(m, condition: Condition):
     if condition.op == "in":
         return functools.reduce(operator.or_, [subject == v for v in condition.value])
     return {
-        "==": operator.eq, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+        "==": operator.eq,
+        ">": operator.gt,
+        ">=": operator.ge,
+        "<": operator.lt,
+        "<=": operator.le,
     }[condition.op](subject, condition.value)
 
 

@@ -26,7 +26,10 @@ def build(workload: Workload):
     context = rule_engine.Context(resolver=rule_engine.resolve_item)
     by_type = {
         event_type: tuple(
-            (rule.action, rule_engine.Rule(" and ".join(flat_condition(c) for c in rule.conditions), context=context).matches)
+            (
+                rule.action,
+                rule_engine.Rule(" and ".join(flat_condition(c) for c in rule.conditions), context=context).matches,
+            )
             for rule in rules
         )
         for event_type, rules in workload.ranked_by_type().items()

@@ -58,7 +58,8 @@ def build_chained(workload: Workload):
 
     by_type = {
         event_type: zen.compile_expression(chained_expression(rules)).evaluate
-        for event_type, rules in workload.ranked_by_type().items() if rules
+        for event_type, rules in workload.ranked_by_type().items()
+        if rules
     }
 
     def decide(event, profile):

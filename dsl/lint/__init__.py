@@ -79,8 +79,10 @@ def format_text(warnings: list[LintWarning], sources: dict[str, str]) -> str:
 
 def format_json(warnings: list[LintWarning]) -> str:
     return json.dumps(
-        [{"file": w.pos.path, "line": w.pos.line, "column": w.pos.column, "code": w.code, "message": w.message}
-         for w in warnings],
+        [
+            {"file": w.pos.path, "line": w.pos.line, "column": w.pos.column, "code": w.code, "message": w.message}
+            for w in warnings
+        ],
         indent=2,
         ensure_ascii=False,
     )

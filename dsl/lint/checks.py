@@ -125,8 +125,9 @@ class _Linter:
                 true = dnf_and(true, part)
         except TooComplex:
             true = self.conditions.opaque(rule.when)[0]
-        return _RuleFacts(index, rule, operands, raw, operand_true, true,
-                          constant_number(rule.priority), event_types_of(rule.when))
+        return _RuleFacts(
+            index, rule, operands, raw, operand_true, true, constant_number(rule.priority), event_types_of(rule.when)
+        )
 
     # -- never-matches --
 
@@ -176,8 +177,11 @@ class _Linter:
             if implies(premise, fact.operand_true[i]):
                 kept.remove(i)
                 op = fact.raw_operands[i]
-                self.warn(start_of(op), "redundant-condition",
-                          f"{show(op)} is always true when the rule's other conditions are: remove it")
+                self.warn(
+                    start_of(op),
+                    "redundant-condition",
+                    f"{show(op)} is always true when the rule's other conditions are: remove it",
+                )
 
     # -- shadowed --
 
@@ -193,7 +197,9 @@ class _Linter:
             return False
         for _name, expr, _pos in rule.then.params:
             value = fold(expr)
-            if not (isinstance(value, n.Literal) or (isinstance(value, n.Field) and value.root in ("event", "profile"))):
+            if not (
+                isinstance(value, n.Literal) or (isinstance(value, n.Field) and value.root in ("event", "profile"))
+            ):
                 return False
         return True
 
@@ -222,8 +228,10 @@ class _Linter:
             rank = f"has the same priority ({_number(winner.priority)}) and comes first"
         else:
             rank = f"has a higher priority ({_number(winner.priority)} > {_number(fact.priority)})"
-        return (f"rule `{fact.rule.id}` is never the first choice: `{winner.rule.id}` matches "
-                f"whenever it does, {rank}, and nothing can pass it over")
+        return (
+            f"rule `{fact.rule.id}` is never the first choice: `{winner.rule.id}` matches "
+            f"whenever it does, {rank}, and nothing can pass it over"
+        )
 
     # -- unused-segment --
 
@@ -257,8 +265,11 @@ class _Linter:
             note_spec(checked.default.then)
         for name, segment in checked.segments.items():
             if name not in used:
-                self.warn(segment.pos, "unused-segment",
-                          f"segment `{name}` is not used by any rule, priority, parameter, update, default or other segment")
+                self.warn(
+                    segment.pos,
+                    "unused-segment",
+                    f"segment `{name}` is not used by any rule, priority, parameter, update, default or other segment",
+                )
 
     # -- expired --
 
@@ -267,9 +278,12 @@ class _Linter:
             if rule.active_to is None or rule.active_to > self.at:
                 continue
             pos = find_keyword(self.sources.get(rule.pos.path), rule.pos, "active") or rule.pos
-            self.warn(pos, "expired",
-                      f"rule `{rule.id}` was active until {format_time(rule.active_to)}, which is before "
-                      f"{format_time(self.at)}: it can no longer match; remove it or move its `to`")
+            self.warn(
+                pos,
+                "expired",
+                f"rule `{rule.id}` was active until {format_time(rule.active_to)}, which is before "
+                f"{format_time(self.at)}: it can no longer match; remove it or move its `to`",
+            )
 
 
 def _number(value) -> str:

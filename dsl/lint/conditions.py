@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from nba.dsl import nodes as n
 from nba.dsl.folding import fold
-from nba.dsl.lint.domains import ANYTHING, FALSE_OR_NULL, TRUE, Domain, equal_to, ordered
+from nba.dsl.lint.domains import FALSE_OR_NULL, TRUE, Domain, equal_to, ordered
 
 MAX_TERMS = 64
 

@@ -40,8 +40,6 @@ class Finding:
     source: str = "nba"
 
 
-
-
 @dataclass
 class Analysis:
     """The result of one check of a ruleset."""

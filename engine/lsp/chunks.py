@@ -32,7 +32,9 @@ from nba.dsl.loader import TOO_DEEP
 from nba.dsl.source import Diagnostic, Diagnostics, Position
 from nba.dsl.syntax import parse_module
 
-DECLARATION_START = re.compile(r"(?:rule|segment|policy|on|default)(?:\s|$)|profile\s*\{|event\s+[A-Za-z_]\w*\s*\{")  # at a line start
+DECLARATION_START = re.compile(
+    r"(?:rule|segment|policy|on|default)(?:\s|$)|profile\s*\{|event\s+[A-Za-z_]\w*\s*\{"
+)  # at a line start
 SEPARATOR = "\0"
 _ids = count(1)
 

@@ -15,7 +15,15 @@ from nba.dsl.source import Position
 from nba.engine.lsp.analysis import WARNING, Analysis, Finding
 from nba.engine.lsp.chunks import DECLARATION_START
 from nba.engine.lsp.symbols import AGGREGATE_DOCS, BUILTIN_EVENT_DOCS, FUNCTION_DOCS, KEYWORDS, Index
-from nba.engine.lsp.text import Word, char_index, in_string_or_comment, qualifiers_before, token_span, utf16_column, word_at
+from nba.engine.lsp.text import (
+    Word,
+    char_index,
+    in_string_or_comment,
+    qualifiers_before,
+    token_span,
+    utf16_column,
+    word_at,
+)
 
 ToUri = Callable[[str], str]
 
@@ -140,7 +148,9 @@ def hover(ctx: Context) -> lsp.Hover | None:
     line = ctx.position.line
     return lsp.Hover(
         contents=_markdown(text),
-        range=lsp.Range(ctx.document.protocol_position(line, word.start), ctx.document.protocol_position(line, word.end)),
+        range=lsp.Range(
+            ctx.document.protocol_position(line, word.start), ctx.document.protocol_position(line, word.end)
+        ),
     )
 
 
@@ -314,7 +324,9 @@ def completion(ctx: Context) -> list[lsp.CompletionItem]:
     before = line[:start]
     if _after_keyword(before, len(before), "set"):
         return [_item(f.name, lsp.CompletionItemKind.Field, f.type) for f in index.profile_fields.values()]
-    if _after_keyword(before, len(before), "on") or re.search(r"\b(count|sum|avg|min|max|distinct|since)\s*\(\s*$", before):
+    if _after_keyword(before, len(before), "on") or re.search(
+        r"\b(count|sum|avg|min|max|distinct|since)\s*\(\s*$", before
+    ):
         return [_item(t, lsp.CompletionItemKind.Event, "event type") for t in sorted(index.event_types)]
     if _after_keyword(before, len(before), "via") or _after_keyword(before, len(before), "policy"):
         return [_item(c, lsp.CompletionItemKind.EnumMember, "channel") for c in sorted(index.channels)]
@@ -330,7 +342,10 @@ def completion(ctx: Context) -> list[lsp.CompletionItem]:
 def _event_field_items(index: Index, types: frozenset[str] | None, builtins: bool = True) -> list[lsp.CompletionItem]:
     items = []
     if builtins:
-        items += [_item(name, lsp.CompletionItemKind.Field, f"built in: {BUILTIN_EVENT_DOCS[name]}") for name in BUILTIN_EVENT_FIELDS]
+        items += [
+            _item(name, lsp.CompletionItemKind.Field, f"built in: {BUILTIN_EVENT_DOCS[name]}")
+            for name in BUILTIN_EVENT_FIELDS
+        ]
     fields = index.event_fields(types) or index.event_fields(None)
     for name, declared in fields.items():
         if name in BUILTIN_EVENT_FIELDS:

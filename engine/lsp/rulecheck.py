@@ -40,8 +40,10 @@ class RuleChecks:
 
     def check(self, modules: list[n.Module], diagnostics: Diagnostics, unparsed: tuple[str, ...]) -> CheckedRuleset:
         context = [d for m in modules for d in m.declarations if not isinstance(d, n.Rule)]
-        same = unparsed == self.unparsed and len(context) == len(self.context) and all(
-            a is b for a, b in zip(context, self.context)
+        same = (
+            unparsed == self.unparsed
+            and len(context) == len(self.context)
+            and all(a is b for a, b in zip(context, self.context))
         )
         if not same:
             self.rules, self.kinds = {}, {}
@@ -58,7 +60,9 @@ class RuleChecks:
 
 
 class _Checker(Checker):
-    def __init__(self, diagnostics: Diagnostics, unparsed: tuple[str, ...], previous: dict[int, _Checked], kinds: dict[int, str]):
+    def __init__(
+        self, diagnostics: Diagnostics, unparsed: tuple[str, ...], previous: dict[int, _Checked], kinds: dict[int, str]
+    ):
         super().__init__(diagnostics, unparsed)
         self.out.kinds = kinds
         self.previous = previous

@@ -17,7 +17,10 @@ FUNCTION_DOCS: dict[str, tuple[str, str]] = {
     "contains": ("contains(x, y)", "True when the list `x` holds `y`, or the string `x` holds the string `y`."),
     "starts_with": ("starts_with(s, p)", "True when the string `s` starts with `p`."),
     "ends_with": ("ends_with(s, p)", "True when the string `s` ends with `p`."),
-    "matches": ("matches(s, \"regex\")", "True when the pattern (Python `re` syntax, a literal) matches anywhere in `s`; anchor it with `^`/`$`."),
+    "matches": (
+        'matches(s, "regex")',
+        "True when the pattern (Python `re` syntax, a literal) matches anywhere in `s`; anchor it with `^`/`$`.",
+    ),
     "abs": ("abs(x)", "The absolute value of `x`."),
     "min": ("min(a, b, ...)", "The smallest of its arguments."),
     "max": ("max(a, b, ...)", "The largest of its arguments."),
@@ -31,13 +34,34 @@ FUNCTION_DOCS: dict[str, tuple[str, str]] = {
     "days": ("days(n)", "`n` seconds in days (fractional)."),
 }
 AGGREGATE_DOCS: dict[str, tuple[str, str]] = {
-    "count": ("count(TYPE [where CONDITION] within DURATION)", "How many events of TYPE the customer had in the window."),
-    "sum": ("sum(TYPE.FIELD [where CONDITION] within DURATION)", "The sum of FIELD over the window's events of TYPE; 0 when there is none."),
-    "avg": ("avg(TYPE.FIELD [where CONDITION] within DURATION)", "The mean of FIELD over the window's events of TYPE; null when there is none."),
-    "min": ("min(TYPE.FIELD [where CONDITION] within DURATION)", "The smallest FIELD over the window's events of TYPE; null when there is none."),
-    "max": ("max(TYPE.FIELD [where CONDITION] within DURATION)", "The largest FIELD over the window's events of TYPE; null when there is none."),
-    "distinct": ("distinct(TYPE.FIELD [where CONDITION] within DURATION)", "How many distinct non-null values FIELD takes over the window's events of TYPE."),
-    "since": ("since(TYPE [where CONDITION] within DURATION)", "Seconds since the latest event of TYPE in the window; null when there is none."),
+    "count": (
+        "count(TYPE [where CONDITION] within DURATION)",
+        "How many events of TYPE the customer had in the window.",
+    ),
+    "sum": (
+        "sum(TYPE.FIELD [where CONDITION] within DURATION)",
+        "The sum of FIELD over the window's events of TYPE; 0 when there is none.",
+    ),
+    "avg": (
+        "avg(TYPE.FIELD [where CONDITION] within DURATION)",
+        "The mean of FIELD over the window's events of TYPE; null when there is none.",
+    ),
+    "min": (
+        "min(TYPE.FIELD [where CONDITION] within DURATION)",
+        "The smallest FIELD over the window's events of TYPE; null when there is none.",
+    ),
+    "max": (
+        "max(TYPE.FIELD [where CONDITION] within DURATION)",
+        "The largest FIELD over the window's events of TYPE; null when there is none.",
+    ),
+    "distinct": (
+        "distinct(TYPE.FIELD [where CONDITION] within DURATION)",
+        "How many distinct non-null values FIELD takes over the window's events of TYPE.",
+    ),
+    "since": (
+        "since(TYPE [where CONDITION] within DURATION)",
+        "Seconds since the latest event of TYPE in the window; null when there is none.",
+    ),
 }
 KEYWORDS = tuple(sorted(RESERVED))
 BUILTIN_EVENT_DOCS = {

@@ -63,8 +63,13 @@ def word_at(line: str, index: int) -> Word | None:
         if match.start() <= index <= match.end():
             if match.start() > 0 and line[match.start() - 1].isdigit():
                 return None  # the unit of a duration (`30m`) or a time
-            return Word(match.group(), match.start(), match.end(), qualifiers_before(line, match.start()),
-                        line[match.end():].lstrip().startswith("("))
+            return Word(
+                match.group(),
+                match.start(),
+                match.end(),
+                qualifiers_before(line, match.start()),
+                line[match.end() :].lstrip().startswith("("),
+            )
         if match.start() > index:
             break
     return None
@@ -88,7 +93,7 @@ def qualifiers_before(line: str, start: int) -> tuple[str, ...]:
 
 
 def in_string_or_comment(line: str, index: int) -> str | None:
-    """"string" or "comment" when character ``index`` of ``line`` is inside one, else None."""
+    """ "string" or "comment" when character ``index`` of ``line`` is inside one, else None."""
     quoted = False
     escaped = False
     for ch in line[:index]:

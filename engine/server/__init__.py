@@ -34,6 +34,17 @@ from nba.engine.server.sockets import bind_socket, new_event_loop
 from nba.engine.server.stats import LATENCY_BUCKETS, LATENCY_SAMPLES, ServerStats
 
 __all__ = [
-    "LATENCY_BUCKETS", "LATENCY_SAMPLES", "Connection", "Server", "ServeConfig", "ServerStats",
-    "add_arguments", "bind_socket", "main", "new_event_loop", "run", "run_server", "serve_main",
+    "LATENCY_BUCKETS",
+    "LATENCY_SAMPLES",
+    "Connection",
+    "Server",
+    "ServeConfig",
+    "ServerStats",
+    "add_arguments",
+    "bind_socket",
+    "main",
+    "new_event_loop",
+    "run",
+    "run_server",
+    "serve_main",
 ]

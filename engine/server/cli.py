@@ -20,25 +20,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true", help="reload when a .rules file changes")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-frame-bytes", type=int, default=d.max_frame_bytes,
-                        help=f"longest frame accepted (default {d.max_frame_bytes})")
-    limits.add_argument("--max-in-flight", type=int, default=d.max_in_flight,
-                        help=f"unanswered requests per connection before it is not read (default {d.max_in_flight})")
-    limits.add_argument("--max-concurrency", type=int, default=d.max_concurrency,
-                        help=f"with Redis: requests at the store at once, over all connections (default {d.max_concurrency})")
-    limits.add_argument("--idle-timeout", type=float, default=d.idle_timeout_s, metavar="SECONDS",
-                        help=f"close a connection silent this long (default {d.idle_timeout_s:g})")
-    limits.add_argument("--frame-timeout", type=float, default=d.frame_timeout_s, metavar="SECONDS",
-                        help=f"a frame begun must be whole within this (default {d.frame_timeout_s:g})")
-    limits.add_argument("--max-connections", type=int, default=d.max_connections,
-                        help=f"open connections; past it new ones are refused (default {d.max_connections})")
-    limits.add_argument("--max-buffered-bytes", type=int, default=d.max_buffered_bytes,
-                        help=f"bytes of unfinished frames over all connections (default {d.max_buffered_bytes})")
-    limits.add_argument("--backlog", type=int, default=d.backlog,
-                        help=f"the listen queue of connections not yet accepted (default {d.backlog})")
+    limits.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=d.max_frame_bytes,
+        help=f"longest frame accepted (default {d.max_frame_bytes})",
+    )
+    limits.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=d.max_in_flight,
+        help=f"unanswered requests per connection before it is not read (default {d.max_in_flight})",
+    )
+    limits.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=d.max_concurrency,
+        help=f"with Redis: requests at the store at once, over all connections (default {d.max_concurrency})",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout_s,
+        metavar="SECONDS",
+        help=f"close a connection silent this long (default {d.idle_timeout_s:g})",
+    )
+    limits.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=d.frame_timeout_s,
+        metavar="SECONDS",
+        help=f"a frame begun must be whole within this (default {d.frame_timeout_s:g})",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help=f"open connections; past it new ones are refused (default {d.max_connections})",
+    )
+    limits.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=d.max_buffered_bytes,
+        help=f"bytes of unfinished frames over all connections (default {d.max_buffered_bytes})",
+    )
+    limits.add_argument(
+        "--backlog",
+        type=int,
+        default=d.backlog,
+        help=f"the listen queue of connections not yet accepted (default {d.backlog})",
+    )
     security = parser.add_argument_group("security (docs/security.md)")
-    security.add_argument("--auth", metavar="FILE",
-                          help="lines of 'ROLE TOKEN' (client or admin); without it only loopback clients are answered")
+    security.add_argument(
+        "--auth",
+        metavar="FILE",
+        help="lines of 'ROLE TOKEN' (client or admin); without it only loopback clients are answered",
+    )
     security.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM)")
     security.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
     security.add_argument("--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA")

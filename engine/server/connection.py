@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from time import monotonic  # a name of this module: the tests move its clock
 from collections import deque
+from time import monotonic  # a name of this module: the tests move its clock
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -92,10 +92,15 @@ class Connection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         server = self.server
         if len(server.connections) >= server.max_connections:
-            self._refuse(TOO_MANY_CONNECTIONS, f"the server holds its limit of {server.max_connections} connections; try again later")
+            self._refuse(
+                TOO_MANY_CONNECTIONS,
+                f"the server holds its limit of {server.max_connections} connections; try again later",
+            )
             return
         if server.tokens is None and not is_loopback(self.peer):
-            self._refuse(UNAUTHENTICATED, "protected mode: without --auth this server answers only clients on its own machine")
+            self._refuse(
+                UNAUTHENTICATED, "protected mode: without --auth this server answers only clients on its own machine"
+            )
             return
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         server.connections.add(self)
@@ -136,7 +141,10 @@ class Connection(asyncio.Protocol):
             self._frame_since = now  # a frame was read: the deadline runs from the unfinished one
         server = self.server
         if server.buffered_bytes > server.settings.max_buffered_bytes and pending:
-            self._limit(OVERLOADED, f"the server holds its limit of {server.settings.max_buffered_bytes} bytes of unfinished frames; try again later")
+            self._limit(
+                OVERLOADED,
+                f"the server holds its limit of {server.settings.max_buffered_bytes} bytes of unfinished frames; try again later",
+            )
 
     def eof_received(self) -> bool:
         if self._fatal:
@@ -241,10 +249,16 @@ class Connection(asyncio.Protocol):
                 self._authenticate(req, started)
                 return
             if allowed is None:
-                self._send(error_response(req.id, UNAUTHENTICATED, "authenticate first: {op: auth, token: ...}"), op, started)
+                self._send(
+                    error_response(req.id, UNAUTHENTICATED, "authenticate first: {op: auth, token: ...}"), op, started
+                )
                 return
             if op not in allowed:
-                self._send(error_response(req.id, FORBIDDEN, f"op {op!r} is not allowed to the role {self.role!r}"), op, started)
+                self._send(
+                    error_response(req.id, FORBIDDEN, f"op {op!r} is not allowed to the role {self.role!r}"),
+                    op,
+                    started,
+                )
                 return
             if op == "reload":  # not through the runners: concurrent reloads share one load
                 self.in_flight += 1
@@ -289,9 +303,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        want = not (
-            self._fatal or self._write_paused or self.server.stopping or self.in_flight >= self.max_in_flight
-        )
+        want = not (self._fatal or self._write_paused or self.server.stopping or self.in_flight >= self.max_in_flight)
         if want != self._reading:
             self._reading = want
             if want:
@@ -423,7 +435,10 @@ class Connection(asyncio.Protocol):
             return
         since = self._frame_since
         if since is not None and self._reading and now - since > frame_timeout:
-            self._limit(FRAME_TIMEOUT, f"a frame begun {now - since:.0f} s ago is still not whole (the limit is {frame_timeout:g} s)")
+            self._limit(
+                FRAME_TIMEOUT,
+                f"a frame begun {now - since:.0f} s ago is still not whole (the limit is {frame_timeout:g} s)",
+            )
         elif self.in_flight == 0 and now - self.last_seen > idle_timeout:
             log.debug("closing idle connection from %s", peer_name(self.peer))
             self.stats.limit_hit("idle_timeout")

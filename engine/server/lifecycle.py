@@ -21,7 +21,6 @@ from nba.engine.server.sockets import bind_socket
 from nba.engine.server.stats import ServerStats
 from nba.engine.settings import ServerSettings
 
-
 FDS_KEPT = 64  # descriptors left for everything but client connections (files, Redis, metrics)
 
 
@@ -100,7 +99,10 @@ class Server:
         # create_server(sock=...) calls listen() itself, with its own default backlog (100)
         # unless told: the backlog goes there.
         self._server = await loop.create_server(
-            lambda: Connection(self), sock=sock, backlog=settings.backlog, ssl=tls,
+            lambda: Connection(self),
+            sock=sock,
+            backlog=settings.backlog,
+            ssl=tls,
         )
         self.address = sock.getsockname()[:2]
         self._background.append(loop.create_task(self._sweep()))
@@ -140,7 +142,9 @@ class Server:
         if closing:
             _, pending = await asyncio.wait(closing, timeout=self.settings.drain_timeout_s)
             if pending:
-                log.warning("%d connections still busy after %.1f s; closing them", len(pending), self.settings.drain_timeout_s)
+                log.warning(
+                    "%d connections still busy after %.1f s; closing them", len(pending), self.settings.drain_timeout_s
+                )
                 for conn in list(self.connections):
                     conn.abort()
         if self._tasks:

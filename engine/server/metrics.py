@@ -28,30 +28,51 @@ class MetricsCollector:
         snap = self.server.stats_snapshot()
         yield CounterMetricFamily("nba_decisions", "Decisions made", value=snap.get("decisions", 0))
         yield CounterMetricFamily(
-            "nba_degraded_decisions", "Decisions made without the customer's state (the store did not answer in time)",
+            "nba_degraded_decisions",
+            "Decisions made without the customer's state (the store did not answer in time)",
             value=snap.get("degraded", 0),
         )
         yield CounterMetricFamily("nba_decision_errors", "Decide requests that failed", value=snap.get("errors", 0))
-        yield _labelled(CounterMetricFamily, "nba_first_choices", "First choices per rule", "rule", snap.get("first_choices", {}))
-        yield _labelled(CounterMetricFamily, "nba_passed_over", "Candidates passed over, by reason", "reason", snap.get("passed_over", {}))
+        yield _labelled(
+            CounterMetricFamily, "nba_first_choices", "First choices per rule", "rule", snap.get("first_choices", {})
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "nba_passed_over",
+            "Candidates passed over, by reason",
+            "reason",
+            snap.get("passed_over", {}),
+        )
         yield _labelled(CounterMetricFamily, "nba_requests", "Requests answered, by op", "op", snap["requests"])
-        yield _labelled(CounterMetricFamily, "nba_request_errors", "Error responses, by code", "code", snap["request_errors"])
+        yield _labelled(
+            CounterMetricFamily, "nba_request_errors", "Error responses, by code", "code", snap["request_errors"]
+        )
         yield GaugeMetricFamily("nba_connections", "Open connections", value=snap["connections"])
         yield _labelled(
-            CounterMetricFamily, "nba_connections_refused", "Connections refused at once, by error code", "code",
+            CounterMetricFamily,
+            "nba_connections_refused",
+            "Connections refused at once, by error code",
+            "code",
             snap["connections_refused"],
         )
         yield _labelled(
-            CounterMetricFamily, "nba_limits_hit", "Connections closed by a limit, by error code", "code", snap["limits_hit"],
+            CounterMetricFamily,
+            "nba_limits_hit",
+            "Connections closed by a limit, by error code",
+            "code",
+            snap["limits_hit"],
         )
-        yield GaugeMetricFamily("nba_buffered_bytes", "Bytes of unfinished frames held, over all connections",
-                                value=snap["buffered_bytes"])
+        yield GaugeMetricFamily(
+            "nba_buffered_bytes", "Bytes of unfinished frames held, over all connections", value=snap["buffered_bytes"]
+        )
         yield _labelled(CounterMetricFamily, "nba_reloads", "Ruleset reloads, by result", "result", snap["reloads"])
         yield from store_metrics(snap)
         buckets, total = self.server.stats.histogram()
         yield HistogramMetricFamily(
-            "nba_request_latency_seconds", "Time from reading a request to queueing its response",
-            buckets=buckets, sum_value=total,
+            "nba_request_latency_seconds",
+            "Time from reading a request to queueing its response",
+            buckets=buckets,
+            sum_value=total,
         )
 
 
@@ -67,7 +88,10 @@ def store_metrics(snap: dict):
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     yield _labelled(
-        CounterMetricFamily, "nba_store_failures", "State reads and commits that failed, by operation", "op",
+        CounterMetricFamily,
+        "nba_store_failures",
+        "State reads and commits that failed, by operation",
+        "op",
         snap.get("store_failures", {}),
     )
     counters = snap.get("store_counters") or {}

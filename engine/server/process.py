@@ -18,7 +18,9 @@ from nba.engine.server.sockets import loop_name, new_event_loop
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def run_process(config: ServeConfig, *, worker: int | None = None, sock: socket.socket | None = None, ready=None) -> int:
+def run_process(
+    config: ServeConfig, *, worker: int | None = None, sock: socket.socket | None = None, ready=None
+) -> int:
     """Serve ``config`` in this process until SIGTERM/SIGINT; returns the exit code."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(serve(config, worker, sock, ready))
@@ -65,7 +67,12 @@ async def serve(config: ServeConfig, worker: int | None, sock: socket.socket | N
     install_signals(server)
     log.info(
         "listening on %s:%d (rules %s, %s store, %s, pid %d%s%s%s%s)",
-        host, port, config.rules_path, server.store, loop_name(asyncio.get_running_loop()), os.getpid(),
+        host,
+        port,
+        config.rules_path,
+        server.store,
+        loop_name(asyncio.get_running_loop()),
+        os.getpid(),
         f", worker {worker}" if worker is not None else "",
         ", TLS" if settings.tls_cert else "",
         ", auth" if tokens is not None else ", protected mode: loopback clients only",

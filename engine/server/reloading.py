@@ -105,10 +105,7 @@ def rules_signature(path: str) -> tuple:
         files = [path]
     else:
         files = [
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if name.endswith(".rules")
+            os.path.join(root, name) for root, _, names in os.walk(path) for name in names if name.endswith(".rules")
         ]
     for name in sorted(files):
         try:

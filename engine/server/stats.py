@@ -7,7 +7,19 @@ import time
 
 LATENCY_SAMPLES = 1 << 16  # the latency percentiles cover the last 65,536 requests
 LATENCY_BUCKETS = (  # seconds; Prometheus histogram bounds
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nba.engine.state import Store
 
-
 MEMORY_OPTIONS = ("max_events_per_type", "max_contacts")  # the others only mean something for Redis
 
 

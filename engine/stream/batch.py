@@ -59,8 +59,20 @@ BAD = 2  # ``output`` is the error's JSON
 class Item:
     """One stream entry on its way to a decision."""
 
-    __slots__ = ("stream", "entry_id", "fields", "deliveries", "event", "customer_id", "ruleset", "status",
-                 "output", "attempts", "redelivered", "failed_alone")
+    __slots__ = (
+        "stream",
+        "entry_id",
+        "fields",
+        "deliveries",
+        "event",
+        "customer_id",
+        "ruleset",
+        "status",
+        "output",
+        "attempts",
+        "redelivered",
+        "failed_alone",
+    )
 
     def __init__(self, stream: str, entry_id: str, fields: dict | None, deliveries: int = 1):
         self.stream = stream
@@ -84,11 +96,13 @@ class Item:
 def dumps(value: Any) -> bytes:
     """Compact JSON (UTF-8); infinite and NaN numbers as null, as ``nba replay`` prints them."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                          default=_json_default).encode()
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+        ).encode()
     except ValueError:
-        return json.dumps(plain_numbers(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                          default=_json_default).encode()
+        return json.dumps(
+            plain_numbers(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+        ).encode()
 
 
 class BatchDecider:
@@ -144,8 +158,10 @@ class BatchDecider:
                 head = chain[0]
                 left = [item for item in chain if item.status == PENDING]
                 if head.status == PENDING and head.attempts >= MAX_ATTEMPTS:
-                    head.fail("internal", f"customer {customer_id!r}: state kept changing under "
-                                          f"{MAX_ATTEMPTS} attempts to decide")
+                    head.fail(
+                        "internal",
+                        f"customer {customer_id!r}: state kept changing under {MAX_ATTEMPTS} attempts to decide",
+                    )
                     left.pop(0)
                 elif head.status == PENDING and head.attempts == 0:
                     left = []  # not readable or not committed: left for a retry, with the customer's later entries
@@ -186,8 +202,12 @@ class BatchDecider:
                 commit = None
                 if write is not None and not write.is_empty:
                     commit = store.codec(ruleset.needs).commit_command(base, write)
-                    if commit is None or (scratch is not None and not scratch.commit(
-                            item.customer_id, ruleset.needs, as_read_back(write, ruleset.profile_schema))):
+                    if commit is None or (
+                        scratch is not None
+                        and not scratch.commit(
+                            item.customer_id, ruleset.needs, as_read_back(write, ruleset.profile_schema)
+                        )
+                    ):
                         if item is chain[0]:
                             item.attempts += 1  # its own contacts exceed a cap: as a refused commit
                         break  # the later ones are decided again next round
@@ -249,7 +269,7 @@ class BatchDecider:
             position = 0
             for i in indexes:
                 codec, needs, time_s, _packed = requests[i]
-                own = replies[position:position + codec.count]
+                own = replies[position : position + codec.count]
                 position += codec.count
                 states[i] = self.state_of(chains[i][0], codec, needs, time_s, own)
         return states
@@ -284,8 +304,7 @@ class BatchDecider:
                     log.warning("redis %s:%s: %s", address[0], address[1], exc)
                     continue
             try:
-                answers = store.exchange(address, pack_commands([commands[i] for i in indexes]), len(indexes),
-                                         timeout)
+                answers = store.exchange(address, pack_commands([commands[i] for i in indexes]), len(indexes), timeout)
             except StoreUnavailable as exc:  # some may have been applied: their retry finds their keys
                 log.warning("redis %s:%s: committing failed: %s", address[0], address[1], exc)
                 self.loaded.discard(address)
@@ -301,8 +320,9 @@ class BatchDecider:
         """One commit through the store's own path (redirects followed, the script sent)."""
         store = self.store
         try:
-            [answer] = store.call(store.keys.base(item.customer_id), [eval_instead(command)],
-                                  self.timeout_s or store.write_timeout_s)
+            [answer] = store.call(
+                store.keys.base(item.customer_id), [eval_instead(command)], self.timeout_s or store.write_timeout_s
+            )
         except StoreUnavailable as exc:
             log.warning("customer %r: committing failed: %s", item.customer_id, exc)
             item.failed_alone = True
@@ -341,8 +361,10 @@ def as_read_back(write: StateWrite, schema: dict) -> StateWrite:
     """``write`` with its profile values as Redis gives them back (stored as text)."""
     if not write.profile_set:
         return write
-    profile_set = {name: decode_profile_value(encode_profile_value(value, schema.get(name)), schema.get(name))
-                   for name, value in write.profile_set.items()}
+    profile_set = {
+        name: decode_profile_value(encode_profile_value(value, schema.get(name)), schema.get(name))
+        for name, value in write.profile_set.items()
+    }
     return StateWrite(write.time, write.event_type, write.event_record, write.contacts, write.cap_checks, profile_set)
 
 

@@ -97,9 +97,13 @@ class Consumer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
         metrics = start_metrics(self, self.settings.metrics_host, self.settings.metrics_port)
-        log.info("consuming %s as %s of group %s%s", ", ".join(self.settings.streams), self.settings.consumer,
-                 self.settings.group,
-                 f", metrics on {metrics.server_address[0]}:{metrics.server_address[1]}" if metrics else "")
+        log.info(
+            "consuming %s as %s of group %s%s",
+            ", ".join(self.settings.streams),
+            self.settings.consumer,
+            self.settings.group,
+            f", metrics on {metrics.server_address[0]}:{metrics.server_address[1]}" if metrics else "",
+        )
         try:
             while not self.stopping or self.in_hand:
                 if not self.step() and self.stopping:
@@ -202,12 +206,17 @@ class Consumer:
         if len(streams) > 1 and is_cluster(self.client):
             replies = []  # one read per stream (they live on several nodes): block only on the last
             for index, stream in enumerate(streams):
-                replies += self.client.xreadgroup(settings.group, settings.consumer, {stream: ">"},
-                                                  count=settings.count,
-                                                  block=block if index == len(streams) - 1 and not replies else None)
+                replies += self.client.xreadgroup(
+                    settings.group,
+                    settings.consumer,
+                    {stream: ">"},
+                    count=settings.count,
+                    block=block if index == len(streams) - 1 and not replies else None,
+                )
         else:
-            replies = self.client.xreadgroup(settings.group, settings.consumer, {s: ">" for s in streams},
-                                             count=settings.count, block=block)
+            replies = self.client.xreadgroup(
+                settings.group, settings.consumer, {s: ">" for s in streams}, count=settings.count, block=block
+            )
         items = self.items_of(replies or [], 1)
         if items:
             self.stats.read += len(items)
@@ -235,8 +244,14 @@ class Consumer:
         for stream in settings.streams:
             # One at a time: an entry that kills its consumers (it is why it is pending) must not
             # take the entries beside it along until they too are delivered too often.
-            reply = self.client.xautoclaim(stream, settings.group, settings.consumer, settings.claim_idle_ms,
-                                           start_id=self.claim_cursor[stream], count=1)
+            reply = self.client.xautoclaim(
+                stream,
+                settings.group,
+                settings.consumer,
+                settings.claim_idle_ms,
+                start_id=self.claim_cursor[stream],
+                count=1,
+            )
             cursor, claimed = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             self.claim_cursor[stream] = as_text(cursor)
@@ -257,8 +272,14 @@ class Consumer:
         if not items:
             return
         ids = sorted((item.entry_id for item in items), key=id_key)
-        pending = self.client.xpending_range(stream, self.settings.group, min=ids[0], max=ids[-1],
-                                             count=max(len(items) * 4, 100), consumername=self.settings.consumer)
+        pending = self.client.xpending_range(
+            stream,
+            self.settings.group,
+            min=ids[0],
+            max=ids[-1],
+            count=max(len(items) * 4, 100),
+            consumername=self.settings.consumer,
+        )
         counts = {as_text(row["message_id"]): row["times_delivered"] for row in pending}
         for item in items:
             item.deliveries = counts.get(item.entry_id, item.deliveries)
@@ -313,15 +334,24 @@ class Consumer:
     def dead_letter(self, items: list[Item]) -> None:
         settings = self.settings
         for item in items:
-            fields = {b"entry": item.entry_id, b"stream": item.stream, b"group": settings.group,
-                      b"deliveries": str(item.deliveries)}
+            fields = {
+                b"entry": item.entry_id,
+                b"stream": item.stream,
+                b"group": settings.group,
+                b"deliveries": str(item.deliveries),
+            }
             for name, value in (item.fields or {}).items():
                 fields.setdefault(name, value)
             self.client.xadd(settings.dead_for(item.stream), fields)
             self.client.xack(item.stream, settings.group, item.entry_id)
             item.status = -1
-            log.warning("entry %s of %s was delivered %d times: moved to %s", item.entry_id, item.stream,
-                        item.deliveries, settings.dead_for(item.stream))
+            log.warning(
+                "entry %s of %s was delivered %d times: moved to %s",
+                item.entry_id,
+                item.stream,
+                item.deliveries,
+                settings.dead_for(item.stream),
+            )
         self.stats.dead_lettered += len(items)
 
     def answer(self, items: list[Item]) -> None:
@@ -335,8 +365,20 @@ class Consumer:
             out = settings.out_for(stream)
             trim = ("MAXLEN", "~", settings.out_maxlen) if settings.out_maxlen else ()
             extra = ("stream", stream) if self.shared_out else ()
-            writes = [("XADD", out, *trim, "*", "entry", item.entry_id, *extra,
-                       "decision" if item.status == DECIDED else "error", item.output) for item in done]
+            writes = [
+                (
+                    "XADD",
+                    out,
+                    *trim,
+                    "*",
+                    "entry",
+                    item.entry_id,
+                    *extra,
+                    "decision" if item.status == DECIDED else "error",
+                    item.output,
+                )
+                for item in done
+            ]
             ack = ("XACK", stream, settings.group, *[item.entry_id for item in done])
             self.send_in_order(out, writes, stream, ack)
             decided = sum(1 for item in done if item.status == DECIDED)
@@ -403,8 +445,9 @@ class Consumer:
             return
         try:
             for stream in self.settings.streams:
-                mine = self.client.xpending_range(stream, self.settings.group, min="-", max="+", count=1,
-                                                  consumername=self.settings.consumer)
+                mine = self.client.xpending_range(
+                    stream, self.settings.group, min="-", max="+", count=1, consumername=self.settings.consumer
+                )
                 if not mine:
                     self.client.xgroup_delconsumer(stream, self.settings.group, self.settings.consumer)
         except (ResponseError, *CONNECTION_ERRORS):

@@ -42,7 +42,8 @@ class ConsumerStats:
             "lag_seconds": round(self.lag_seconds, 6),
             "uptime_s": round(time.time() - self.started, 3),
             "cpu_s_since_first_entry": round(time.process_time() - self.cpu_started, 3)
-            if self.cpu_started is not None else 0.0,
+            if self.cpu_started is not None
+            else 0.0,
         }
 
 
@@ -71,13 +72,16 @@ class ConsumerMetrics:
         snap = self.consumer.snapshot()
         for key, name, doc in COUNTERS:
             yield CounterMetricFamily(name, doc, value=snap[key])
-        yield GaugeMetricFamily("nba_consume_pending", "Entries pending in the group (all consumers)",
-                                value=snap["pending"])
+        yield GaugeMetricFamily(
+            "nba_consume_pending", "Entries pending in the group (all consumers)", value=snap["pending"]
+        )
         if snap["lag_entries"] is not None:
-            yield GaugeMetricFamily("nba_consume_lag_entries", "Entries not yet delivered to the group",
-                                    value=snap["lag_entries"])
-        yield GaugeMetricFamily("nba_consume_lag_seconds", "Age of the newest entry read, when read",
-                                value=snap["lag_seconds"])
+            yield GaugeMetricFamily(
+                "nba_consume_lag_entries", "Entries not yet delivered to the group", value=snap["lag_entries"]
+            )
+        yield GaugeMetricFamily(
+            "nba_consume_lag_seconds", "Age of the newest entry read, when read", value=snap["lag_seconds"]
+        )
         first = CounterMetricFamily("nba_first_choices", "First choices per rule", labels=["rule"])
         for rule, count in sorted(snap["first_choices"].items()):
             first.add_metric([rule], count)

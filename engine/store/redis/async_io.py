@@ -12,14 +12,13 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
 from nba.engine.state import StoreUnavailable
-
 from nba.engine.store.redis.protocol import (
-    Backoff,
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,
+    PING,
+    Backoff,
     Endpoint,
     NodeDown,
-    PING,
     RefusalLog,
     connect_failure,
 )
@@ -35,8 +34,14 @@ class Pending:
 
     __slots__ = ("count", "future", "commands", "replies", "timeout_s", "deadline", "hard_limit", "turns_left")
 
-    def __init__(self, count: int, future: asyncio.Future | None, commands: list[tuple] | None = None,
-                 timeout_s: float = 0.0, now: float = 0.0):
+    def __init__(
+        self,
+        count: int,
+        future: asyncio.Future | None,
+        commands: list[tuple] | None = None,
+        timeout_s: float = 0.0,
+        now: float = 0.0,
+    ):
         self.count = count
         self.future = future
         self.commands = commands
@@ -132,8 +137,9 @@ class AsyncLink:
     of step; a broken connection fails every waiting caller and is replaced.
     """
 
-    def __init__(self, conn, on_late_reply: Callable[[tuple, Any], None],
-                 on_lost: Callable[[BaseException], None] | None = None):
+    def __init__(
+        self, conn, on_late_reply: Callable[[tuple, Any], None], on_lost: Callable[[BaseException], None] | None = None
+    ):
         self.conn = conn
         self.on_late_reply = on_late_reply
         self.on_lost = on_lost  # told once when the connection breaks (not when closed)
@@ -211,7 +217,7 @@ class AsyncLink:
                     reply = error
                 self.last_reply_at = self.loop.time()
                 self.deliver(reply)
-        except BaseException as error:  # noqa: BLE001 - the connection is gone either way
+        except BaseException as error:
             self.fail(error)
             if isinstance(error, asyncio.CancelledError):
                 raise
@@ -304,9 +310,15 @@ class AsyncNode:
     each caller's own timeout, so that the first decisions after it is back have state.
     """
 
-    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
-                 retry_interval_s: float, on_late_reply: Callable[[tuple, Any], None],
-                 on_state: Callable[[tuple, bool, str], None] | None = None):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        connect_timeout_s: float,
+        setup_timeout_s: float,
+        retry_interval_s: float,
+        on_late_reply: Callable[[tuple, Any], None],
+        on_state: Callable[[tuple, bool, str], None] | None = None,
+    ):
         self.endpoint = endpoint
         self.on_state = on_state  # (address, up, why): told of each connect that fails or works, each link lost
         self.down = False  # the last connect failed or the link was lost, and no connect has worked since
@@ -360,8 +372,13 @@ class AsyncNode:
             raise StoreUnavailable("redis: connecting took too long") from error
 
     async def open_link(self) -> AsyncLink:
-        options = dict(self.endpoint.async_options, host=self.endpoint.host, port=self.endpoint.port,
-                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.setup_timeout_s)
+        options = dict(
+            self.endpoint.async_options,
+            host=self.endpoint.host,
+            port=self.endpoint.port,
+            socket_connect_timeout=self.connect_timeout_s,
+            socket_timeout=self.setup_timeout_s,
+        )
         conn_class = options.pop("connection_class", async_connection.Connection)
         conn = conn_class(**options)
         try:
@@ -413,4 +430,6 @@ async def discard_async(conn) -> None:
         await conn.disconnect(nowait=True)
     except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
         pass
+
+
 COLD_START_WAIT_S = 0.1  # how long the first callers of an event loop wait for its first connection

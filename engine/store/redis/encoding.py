@@ -15,7 +15,6 @@ import msgpack
 from nba.dsl.runtime import parse_time
 from nba.engine.state import Contact, History
 
-
 # ---------------------------------------------------------------------------------------
 # Profile encoding: plain text a service can write with HSET
 #
@@ -89,7 +88,7 @@ def escaped(value: Any) -> str:
 
 def unescaped(text: str) -> Any:
     if text.startswith(MSGPACK_MARK, 1):
-        return unpack_member(base64.b64decode(text[1 + len(MSGPACK_MARK):]))
+        return unpack_member(base64.b64decode(text[1 + len(MSGPACK_MARK) :]))
     return json.loads(text[1:])
 
 
@@ -318,8 +317,9 @@ def unpack_members(raw: list) -> list:
     if None not in entries:
         return entries
     missing = [member for member, entry in zip(raw, entries) if entry is None]
-    unpacked = msgpack.unpackb(b"\xdd" + len(missing).to_bytes(4, "big") + b"".join(missing),
-                               strict_map_key=False, ext_hook=ext_hook)
+    unpacked = msgpack.unpackb(
+        b"\xdd" + len(missing).to_bytes(4, "big") + b"".join(missing), strict_map_key=False, ext_hook=ext_hook
+    )
     if len(cache) + len(missing) > MEMBER_CACHE_SIZE:
         cache.clear()
     cache.update(zip(missing, unpacked))
@@ -351,11 +351,18 @@ def decode_contacts(raw: list) -> list[Contact]:
     ``[time, sequence, rule, action, channel]`` of the right kinds (another service's)."""
     contacts = []
     for time, _sequence, rule, action, channel in unpack_members(raw):
-        if (time.__class__ is not float and (time.__class__ is not int or not -MAX_TIME < time < MAX_TIME)
-                or rule.__class__ is not str or action.__class__ is not str
-                or channel is not None and channel.__class__ is not str):
-            raise TypeError(f"a contact must be [time, sequence, rule, action, channel], not "
-                            f"{[time, _sequence, rule, action, channel]!r:.120}")
+        if (
+            time.__class__ is not float
+            and (time.__class__ is not int or not -MAX_TIME < time < MAX_TIME)
+            or rule.__class__ is not str
+            or action.__class__ is not str
+            or channel is not None
+            and channel.__class__ is not str
+        ):
+            raise TypeError(
+                f"a contact must be [time, sequence, rule, action, channel], not "
+                f"{[time, _sequence, rule, action, channel]!r:.120}"
+            )
         contacts.append(Contact(time, rule, action, channel))
     return contacts
 

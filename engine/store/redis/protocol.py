@@ -37,9 +37,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from nba.twins import pick_extension
 from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
-
 from nba.engine.store.redis.encoding import (
     contact_parts,
     decode_contacts,
@@ -51,6 +49,7 @@ from nba.engine.store.redis.encoding import (
     exclusive_after,
     read_kept_from,
 )
+from nba.twins import pick_extension
 
 log = logging.getLogger("nba.store.redis")
 
@@ -226,7 +225,8 @@ COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 # record's TTL untouched); 3 (nothing written) with ``after`` when the record before it
 # does not start with ``mark`` (that commit, made on the same state, did not land);
 # else the commit script's reply, and on 1 the record is kept.
-COMMIT_ONCE_SCRIPT = r"""
+COMMIT_ONCE_SCRIPT = (
+    r"""
 local done_key, record, record_ttl_ms, with_commit, after, mark = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local previous = redis.call('GET', done_key)
 if previous then return {2, previous} end
@@ -242,21 +242,25 @@ local function shifted(list, by)
   return out
 end
 local function commit(KEYS, ARGV)
-""" + COMMIT_SCRIPT + r"""
+"""
+    + COMMIT_SCRIPT
+    + r"""
 end
 local result = 1
 if with_commit == '1' then result = commit(shifted(KEYS, skip), shifted(ARGV, 5)) end
 if result == 1 then redis.call('SET', done_key, record, 'PX', record_ttl_ms) end
 return result
 """
+)
 
 COMMIT_ONCE_SHA = hashlib.sha1(COMMIT_ONCE_SCRIPT.encode()).hexdigest()
 ALREADY_COMMITTED = 2  # the first element of the once script's reply for a key committed before
 NOT_AFTER = 3  # the once script's reply when the commit it was to follow did not land
 
 
-def commit_once_command(commit: tuple | None, done_key: str, record: bytes | str, record_ttl_ms: int,
-                        after: tuple[str, bytes] | None = None) -> tuple:
+def commit_once_command(
+    commit: tuple | None, done_key: str, record: bytes | str, record_ttl_ms: int, after: tuple[str, bytes] | None = None
+) -> tuple:
     """``commit`` (an EVALSHA of the commit script, or None for a write with nothing to
     record) as an EVALSHA of the once script that keeps ``record`` at ``done_key``;
     with ``after`` (a record's key, a mark), only if that record starts with the mark."""
@@ -266,7 +270,7 @@ def commit_once_command(commit: tuple | None, done_key: str, record: bytes | str
     flags = ("1" if commit is not None else "0", "1" if after is not None else "0", after[1] if after else "")
     if commit is None:
         return (*head, record, record_ttl_ms, *flags)
-    return (*head, *commit[3:3 + n_keys], record, record_ttl_ms, *flags, *commit[3 + n_keys:])
+    return (*head, *commit[3 : 3 + n_keys], record, record_ttl_ms, *flags, *commit[3 + n_keys :])
 
 
 def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> list | None:
@@ -284,8 +288,13 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
                 allowed -= 1
         if allowed < 0:
             return None
-        args += (check.scope, check.key or "", allowed, repr(float(time - check.window)),
-                 repr(float(time + check.window)))
+        args += (
+            check.scope,
+            check.key or "",
+            allowed,
+            repr(float(time - check.window)),
+            repr(float(time + check.window)),
+        )
     return args
 
 
@@ -326,8 +335,19 @@ class Codec:
     EVALSHA command, its per-event-type tail (windows, limits, TTLs) made once.
     """
 
-    __slots__ = ("needs", "schema", "history", "windows", "suffix_sizes", "with_contacts",
-                 "count", "template", "tails", "retention", "ttls")
+    __slots__ = (
+        "needs",
+        "schema",
+        "history",
+        "windows",
+        "suffix_sizes",
+        "with_contacts",
+        "count",
+        "template",
+        "tails",
+        "retention",
+        "ttls",
+    )
 
     def __init__(self, needs: StateNeeds, retention: Retention):
         self.needs = needs
@@ -410,9 +430,16 @@ class Codec:
             need = self.needs.history.get(event_type)
             kept = need is not None and need.window > 0
             retention = self.retention
-            cached = (f":h:{event_type}" if kept else None,
-                      (repr(float(self.needs.contact_keep)), repr(float(need.window if need else 0.0)),
-                       retention.max_contacts, retention.max_events_per_type, *self.ttls))
+            cached = (
+                f":h:{event_type}" if kept else None,
+                (
+                    repr(float(self.needs.contact_keep)),
+                    repr(float(need.window if need else 0.0)),
+                    retention.max_contacts,
+                    retention.max_events_per_type,
+                    *self.ttls,
+                ),
+            )
             if len(self.tails) < 1024:  # event types are the ruleset's: a handful
                 self.tails[event_type] = cached
         return cached
@@ -426,8 +453,18 @@ class Codec:
         suffix, tail = self.tail(write.event_type)
         time = repr(float(write.time))
         if suffix is not None and write.event_record is not None:
-            args = ["EVALSHA", COMMIT_SHA, 4, base + ":m", base + ":c", base + ":p", base + suffix, time,
-                    *caps, len(contacts)]
+            args = [
+                "EVALSHA",
+                COMMIT_SHA,
+                4,
+                base + ":m",
+                base + ":c",
+                base + ":p",
+                base + suffix,
+                time,
+                *caps,
+                len(contacts),
+            ]
             for contact in contacts:
                 args += (repr(float(contact.time)), *contact_parts(contact))
             args += event_parts(write.time, write.event_record)
@@ -449,8 +486,9 @@ class Codec:
 NO_CAPS = (0,)
 
 
-def plan_put_profile(keys: KeyLayout, customer_id: str, profile: dict, needs: StateNeeds,
-                     retention: Retention) -> list[tuple]:
+def plan_put_profile(
+    keys: KeyLayout, customer_id: str, profile: dict, needs: StateNeeds, retention: Retention
+) -> list[tuple]:
     key = keys.profile(customer_id)
     commands: list[tuple] = [("MULTI",), ("DEL", key)]
     if profile:
@@ -470,7 +508,6 @@ CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, EOFError)
 
 class NodeDown(StoreUnavailable):
     """A node refused or lost the connection (not merely slow): its slots may have moved."""
-
 
 
 class RedisAccessDenied(NodeDown):
@@ -501,8 +538,10 @@ def refusal_reason(error: BaseException) -> str | None:
         if isinstance(error, ACCESS_ERRORS):
             return f"{type(error).__name__}: {error}"
         if isinstance(error, ssl.SSLEOFError):  # the server hung up in the TLS handshake
-            return ("the TLS connection was closed by the server during the handshake "
-                    "(does it require a client certificate: ssl_certfile, ssl_keyfile?)")
+            return (
+                "the TLS connection was closed by the server during the handshake "
+                "(does it require a client certificate: ssl_certfile, ssl_keyfile?)"
+            )
         if isinstance(error, ssl.SSLError) and any(reason in str(error) for reason in TLS_REFUSALS):
             if "CERTIFICATE_REQUIRED" in str(error):
                 return f"TLS: {error}: the server wants a client certificate (ssl_certfile, ssl_keyfile)"
@@ -595,8 +634,19 @@ def cluster_is_changing(reply: Any) -> bool:
 
 def worth_resending(reply: Any) -> bool:
     """A write's failure that a resend a moment later may get past."""
-    return isinstance(reply, (NoScriptError, MovedError, AskError, TryAgainError, ClusterDownError, ReadOnlyError,
-                              BusyLoadingError, NodeDown))
+    return isinstance(
+        reply,
+        (
+            NoScriptError,
+            MovedError,
+            AskError,
+            TryAgainError,
+            ClusterDownError,
+            ReadOnlyError,
+            BusyLoadingError,
+            NodeDown,
+        ),
+    )
 
 
 class Backoff:
@@ -681,8 +731,9 @@ def connection_options(url: str) -> tuple[str, int, dict, dict]:
         each.pop("port", None)
         each.setdefault("protocol", 2)
         try:  # made, not connected: checks the options now rather than on each connect
-            each.get("connection_class", default_class)(host=host, port=port, **{
-                name: value for name, value in each.items() if name != "connection_class"})
+            each.get("connection_class", default_class)(
+                host=host, port=port, **{name: value for name, value in each.items() if name != "connection_class"}
+            )
         except (TypeError, ValueError) as error:
             hint = " (ssl_* options need a rediss:// URL)" if "ssl" in str(error) else ""
             raise ValueError(f"bad redis URL option: {error}{hint}") from None
@@ -703,7 +754,7 @@ def parse_cluster_slots(reply: list, seed_host: str) -> tuple[list, list]:
     for entry in reply:
         start, end = int(entry[0]), int(entry[1])
         addresses = [node_address(node, seed_host) for node in entry[2:]]
-        table[start:end + 1] = [addresses[0]] * (end - start + 1)
+        table[start : end + 1] = [addresses[0]] * (end - start + 1)
         nodes += addresses
     return table, list(dict.fromkeys(nodes))
 
@@ -860,8 +911,9 @@ def has_error(replies: list) -> bool:
 CLUSTER_SLOTS = pack_commands([("CLUSTER", "SLOTS")])
 
 
-def follow_redirects(topology: Topology, packed: bytes, count: int,
-                     commands: list[tuple] | Callable[[], list[tuple]], replies: list):
+def follow_redirects(
+    topology: Topology, packed: bytes, count: int, commands: list[tuple] | Callable[[], list[tuple]], replies: list
+):
     """The round trips after one whose ``replies`` hold an error, without I/O.
 
     A generator: it yields ``(address, packed, count)`` for each round trip to make, is
@@ -939,8 +991,17 @@ class BadState(Exception):
         self.error = error
 
 
-BAD_STATE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError,
-                    UnicodeDecodeError, msgpack.UnpackException)
+BAD_STATE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RecursionError,
+    OverflowError,
+    UnicodeDecodeError,
+    msgpack.UnpackException,
+)
 
 
 def once_reply(reply: Any) -> tuple[int, bytes | None]:

@@ -9,12 +9,11 @@ import threading
 import time as clock
 from typing import Any, Awaitable, Callable, NoReturn
 
-
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from nba.engine.errors import StateError
 from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
-
+from nba.engine.store.redis.async_io import AsyncNode
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
     BAD_STATE_ERRORS,
@@ -47,7 +46,6 @@ from nba.engine.store.redis.protocol import (
     worth_resending,
 )
 from nba.engine.store.redis.sync_io import SyncLink, SyncNode, round_trip, send_only
-from nba.engine.store.redis.async_io import AsyncNode
 
 MAX_CODECS = 4096  # a ruleset has one per event type its rules name, and one more; then they start over
 SYNC_SETUP_TIMEOUT_S = 0.1  # a sync caller waits this long at most for a new connection's handshake
@@ -151,8 +149,10 @@ class RedisStore(Store):
         except StoreUnavailable:
             return
         if isinstance(reply, NoPermissionError):
-            raise RedisAccessDenied(f"redis {self.topology.seed.address[0]}:{self.topology.seed.address[1]} "
-                                    f"refused this engine: {reply} (see the ACL the engine needs)")
+            raise RedisAccessDenied(
+                f"redis {self.topology.seed.address[0]}:{self.topology.seed.address[1]} "
+                f"refused this engine: {reply} (see the ACL the engine needs)"
+            )
 
     def try_discover(self) -> bool:
         """Find out whether the URL names a cluster (and its slots); False if unreachable."""
@@ -225,8 +225,9 @@ class RedisStore(Store):
             for address in topology.refresh_candidates():
                 topology.fetches += 1
                 try:
-                    [reply] = await self.exchange_async(address, CLUSTER_SLOTS, 1,
-                                                        min(self.io_timeout_s, REFRESH_TIMEOUT_S))
+                    [reply] = await self.exchange_async(
+                        address, CLUSTER_SLOTS, 1, min(self.io_timeout_s, REFRESH_TIMEOUT_S)
+                    )
                 except StoreUnavailable:
                     continue
                 if has_error([reply]):
@@ -250,8 +251,12 @@ class RedisStore(Store):
                 log.warning("redis node %s:%d is back", *address)
         elif topology.node_down(address):
             self.node_down_events += 1
-            log.warning("redis node %s:%d is down (%s): requests for its slots are degraded until it is back"
-                        " or replaced", address[0], address[1], why)
+            log.warning(
+                "redis node %s:%d is down (%s): requests for its slots are degraded until it is back or replaced",
+                address[0],
+                address[1],
+                why,
+            )
 
     def in_a_cluster(self) -> bool:
         return self.topology.cluster is True
@@ -274,16 +279,27 @@ class RedisStore(Store):
     def sync_node(self, address: tuple[str, int]) -> SyncNode:
         node = self.sync_nodes.get(address)
         if node is None:
-            node = SyncNode(self.endpoint(address), self.connect_timeout_s,
-                            max(self.connect_timeout_s, SYNC_SETUP_TIMEOUT_S), self.retry_interval_s, self.node_state)
+            node = SyncNode(
+                self.endpoint(address),
+                self.connect_timeout_s,
+                max(self.connect_timeout_s, SYNC_SETUP_TIMEOUT_S),
+                self.retry_interval_s,
+                self.node_state,
+            )
             self.sync_nodes[address] = node
         return node
 
     def async_node(self, address: tuple[str, int]) -> AsyncNode:
         node = self.async_nodes.get(address)
         if node is None:
-            node = AsyncNode(self.endpoint(address), max(self.connect_timeout_s, self.io_timeout_s),
-                             self.io_timeout_s, self.retry_interval_s, self.late_reply_async, self.node_state)
+            node = AsyncNode(
+                self.endpoint(address),
+                max(self.connect_timeout_s, self.io_timeout_s),
+                self.io_timeout_s,
+                self.retry_interval_s,
+                self.late_reply_async,
+                self.node_state,
+            )
             node.fail_fast_when_down = self.in_a_cluster
             self.async_nodes[address] = node
         return node
@@ -375,8 +391,7 @@ class RedisStore(Store):
                     break
                 await asyncio.sleep(RETRY_PAUSE_S)
             try:
-                [reply] = await self.call_async(command[3], [eval_instead(command)],
-                                                max(deadline - loop.time(), 0.001))
+                [reply] = await self.call_async(command[3], [eval_instead(command)], max(deadline - loop.time(), 0.001))
             except StoreUnavailable as error:
                 reply = error
             if reply == 1:
@@ -399,8 +414,9 @@ class RedisStore(Store):
         """``commands`` (all on ``key``'s slot) in one round trip, following cluster redirects."""
         return self.call_packed(key, pack_commands(commands), len(commands), timeout_s, commands)
 
-    def call_packed(self, key: str, packed: bytes, count: int, timeout_s: float,
-                    commands: list[tuple] | Callable[[], list[tuple]]) -> list:
+    def call_packed(
+        self, key: str, packed: bytes, count: int, timeout_s: float, commands: list[tuple] | Callable[[], list[tuple]]
+    ) -> list:
         """``packed`` (``count`` commands, all on ``key``'s slot) in one round trip.
 
         ``commands`` are the same commands as tuples (or a function making them), for the
@@ -432,8 +448,9 @@ class RedisStore(Store):
     async def call_async(self, key: str, commands: list[tuple], timeout_s: float) -> list:
         return await self.call_packed_async(key, pack_commands(commands), len(commands), timeout_s, commands)
 
-    async def call_packed_async(self, key: str, packed: bytes, count: int, timeout_s: float,
-                                commands: list[tuple] | Callable[[], list[tuple]]) -> list:
+    async def call_packed_async(
+        self, key: str, packed: bytes, count: int, timeout_s: float, commands: list[tuple] | Callable[[], list[tuple]]
+    ) -> list:
         topology = self.topology
         if topology.cluster is None:  # not found out yet (Redis was down when the store started)
             await self.discover_async(timeout_s)
@@ -491,15 +508,25 @@ class RedisStore(Store):
     def read(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         codec = self.codec(needs)
         _, base, base_bytes = self.base(customer_id)
-        replies = self.call_packed(base, codec.read_request(base_bytes, time), codec.count, self.latency_budget_s,
-                                   lambda: codec.read_commands(base, time))
+        replies = self.call_packed(
+            base,
+            codec.read_request(base_bytes, time),
+            codec.count,
+            self.latency_budget_s,
+            lambda: codec.read_commands(base, time),
+        )
         return decoded_state(codec, replies, base)
 
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         codec = self.codec(needs)
         _, base, base_bytes = self.base(customer_id)
-        replies = await self.call_packed_async(base, codec.read_request(base_bytes, time), codec.count,
-                                               self.latency_budget_s, lambda: codec.read_commands(base, time))
+        replies = await self.call_packed_async(
+            base,
+            codec.read_request(base_bytes, time),
+            codec.count,
+            self.latency_budget_s,
+            lambda: codec.read_commands(base, time),
+        )
         return decoded_state(codec, replies, base)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
@@ -536,8 +563,9 @@ class RedisStore(Store):
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
 
-    def commit_once(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
-                    record_ttl_s: float) -> tuple[bool, bytes | None]:
+    def commit_once(
+        self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes, record_ttl_s: float
+    ) -> tuple[bool, bytes | None]:
         """``commit``, once per idempotency ``key`` of the customer: the check of the key,
         the write and the keeping of ``record`` (for ``record_ttl_s``) are one script.
 
@@ -554,8 +582,9 @@ class RedisStore(Store):
         status, kept = once_reply(checked([reply])[0])
         return status != 0, kept
 
-    def commit_once_command(self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes,
-                            record_ttl_s: float) -> tuple | None:
+    def commit_once_command(
+        self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes, record_ttl_s: float
+    ) -> tuple | None:
         """The EVALSHA of ``commit_once``; None when the write's own contacts exceed a cap."""
         base = self.base(customer_id)[1]
         commit = None

@@ -11,13 +11,12 @@ import redis.connection as sync_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-
 from nba.engine.store.redis.protocol import (
-    Backoff,
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,
-    Endpoint,
     PING,
+    Backoff,
+    Endpoint,
     RefusalLog,
     connect_failure,
 )
@@ -71,8 +70,14 @@ class SyncLink:
 class SyncNode:
     """A free list of connected links to one node (thread-safe by the GIL)."""
 
-    def __init__(self, endpoint: Endpoint, connect_timeout_s: float, setup_timeout_s: float,
-                 retry_interval_s: float, on_state: Callable[[tuple, bool, str], None] | None = None):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        connect_timeout_s: float,
+        setup_timeout_s: float,
+        retry_interval_s: float,
+        on_state: Callable[[tuple, bool, str], None] | None = None,
+    ):
         self.endpoint = endpoint
         self.on_state = on_state  # (address, up, why): told of each connect that fails or works
         self.connect_timeout_s = connect_timeout_s
@@ -94,8 +99,13 @@ class SyncNode:
 
     def connect(self) -> SyncLink:
         self.backoff.check()
-        options = dict(self.endpoint.options, host=self.endpoint.host, port=self.endpoint.port,
-                       socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.setup_timeout_s)
+        options = dict(
+            self.endpoint.options,
+            host=self.endpoint.host,
+            port=self.endpoint.port,
+            socket_connect_timeout=self.connect_timeout_s,
+            socket_timeout=self.setup_timeout_s,
+        )
         conn_class = options.pop("connection_class", sync_connection.Connection)
         conn = conn_class(**options)
         try:
@@ -149,8 +159,9 @@ def read_reply(conn) -> Any:
         return error
 
 
-def round_trip(link: SyncLink, packed: bytes, count: int, timeout_s: float,
-               on_late_reply: Callable[[tuple, Any], None]) -> list:
+def round_trip(
+    link: SyncLink, packed: bytes, count: int, timeout_s: float, on_late_reply: Callable[[tuple, Any], None]
+) -> list:
     """Send ``packed`` (``count`` commands) in one write and read every reply (errors in place).
 
     The replies owed to writes sent earlier on this link come first: they go to
@@ -168,7 +179,7 @@ def round_trip(link: SyncLink, packed: bytes, count: int, timeout_s: float,
         raise
     for command, reply in zip(unread, replies):
         on_late_reply(command, reply)
-    return replies[len(unread):]
+    return replies[len(unread) :]
 
 
 def send_only(link: SyncLink, packed: bytes, commands: list[tuple], timeout_s: float) -> None:
