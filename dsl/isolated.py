@@ -22,7 +22,6 @@ parent would make.
 from __future__ import annotations
 
 import asyncio
-import gc
 import marshal
 import os
 import pickle
@@ -40,13 +39,11 @@ from nba.dsl.source import LoadError
 
 @contextmanager
 def collector_paused():
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    """The loader's (imported when used: nba.dsl.loader imports this module)."""
+    from nba.dsl.loader import collector_paused as paused
+
+    with paused():
         yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 # the child's module, whatever the package is installed as (dsl or nba.dsl)

@@ -46,7 +46,7 @@ from typing import TextIO
 
 from nba.dsl import LoadError, load_ruleset
 from nba.dsl.compiler import CompiledRuleset
-from nba.dsl.loader import files_under
+from nba.dsl.files import files_under
 from nba.dsl.runtime import parse_time
 from nba.engine.decision import Choice, Decision, TraceEntry
 from nba.engine.engine import MAX_LIMIT, Engine

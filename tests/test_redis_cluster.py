@@ -10,8 +10,9 @@ import time
 import pytest
 import redis as redis_py
 
+from nba.dsl.needs import HistoryNeed
 from nba.engine import Engine
-from nba.engine.state import CapCheck, Contact, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite, StoreUnavailable
 from nba.engine.store.redis import KeyLayout, RedisStore
 
 from redis_fixtures import REDIS_CLI, needs_redis

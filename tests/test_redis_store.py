@@ -13,7 +13,8 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nba.engine.state import CapCheck, Contact, CustomerState, HistoryNeed, StateNeeds, StateWrite, StoreUnavailable
+from nba.dsl.needs import HistoryNeed
+from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
 from nba.engine.store import open_store
 from nba.engine.store.redis import (
     Codec,
