@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -313,67 +312,6 @@ class ServerProcess:
         if not self.log.closed:
             self.log.close()
         return self.process.returncode
-
-
-# ------------------------------------------------------------------ redis
-
-REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisProcess:
-    """A throwaway ``redis-server`` on a free loopback port, nothing kept on disk."""
-
-    def __init__(self, directory):
-        self.port = free_port()
-        self.directory = str(directory)
-        self.process = None
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self):
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.directory,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def answers():
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    return sock.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        if not wait_for(answers, timeout=20):
-            self.__exit__()
-            raise RuntimeError("redis-server did not start")
-        return self
-
-    def __exit__(self, *exc):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 # ------------------------------------------------------------------ a server with tokens and TLS

@@ -287,7 +287,7 @@ def test_two_workers_share_the_port(rules, tmp_path):
 from nba.engine import Engine  # noqa: E402
 
 from benchmarks.bench_server import RULES as CART_RULES  # noqa: E402  (DSL.md's example ruleset)
-from server_fakes import REDIS_SERVER, RedisProcess  # noqa: E402
+from redis_fixtures import needs_redis  # noqa: E402
 
 
 @pytest.fixture
@@ -374,25 +374,25 @@ def not_in_holdout(cart_rules) -> str:
     raise AssertionError("no customer outside the holdout")
 
 
-@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
-def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path):
+@needs_redis
+def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path, own_redis_server):
     customer = not_in_holdout(cart_rules)
-    with RedisProcess(tmp_path) as redis:
-        command = [sys.executable, "-m", "nba.engine.server", str(cart_rules), "--port", "0", "--redis", redis.url]
-        with ServerProcess(command, log_path=tmp_path / "log") as proc, Client("127.0.0.1", proc.port) as client:
-            client.put_profile(customer, {"email_opt_in": True, "tier": "gold"})
-            assert client.get_profile(customer) == {"email_opt_in": True, "tier": "gold"}
-            cart = {"customer_id": customer, "type": "cart_abandoned", "cart_value": 80}
-            decisions = client.decide_many([cart] * 5)  # one customer, pipelined: run in order
-            reminders = [d for d in decisions if d["action"] == "cart_reminder" and not d["degraded"]]
-            assert len(reminders) <= 1  # cap 1 per 24h
-            views = client.decide_many(
-                {"customer_id": f"v{i}", "type": "page_view", "category": "shoes"} for i in range(500)
-            )
-            assert len(views) == 500
-            stats = client.stats()
-            assert stats["server"]["store"] == "redis" and stats["decisions"] >= 505
-        assert proc.process.returncode == 0
+    redis = own_redis_server
+    command = [sys.executable, "-m", "nba.engine.server", str(cart_rules), "--port", "0", "--redis", redis.url]
+    with ServerProcess(command, log_path=tmp_path / "log") as proc, Client("127.0.0.1", proc.port) as client:
+        client.put_profile(customer, {"email_opt_in": True, "tier": "gold"})
+        assert client.get_profile(customer) == {"email_opt_in": True, "tier": "gold"}
+        cart = {"customer_id": customer, "type": "cart_abandoned", "cart_value": 80}
+        decisions = client.decide_many([cart] * 5)  # one customer, pipelined: run in order
+        reminders = [d for d in decisions if d["action"] == "cart_reminder" and not d["degraded"]]
+        assert len(reminders) <= 1  # cap 1 per 24h
+        views = client.decide_many(
+            {"customer_id": f"v{i}", "type": "page_view", "category": "shoes"} for i in range(500)
+        )
+        assert len(views) == 500
+        stats = client.stats()
+        assert stats["server"]["store"] == "redis" and stats["decisions"] >= 505
+    assert proc.process.returncode == 0
 
 
 def test_workers_stop_when_their_parent_is_killed(rules, tmp_path):
