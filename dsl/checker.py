@@ -564,6 +564,19 @@ def segment_refs(expr: n.Expr):
             yield node.name
 
 
+def and_operands(expr: n.Expr) -> list[n.Expr]:
+    """The operands of a top-level ``and`` chain, in source order (one when there is none)."""
+    out, stack = [], [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Binary) and node.op == "and":
+            stack.append(node.right)
+            stack.append(node.left)
+        else:
+            out.append(node)
+    return out
+
+
 def walk(expr: n.Expr | None):
     """Every expression node under ``expr``, itself included, parents first."""
     if expr is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from nba.dsl import nodes as n
-from nba.dsl.checker import walk
+from nba.dsl.checker import and_operands, walk
 from nba.dsl.folding import fold
 from nba.dsl.twins import runtime as rt
 from nba.dsl.unparse import source_text, start_of
@@ -71,19 +71,6 @@ def condition_value(value, what: str):
     return rt.truth(value, what)  # raises the decision's EvalError
 
 
-def operands(when: n.Expr) -> list[n.Expr]:
-    """The operands of the top-level ``and`` (long chains are balanced trees), in order."""
-    found: list[n.Expr] = []
-    pending = [when]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, n.Binary) and node.op == "and":
-            pending.extend((node.right, node.left))
-        else:
-            found.append(node)
-    return found
-
-
 def read_values(when: n.Expr, segments: dict[str, n.Segment]) -> list[n.Expr]:
     """Every event field, profile field, segment and aggregate the condition reads, once
     each: first those written in the condition, in the order they appear, then those it
@@ -132,7 +119,7 @@ class Explainers:
 
     def _make(self, index: int) -> RuleExplainer:
         rule = self._compiler.checked.rules[index]
-        parts = operands(rule.when)
+        parts = and_operands(rule.when)
         values = read_values(rule.when, self._compiler.checked.segments)
         gen = self._compiler.gen()
         module = self._compiler.module

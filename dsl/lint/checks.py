@@ -22,7 +22,7 @@ import datetime as _dt
 from dataclasses import dataclass
 
 from nba.dsl import nodes as n
-from nba.dsl.checker import CheckedRuleset, event_types_of, walk
+from nba.dsl.checker import CheckedRuleset, and_operands, event_types_of, walk
 from nba.dsl.folding import fold
 from nba.dsl.lint.conditions import ALWAYS, DNF, Conditions, TooComplex, dnf_and
 from nba.dsl.lint.implication import implies, keysets, may_imply
@@ -57,19 +57,6 @@ class _RuleFacts:
 def lint_checked(checked: CheckedRuleset, sources: dict[str, str], at: float) -> list[LintWarning]:
     """Every warning of a ruleset that loads, in path, line and column order."""
     return _Linter(checked, sources, at).run()
-
-
-def and_operands(expr: n.Expr) -> list[n.Expr]:
-    """The operands of a top-level ``and`` chain, in source order (one when there is none)."""
-    out, stack = [], [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, n.Binary) and node.op == "and":
-            stack.append(node.right)
-            stack.append(node.left)
-        else:
-            out.append(node)
-    return out
 
 
 def constant_number(expr: n.Expr | None):
