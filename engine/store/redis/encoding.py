@@ -305,30 +305,12 @@ def contact_parts(contact: Contact) -> tuple[bytes, bytes]:
 
 
 def unpack_members(raw: list) -> list:
-    """Every member of a ZRANGEBYSCORE reply, unpacked.
-
-    A member never changes once written (its sequence number makes it unique), so the
-    members this process has unpacked before are taken from ``MEMBER_CACHE``: a customer's
-    history is read again at each of their events. The others are unpacked in one call,
-    as one msgpack array.
-    """
-    cache = MEMBER_CACHE
-    entries = list(map(cache.get, raw))
-    if None not in entries:
-        return entries
-    missing = [member for member, entry in zip(raw, entries) if entry is None]
-    unpacked = msgpack.unpackb(
-        b"\xdd" + len(missing).to_bytes(4, "big") + b"".join(missing), strict_map_key=False, ext_hook=ext_hook
+    """Every member of a ZRANGEBYSCORE reply, unpacked in one msgpack call (as one array)."""
+    if not raw:
+        return []
+    return msgpack.unpackb(
+        b"\xdd" + len(raw).to_bytes(4, "big") + b"".join(raw), strict_map_key=False, ext_hook=ext_hook
     )
-    if len(cache) + len(missing) > MEMBER_CACHE_SIZE:
-        cache.clear()
-    cache.update(zip(missing, unpacked))
-    fresh = iter(unpacked)
-    return [entry if entry is not None else next(fresh) for entry in entries]
-
-
-MEMBER_CACHE: dict[bytes, list] = {}  # member -> unpacked; never changed by a reader
-MEMBER_CACHE_SIZE = 16_384  # members (about 500 bytes each with their keys: some 8 MB), then it starts over
 
 
 def decode_history(raw: list, fields: tuple[str, ...]) -> History:
