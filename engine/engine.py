@@ -16,7 +16,7 @@ from nba.engine.decision import Decision, decision_map
 from nba.engine.errors import EventError, RequestError, StoreError
 from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
 from nba.engine.procedure import Outcome, evaluate
-from nba.engine.state import Store, StoreUnavailable, empty_state
+from nba.engine.state import CustomerState, StateWrite, Store, StoreUnavailable, empty_state
 from nba.engine.stats import EngineStats
 from nba.engine.turns import ThreadTurns, turns_for
 
@@ -207,29 +207,54 @@ class Engine:
         store = self.store
         needs = ruleset.needs  # what is recorded and kept
         reads = ruleset.needs_for(checked["type"])  # what this event's decision reads
-        for _attempt in range(MAX_ATTEMPTS):
+        time = checked["time"]
+        steps = Attempts(self, ruleset, checked, limit, explain, dry_run)
+        while True:
             try:
-                state = await store.read_async(customer_id, reads, checked["time"])
-                degraded = False
+                state = await store.read_async(customer_id, reads, time)
             except StoreUnavailable:
-                self.stats.store_read_failures += 1
-                state, degraded = empty_state(), True
-            outcome = evaluate(ruleset, checked, state, limit, explain, degraded)
-            if dry_run or degraded or _nothing_to_record(outcome):
+                state = None
+            write = steps.read(state)
+            if write is None:
                 break
             try:
-                if await store.commit_async(customer_id, needs, outcome.write):
-                    break
+                committed = await store.commit_async(customer_id, needs, write)
             except StoreUnavailable:
-                degraded = True
-                self.stats.store_commit_failures += 1
-                outcome = evaluate(ruleset, checked, empty_state(), limit, explain, True)
+                committed = None
+            if steps.committed(committed):
                 break
-        else:  # the commit's cap check never agreed with the read's
-            degraded = True
-            outcome = _given_up(ruleset, checked, limit, explain)
-        self._record(outcome, degraded)
-        return customer_id, outcome, degraded
+        self._record(steps.outcome, steps.degraded)
+        return customer_id, steps.outcome, steps.degraded
+
+    def decide_map_then(
+        self,
+        event: Mapping,
+        then: Callable[[dict | None, BaseException | None], object],
+        *,
+        limit: int = 1,
+        explain: bool = False,
+        dry_run: bool = False,
+    ) -> None:
+        """``decide_map`` for an event loop's caller with no task to suspend (the socket
+        server): ``then(decision_map, None)`` once the decision is made, or ``then(None,
+        error)`` (``EventError``, ``RequestError``, a bug), exactly once, perhaps before this
+        returns. The same decision as ``decide_async``, in the same turn order, driven by
+        the store's callbacks (``Store.read_then``/``commit_then``) instead of a task's awaits."""
+        if self.store.decision_lock is not None:  # the in-memory store: nothing waits
+            try:
+                decision = self.decide_map(event, limit=limit, explain=explain, dry_run=dry_run)
+            except Exception as error:  # noqa: BLE001 - the caller is told
+                then(None, error)
+                return
+            then(decision, None)
+            return
+        try:
+            ruleset, checked = self._prepare(event, limit)
+        except Exception as error:  # noqa: BLE001
+            then(None, error)
+            return
+        decision = DecisionThen(self, ruleset, checked, limit, explain, dry_run, then)
+        decision.turns.take_then(decision.customer_id, decision.start)
 
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
@@ -353,8 +378,146 @@ class Engine:
         self.close()
 
 
-def _nothing_to_record(outcome: Outcome) -> bool:
-    return outcome.write is None or outcome.write.is_empty
+class Attempts:
+    """One decision on a store whose reads and commits wait, without its I/O: evaluate on
+    each state read, say what to commit, and read again while the commit's cap check
+    disagrees with the read's (another process recorded a contact meanwhile), at most
+    ``MAX_ATTEMPTS`` times. ``decide_async`` drives it with awaits, ``decide_map_then``
+    with callbacks."""
+
+    __slots__ = ("engine", "ruleset", "checked", "limit", "explain", "dry_run", "attempts", "outcome", "degraded")
+
+    def __init__(
+        self, engine: Engine, ruleset: CompiledRuleset, checked: dict, limit: int, explain: bool, dry_run: bool
+    ):
+        self.engine = engine
+        self.ruleset = ruleset
+        self.checked = checked
+        self.limit = limit
+        self.explain = explain
+        self.dry_run = dry_run
+        self.attempts = 0
+        self.outcome: Outcome | None = None
+        self.degraded = False
+
+    def read(self, state: CustomerState | None) -> StateWrite | None:
+        """The state read (None: the store was unavailable, the decision is degraded): the
+        write to commit next, or None when the decision is made."""
+        degraded = state is None
+        if degraded:
+            self.engine.stats.store_read_failures += 1
+            state = empty_state()
+        outcome = evaluate(self.ruleset, self.checked, state, self.limit, self.explain, degraded)
+        self.outcome = outcome
+        self.degraded = degraded
+        write = outcome.write
+        if self.dry_run or degraded or write is None or write.is_empty:
+            return None
+        return write
+
+    def committed(self, committed: bool | None) -> bool:
+        """The commit's result (None: the store was unavailable): whether the decision is
+        made (else read again)."""
+        if committed is None:  # the write may or may not have landed: answer as degraded,
+            self.degraded = True  # which gives no capped action (an untold contact only tightens a cap)
+            self.engine.stats.store_commit_failures += 1
+            self.outcome = evaluate(self.ruleset, self.checked, empty_state(), self.limit, self.explain, True)
+            return True
+        if committed:
+            return True
+        self.attempts += 1
+        if self.attempts == MAX_ATTEMPTS:  # the commit's cap check never agreed with the read's
+            self.degraded = True
+            self.outcome = _given_up(self.ruleset, self.checked, self.limit, self.explain)
+            return True
+        return False
+
+
+class DecisionThen(Attempts):
+    """``Attempts`` driven by the store's callbacks, for ``Engine.decide_map_then``: the
+    customer's turn taken, read, commit, (read again), then the decision's map handed to
+    ``then`` and the turn given back."""
+
+    __slots__ = ("customer_id", "then", "turns", "told")
+
+    def __init__(
+        self,
+        engine: Engine,
+        ruleset: CompiledRuleset,
+        checked: dict,
+        limit: int,
+        explain: bool,
+        dry_run: bool,
+        then: Callable[[dict | None, BaseException | None], object],
+    ):
+        Attempts.__init__(self, engine, ruleset, checked, limit, explain, dry_run)
+        self.customer_id = checked["customer_id"]
+        self.then = then
+        self.turns = turns_for(engine._turns, get_running_loop())
+        self.told = False  # then was called: an exception now is the caller's own, not the decision's
+
+    def start(self) -> None:
+        """The customer's turn: read."""
+        checked = self.checked
+        try:
+            self.engine.store.read_then(
+                self.customer_id, self.ruleset.needs_for(checked["type"]), checked["time"], self.on_read
+            )
+        except Exception as failure:  # a store that raises instead of calling back (or then, re-raised)
+            if self.told:
+                raise
+            self.fail(failure)
+
+    def on_read(self, state: CustomerState | None, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, StoreUnavailable):
+            self.fail(error)
+            return
+        try:
+            write = self.read(state)
+        except Exception as failure:  # noqa: BLE001 - a bug: the caller is told
+            self.fail(failure)
+            return
+        if write is None:
+            self.succeed()
+            return
+        try:
+            self.engine.store.commit_then(self.customer_id, self.ruleset.needs, write, self.on_commit)
+        except Exception as failure:  # a store that raises instead of calling back (or then, re-raised)
+            if self.told:
+                raise
+            self.fail(failure)
+
+    def on_commit(self, committed: bool | None, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, StoreUnavailable):
+            self.fail(error)
+            return
+        try:
+            made = self.committed(committed)
+        except Exception as failure:  # noqa: BLE001
+            self.fail(failure)
+            return
+        if made:
+            self.succeed()
+        else:
+            self.start()
+
+    def succeed(self) -> None:
+        engine = self.engine
+        outcome = self.outcome
+        try:
+            engine._record(outcome, self.degraded)
+            result = decision_map(self.customer_id, outcome.choices, self.degraded, outcome.trace)
+        except Exception as failure:  # noqa: BLE001
+            self.fail(failure)
+            return
+        self.told = True
+        self.turns.give_back(self.customer_id)
+        self.then(result, None)
+
+    def fail(self, error: BaseException) -> None:
+        self.told = True
+        self.turns.give_back(self.customer_id)
+        self.then(None, error)
 
 
 def _decision(customer_id: str, choices: list, degraded: bool, trace: list | None) -> Decision:

@@ -11,8 +11,10 @@ Times are floats: seconds since the Unix epoch.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
 
 from nba.dsl.needs import StateNeeds  # what a ruleset needs is the language's to say
 
@@ -121,6 +123,31 @@ class StateWrite:
         return self.event_record is None and not self.contacts and not self.profile_set
 
 
+Reply = Callable[[Any, "BaseException | None"], Any]  # then(result, None) or then(None, error)
+
+
+def run_then(work: Awaitable, then: Reply) -> None:
+    """Run ``work`` in a task of the running loop; hand its result or exception to ``then``."""
+    task = asyncio.get_running_loop().create_task(work)
+    RUNNING.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(lambda done: hand_over(done, then))
+
+
+def hand_over(task: asyncio.Task, then: Reply) -> None:
+    RUNNING.discard(task)
+    if task.cancelled():
+        then(None, asyncio.CancelledError())
+        return
+    error = task.exception()
+    if error is not None:
+        then(None, error)
+    else:
+        then(task.result(), None)
+
+
+RUNNING: set = set()  # the tasks of run_then, until done
+
+
 class Store(ABC):
     """Where customers' state lives. Implementations: ``MemoryStore``, ``RedisStore``."""
 
@@ -149,6 +176,20 @@ class Store(ABC):
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         return self.commit(customer_id, needs, write)
+
+    # For an event loop's caller with no task to suspend (the socket server's decisions):
+    # the result is handed to ``then(result, None)``, or ``then(None, error)`` (any
+    # exception; ``StoreUnavailable`` as the awaited method raises it), exactly once, from
+    # the event loop and perhaps before the method returns. A store whose requests can be
+    # answered by callbacks (RedisStore) needs no task; these run the awaited methods in one.
+
+    def read_then(self, customer_id: str, needs: StateNeeds, time: float, then: Reply) -> None:
+        """``read_async``, its result handed to ``then``."""
+        run_then(self.read_async(customer_id, needs, time), then)
+
+    def commit_then(self, customer_id: str, needs: StateNeeds, write: StateWrite, then: Reply) -> None:
+        """``commit_async``, its result handed to ``then``."""
+        run_then(self.commit_async(customer_id, needs, write), then)
 
     @abstractmethod
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:

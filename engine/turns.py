@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from typing import Any, Callable
 
 
 class CustomerTurns:
     """Per event loop: customer id -> the decisions waiting for their turn (``None`` while
-    only one is in flight)."""
+    only one is in flight): futures their tasks await, or functions to call."""
 
     __slots__ = ("loop", "waiting")
 
@@ -43,6 +44,19 @@ class CustomerTurns:
         queue.append(turn)
         return turn
 
+    def take_then(self, customer_id: str, start: Callable[[], Any]) -> None:
+        """``take`` for a caller with no task to suspend: ``start()`` now when the turn is the
+        caller's at once, else from the event loop once it is."""
+        waiting = self.waiting
+        if customer_id not in waiting:
+            waiting[customer_id] = None
+            start()
+            return
+        queue = waiting[customer_id]
+        if queue is None:
+            queue = waiting[customer_id] = deque()
+        queue.append(start)
+
     async def wait(self, turn: asyncio.Future, customer_id: str) -> None:
         try:
             await turn
@@ -57,6 +71,9 @@ class CustomerTurns:
         queue = waiting.get(customer_id)
         while queue:
             turn = queue.popleft()
+            if not isinstance(turn, asyncio.Future):  # take_then's
+                self.loop.call_soon(turn)
+                return
             if not turn.done():  # a waiter cancelled meanwhile has left the queue
                 turn.set_result(None)
                 return

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from nba.dsl import LoadError, load_text
+from nba.dsl import LoadError, load_ruleset, load_text
 from nba.engine import Engine, EventError, RequestError
+from nba.engine.store.memory import MemoryStore
 
 RULES = """
 profile { tier: string, lifetime_value: number, email_opt_in: bool }
@@ -236,6 +237,40 @@ def test_decide_async_matches_decide(write_rules):
 
     expected = [sync_engine.decide(e, limit=2, explain=True).to_dict() for e in events]
     assert [d.to_dict() for d in asyncio.run(run())] == expected
+
+
+class AwaitedMemoryStore(MemoryStore):
+    """The in-memory store as a store that waits (no engine lock): ``decide_map_then``
+    reads and commits through the Store interface's ``read_then``/``commit_then``."""
+
+    decision_lock = None
+
+
+def test_decide_map_then_matches_decide(write_rules):
+    path = write_rules(RULES)
+    sync_engine = Engine.from_path(path)
+    engines = [Engine.from_path(path), Engine(load_ruleset(path), AwaitedMemoryStore())]
+    events = [cart(t=T0 + i, customer=f"c{i % 3}") for i in range(12)]
+    bad = {"customer_id": "c1", "type": "cart_abandoned", "cart_value": "lots", "time": T0}
+
+    def decide_map_then(engine, event, **options) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+
+        def then(decision, error):
+            assert not future.done(), "told twice"
+            future.set_result(decision if error is None else error)
+
+        engine.decide_map_then(event, then, **options)
+        return future
+
+    async def run(engine):
+        decisions = await asyncio.gather(*(decide_map_then(engine, e, limit=2, explain=True) for e in events))
+        failed = await decide_map_then(engine, bad)
+        return decisions, type(failed).__name__
+
+    expected = [sync_engine.decide(e, limit=2, explain=True).to_dict() for e in events]
+    for engine in engines:
+        assert asyncio.run(run(engine)) == (expected, "EventError")
 
 
 def test_time_comes_from_the_event(write_rules):

@@ -606,19 +606,35 @@ def test_eof_with_whole_frames_still_queued_answers_them_all(rules):
     run(scenario())
 
 
+class CountingEngine(FakeEngine):
+    """Counts its decisions in flight, and the most there were at once."""
+
+    def __init__(self, rules_path, delay):
+        super().__init__(rules_path, delay)
+        self.in_flight = self.most_in_flight = 0
+
+    async def decide_async(self, event, limit=1, explain=False, dry_run=False):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await super().decide_async(event, limit, explain, dry_run)
+        finally:
+            self.in_flight -= 1
+
+
 def test_at_most_max_concurrency_requests_run_at_once(rules):
     async def scenario():
-        engine = FakeEngine(str(rules), delay=0.002)
+        engine = CountingEngine(str(rules), delay=0.002)
         conn, transport, server = open_connection(rules, blocking=False, engine=engine, max_concurrency=2)
         conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(20)))
-        assert len(server._tasks) == 2 and len(server._backlog) == 18
+        assert server._active == 2 and len(server._backlog) == 18
         seen = []
         while len(seen) < 20:
-            assert len(server._tasks) <= 2
             await asyncio.sleep(0.001)
             seen += transport.responses()
         assert sorted(r["id"] for r in seen) == list(range(20))
-        assert server._active == 0 or not server._backlog
+        assert engine.most_in_flight == 2  # the engine never had more at once
+        assert server._active == 0 and not server._backlog
 
     run(scenario())
 

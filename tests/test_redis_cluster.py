@@ -84,6 +84,41 @@ def test_async_paths_on_the_cluster(store):
         assert state.profile == {"ltv": 1} and len(state.contacts) == 1
 
 
+def answer_of(start) -> asyncio.Future:
+    """What ``start(then)`` hands its callback, as a future (``read_then``/``commit_then``)."""
+    future = asyncio.get_running_loop().create_future()
+    start(lambda result, error: future.set_result(result) if error is None else future.set_exception(error))
+    return future
+
+
+def test_callback_paths_on_the_cluster_follow_moved(store):
+    """By callback on each node's open link; a slot pointed at the wrong node is answered
+    MOVED, followed on the awaited path, and learnt."""
+
+    async def scenario():
+        for customer in CUSTOMERS[:10]:  # every node's link opened
+            await store.read_async(customer, NEEDS, T0)
+        for customer in CUSTOMERS[:10]:
+            gave = write(T0, {"ltv": 1}, with_contact=True)
+            assert await answer_of(lambda then, c=customer, w=gave: store.commit_then(c, NEEDS, w, then))
+            refused = write(T0, with_contact=True)
+            assert not await answer_of(lambda then, c=customer, w=refused: store.commit_then(c, NEEDS, w, then))
+        moved = []
+        for customer in CUSTOMERS[10:12]:
+            key, right = point_slot_elsewhere(store, customer)
+            moved.append((key, right))
+        states = [
+            await answer_of(lambda then, c=customer: store.read_then(c, NEEDS, T0, then)) for customer in CUSTOMERS[:12]
+        ]
+        await store.close_async()
+        return states, moved
+
+    states, moved = asyncio.run(scenario())
+    for state in states[:10]:
+        assert state.profile == {"ltv": 1} and len(state.contacts) == 1
+    assert all(store.topology.address_for(key) == right for key, right in moved)
+
+
 def point_slot_elsewhere(store: RedisStore, customer: str) -> tuple:
     key = KeyLayout().profile(customer)
     right = store.topology.address_for(key)

@@ -70,6 +70,30 @@ async def replay_async(engine: Engine, events: list, profiles: list) -> list[dic
     return out
 
 
+ASYNC_CALLS = ["awaited", "callback"]  # decide_async; decide_map_then (the socket server's way, no task)
+
+
+def decide_by(call: str, engine: Engine, event: dict, **options) -> asyncio.Future:
+    """The map of ``event``'s decision for an asyncio caller: awaited, or handed to a callback."""
+    if call == "awaited":
+        return asyncio.ensure_future(awaited_map(engine, event, **options))
+    future = asyncio.get_running_loop().create_future()
+
+    def then(decision, error) -> None:
+        assert not future.done(), "told twice"
+        if error is None:
+            future.set_result(decision)
+        else:
+            future.set_exception(error)
+
+    engine.decide_map_then(event, then, **options)
+    return future
+
+
+async def awaited_map(engine: Engine, event: dict, **options) -> dict:
+    return (await engine.decide_async(event, **options)).to_dict()
+
+
 def assert_same_lines(expected: list[dict], actual: list[dict]) -> None:
     assert len(actual) == len(expected)
     for number, (want, got) in enumerate(zip(expected, actual), 1):
@@ -90,7 +114,8 @@ def on_memory(demo):
 # -- replays agree line for line
 
 
-def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, demo, on_memory):
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, demo, on_memory, call):
     """One customer's events taken by different callers at once are decided in the order
     they were taken (engine/turns.py): each sees the state the one before it left."""
     events, profiles = demo
@@ -106,7 +131,7 @@ def test_sixteen_callers_sharing_one_stream_decide_as_memory_does(redis_url, dem
         async def caller() -> None:
             for number, event in stream:
                 try:
-                    out[number - 1] = (await engine.decide_async(event)).to_dict()
+                    out[number - 1] = await decide_by(call, engine, event)
                 except EngineError as error:
                     out[number - 1] = {"line": number, "error": str(error)}
 
@@ -146,6 +171,53 @@ def test_demo_replay_on_a_cluster_matches_memory(redis_cluster_url, demo, on_mem
 def test_demo_replay_on_a_cluster_async_matches_memory(redis_cluster_url, demo, on_memory):
     engine = Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED)
     assert_same_lines(on_memory, asyncio.run(replay_async(engine, *demo)))
+
+
+def test_demo_replay_on_a_cluster_by_callback_matches_memory(redis_cluster_url, demo, on_memory):
+    events, profiles = demo
+    engine = Engine.from_path(RULES, redis_url=redis_cluster_url, **RELAXED)
+
+    async def run() -> list:
+        for profile in profiles:
+            profile = dict(profile)
+            await engine.put_profile_async(profile.pop("customer_id"), profile)
+        out = []
+        for number, event in enumerate(events, 1):
+            try:
+                out.append(await decide_by("callback", engine, event))
+            except EngineError as error:
+                out.append({"line": number, "error": str(error)})
+        await engine.close_async()
+        return out
+
+    assert_same_lines(on_memory, asyncio.run(run()))
+
+
+def test_a_decision_by_callback_takes_every_option_and_tells_errors(redis_url, demo):
+    events, profiles = demo
+    engine = Engine.from_path(RULES, redis_url=redis_url, **RELAXED)
+    memory = Engine.from_path(RULES)
+    for profile in profiles:
+        profile = dict(profile)
+        customer = profile.pop("customer_id")
+        engine.put_profile(customer, profile)
+        memory.put_profile(customer, profile)
+    options = {"limit": 3, "explain": True, "dry_run": True}
+
+    async def run() -> list:
+        out = [await decide_by("callback", engine, event, **options) for event in events[:200]]
+        for bad in ({"customer_id": "c1"}, {"customer_id": "c1", "type": "login", "time": "soon"}):
+            with pytest.raises(EngineError) as info:
+                await decide_by("callback", engine, bad)
+            out.append(info.value.code)
+        with pytest.raises(EngineError) as info:
+            await decide_by("callback", engine, events[0], limit=0)
+        out.append(info.value.code)
+        await engine.close_async()
+        return out
+
+    expected = [memory.decide(event, **options).to_dict() for event in events[:200]]
+    assert asyncio.run(run()) == expected + ["bad_event", "bad_event", "bad_request"]
 
 
 def test_nba_replay_with_redis_prints_what_memory_prints(redis_url, tmp_path):
@@ -228,14 +300,15 @@ def test_processes_deciding_at_once_give_a_cap_of_one_once(redis_url, write_rule
     assert sorted(rule for rule, _ in outcomes) == ["default"] * (racers - 1) + ["one_offer"]
 
 
-def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules):
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+def test_concurrent_async_callers_give_a_cap_of_one_once(redis_url, write_rules, call):
     engine = Engine.from_path(write_rules(CAPPED_RULES), redis_url=redis_url, **RELAXED)
     event = {"customer_id": "racer", "type": "visit", "time": "2026-11-27T10:00:00Z"}
 
     async def race():
-        decisions = await asyncio.gather(*(engine.decide_async(event) for _ in range(16)))
+        decisions = await asyncio.gather(*(decide_by(call, engine, event) for _ in range(16)))
         await engine.close_async()
-        return sorted(decision.rule for decision in decisions)
+        return sorted(decision["rule"] for decision in decisions)
 
     assert asyncio.run(race()) == ["default"] * 15 + ["one_offer"]
 
@@ -269,14 +342,15 @@ def test_threads_deciding_one_customer_at_once_each_see_the_ones_before(redis_ur
     assert sorted(rules) == ["default"] * 7 + ["third_visit"]
 
 
-def test_async_callers_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules):
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+def test_async_callers_deciding_one_customer_at_once_each_see_the_ones_before(redis_url, write_rules, call):
     engine = Engine.from_path(write_rules(COUNTING_RULES), redis_url=redis_url, **RELAXED)
     event = {"customer_id": "crowd", "type": "visit", "time": 1_795_000_000}
 
     async def crowd() -> list[str]:
-        decisions = await asyncio.gather(*(engine.decide_async(event) for _ in range(8)))
+        decisions = await asyncio.gather(*(decide_by(call, engine, event) for _ in range(8)))
         await engine.close_async()
-        return [decision.rule for decision in decisions]
+        return [decision["rule"] for decision in decisions]
 
     assert asyncio.run(crowd()) == ["default", "default", "third_visit"] + ["default"] * 5  # in arrival order
 
@@ -357,23 +431,24 @@ def test_redis_killed_and_restarted_under_traffic(own_redis_server, write_rules)
     assert not any(decision.degraded for decision in traffic.decisions[:killed_at])
 
 
-def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules):
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+def test_async_decisions_flow_through_a_redis_restart(own_redis_server, write_rules, call):
     engine = Engine.from_path(
         write_rules(CAPPED_RULES), redis_url=own_redis_server.url, retry_interval_s=0.0, **RELAXED
     )
 
     async def flow():
-        before = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(16)))
+        before = await asyncio.gather(*(decide_by(call, engine, visit(n)) for n in range(16)))
         own_redis_server.stop()
-        during = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(16, 32)))
+        during = await asyncio.gather(*(decide_by(call, engine, visit(n)) for n in range(16, 32)))
         own_redis_server.start()
-        after = await asyncio.gather(*(engine.decide_async(visit(n)) for n in range(32, 48)))
+        after = await asyncio.gather(*(decide_by(call, engine, visit(n)) for n in range(32, 48)))
         await engine.close_async()
         return before, during, after
 
     before, during, after = asyncio.run(flow())
-    assert not any(decision.degraded for decision in before + after)
-    assert all(decision.degraded for decision in during)
+    assert not any(decision["degraded"] for decision in before + after)
+    assert all(decision["degraded"] for decision in during)
 
 
 def paused(url: str, engine: Engine, event: dict):
@@ -401,7 +476,8 @@ def test_a_slow_redis_gives_a_degraded_decision_that_records_nothing(redis_url, 
     engine.close()
 
 
-def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules, call):
     import redis as redis_py
 
     engine = Engine.from_path(
@@ -417,14 +493,14 @@ def test_a_slow_redis_gives_a_degraded_decision_async(redis_url, write_rules):
         await engine.get_profile_async("c0")  # connected
         admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
         try:
-            return await engine.decide_async(visit(0))
+            return await decide_by(call, engine, visit(0))
         finally:
             admin.execute_command("CLIENT", "UNPAUSE")
             admin.close()
             await engine.close_async()
 
     decision = asyncio.run(scenario())
-    assert (decision.rule, decision.degraded) == ("default", True)
+    assert (decision["rule"], decision["degraded"]) == ("default", True)
 
 
 def test_the_engine_starts_while_redis_is_down(own_redis_server, write_rules):

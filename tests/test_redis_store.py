@@ -465,6 +465,71 @@ def test_async_paths_match_the_sync_ones(store):
     assert asyncio.run(scenario()) == store.read("c1", NEEDS, T0)
 
 
+def answer_of(start) -> asyncio.Future:
+    """What ``start(then)`` hands its callback, as a future (``read_then``/``commit_then``)."""
+    future = asyncio.get_running_loop().create_future()
+
+    def then(result, error) -> None:
+        assert not future.done(), "told twice"
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    start(then)
+    return future
+
+
+def test_callback_paths_match_the_awaited_ones(store, client):
+    """``read_then``/``commit_then`` (the socket server's, with no task): through the
+    awaited path until the link is open, by callback on it after; an awaited commit, one
+    sent without waiting, one refused by its cap, and one sent after a script flush."""
+    cap = CapCheck("rule", "r1", 1, DAY)
+
+    async def scenario():
+        first = await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))  # no link yet
+        assert first.profile == {} and store.async_nodes[store.topology.seed.address].ready_link() is not None
+        gave = event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=[cap], profile_set={"ltv": 2})
+        assert await answer_of(lambda then: store.commit_then("c1", NEEDS, gave, then))
+        refused = event(T0, contacts=[contact(T0)], caps=[cap])
+        assert not await answer_of(lambda then: store.commit_then("c1", NEEDS, refused, then))
+        unwaited = event(T0 + 1, record={"category": "y"})
+        assert await answer_of(lambda then: store.commit_then("c1", NEEDS, unwaited, then))  # at once
+        client.script_flush()  # the next awaited commit is told NOSCRIPT, then sent as EVAL
+        other = event(T0, contacts=[contact(T0, rule="r2")], caps=[CapCheck("rule", "r2", 1, DAY)])
+        assert await answer_of(lambda then: store.commit_then("c2", NEEDS, other, then))
+        states = [await answer_of(lambda then, c=c: store.read_then(c, NEEDS, T0 + 1, then)) for c in ("c1", "c2")]
+        await store.close_async()
+        return states
+
+    assert asyncio.run(scenario()) == [store.read("c1", NEEDS, T0 + 1), store.read("c2", NEEDS, T0 + 1)]
+    assert store.lost_writes == 0
+
+
+def test_callback_reads_of_unreadable_state_or_a_lost_redis_tell_unavailable(own_redis_server):
+    store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
+    client = redis_py.Redis.from_url(own_redis_server.url)
+    client.set(KeyLayout().contacts("c2"), "a string, not a sorted set")
+    client.close()
+
+    async def scenario():
+        await store.read_async("c1", NEEDS, T0)  # the link is open
+        with pytest.raises(StoreUnavailable):
+            await answer_of(lambda then: store.read_then("c2", NEEDS, T0, then))
+        assert (await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))).profile == {}
+        reading = answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))
+        own_redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await reading
+        with pytest.raises(StoreUnavailable):
+            await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))
+        own_redis_server.start()
+        assert (await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))).profile == {}
+        await store.close_async()
+
+    asyncio.run(scenario())
+
+
 # -- faults
 
 

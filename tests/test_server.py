@@ -5,6 +5,7 @@ workers and metrics. Servers run in a thread (``ThreadServer``) or a child proce
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -393,6 +394,38 @@ def test_real_engine_on_redis_via_python_m_engine_server(cart_rules, tmp_path, o
         stats = client.stats()
         assert stats["server"]["store"] == "redis" and stats["decisions"] >= 505
     assert proc.process.returncode == 0
+
+
+@needs_redis
+def test_real_engine_on_redis_answers_as_on_memory(cart_rules, redis_url):
+    """Decisions that wait for Redis (by the store's callbacks, no task each) answer what
+    the in-memory engine answers: options, errors, profiles, pipelined from two clients."""
+    customer = not_in_holdout(cart_rules)
+    memory = Engine.from_path(cart_rules)
+    engine = Engine.from_path(
+        cart_rules, redis_url=redis_url, latency_budget_s=2.0, write_timeout_s=2.0, key_prefix=f"t{os.getpid()}"
+    )
+    views = [{"customer_id": f"v{i % 7}", "type": "page_view", "category": "shoes"} for i in range(60)]
+    cart = {"customer_id": customer, "type": "cart_abandoned", "cart_value": 80}
+    with ThreadServer(engine, rules_path=str(cart_rules), blocking=False) as srv:
+        with Client("127.0.0.1", srv.port) as client, Client("127.0.0.1", srv.port) as other:
+            for target in (client, memory):
+                target.put_profile(customer, {"email_opt_in": True, "tier": "gold"})
+            assert client.get_profile(customer) == memory.get_profile(customer)
+            expected = [memory.decide(event).to_dict() for event in views[:30]]
+            assert client.decide_many(views[:30]) == expected
+            expected = [memory.decide(event, limit=2, explain=True).to_dict() for event in views[30:]]
+            assert other.decide_many(views[30:], limit=2, explain=True) == expected
+            assert client.decide(cart, dry_run=True) == memory.decide(cart, dry_run=True).to_dict()
+            assert [client.decide(cart)["rule"] for _ in range(2)] == ["cart_rescue", "default"]  # cap 1 per 24h
+            with pytest.raises(NbaError) as info:
+                client.decide({"customer_id": "c1", "type": "cart_abandoned", "cart_value": "lots"})
+            assert info.value.code == "bad_event"
+            with pytest.raises(NbaError) as info:
+                client.decide(views[0], limit=1000)
+            assert info.value.code == "bad_request"
+            stats = client.stats()
+            assert stats["decisions"] == 63 and stats["degraded"] == 0
 
 
 def test_workers_stop_when_their_parent_is_killed(rules, tmp_path):

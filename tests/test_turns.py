@@ -48,6 +48,46 @@ def test_one_customers_decisions_run_one_at_a_time_in_arrival_order():
     assert order == ["a starts", "a ends", "b starts", "b ends", "c starts", "c ends"]
 
 
+def test_callers_with_tasks_and_callers_with_callbacks_share_one_line():
+    order: list[str] = []
+
+    def awaiting(turns: CustomerTurns, name: str) -> asyncio.Task:
+        turn = turns.take("c1")  # in line now, as decide_async takes it before its first await
+
+        async def decide() -> None:
+            if turn is not None:
+                await turns.wait(turn, "c1")
+            order.append(name)
+            await asyncio.sleep(0.005)
+            turns.give_back("c1")
+
+        return asyncio.ensure_future(decide())
+
+    def called_back(turns: CustomerTurns, name: str) -> None:
+        def start() -> None:
+            order.append(name)
+            asyncio.get_running_loop().call_later(0.005, turns.give_back, "c1")
+
+        turns.take_then("c1", start)
+
+    async def scenario():
+        turns = CustomerTurns(asyncio.get_running_loop())
+        called_back(turns, "first")  # its turn at once: started before take_then returns
+        assert order == ["first"]
+        second = awaiting(turns, "second")
+        called_back(turns, "third")
+        fourth = awaiting(turns, "fourth")
+        called_back(turns, "fifth")
+        await asyncio.gather(second, fourth)
+        while "fifth" not in order:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        return turns.waiting
+
+    assert run(scenario()) == {}
+    assert order == ["first", "second", "third", "fourth", "fifth"]
+
+
 async def three_in_line() -> tuple[CustomerTurns, asyncio.Future, asyncio.Task]:
     """One customer's first decision in flight, a second waiting (as a task), a third in line."""
     turns = CustomerTurns(asyncio.get_running_loop())

@@ -234,7 +234,7 @@ class Connection(asyncio.Protocol):
         self._close_if_done()
 
     def _handle(self, obj: Any, started: float) -> None:
-        """Answer one readable frame (any value), or start the task that will."""
+        """Answer one readable frame (any value), or start what will (it waits for the store)."""
         try:
             req = parse_request(obj)
         except BadRequest as bad:
@@ -260,13 +260,13 @@ class Connection(asyncio.Protocol):
                     started,
                 )
                 return
-            if op == "reload":  # not through the runners: concurrent reloads share one load
+            if op == "reload":  # not through the store's queue: concurrent reloads share one load
                 self.in_flight += 1
                 self.server.spawn(self._reload(req, started))
                 return
-            response = self.dispatcher.handle_now(req)
-            if response is not None:
-                self._send(response, op, started)
+            dispatcher = self.dispatcher
+            if dispatcher.answers_at_once(req):
+                self._send(dispatcher.answer(req), op, started)
             else:
                 self._start(req, started)
         except Exception as exc:  # noqa: BLE001 - a bug: answered, logged (rate-limited), the connection goes on
@@ -322,7 +322,7 @@ class Connection(asyncio.Protocol):
             self._peak_buffered = pending
         return pending
 
-    # -- requests that need a task
+    # -- requests that wait for the store
 
     def _start(self, req: Request, started: float) -> None:
         self.in_flight += 1

@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from nba.engine.errors import EngineError
-from nba.engine.protocol import INTERNAL, Request, error_response, ok_response
+from nba.engine.protocol import CUSTOMER_OPS, INTERNAL, Request, error_response, ok_response
 from nba.engine.server.logs import log
 
 if TYPE_CHECKING:
     from nba.engine.server.lifecycle import Server
 
+Respond = Callable[[dict], Any]  # hands a request's response over, once
+
 
 class Dispatcher:
     """Runs the ops against the engine and turns outcomes (and errors) into response maps.
 
-    ``blocking``: call the engine's synchronous methods inline (the in-memory store);
-    otherwise the ``*_async`` ones, from a task. `auth` is the connection's business
-    (engine/server/connection.py), not an op of the engine.
+    ``blocking``: the engine's synchronous methods answer every op at once (the in-memory
+    store). Otherwise the ops on a customer's state wait for the store: ``answers_at_once``
+    says which requests ``answer`` answers, and ``start`` runs the others. `auth` and
+    `reload` are the connection's business (engine/server/connection.py), not ops here.
     """
 
     def __init__(self, server: "Server", engine: Any, blocking: bool):
@@ -31,22 +34,25 @@ class Dispatcher:
             decide_map = lambda event: engine.decide(event).to_dict()  # noqa: E731
         # The decision map of an event with the default options: blocking mode's fast path.
         self.decide_map: Callable[[dict], dict] = decide_map
+        # Decisions by the store's callbacks, with no task per request (Engine.decide_map_then);
+        # None: decide_async in a task (an engine without it: tests' stand-ins).
+        self.decide_map_then = getattr(engine, "decide_map_then", None)
 
-    def handle_now(self, req: Request) -> dict | None:
-        """The response, when the op can be answered at once; None when it needs a task."""
+    def answers_at_once(self, req: Request) -> bool:
+        """Whether ``answer`` answers ``req`` (else ``start`` runs it: it waits for the store)."""
+        return self.blocking or req.op not in CUSTOMER_OPS
+
+    def answer(self, req: Request) -> dict:
+        """The response to a request ``answers_at_once`` is true of."""
         op = req.op
         try:
             if op == "decide":
-                if not self.blocking:
-                    return None
                 decision = self.engine.decide(req.event, limit=req.limit, explain=req.explain, dry_run=req.dry_run)
                 return {"id": req.id, "ok": True, "decision": decision.to_dict()}
             if op == "ping":
                 return {"id": req.id, "ok": True, "pong": True}
             if op == "stats":
                 return ok_response(req.id, "stats", self.server.stats_snapshot())
-            if not self.blocking or op == "reload":
-                return None
             if op == "get_profile":
                 return ok_response(req.id, "profile", self.engine.get_profile(req.customer_id))
             if op == "put_profile":
@@ -54,9 +60,30 @@ class Dispatcher:
                 return ok_response(req.id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error response
             return self.error(req.id, req.op, exc)
-        return None
+        return error_response(req.id, INTERNAL, f"op {op!r} has no handler")
+
+    def start(self, req: Request, respond: Respond) -> None:
+        """Run a request that waits for the store; ``respond(response)`` once it is done,
+        exactly once, perhaps before this returns."""
+        decide_map_then = self.decide_map_then
+        if req.op == "decide" and decide_map_then is not None:
+            request_id = req.id
+
+            def decided(decision: dict | None, error: BaseException | None) -> None:
+                if error is None:
+                    respond({"id": request_id, "ok": True, "decision": decision})
+                else:
+                    respond(self.error(request_id, "decide", error))
+
+            decide_map_then(req.event, decided, limit=req.limit, explain=req.explain, dry_run=req.dry_run)
+            return
+        self.server.spawn(self.respond_later(req, respond))
+
+    async def respond_later(self, req: Request, respond: Respond) -> None:
+        respond(await self.handle(req))
 
     async def handle(self, req: Request) -> dict:
+        """The response to ``req``, from the engine's awaited methods."""
         op = req.op
         engine = self.engine
         try:
@@ -65,18 +92,16 @@ class Dispatcher:
                     req.event, limit=req.limit, explain=req.explain, dry_run=req.dry_run
                 )
                 return {"id": req.id, "ok": True, "decision": decision.to_dict()}
-            if op == "reload":
-                return await self.server.reloader.reload(req.id, origin="op")
             if op == "get_profile":
                 return ok_response(req.id, "profile", await engine.get_profile_async(req.customer_id))
             if op == "put_profile":
                 await engine.put_profile_async(req.customer_id, req.profile)
                 return ok_response(req.id)
-            return self.handle_now(req) or error_response(req.id, INTERNAL, f"op {op!r} has no handler")
         except Exception as exc:  # noqa: BLE001
             return self.error(req.id, req.op, exc)
+        return self.answer(req)
 
-    def error(self, request_id: Any, op: str, exc: Exception) -> dict:
+    def error(self, request_id: Any, op: str, exc: BaseException) -> dict:
         if isinstance(exc, EngineError):
             if self.limiter.allow():
                 log.info("request %r (%s) refused: %s: %s", request_id, op, exc.code, exc)

@@ -1,5 +1,5 @@
 """The server of one process: listens, tracks connections and their limits, runs the
-requests that need a task, and stops gracefully."""
+requests that wait for the store, and stops gracefully."""
 
 from __future__ import annotations
 
@@ -79,8 +79,10 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
-        self._active = 0  # runners (tasks) at work
-        self._backlog: deque = deque()  # (connection, request, started) waiting for a runner
+        self._active = 0  # requests started and not yet answered (at most max_concurrency)
+        self._backlog: deque = deque()  # (connection, request, started) waiting for one to end
+        self._ready: deque = deque()  # (connection, request, started) to start now (see _run)
+        self._starting = False
         self._metrics_http = None
         self._stopped: asyncio.Event | None = None
         self._trimmer = MemoryTrimmer()
@@ -157,33 +159,50 @@ class Server:
         log.info("stopped")
         self._stopped.set()
 
-    # -- requests that need a task
+    # -- requests that wait for the store
 
     def submit(self, conn: Connection, req, started: float) -> None:
-        """Run a request that needs the event loop: at once while fewer than
-        ``max_concurrency`` run, else when a running one is done (no task per waiting request)."""
+        """Run a request that waits for the store: at once while fewer than
+        ``max_concurrency`` run, else when a running one is done."""
         if self._active < self.settings.max_concurrency:
             self._active += 1
-            self.spawn(self._work(conn, req, started))
+            self._run(conn, req, started)
         else:
             self._backlog.append((conn, req, started))
 
-    async def _work(self, conn: Connection, req, started: float) -> None:
-        """One of at most ``max_concurrency`` runners: answers its request, then the same
-        customer's next one, then whatever waits in the backlog."""
-        handle = self.dispatcher.handle
-        backlog = self._backlog
+    def _run(self, conn: Connection, req, started: float) -> None:
+        """Start one of at most ``max_concurrency`` requests. Its answer (``_answered``)
+        starts the same customer's next one, or one from the backlog. A request answered
+        before ``start`` returns queues the next instead of starting it inside (no stack
+        growing with the backlog)."""
+        self._ready.append((conn, req, started))
+        if self._starting:
+            return
+        self._starting = True
         try:
-            while True:
-                response = await handle(req)
-                following = conn.complete(req, response, started)
-                if following is not None:
-                    req, started = following
-                elif backlog:
-                    conn, req, started = backlog.popleft()
-                else:
-                    return
+            ready, start = self._ready, self.dispatcher.start
+            while ready:
+                conn, req, started = ready.popleft()
+                start(req, Answer(self, conn, req, started))
         finally:
+            self._starting = False
+
+    def _answered(self, conn: Connection, req, started: float, response: dict) -> None:
+        try:
+            following = conn.complete(req, response, started)
+        except BaseException:
+            self._next()
+            raise
+        if following is not None:
+            self._run(conn, *following)
+        else:
+            self._next()
+
+    def _next(self) -> None:
+        """A running request is done (and its customer has none waiting): the backlog's next."""
+        if self._backlog:
+            self._run(*self._backlog.popleft())
+        else:
             self._active -= 1
 
     def spawn(self, coro) -> asyncio.Task:
@@ -246,3 +265,19 @@ class Server:
             "uptime_s": round(time.time() - stats.started, 3),
         }
         return out
+
+
+class Answer:
+    """Where the response to a request that waited for the store goes: its connection,
+    then the next request (``Server._answered``). Called once."""
+
+    __slots__ = ("server", "conn", "req", "started")
+
+    def __init__(self, server: Server, conn: Connection, req, started: float):
+        self.server = server
+        self.conn = conn
+        self.req = req
+        self.started = started
+
+    def __call__(self, response: dict) -> None:
+        self.server._answered(self.conn, self.req, self.started, response)

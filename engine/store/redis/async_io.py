@@ -27,12 +27,25 @@ from nba.engine.store.redis.protocol import (
 class Pending:
     """A request waiting on a shared connection for its ``count`` replies.
 
-    A caller awaits ``future``; a write sent without waiting has ``commands`` instead,
-    and its replies go to the link's ``on_late_reply``. A caller's request carries its
-    deadline, which the link's ``Watchdog`` enforces.
+    Its caller is told in one of three ways: a ``future`` to await; a ``callback``, called
+    once with ``(replies, None)`` or ``(None, error)`` (the request path of the server,
+    which has no task to wake up); or neither, for a write sent without waiting: it has
+    its ``commands`` instead, and their replies go to the link's ``on_late_reply``. A
+    caller's request carries its deadline, which the link's ``Watchdog`` enforces.
     """
 
-    __slots__ = ("count", "future", "commands", "replies", "timeout_s", "deadline", "hard_limit", "turns_left")
+    __slots__ = (
+        "count",
+        "future",
+        "commands",
+        "replies",
+        "timeout_s",
+        "deadline",
+        "hard_limit",
+        "turns_left",
+        "callback",
+        "settled",
+    )
 
     def __init__(
         self,
@@ -41,6 +54,7 @@ class Pending:
         commands: list[tuple] | None = None,
         timeout_s: float = 0.0,
         now: float = 0.0,
+        callback: Callable[[list | None, BaseException | None], Any] | None = None,
     ):
         self.count = count
         self.future = future
@@ -50,6 +64,47 @@ class Pending:
         self.deadline = now + timeout_s
         self.hard_limit = now + timeout_s * LOOP_LAG_LIMIT
         self.turns_left = LOOP_TURNS
+        self.callback = callback
+        self.settled = False  # the callback was called
+
+    def waits(self) -> bool:
+        """Whether a caller still waits for it (not a write sent without waiting, not answered)."""
+        if self.callback is not None:
+            return not self.settled
+        return self.future is not None and not self.future.done()
+
+    def answer(self, on_late_reply: Callable[[tuple, Any], None]) -> None:
+        """Its replies are all in: hand them over."""
+        callback = self.callback
+        if callback is not None:
+            if not self.settled:
+                self.settled = True
+                call_back(callback, self.replies, None)
+        elif self.future is None:
+            for command, late in zip(self.commands, self.replies):
+                on_late_reply(command, late)
+        elif not self.future.done():
+            self.future.set_result(self.replies)
+
+    def fail(self, error: BaseException) -> None:
+        """Its caller gives up waiting with ``error`` (a write sent without waiting: nothing)."""
+        if self.callback is not None:
+            if not self.settled:
+                self.settled = True
+                call_back(self.callback, None, error)
+        elif self.future is not None and not self.future.done():
+            self.future.set_exception(error)
+
+
+def call_back(callback: Callable[[Any, Any], Any], replies: list | None, error: BaseException | None) -> None:
+    """``callback(replies, error)``; an exception it raises (a bug) is the event loop's to
+    report, not the link's: the link goes on reading, in step with Redis."""
+    try:
+        callback(replies, error)
+    except Exception as exc:  # noqa: BLE001
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "a redis reply callback failed", "exception": exc, "callback": callback}
+        )
 
 
 class Watchdog:
@@ -93,9 +148,8 @@ class Watchdog:
         now = self.loop.time()
         last_reply_at = self.link.last_reply_at
         soonest, recheck_next_turn = INFINITY, False
-        for pending in self.link.waiting:
-            future = pending.future
-            if future is None or future.done():
+        for pending in list(self.link.waiting):  # a callback told of its failure may queue more
+            if not pending.waits():
                 continue
             if pending.deadline > now:
                 soonest = min(soonest, pending.deadline)
@@ -110,11 +164,13 @@ class Watchdog:
                     pending.turns_left -= 1
                     recheck_next_turn = True
                     continue
-            future.set_exception(StoreUnavailable("redis answered too late"))
+            pending.fail(StoreUnavailable("redis answered too late"))  # its caller may queue another: watch()
         if recheck_next_turn:
+            if self.handle is not None:
+                self.handle.cancel()
             self.armed_for = now  # every later request's deadline is after this
             self.handle = self.loop.call_soon(self.check)
-        elif soonest < INFINITY:
+        elif soonest < self.armed_for:
             self.arm(soonest)
 
     def cancel(self) -> None:
@@ -132,9 +188,17 @@ class AsyncLink:
     """One connection shared by every concurrent caller of an event loop.
 
     Callers' requests are written back to back (pipelined) and their replies come back in
-    the same order; a reader task hands each caller its own. A caller that gives up (its
-    timeout) leaves its replies to be read and dropped, so the connection never gets out
-    of step; a broken connection fails every waiting caller and is replaced.
+    the same order, each caller's handed to it. A caller that gives up (its timeout)
+    leaves its replies to be read and dropped, so the connection never gets out of step;
+    a broken connection fails every waiting caller and is replaced.
+
+    With hiredis (redis-py's default parser when installed), the link takes the
+    connection's transport over once it is set up (``ReplyProtocol``): each chunk Redis
+    sends is parsed where it arrives and its callers are answered there, then the
+    requests they queued meanwhile (the commits, the next reads) are written at once, in
+    one write. That is one loop turn from Redis's bytes to the next request's, where a
+    reader task on the stream took three (the stream's waiter, the task, the flush).
+    Otherwise a reader task reads replies through redis-py.
     """
 
     def __init__(
@@ -146,20 +210,34 @@ class AsyncLink:
         self.waiting: deque[Pending] = deque()
         self.outgoing: list[bytes] = []  # requests not yet written: one write per loop turn
         self.closed = False
+        self.delivering = False  # answering the replies of a chunk: its end writes what they queue
         self.loop = asyncio.get_running_loop()
         self.last_reply_at = float("-inf")  # loop time of the latest bytes read from Redis
         writer = getattr(conn, "_writer", None)
-        self.writer = writer if hasattr(writer, "transport") else None
+        self.transport = writer.transport if hasattr(writer, "transport") else None
         self.watchdog = Watchdog(self.loop, self)
-        self.reader = self.loop.create_task(self.read_replies())
+        self.parser = None  # the hiredis reader fed by ReplyProtocol; None: the reader task reads
+        self.reader: asyncio.Task | None = None
+        parser = getattr(conn, "_parser", None)
+        hiredis_reader = getattr(parser, "_reader", None)
+        stream = getattr(parser, "_stream", None)
+        if self.transport is not None and hiredis_reader is not None and isinstance(stream, asyncio.StreamReader):
+            self.parser = hiredis_reader
+            left = bytes(stream._buffer)  # read by the stream, not yet by redis-py (nothing, after its set-up)
+            stream._buffer.clear()
+            self.transport.set_protocol(ReplyProtocol(self))
+            if left:
+                self.received(left)
+        else:
+            self.reader = self.loop.create_task(self.read_replies())
 
     def enqueue(self, pending: Pending, packed: bytes) -> None:
         if self.closed:
             raise NodeDown("redis connection lost")
         self.waiting.append(pending)
         self.outgoing.append(packed)
-        if len(self.outgoing) == 1:
-            if self.writer is not None:
+        if len(self.outgoing) == 1 and not self.delivering:
+            if self.transport is not None:
                 self.loop.call_soon(self.flush_now)
             else:
                 self.loop.create_task(self.flush())
@@ -177,21 +255,33 @@ class AsyncLink:
         self.watchdog.watch(pending)
         return pending.future
 
+    def request_then(
+        self, packed: bytes, count: int, timeout_s: float, callback: Callable[[list | None, BaseException | None], Any]
+    ) -> None:
+        """``request`` without a future: ``callback(replies, None)`` once they are in, or
+        ``callback(None, error)`` (``StoreUnavailable``; ``NodeDown`` when the connection
+        is lost), called from the event loop, never before this returns. Raises
+        ``NodeDown`` when the link is closed already."""
+        loop = self.loop
+        pending = Pending(count, None, None, timeout_s, loop.time(), callback)
+        self.enqueue(pending, packed)
+        self.watchdog.watch(pending)
+
     def flush_now(self) -> None:
         """Write every request queued since the last flush in one go (fewer syscalls under load).
 
-        Straight to the stream's transport, which buffers what the socket does not take at
-        once: no task per write. A lost connection shows up in the reader, which fails
-        every waiting request.
+        Straight to the connection's transport, which buffers what the socket does not
+        take at once: no task per write. A lost connection shows up in the reader, which
+        fails every waiting request.
         """
         outgoing, self.outgoing = self.outgoing, []
         if self.closed or not outgoing:
             return
-        if self.writer.transport.is_closing():
+        if self.transport.is_closing():
             self.fail(ConnectionError("redis connection closed"))
             return
         try:
-            self.writer.write(b"".join(outgoing))
+            self.transport.write(b"".join(outgoing))
         except CONNECTION_ERRORS as error:
             self.fail(error)
 
@@ -205,12 +295,40 @@ class AsyncLink:
         except CONNECTION_ERRORS as error:
             self.fail(error)
 
-    async def read_replies(self) -> None:
+    def received(self, data: bytes) -> None:
+        """Bytes from Redis (``ReplyProtocol``): every reply they complete handed over in
+        order (error replies as redis-py's exception objects: ``MovedError``,
+        ``NoScriptError``, ...), then what the callers queued meanwhile written at once."""
+        if self.closed:
+            return
+        self.last_reply_at = self.loop.time()
+        parser, waiting, incomplete = self.parser, self.waiting, NOT_ENOUGH_DATA
+        self.delivering = True
         try:
-            parser = getattr(self.conn, "_parser", None)
-            if hasattr(parser, "_reader") and hasattr(parser, "_stream"):
-                await self.read_replies_in_bulk(parser._reader, parser._stream)
-            while True:  # the redis-py parser is not hiredis's: one reply at a time
+            parser.feed(data)
+            reply = parser.gets()
+            while reply is not incomplete and reply is not False:
+                pending = waiting[0]  # deliver(reply), inline
+                replies = pending.replies
+                replies.append(reply)
+                if len(replies) >= pending.count:
+                    waiting.popleft()
+                    pending.answer(self.on_late_reply)
+                    if self.closed:  # a caller closed it (or failed it) meanwhile
+                        return
+                reply = parser.gets()
+        except Exception as error:  # noqa: BLE001 - bytes that are not RESP, a reply nobody asked for
+            self.fail(error)
+            return
+        finally:
+            self.delivering = False
+        if self.outgoing:
+            self.flush_now()
+
+    async def read_replies(self) -> None:
+        """The reader task of a connection whose parser is not hiredis's: one reply at a time."""
+        try:
+            while True:
                 try:
                     reply = await self.conn.read_response(disconnect_on_error=False)
                 except ResponseError as error:
@@ -222,44 +340,12 @@ class AsyncLink:
             if isinstance(error, asyncio.CancelledError):
                 raise
 
-    async def read_replies_in_bulk(self, reader, stream: asyncio.StreamReader) -> None:
-        """Every reply a chunk of bytes holds, parsed by the connection's own hiredis reader.
-
-        redis-py's ``read_response`` costs a few microseconds per reply; under load one
-        chunk holds the replies of many callers. Error replies come out of the reader as
-        redis-py's exception objects (``MovedError``, ``NoScriptError``, ...), as they do
-        through ``read_response``.
-        """
-        incomplete, gets, waiting = NOT_ENOUGH_DATA, reader.gets, self.waiting
-        while True:
-            reply = gets()
-            while reply is not incomplete and reply is not False:
-                pending = waiting[0]  # deliver(reply), inline
-                replies = pending.replies
-                replies.append(reply)
-                if len(replies) >= pending.count:
-                    self.complete()
-                reply = gets()
-            data = await stream.read(65536)
-            if not data:
-                raise ConnectionError("redis closed the connection")
-            self.last_reply_at = self.loop.time()
-            reader.feed(data)
-
     def deliver(self, reply: Any) -> None:
         pending = self.waiting[0]
         pending.replies.append(reply)
         if len(pending.replies) >= pending.count:
-            self.complete()
-
-    def complete(self) -> None:
-        """The first waiting request has all its replies: hand them over."""
-        pending = self.waiting.popleft()
-        if pending.future is None:
-            for command, late in zip(pending.commands, pending.replies):
-                self.on_late_reply(command, late)
-        elif not pending.future.done():
-            pending.future.set_result(pending.replies)
+            self.waiting.popleft()
+            pending.answer(self.on_late_reply)
 
     def fail(self, error: BaseException) -> None:
         if self.closed:
@@ -269,17 +355,19 @@ class AsyncLink:
         if self.on_lost is not None:
             self.on_lost(error)
         lost = NodeDown(f"redis connection lost: {error!r}")
-        written = len(self.waiting) - len(self.outgoing)  # the first ones were written
-        for position, pending in enumerate(self.waiting):
-            if pending.future is None:
+        waiting, self.waiting = self.waiting, deque()
+        written = len(waiting) - len(self.outgoing)  # the first ones were written
+        self.outgoing = []
+        for position, pending in enumerate(waiting):
+            if pending.future is None and pending.callback is None:
                 if position >= written:  # never written: surely lost (a written one: unknown)
                     for command in pending.commands:
                         self.on_late_reply(command, lost)
-            elif not pending.future.done():
-                pending.future.set_exception(lost)
-        self.waiting.clear()
-        self.outgoing = []
-        asyncio.get_running_loop().create_task(discard_async(self.conn))
+            else:
+                pending.fail(lost)
+        if self.transport is not None:
+            self.transport.close()  # a transport taken over is no longer redis-py's to close
+        self.loop.create_task(discard_async(self.conn))
 
     async def close(self, timeout_s: float) -> None:
         """Wait (a while) for the replies still owed, then disconnect."""
@@ -288,10 +376,28 @@ class AsyncLink:
                 await self.request(PING, 1, timeout_s)
             except StoreUnavailable:
                 pass
-        self.reader.cancel()
+        if self.reader is not None:
+            self.reader.cancel()
         self.on_lost = None  # closed on purpose: not a node going down
         self.fail(ConnectionError("closed"))
         await discard_async(self.conn)
+
+
+class ReplyProtocol(asyncio.Protocol):
+    """The protocol of a link's transport once the link has taken it over from redis-py's stream."""
+
+    def __init__(self, link: AsyncLink):
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        self.link.received(data)
+
+    def eof_received(self) -> bool:
+        self.link.fail(ConnectionError("redis closed the connection"))
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.link.fail(exc or ConnectionError("redis closed the connection"))
 
 
 class AsyncNode:

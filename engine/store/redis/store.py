@@ -12,8 +12,8 @@ from typing import Any, Awaitable, Callable, NoReturn
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from nba.engine.errors import StateError
-from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
-from nba.engine.store.redis.async_io import AsyncNode
+from nba.engine.state import CustomerState, Reply, StateNeeds, StateWrite, Store, StoreUnavailable, run_then
+from nba.engine.store.redis.async_io import AsyncLink, AsyncNode
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
     BAD_STATE_ERRORS,
@@ -459,19 +459,51 @@ class RedisStore(Store):
         address = topology.address_for(key)
         try:
             replies = await self.exchange_async(address, packed, count, timeout_s)
-            if not has_error(replies):
-                return replies
-            steps = follow_redirects(topology, packed, count, commands, replies)
+        except NodeDown:  # not a timeout: a slow node keeps its slots
+            self.node_lost(address)
+            raise
+        if not has_error(replies):
+            return replies
+        return await self.follow_async(address, packed, count, timeout_s, commands, replies)
+
+    async def follow_async(
+        self,
+        address: tuple[str, int],
+        packed: bytes,
+        count: int,
+        timeout_s: float,
+        commands: list[tuple] | Callable[[], list[tuple]],
+        replies: list,
+    ) -> list:
+        """The replies of ``packed``, sent to ``address``, whose first ``replies`` hold an
+        error: cluster redirects followed (``protocol.follow_redirects``)."""
+        steps = follow_redirects(self.topology, packed, count, commands, replies)
+        try:
             request = next(steps)
             while True:
                 address = request[0]
                 request = steps.send(await self.exchange_async(*request, timeout_s))
         except StopIteration as done:
             return self.seen_errors(done.value)
-        except NodeDown:  # not a timeout: a slow node keeps its slots
-            topology.lost(address)
-            self.refresh_soon_async()
+        except NodeDown:
+            self.node_lost(address)
             raise
+
+    def node_lost(self, address: tuple[str, int]) -> None:
+        """A node lost the connection: in a cluster, its slot table is fetched again soon."""
+        self.topology.lost(address)
+        self.refresh_soon_async()
+
+    def open_link(self, key: str) -> tuple[tuple[str, int], AsyncLink | None]:
+        """The node of ``key`` and its open link on the running loop; no link when there
+        is none, or while the slot table is not known or being fetched again (the
+        awaited path handles those)."""
+        topology = self.topology
+        if topology.cluster is None or topology.stale:
+            return ("", 0), None
+        address = topology.address_for(key)
+        node = self.async_nodes.get(address)
+        return address, node.ready_link() if node is not None else None
 
     def seen_errors(self, replies: list) -> list:
         """``replies`` (after redirects); an answer saying the cluster is changing marks the table stale."""
@@ -529,6 +561,32 @@ class RedisStore(Store):
         )
         return decoded_state(codec, replies, base)
 
+    def read_then(self, customer_id: str, needs: StateNeeds, time: float, then: Reply) -> None:
+        """``read_async`` answered by a callback on the key's open link: no task, no future.
+        Without an open link, or once Redis answers with an error (a redirect), the
+        awaited path takes over."""
+        try:
+            codec = self.codec(needs)
+            _, base, base_bytes = self.base(customer_id)
+            address, link = self.open_link(base)
+            if link is not None:
+                packed = codec.read_request(base_bytes, time)
+                link.request_then(
+                    packed,
+                    codec.count,
+                    self.latency_budget_s,
+                    ReadReplies(self, address, packed, codec, base, time, then),
+                )
+                return
+        except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
+            failure = error
+        else:
+            failure = None
+        if failure is None:
+            run_then(self.read_async(customer_id, needs, time), then)
+        else:
+            then(None, failure)
+
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
         base, command, wait = self.commit_plan(customer_id, needs, write)
         if command is None:
@@ -552,16 +610,56 @@ class RedisStore(Store):
             return wait
         if not wait and self.sent_at_once(base, command):
             return True
+        return await self.commit_tries_async(base, command)
+
+    async def commit_tries_async(
+        self, base: str, command: tuple, first: tuple[tuple[str, int], list] | None = None
+    ) -> bool:
+        """An awaited commit, sent as EVAL when the script is not loaded, tried again while
+        its slot is migrating. ``first``: (the address, the replies) of a first try sent
+        already, which hold an error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.write_timeout_s
         while True:
-            [reply] = await self.call_async(base, [command], max(deadline - loop.time(), 0.001))
+            if first is not None:
+                address, replies = first
+                first = None
+                [reply] = await self.follow_async(
+                    address, pack_command(command), 1, max(deadline - loop.time(), 0.001), [command], replies
+                )
+            else:
+                [reply] = await self.call_async(base, [command], max(deadline - loop.time(), 0.001))
             if is_noscript(reply):
                 [reply] = await self.call_async(base, [eval_instead(command)], max(deadline - loop.time(), 0.001))
             if not is_try_again(reply) or loop.time() + RETRY_PAUSE_S >= deadline:
                 return committed(reply)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
+
+    def commit_then(self, customer_id: str, needs: StateNeeds, write: StateWrite, then: Reply) -> None:
+        """``commit_async`` answered by a callback on the key's open link (or at once, for a
+        write sent without waiting); the awaited path for anything else."""
+        result: Any = None
+        try:
+            base, command, wait = self.commit_plan(customer_id, needs, write)
+            if command is None:
+                result = wait
+            elif not wait and self.sent_at_once(base, command):
+                result = True
+            else:
+                address, link = self.open_link(base)
+                if link is not None:
+                    link.request_then(
+                        pack_command(command), 1, self.write_timeout_s, CommitReply(self, address, base, command, then)
+                    )
+                    return
+        except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
+            then(None, error)
+            return
+        if result is None:
+            run_then(self.commit_tries_async(base, command), then)
+        else:
+            then(result, None)
 
     def commit_once(
         self, customer_id: str, needs: StateNeeds, write: StateWrite, key: str, record: bytes, record_ttl_s: float
@@ -682,3 +780,73 @@ def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
         return decode_profile(raw, needs.profile_schema)
     except BAD_STATE_ERRORS as error:
         raise StateError(f"{key} holds a value that cannot be read: {describe(error)}") from None
+
+
+class ReadReplies:
+    """The callback of a read sent by ``read_then``: the replies decoded as state, or the
+    awaited path when they hold an error (a cluster redirect)."""
+
+    __slots__ = ("store", "address", "packed", "codec", "base", "time", "then")
+
+    def __init__(self, store: RedisStore, address, packed: bytes, codec: Codec, base: str, time: float, then: Reply):
+        self.store = store
+        self.address = address
+        self.packed = packed
+        self.codec = codec
+        self.base = base
+        self.time = time
+        self.then = then
+
+    def __call__(self, replies: list | None, error: BaseException | None) -> None:
+        if error is not None:
+            if isinstance(error, NodeDown):
+                self.store.node_lost(self.address)
+            self.then(None, error)
+            return
+        if has_error(replies):
+            run_then(self.follow(replies), self.then)
+            return
+        try:
+            state = decoded_state(self.codec, replies, self.base)
+        except Exception as failure:  # noqa: BLE001 - StoreUnavailable (state another service wrote), or a bug
+            self.then(None, failure)
+            return
+        self.then(state, None)
+
+    async def follow(self, replies: list) -> CustomerState:
+        codec, base, time = self.codec, self.base, self.time
+        replies = await self.store.follow_async(
+            self.address,
+            self.packed,
+            codec.count,
+            self.store.latency_budget_s,
+            lambda: codec.read_commands(base, time),
+            replies,
+        )
+        return decoded_state(codec, replies, base)
+
+
+class CommitReply:
+    """The callback of an awaited commit sent by ``commit_then``: recorded, or refused by a
+    cap; the awaited path when Redis answered with an error (script not loaded, a
+    redirect, try again)."""
+
+    __slots__ = ("store", "address", "base", "command", "then")
+
+    def __init__(self, store: RedisStore, address, base: str, command: tuple, then: Reply):
+        self.store = store
+        self.address = address
+        self.base = base
+        self.command = command
+        self.then = then
+
+    def __call__(self, replies: list | None, error: BaseException | None) -> None:
+        if error is not None:
+            if isinstance(error, NodeDown):
+                self.store.node_lost(self.address)
+            self.then(None, error)
+            return
+        if has_error(replies):
+            run_then(self.store.commit_tries_async(self.base, self.command, (self.address, replies)), self.then)
+            return
+        self.then(replies[0] == 1, None)
