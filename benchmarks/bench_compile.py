@@ -1,10 +1,10 @@
-"""The load benchmark: parse, check and compile time against rule count.
+"""The compile benchmark: ruleset parse, check and compile time against rule count.
 
 The rulesets are the synthetic ones of the evaluation benchmark, written to a temporary
 ``rules.rules`` and loaded with ``dsl.load_ruleset`` (the twin is whichever this process
 imports: NBA_PURE_PYTHON decides).
 
-    python -m benchmarks load --rules 100,1000,10000
+    nba bench compile --rules 100,1000,10000
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         workload = synthetic.generate(n, n_events=0, seed=seed)
         text = synthetic.render_rules(workload)
         repeat = getattr(args, "repeat", None) or (1 if quick or n >= 10000 else 3)
-        with tempfile.TemporaryDirectory(prefix="nba-load-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="nba-compile-") as tmp:
             path = Path(tmp) / "rules.rules"
             path.write_text(text, encoding="utf-8")
             try:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
         f"`dsl.load_ruleset` (parse, check, compile) of the synthetic rulesets, in one process "
         f"({twin} twin).\n\n{table}"
     )
-    result = {"title": "Load time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
+    result = {"title": "Compile time", "markdown": markdown, "data": {"twin": twin, "loads": data}}
     big = getattr(args, "big", None)
     if big:
         stall_markdown, stall_data = run_stall(big, seed)
@@ -106,7 +106,7 @@ def run_stall(n_rules: int, seed: int) -> tuple[str, dict]:
     (benchmarks/load_stall.py: each measurement in a fresh process)."""
     from benchmarks import big_ruleset, load_stall
 
-    with tempfile.TemporaryDirectory(prefix="nba-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nba-compile-") as tmp:
         path = Path(tmp) / "big.rules"
         text = big_ruleset.render(n_rules, seed)
         path.write_text(text, encoding="utf-8")
@@ -144,9 +144,9 @@ def _twin() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.cli import main as bench_main  # the same options as `nba bench load`
+    from benchmarks.cli import main as bench_main  # the same options as `nba bench compile`
 
-    return bench_main(["load", *(sys.argv[1:] if argv is None else argv)])
+    return bench_main(["compile", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
