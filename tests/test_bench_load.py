@@ -176,3 +176,12 @@ def test_a_quick_run_reports_every_figure(capsys):
     assert [g["met"] for g in data["goals"]] == [None, None, None]  # workers1 was not measured
     for label in ("floor: bare HGETALL+ZRANGEBYSCORE server", "nba serve, in memory", "Goals"):
         assert label in result["markdown"]
+
+
+def test_a_target_that_left_the_sweep_below_the_goal_rate_misses_the_goals():
+    row = sweep_row(5000, 0.4, 80.0, passed=False)
+    row["targets"]["workers1"]["median"].update(achieved_per_s=4000.0, server_cpu_us=50.0, redis_cpu_us=9.0)
+    goals = load_report.goals({"sweep": [sweep_row(1000, 0.4, 0.5), row], "sequential": {}})
+    assert [g["met"] for g in goals] == [False, False, None]
+    assert "left the sweep at 5,000/s" in goals[0]["figures"]
+    assert load_report.goals({"sweep": [sweep_row(1000, 0.4, 0.5)], "sequential": {}})[0]["met"] is None
