@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import socket
 import statistics
 import sys
@@ -45,7 +46,7 @@ import msgpack
 from benchmarks import load_report
 from benchmarks.load_floor import read_request
 from benchmarks.load_workload import RULES, Events, profile_frames, profiles
-from benchmarks.open_loop import GENERATORS, run_turn, split_frames
+from benchmarks.open_loop import GENERATORS, percentile_ms, run_turn, split_frames
 from benchmarks.processes import Process, ThrowawayRedis, process_cpu_seconds, tree_cpu_seconds
 
 TARGETS = ("floor", "workers1", "workers2", "memory")
@@ -125,6 +126,7 @@ class Target:
         decisions = max(1, figures["answered"])
         by_process = {pid: cpu - server_before[pid] for pid, cpu in server_after.items() if pid in server_before}
         figures["server_cpu_us"] = sum(by_process.values()) / decisions * 1e6
+        figures["server_core_share"] = sum(by_process.values()) / figures["wall_s"] if figures["wall_s"] else 0.0
         figures["server_cpu_us_by_process"] = {str(pid): cpu / decisions * 1e6 for pid, cpu in by_process.items()}
         if self.redis:
             figures["redis_cpu_us"] = (process_cpu_seconds(self.redis.pid) - redis_before) / decisions * 1e6
@@ -277,7 +279,10 @@ def redis_round_trip(sock: socket.socket, reader, packed: bytes) -> None:
     sock.sendall(packed)
     replies = 0
     while replies < 2:
-        reader.feed(sock.recv(1 << 16))
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("redis-server closed the connection")
+        reader.feed(data)
         while reader.gets() is not False:
             replies += 1
 
@@ -327,8 +332,8 @@ def sequential(targets: dict[str, Target], redis: ThrowawayRedis | None, config:
         values.sort()
         out[name] = {
             "requests": len(values),
-            "p50_us": statistics.median(values) * 1e6,
-            "p99_us": values[max(0, int(0.99 * len(values)) - 1)] * 1e6,
+            "p50_us": percentile_ms(values, 0.50) * 1000,
+            "p99_us": percentile_ms(values, 0.99) * 1000,
             "not_ok": not_ok.get(name, 0),
         }
     return out
@@ -353,11 +358,16 @@ def generator_check(config: dict) -> list[dict]:
 
 
 def measure(config: dict) -> dict:
-    rules_dir = Path(tempfile.mkdtemp(prefix="nba-bench-load-"))
-    rules = rules_dir / "load.rules"
-    rules.write_text(RULES, encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="nba-bench-load-") as rules_dir:
+        rules = Path(rules_dir) / "load.rules"
+        rules.write_text(RULES, encoding="utf-8")
+        return measure_with(rules, config)
+
+
+def measure_with(rules: Path, config: dict) -> dict:
     print("the generator against the msgpack echo server ...", flush=True)
-    data: dict = {"config": config, "generator_check": generator_check(config)}
+    data: dict = {"config": config, "load_average": {"start": os.getloadavg()}}
+    data["generator_check"] = generator_check(config)
     redis = None
     targets: dict[str, Target] = {}
     try:
@@ -382,9 +392,7 @@ def measure(config: dict) -> dict:
             target.stop()
         if redis is not None:
             redis.__exit__(None, None, None)
-        for path in rules_dir.iterdir():
-            path.unlink()
-        rules_dir.rmdir()
+        data["load_average"]["end"] = os.getloadavg()
     return data
 
 

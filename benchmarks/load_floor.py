@@ -129,17 +129,24 @@ class FloorProtocol(asyncio.Protocol):
             end = pos + 4 + int.from_bytes(buffer[pos : pos + 4], "big")
             if end > size:
                 break
-            request = msgpack.unpackb(buffer[pos + 4 : end])
+            try:
+                request = msgpack.unpackb(buffer[pos + 4 : end])
+            except Exception:  # noqa: BLE001 - not one msgpack value: answered and closed, as nba does
+                self.write(b"".join(errors) + error_response(None, "bad_frame", "not one msgpack value"))
+                self.transport.close()
+                return
             pos = end
-            request_id = request.get("id")
-            event = request.get("event")
-            if request.get("op") != "decide" or not isinstance(event, dict):
+            event = request.get("event") if isinstance(request, dict) else None
+            request_id = request.get("id") if isinstance(request, dict) else None
+            if not isinstance(event, dict) or request.get("op") != "decide":
                 errors.append(error_response(request_id, "unknown_op", "the floor server only decides"))
                 continue
-            customer_id = event.get("customer_id")
-            when = event.get("time")
-            packed = read_request(customer_id, event.get("type"), when if when is not None else time.time())
-            self.redis.send(self, request_id, customer_id, packed)
+            customer_id, event_type, when = event.get("customer_id"), event.get("type"), event.get("time")
+            if not isinstance(customer_id, str) or not isinstance(event_type, str):
+                errors.append(error_response(request_id, "bad_event", "customer_id and type must be strings"))
+                continue
+            when = when if isinstance(when, (int, float)) else time.time()
+            self.redis.send(self, request_id, customer_id, read_request(customer_id, event_type, when))
         del buffer[:pos]
         if errors:
             self.write(b"".join(errors))

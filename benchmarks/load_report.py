@@ -3,6 +3,8 @@ met or not, and the markdown section of RESULTS.md."""
 
 from __future__ import annotations
 
+import os
+
 from benchmarks.report import figure, markdown_table
 
 KNEE_P99_MS = 1.0
@@ -139,6 +141,11 @@ def goals(data: dict) -> list[dict]:
     return out
 
 
+def load_average(data: dict, when: str) -> str:
+    values = data.get("load_average", {}).get(when)
+    return " / ".join(f"{value:.1f}" for value in values) if values else "-"
+
+
 def verdict(met: bool | None) -> str:
     return {True: "met", False: "NOT met", None: "not measured"}[met]
 
@@ -161,7 +168,9 @@ def markdown(data: dict) -> str:
         f"(benchmarks/load_workload.py): 3 rules with count/sum aggregates over windows of 10 to 30 s and a cap, "
         f"{config['customers']:,} customers with profiles, 70% page views, 20% abandoned carts, 10% purchases. "
         "CPU per decision from /proc: the server's process tree, redis-server, the generator. A target leaves the "
-        f"sweep once its p99 passes {figure(config['p99_limit_ms'])} ms or it achieves under 95% of the offered rate.",
+        f"sweep once its p99 passes {figure(config['p99_limit_ms'])} ms or it achieves under 95% of the offered rate. "
+        f"The machine's load average: {load_average(data, 'start')} at the start, {load_average(data, 'end')} at the end "
+        f"(on {os.cpu_count()} CPUs).",
         "",
         "The generator against the msgpack echo server (what it can offer, and how punctually):",
         "",
@@ -193,7 +202,8 @@ def markdown(data: dict) -> str:
         "",
         "`p99 of each turn` are the turns' own p99s; the other figures are medians over the turns but for the counts "
         "(errors: ok:false; degraded: decided without state; unanswered), summed over them. CPU columns: µs per "
-        "answered decision.",
+        "answered decision; a server that achieves less than offered while its share of a core stays well under "
+        "100% per process was short of CPU (the machine's other work), not at its own limit.",
         "",
     ]
     parts += knee_lines(data.get("knees", {}))
@@ -237,6 +247,7 @@ def sweep_table(sweep: list[dict]) -> str:
                     m["degraded"],
                     m["unanswered"],
                     figure(m["server_cpu_us"]),
+                    f"{m['server_core_share']:.0%}",
                     figure(m.get("redis_cpu_us")),
                     figure(m["generator_cpu_us"]),
                     ms(m["lateness_p99_ms"]),
@@ -256,6 +267,7 @@ def sweep_table(sweep: list[dict]) -> str:
             "degraded",
             "unanswered",
             "server CPU µs",
+            "server's share of a core",
             "redis CPU µs",
             "generator CPU µs",
             "sent late p99 ms",

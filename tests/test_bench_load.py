@@ -166,8 +166,17 @@ def test_a_quick_run_reports_every_figure(capsys):
         for figures in [*entry["turns"], entry["median"]]:
             assert figures["requests"] == figures["answered"] + figures["unanswered"] > 0
             assert figures["answered"] == figures["ok"] + figures["errors"] + figures["degraded"]
-            for key in ("achieved_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "server_cpu_us", "generator_cpu_us"):
+            for key in (
+                "achieved_per_s",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "p999_ms",
+                "server_cpu_us",
+                "server_core_share",
+            ):
                 assert figures[key] >= 0, key
+            assert figures["generator_cpu_us"] >= 0
             assert ("redis_cpu_us" in figures) == (name == "floor")
 
     assert set(data["sequential"]) == {"floor", "memory", "redis"}
