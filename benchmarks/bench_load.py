@@ -342,6 +342,26 @@ def sequential(targets: dict[str, Target], redis: ThrowawayRedis | None, config:
 # ------------------------------------------------------------------ the run
 
 
+def history_sizes(url: str, customers: int) -> dict[str, float]:
+    """Events kept per customer and event type in Redis at the end (what a read returns
+    is what lies within the window: at most this)."""
+    import redis as redis_py
+
+    from benchmarks.load_floor import KEY_PREFIX
+    from benchmarks.load_workload import WINDOWS, customer_id
+
+    client = redis_py.Redis.from_url(url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for n in range(customers):
+            for event_type in WINDOWS:
+                pipe.zcard(f"{KEY_PREFIX}:{{{customer_id(n)}}}:h:{event_type}")
+        sizes = pipe.execute()
+    finally:
+        client.close()
+    return {event_type: sum(sizes[i :: len(WINDOWS)]) / max(1, customers) for i, event_type in enumerate(WINDOWS)}
+
+
 def generator_check(config: dict) -> list[dict]:
     """The generator against the msgpack echo server (benchmarks/bench_server.py), which
     does next to nothing per frame: how fast and how punctually this process sends."""
@@ -387,6 +407,8 @@ def measure_with(rules: Path, config: dict) -> dict:
         data["sequential"] = sequential(targets, redis, config)
         print("sweep ...", flush=True)
         data["sweep"] = sweep(targets, config)
+        if redis is not None:
+            data["history_sizes"] = history_sizes(redis.url, config["customers"])
     finally:
         for target in targets.values():
             target.stop()

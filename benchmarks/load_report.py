@@ -207,6 +207,12 @@ def markdown(data: dict) -> str:
         "",
     ]
     parts += knee_lines(data.get("knees", {}))
+    if data.get("history_sizes"):
+        parts.append(
+            "- Events kept in Redis per customer at the end of the run: "
+            + ", ".join(f"{kind} {figure(size)}" for kind, size in data["history_sizes"].items())
+            + " (the history a read returns is what of it lies within the window)."
+        )
     parts += split_lines(data["sweep"])
     seq = data.get("sequential", {})
     if seq:
