@@ -3,10 +3,12 @@ page_view, cart_abandoned and purchase (counts and a sum within windows, a cap o
 rule), customers with profiles, and a mix of their events.
 
 The windows are seconds long on purpose: 1,000 customers at thousands of events a second
-means each customer sends several events a second, and a decision reads every event of
-its window. With windows of seconds a read finds some tens of events, as it would in
-production where far more customers each send far fewer, and the keys stay that size
-through the run instead of growing with it (the store trims each history to its window).
+means each customer sends several events a second, so a window of seconds holds some tens
+of events (what the floor server reads), as a production read would where far more
+customers each send far fewer. nba keeps each history 300 s longer than the longest window
+that reads it (for events that arrive late, dsl/compiler.py LATE_EVENTS_S) and, as of this
+writing, reads all of what it keeps: its reads return up to that much more, growing over
+the first five minutes of a run.
 """
 
 from __future__ import annotations
