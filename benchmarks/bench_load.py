@@ -108,7 +108,6 @@ class Target:
 
     def __init__(self, name: str, command: list[str], redis: ThrowawayRedis | None):
         self.name = name
-        self.label = load_report.LABELS.get(name, name)
         self.redis = redis if name in REDIS_TARGETS else None
         self.process = Process(command, name)
 
