@@ -33,7 +33,7 @@ from pathlib import Path
 
 import redis as redis_py
 
-from benchmarks.bench_redis import ThrowawayRedis
+from benchmarks.processes import ThrowawayRedis
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"

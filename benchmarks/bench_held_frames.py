@@ -27,7 +27,8 @@ from pathlib import Path
 
 import msgpack
 
-from benchmarks.bench_server import HEADER, RULES, Process
+from benchmarks.bench_server import HEADER, RULES
+from benchmarks.processes import Process
 
 
 def rss_mib(pid: int) -> float:

@@ -31,15 +31,11 @@ import asyncio
 import gc
 import heapq
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.processes import ThrowawayRedis, own_cpu_seconds
 from benchmarks.timing import freeze_loaded
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,70 +45,6 @@ PROFILES = REPO / "examples" / "demo" / "profiles.jsonl"
 GOAL_CONCURRENT_P99_US = 1000.0
 GOAL_SEQUENTIAL_RATIO = 2.0
 RELAXED_BUDGET_S = 0.1  # a second concurrent run, to see the decisions that did read their state
-
-
-# -- a throwaway redis-server
-
-
-class ThrowawayRedis:
-    """``redis-server`` on a free loopback port, nothing on disk; stopped on exit."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="nba-bench-redis-")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> "ThrowawayRedis":
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.wait_until_ready()
-        return self
-
-    def wait_until_ready(self) -> None:
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                client.close()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- figures
@@ -283,19 +215,13 @@ async def concurrent_decisions(engine, events: list, callers: int, shared_stream
             degraded += decision.degraded
 
     await engine.decide_async(events[0], dry_run=True)  # connected
-    cpu_before = process_cpu_s()
+    cpu_before = own_cpu_seconds()
     started = clock()
     await asyncio.gather(*(caller(stream) for stream in streams))
     elapsed = clock() - started
-    cpu_us = (process_cpu_s() - cpu_before) / len(latencies) * 1e6
+    cpu_us = (own_cpu_seconds() - cpu_before) / len(latencies) * 1e6
     await engine.close_async()  # the writes sent without waiting are answered before the loop ends
     return dict(percentiles(latencies), per_second=len(latencies) / elapsed, degraded=degraded, cpu_us=cpu_us)
-
-
-def process_cpu_s() -> float:
-    """This process's CPU time (user and system), in seconds."""
-    times = os.times()
-    return times.user + times.system
 
 
 async def concurrent_bare_shared(store, events: list, times: list, callers: int) -> dict:

@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +33,8 @@ import time
 from pathlib import Path
 
 import msgpack
+
+from benchmarks.processes import Process, ThrowawayRedis, process_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = struct.Struct(">I")
@@ -177,94 +176,6 @@ def serve_echo(protocol=EchoProtocol) -> None:
         loop.run_forever()
     except KeyboardInterrupt:
         pass
-
-
-# ------------------------------------------------------------------ processes
-
-
-class Process:
-    """A child process that logs `listening on 127.0.0.1:PORT`; stopped with SIGTERM."""
-
-    def __init__(self, command: list[str], name: str):
-        self.name = name
-        self.log = tempfile.TemporaryFile()
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env, cwd=str(REPO))
-        self.port = self._wait_port()
-
-    def _wait_port(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            self.log.seek(0)
-            match = re.search(rb"listening on 127\.0\.0\.1:(\d+)", self.log.read())
-            if match:
-                return int(match.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        self.log.seek(0)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log.read().decode(errors='replace')}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="nba-bench-redis-")
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ the client side
@@ -417,16 +328,6 @@ def put_profiles(port: int, customers: int, prefix: str, seed: int) -> None:
 # ------------------------------------------------------------------ one target
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def measure_target(name: str, port: int, config: dict, nba: bool, pid: int | None = None) -> dict:
     seq_n, pipe_n, customers, seed = config["sequential"], config["pipelined"], config["customers"], config["seed"]
     prefix = f"{len(name)}{name[:3]}-"
@@ -523,7 +424,7 @@ def measure_all(config: dict) -> list[dict]:
     try:
         if config["redis"]:
             if shutil.which("redis-server"):
-                redis = RedisServer()
+                redis = ThrowawayRedis().__enter__()
                 targets.append(("nba redis", nba_command(str(Path(rules_dir, "cart.rules")), redis.url), True))
             else:
                 print("(redis-server not found: the Redis row is left out)", flush=True)
@@ -543,7 +444,7 @@ def measure_all(config: dict) -> list[dict]:
         )
     finally:
         if redis is not None:
-            redis.stop()
+            redis.__exit__(None, None, None)
         shutil.rmtree(rules_dir, ignore_errors=True)
     return rows
 

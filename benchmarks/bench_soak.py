@@ -33,7 +33,8 @@ from pathlib import Path
 
 import msgpack
 
-from benchmarks.bench_server import HEADER, RULES, Process, decide_frames, make_events, pipelined
+from benchmarks.bench_server import HEADER, RULES, decide_frames, make_events, pipelined
+from benchmarks.processes import Process
 
 BATCH_EVERY_S = 0.01
 FLAT_RSS_BYTES = 5 << 20

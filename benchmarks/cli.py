@@ -2,7 +2,8 @@
 
     nba bench eval [--rules 10,100,1000,10000] [--events N] [--peers zen-engine,...]
     nba bench history [--customers N] [--past N] [--decisions N]
-    nba bench load [--rules 100,1000,10000]
+    nba bench compile [--rules 100,1000,10000]   (ruleset parse, check, compile)
+    nba bench load [--rates 1000,2000,...] [--targets floor,workers1,workers2,memory]   (open-loop, on Redis)
     nba bench lsp [--rules 1000] [--edits 40]   (didChange -> publishDiagnostics of `nba lsp`)
     nba bench lint [--rules 100,1000]
     nba bench redis ... / nba bench server ... / nba bench consume ...   (benchmarks.bench_redis / ...)
@@ -28,6 +29,7 @@ from benchmarks.report import write_results
 BENCHMARKS = {
     "eval": "benchmarks.bench_eval",
     "history": "benchmarks.bench_history",
+    "compile": "benchmarks.bench_compile",
     "load": "benchmarks.bench_load",
     "redis": "benchmarks.bench_redis",
     "server": "benchmarks.bench_server",
@@ -37,7 +39,7 @@ BENCHMARKS = {
     "soak": "benchmarks.bench_soak",
     "held-frames": "benchmarks.bench_held_frames",
 }
-ALL = ("eval", "history", "load", "redis", "server")
+ALL = ("eval", "history", "compile", "redis", "server", "load")
 
 
 def load(name: str) -> ModuleType | None:

@@ -82,6 +82,7 @@ def run_demo(contender: str, pool: int, n_events: int) -> None:
     from nba.engine import Engine
 
     from benchmarks import bench_redis
+    from benchmarks.processes import ThrowawayRedis
 
     events = bench_redis.read_jsonl(bench_redis.EVENTS, pool)
     profiles = bench_redis.read_jsonl(bench_redis.PROFILES)
@@ -93,7 +94,7 @@ def run_demo(contender: str, pool: int, n_events: int) -> None:
         for event in checked:
             engine.decide(event)
         return
-    with bench_redis.ThrowawayRedis() as server:
+    with ThrowawayRedis() as server:
         engine = Engine.from_path(bench_redis.RULES, redis_url=server.url, key_prefix="instructions")
         engine.store.latency_budget_s = 30.0
         bench_redis.prepare(engine, profiles)

@@ -3,8 +3,8 @@
 
 The compiled twin of the generated Python matchers (dsl/compiler.py builds both from the
 same checked rules; dsl/matchplan.py defines the form). ``BucketProgram(plan)`` is called
-like a generated matcher, ``program(x, errors)``, and gives the indexes of the rules that
-hold in the bucket's order, lazily, so a ranked decision stops testing at its limit.
+like a generated matcher, ``program(context, errors)``, and gives the indexes of the rules
+that hold in the bucket's order, lazily, so a ranked decision stops testing at its limit.
 
 A field is read at most once per decision, on first use, into a slot that keeps its
 kind and, for a number, its value as a C double; comparisons with a literal then run in
@@ -98,7 +98,7 @@ from sys import intern
 
 
 cdef class BucketProgram:
-    """One bucket's rules, ready to test: ``program(x, errors)`` -> matching rule indexes."""
+    """One bucket's rules, ready to test: ``program(context, errors)`` -> matching rule indexes."""
 
     cdef Node* nodes
     cdef Entry* entries
@@ -162,20 +162,21 @@ cdef class BucketProgram:
         PyMem_Free(self.entries)
         PyMem_Free(self.slot_roots)
 
-    def __call__(self, x, list errors):
-        return start(self, x, errors)
+    def __call__(self, context, list errors):
+        return start(self, context, errors)
 
-    def start(self, dict ev, dict pr, t, etype, hist, list errors):
-        """``self(x, errors)`` with the context made here: the matches hold it as ``.x``."""
-        cdef EvalContext x = EvalContext.__new__(EvalContext)
-        x.ev = ev
-        x.pr = pr
-        x.t = t
-        x.etype = etype
-        x.hist = hist
-        x.aggs = {}
-        x.segs = {}
-        return start(self, x, errors)
+    def start(self, dict event, dict profile, now, event_type, history, list errors):
+        """``self(context, errors)`` with the context made here: the matches hold it as
+        ``.context``."""
+        cdef EvalContext context = EvalContext.__new__(EvalContext)
+        context.event = event
+        context.profile = profile
+        context.now = now
+        context.event_type = event_type
+        context.history = history
+        context.aggregates = {}
+        context.segments = {}
+        return start(self, context, errors)
 
     @property
     def size(self):
@@ -188,12 +189,12 @@ cdef class Matches:
     """The rules of one bucket that hold for one decision, found as they are asked for."""
 
     cdef BucketProgram program
-    cdef readonly object x  # the decision's EvalContext, also read as ``context``
+    cdef readonly object context  # the decision's EvalContext
     cdef list errors
-    cdef dict ev
-    cdef dict pr
-    cdef object t
-    cdef double t_number
+    cdef dict event
+    cdef dict profile
+    cdef object now
+    cdef double now_number
     cdef int position
     cdef list columns  # row filters: the past events' columns, one per slot
     cdef Py_ssize_t row
@@ -235,7 +236,7 @@ cdef class Matches:
         while self.position < program.n_entries:
             entry = &program.entries[self.position]
             self.position += 1
-            if not (entry.active_from <= self.t_number and self.t_number < entry.active_to):
+            if not (entry.active_from <= self.now_number and self.now_number < entry.active_to):
                 continue
             if entry.count == 0:
                 if test(self, nodes, entry.node):
@@ -261,14 +262,14 @@ cdef class Matches:
         return -1
 
 
-cdef Matches start(BucketProgram program, EvalContext x, list errors):
+cdef Matches start(BucketProgram program, EvalContext context, list errors):
     cdef Matches matches = Matches.__new__(Matches)
-    matches.x = x
+    matches.context = context
     matches.errors = errors
-    matches.ev = x.ev
-    matches.pr = x.pr
-    matches.t = x.t
-    matches.t_number = <double> matches.t
+    matches.event = context.event
+    matches.profile = context.profile
+    matches.now = context.now
+    matches.now_number = <double> matches.now
     return with_slots(matches, program)
 
 
@@ -300,9 +301,9 @@ cdef Slot* load(Matches m, int index) except NULL:
     elif root == ROOT_BOUND:
         found = PyList_GET_ITEM(m.columns, index)
     elif root == ROOT_TIME:
-        found = <PyObject*> m.t
+        found = <PyObject*> m.now
     else:
-        found = PyDict_GetItemWithError(m.ev if root == ROOT_EVENT else m.pr, m.program.slot_names[index])
+        found = PyDict_GetItemWithError(m.event if root == ROOT_EVENT else m.profile, m.program.slot_names[index])
         if found == NULL:
             if PyErr_Occurred():
                 return NULL
@@ -358,7 +359,7 @@ cdef int test(Matches m, Node* nodes, int at) except -1:
     if kind == K_NOT:
         return 0 if test(m, nodes, at + 1) else 1
     if kind == K_PYTHON:
-        return 1 if (<object> node.obj)(m.x) else 0
+        return 1 if (<object> node.obj)(m.context) else 0
     raise AssertionError(f"unknown node kind {kind}")
 
 

@@ -15,7 +15,15 @@ from typing import Callable
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset, walk
-from nba.dsl.codegen import ExprGen, ModuleBuilder, compile_functions, literal_source, run_code, runtime_namespace
+from nba.dsl.codegen import (
+    CONTEXT_LOCALS,
+    ExprGen,
+    ModuleBuilder,
+    compile_functions,
+    literal_source,
+    run_code,
+    runtime_namespace,
+)
 from nba.dsl.explain import Explainers
 from nba.dsl.folding import fold
 from nba.dsl.matchplan import PAST, BucketPlan, PlanBuilder, resolve, where_plan
@@ -64,13 +72,13 @@ class Bucket:
     """
 
     rules: tuple[int, ...]  # rule indexes in declaration order
-    matchers: tuple[Callable, ...]  # each: (x, errors) -> matched rule indexes
+    matchers: tuple[Callable, ...]  # each: (context, errors) -> matched rule indexes
     ranked: bool
     # the one matcher of a ranked bucket that has one (the usual case), else None
     only_matcher: Callable | None = field(init=False)
-    # that matcher's ``start(ev, pr, t, etype, hist, errors)`` when it makes the decision's
-    # context itself (the Cython matcher: the matches it gives hold the context as ``x``),
-    # else None
+    # that matcher's ``start(event, profile, now, event_type, history, errors)`` when it makes
+    # the decision's context itself (the Cython matcher: the matches it gives hold the context
+    # as ``context``), else None
     starter: Callable | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -249,15 +257,15 @@ class Compiler:
             gen = self.gen()
             test = gen.cond(fold(segment.condition), "a segment")
             self.module.add_function(
-                f"def _seg_{name}(x):\n"
-                f"    s = x.segs\n"
-                f"    v = s.get({name!r})\n"
-                f"    if v is None:\n"
-                f"        ev = x.ev; pr = x.pr; t = x.t\n"
+                f"def _seg_{name}(context):\n"
+                f"    segments = context.segments\n"
+                f"    held = segments.get({name!r})\n"
+                f"    if held is None:\n"
+                f"        {CONTEXT_LOCALS}\n"
                 f"{gen.prologue('        ')}"
-                f"        v = {test}\n"
-                f"        s[{name!r}] = v\n"
-                f"    return v"
+                f"        held = {test}\n"
+                f"        segments[{name!r}] = held\n"
+                f"    return held"
             )
 
     # -- aggregates --
@@ -299,45 +307,45 @@ class Compiler:
         step = step.replace("VALUE", value or "None")
         uses_time = "_p_time" in where or (agg.path[:1] == ("time",))
         loop_vars = (["_p_time"] if uses_time else []) + [past[f] for f in stored]
-        loop_sources = (["ts[lo:hi]"] if uses_time else []) + [f"_col(cols, {f!r}, ts)[lo:hi]" for f in stored]
-        current = "".join(f"        {past[f]} = ev.get({f!r})\n" for f in stored)
+        loop_sources = (["times[lo:hi]"] if uses_time else []) + [f"_col(columns, {f!r}, times)[lo:hi]" for f in stored]
+        current = "".join(f"        {past[f]} = event.get({f!r})\n" for f in stored)
         if uses_time:
-            current += "        _p_time = t\n"
+            current += "        _p_time = now\n"
         key = agg.event_type
         row_filter = self.row_filter(agg.where)
         lines = [
-            "def __AGG__(x):",
-            "    c = x.aggs",
-            "    if __AGG__ in c:",
-            "        return c[__AGG__]",
-            "    ev = x.ev; pr = x.pr; t = x.t",
+            "def __AGG__(context):",
+            "    computed = context.aggregates",
+            "    if __AGG__ in computed:",
+            "        return computed[__AGG__]",
+            f"    {CONTEXT_LOCALS}",
             gen.prologue().rstrip("\n"),
             f"    {init}",
         ]
         lines = [line for line in lines if line]
         if agg.func == "since":
             lines += [
-                f"    if x.etype == {key!r}:",
+                f"    if context.event_type == {key!r}:",
                 current.rstrip("\n") or "        pass",
                 f"        if {where}:",
-                "            best = t",
+                "            best = now",
                 "    if best is None:",
-                f"        h = x.hist.get({key!r})",
-                "        if h is not None:",
-                "            ts = h.times; cols = h.columns",
-                f"            lo = _bisect_right(ts, t - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(ts, t)",
+                f"        history = context.history.get({key!r})",
+                "        if history is not None:",
+                "            times = history.times; columns = history.columns",
+                f"            lo = _bisect_right(times, now - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(times, now)",
             ]
             if row_filter is not None:
                 lines += [
                     f"            i = _last_row({row_filter}, lo, hi)",
                     "            if i >= 0:",
-                    "                best = ts[i]",
+                    "                best = times[i]",
                 ]
             else:
-                lines += [f"            _c_{f} = _col(cols, {f!r}, ts)" for f in stored]
+                lines += [f"            _c_{f} = _col(columns, {f!r}, times)" for f in stored]
                 lines += [
                     "            for i in range(hi - 1, lo - 1, -1):",
-                    "                _p_time = ts[i]",
+                    "                _p_time = times[i]",
                 ]
                 lines += [f"                {past[f]} = _c_{f}[i]" for f in stored]
                 lines += [
@@ -347,15 +355,15 @@ class Compiler:
                 ]
         else:
             lines += [
-                f"    h = x.hist.get({key!r})",
-                "    if h is not None:",
-                "        ts = h.times; cols = h.columns",
-                f"        lo = _bisect_right(ts, t - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(ts, t)",
+                f"    history = context.history.get({key!r})",
+                "    if history is not None:",
+                "        times = history.times; columns = history.columns",
+                f"        lo = _bisect_right(times, now - {literal_source(float(agg.window), self.module)}); hi = _bisect_right(times, now)",
             ]
             if agg.func == "count" and agg.where is None:
-                lines.append("        n += hi - lo")
+                lines.append("        count += hi - lo")
             elif row_filter is not None and agg.func == "count":
-                lines.append(f"        n += _count_rows({row_filter}, lo, hi)")
+                lines.append(f"        count += _count_rows({row_filter}, lo, hi)")
             elif row_filter is not None and len(agg.path) == 1 and agg.func in ROW_KERNELS:
                 head = agg.path[0]
                 values = column_source(head)
@@ -374,12 +382,12 @@ class Compiler:
             else:
                 lines += ["        for _ in range(lo, hi):", f"            if {where}:", f"                {step}"]
             lines += [
-                f"    if x.etype == {key!r}:",
+                f"    if context.event_type == {key!r}:",
                 current.rstrip("\n") or "        pass",
                 f"        if {where}:",
                 f"            {step}",
             ]
-        lines += [f"    r = {result}", "    c[__AGG__] = r", "    return r"]
+        lines += [f"    result = {result}", "    computed[__AGG__] = result", "    return result"]
         return "\n".join(lines)
 
     def row_filter(self, where: n.Expr | None) -> str | None:
@@ -434,10 +442,8 @@ class Compiler:
         return None, name
 
     def expression_function(self, name: str, gen: ExprGen, expression: str) -> None:
-        """``def name(x): return expression``, with the fields it reads loaded first."""
-        self.module.add_function(
-            f"def {name}(x):\n    ev = x.ev; pr = x.pr; t = x.t\n{gen.prologue()}    return {expression}"
-        )
+        """``def name(context): return expression``, with the fields it reads loaded first."""
+        self.module.add_function(f"def {name}(context):\n    {CONTEXT_LOCALS}\n{gen.prologue()}    return {expression}")
 
     def rule_spec(self, index, rule: n.Rule, priority, priority_fn, params, params_fn) -> tuple:
         """A rule of ``RulesetRecipe.rules`` (``link`` makes its CompiledRule)."""
@@ -502,19 +508,19 @@ class Compiler:
                     continue
                 test = gen.cond(condition, "`when`")
                 active = self.active_test(rule)
-                found = "yield" if ranked else "m.append"
+                found = "yield" if ranked else "matched.append"
                 lines += [
                     "    try:",
                     f"        if {active}{test}:",
                     f"            {found}({index})",
-                    "    except Exception as e:",
-                    f"        errors.append(({index}, e))",
+                    "    except Exception as error:",
+                    f"        errors.append(({index}, error))",
                 ]
-            head = [f"def {name}(x, errors):", "    ev = x.ev; pr = x.pr; t = x.t", gen.prologue().rstrip("\n")]
+            head = [f"def {name}(context, errors):", f"    {CONTEXT_LOCALS}", gen.prologue().rstrip("\n")]
             if ranked:
                 lines = [line for line in head if line] + lines + ["    return", "    yield"]
             else:
-                lines = [line for line in head if line] + ["    m = []"] + lines + ["    return m"]
+                lines = [line for line in head if line] + ["    matched = []"] + lines + ["    return matched"]
             self.module.add_function("\n".join(lines))
             names.append(name)
         return names
@@ -534,7 +540,7 @@ class Compiler:
         return builder.plan()
 
     def python_condition(self, expr: n.Expr, what: str) -> str:
-        """A generated ``(x) -> bool`` for a sub-condition the Cython matcher calls."""
+        """A generated ``(context) -> bool`` for a sub-condition the Cython matcher calls."""
         name = f"_when_{len(self.module.functions)}"
         gen = self.gen()
         test = gen.cond(expr, what)
@@ -544,9 +550,9 @@ class Compiler:
     def active_test(self, rule: n.Rule) -> str:
         parts = []
         if rule.active_from is not None:
-            parts.append(f"{literal_source(rule.active_from, self.module)} <= t")
+            parts.append(f"{literal_source(rule.active_from, self.module)} <= now")
         if rule.active_to is not None and rule.active_to != math.inf:
-            parts.append(f"t < {literal_source(rule.active_to, self.module)}")
+            parts.append(f"now < {literal_source(rule.active_to, self.module)}")
         return "".join(f"{p} and " for p in parts)
 
     # -- `on` updates and the default --
@@ -579,22 +585,22 @@ class Compiler:
 
 def column_source(name: str) -> str:
     """A past events' column in a generated aggregate."""
-    return "ts" if name == "time" else f"_col(cols, {name!r}, ts)"
+    return "times" if name == "time" else f"_col(columns, {name!r}, times)"
 
 
 def decision_value_source(qualified: str) -> str:
-    """``event.g`` / ``profile.h`` in a generated aggregate (``event.time`` is ``t``)."""
+    """``event.g`` / ``profile.h`` in a generated aggregate (``event.time`` is ``now``)."""
     root, name = qualified.split(".", 1)
     if qualified == "event.time":
-        return "t"
-    return f"{'ev' if root == 'event' else 'pr'}.get({name!r})"
+        return "now"
+    return f"{'event' if root == 'event' else 'profile'}.get({name!r})"
 
 
 # The Cython row filter's kernels for an aggregate over one past field (the variables
 # are AGGREGATORS' own: each kernel starts from its initial value and steps as it does).
 ROW_KERNELS = {
-    "sum": "s, _k = _sum_rows({args})",
-    "avg": "s, k = _sum_rows({args})",
+    "sum": "total, _counted = _sum_rows({args})",
+    "avg": "total, counted = _sum_rows({args})",
     "min": "best = _min_rows({args})",
     "max": "best = _max_rows({args})",
     "distinct": "_distinct_rows({args}, seen, _distinct_key)",
@@ -604,9 +610,13 @@ ROW_KERNELS = {
 def _aggregators() -> dict[str, tuple[str, str, str]]:
     """func -> (initialisation, per matching event step, result)."""
     return {
-        "count": ("n = 0", "n += 1", "n"),
-        "sum": ("s = 0", "if VALUE.__class__ in _NUM: s += VALUE", "s"),
-        "avg": ("s = 0; k = 0", "if VALUE.__class__ in _NUM: s += VALUE; k += 1", "s / k if k else None"),
+        "count": ("count = 0", "count += 1", "count"),
+        "sum": ("total = 0", "if VALUE.__class__ in _NUM: total += VALUE", "total"),
+        "avg": (
+            "total = 0; counted = 0",
+            "if VALUE.__class__ in _NUM: total += VALUE; counted += 1",
+            "total / counted if counted else None",
+        ),
         "min": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE < best): best = VALUE", "best"),
         "max": ("best = None", "if VALUE.__class__ in _NUM and (best is None or VALUE > best): best = VALUE", "best"),
         "distinct": (
@@ -614,7 +624,7 @@ def _aggregators() -> dict[str, tuple[str, str, str]]:
             "if VALUE is not None: seen.add(VALUE if VALUE.__class__ in _SIMPLE else _distinct_key(VALUE))",
             "len(seen)",
         ),
-        "since": ("best = None", "", "None if best is None else t - best"),
+        "since": ("best = None", "", "None if best is None else now - best"),
     }
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import and_operands, walk
+from nba.dsl.codegen import CONTEXT_LOCALS
 from nba.dsl.folding import fold
 from nba.dsl.twins import runtime as rt
 from nba.dsl.unparse import source_text, start_of
@@ -125,7 +126,7 @@ class Explainers:
         module = self._compiler.module
         first_new = len(module.functions)
         name = f"_why_{index}"
-        lines = [f"def {name}(x):", "    ev = x.ev; pr = x.pr; t = x.t", "    results = []; values = []"]
+        lines = [f"def {name}(context):", f"    {CONTEXT_LOCALS}", "    results = []; values = []"]
         what = "`and`" if len(parts) > 1 else "`when`"  # as the matcher words a kind error
         for out, exprs in (("results", parts), ("values", values)):
             for expr in exprs:

@@ -4,14 +4,14 @@ cimport cython
 # the per-decision context is a C struct-backed class there, cheap to make and to read.
 
 cdef class EvalContext:
-    cdef public object ev
-    cdef public object pr
-    cdef public object t
-    cdef public object etype
-    cdef public object hist
-    cdef public object aggs
-    cdef public object segs
+    cdef public object event
+    cdef public object profile
+    cdef public object now
+    cdef public object event_type
+    cdef public object history
+    cdef public object aggregates
+    cdef public object segments
 
 
-@cython.locals(x=EvalContext)
-cpdef EvalContext new_context(dict ev, dict pr, object t, object etype, object hist)
+@cython.locals(context=EvalContext)
+cpdef EvalContext new_context(dict event, dict profile, object now, object event_type, object history)

@@ -493,31 +493,38 @@ def column(columns: dict, name: str, times: list) -> list:
 
 
 class EvalContext:
-    """What generated code reads for one decision, with its per-decision caches."""
+    """What generated code reads for one decision, with its per-decision caches.
 
-    __slots__ = ("ev", "pr", "t", "etype", "hist", "aggs", "segs")
+    ``event`` and ``profile``: the event and the customer's profile (maps); ``now``: the
+    decision's time, the event's ``time`` (seconds since the epoch); ``event_type``: the
+    event's type; ``history``: the customer's past events by type (each with ``times`` and
+    ``columns``, sorted by time); ``aggregates`` and ``segments``: the values computed so
+    far in this decision, by generated aggregate function and by segment name.
+    """
 
-    def __init__(self, ev: dict, pr: dict, t, etype: str, hist: dict):
-        self.ev = ev
-        self.pr = pr
-        self.t = t
-        self.etype = etype
-        self.hist = hist
-        self.aggs = {}
-        self.segs = {}
+    __slots__ = ("event", "profile", "now", "event_type", "history", "aggregates", "segments")
+
+    def __init__(self, event: dict, profile: dict, now, event_type: str, history: dict):
+        self.event = event
+        self.profile = profile
+        self.now = now
+        self.event_type = event_type
+        self.history = history
+        self.aggregates = {}
+        self.segments = {}
 
 
-def new_context(ev: dict, pr: dict, t, etype, hist) -> EvalContext:
+def new_context(event: dict, profile: dict, now, event_type, history) -> EvalContext:
     """``EvalContext(...)``, made without a generic call in the Cython twin."""
-    x = EvalContext.__new__(EvalContext)
-    x.ev = ev
-    x.pr = pr
-    x.t = t
-    x.etype = etype
-    x.hist = hist
-    x.aggs = {}
-    x.segs = {}
-    return x
+    context = EvalContext.__new__(EvalContext)
+    context.event = event
+    context.profile = profile
+    context.now = now
+    context.event_type = event_type
+    context.history = history
+    context.aggregates = {}
+    context.segments = {}
+    return context
 
 
 def compile_pattern(pattern: str):

@@ -83,7 +83,7 @@ def evaluate(
     starter = bucket.starter
     if starter is not None:  # the Cython matcher makes the context as it starts
         candidates = starter(event, state.profile, t, event_type, state.history, raised)
-        context = candidates.x
+        context = candidates.context
     else:
         context = new_context(event, state.profile, t, event_type, state.history)
         matcher = bucket.only_matcher

@@ -121,9 +121,9 @@ def compile_both(conditions: list[str], segments: list[str] = ()):
 
 def run(ruleset, event: dict, profile: dict):
     bucket = ruleset.bucket(event["type"])
-    x = runtime.EvalContext(event, profile, event["time"], event["type"], {})
+    context = runtime.EvalContext(event, profile, event["time"], event["type"], {})
     errors: list = []
-    matched = [index for matcher in bucket.matchers for index in matcher(x, errors)]
+    matched = [index for matcher in bucket.matchers for index in matcher(context, errors)]
     return matched, [(index, type(exc).__name__, str(exc)) for index, exc in errors]
 
 
@@ -197,9 +197,9 @@ def test_a_segment_of_atoms_is_tested_in_c_and_one_with_an_aggregate_through_pyt
 def test_a_ranked_bucket_stops_testing_at_the_first_match():
     with_vm, _generated = compile_both(["event.a > 1", "event.a + 1 > 1", "event.a > 0"])
     bucket = with_vm.bucket("t")
-    x = runtime.EvalContext({"type": "t", "time": 1.0, "a": 5}, {}, 1.0, "t", {})
+    context = runtime.EvalContext({"type": "t", "time": 1.0, "a": 5}, {}, 1.0, "t", {})
     errors: list = []
-    matches = bucket.matchers[0](x, errors)
+    matches = bucket.matchers[0](context, errors)
     assert next(matches) == 2  # priority 2 first
     assert errors == []
     assert list(matches) == [1, 0]

@@ -219,9 +219,11 @@ def test_a_master_killed_under_sync_reads(own_redis_cluster):
     victim.stop()  # SIGKILL
     fetches, killed_at = slot_table_fetches(own_redis_cluster), time.monotonic()
     failed = {True: 0, False: 0}  # on the victim or not -> reads that failed
+    tried = {True: 0, False: 0}  # on the victim or not -> reads made
     while store.topology.address_for(meta(next(iter(on_victim)))) == victim_address:
         assert time.monotonic() < killed_at + 20, "the replica was never promoted"
         for customer in CUSTOMERS:
+            tried[customer in on_victim] += 1
             try:
                 store.read(customer, NEEDS, T0)
             except StoreUnavailable:
@@ -230,7 +232,9 @@ def test_a_master_killed_under_sync_reads(own_redis_cluster):
     wait_until(lambda: all(read_or_none(store, customer) for customer in on_victim))
     fetched = slot_table_fetches(own_redis_cluster) - fetches
     store.close()
-    assert failed[True] >= 10 and failed[False] <= BUSY_MACHINE_SHARE * sum(failed.values()) + 2
+    # the healthy shards' reads fail no more than a busy machine's missed budgets (a share of
+    # the reads made to them, as the decision tests below count it)
+    assert failed[True] >= 10 and failed[False] <= BUSY_MACHINE_SHARE * tried[False] + 2, (failed, tried)
     # before: every failed read fetched the table inside the request, one per failure
     assert fetched <= 2 * (replaced_at - killed_at) / store.topology.refresh_interval_s + 4
 
