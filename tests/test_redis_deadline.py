@@ -11,6 +11,7 @@ from collections import deque
 import pytest
 
 from nba.engine.state import StoreUnavailable
+from nba.engine.store.redis import async_io
 from nba.engine.store.redis.async_io import LOOP_LAG_LIMIT, Pending, Watchdog
 
 
@@ -121,3 +122,22 @@ def test_a_cancelled_caller_leaves_the_watchdog_nothing_to_do():
         assert future.cancelled() and watchdog.handle is None
 
     asyncio.run(scenario())
+
+
+def test_the_timer_fires_at_most_once_per_check_interval(monkeypatch):
+    """Deadlines closer together than the interval share one firing: a busy link is not
+    checked at every loop turn."""
+    monkeypatch.setattr(async_io, "CHECK_INTERVAL_S", 0.5)
+
+    async def scenario():
+        loop, link, watchdog = watched_link()
+        first = request(loop, link, watchdog, 0.05)
+        assert watchdog.armed_for == link.waiting[0].deadline  # nothing armed: the first deadline
+        request(loop, link, watchdog, 0.06)
+        request(loop, link, watchdog, 0.07)
+        assert watchdog.armed_for == link.waiting[0].deadline  # later deadlines wait for that firing
+        first.set_result(["reply"])
+        watchdog.check()  # the others not due yet: next firing one interval on, not at the next deadline
+        return watchdog.armed_for - loop.time()
+
+    assert asyncio.run(scenario()) >= 0.45

@@ -692,6 +692,27 @@ def test_a_write_sent_without_waiting_survives_a_script_flush(store, client):
     assert store.lost_writes == 0
 
 
+def test_an_async_write_sent_without_waiting_goes_out_with_the_next_request_or_soon_after(store, client):
+    from nba.engine.store.redis.async_io import UNWAITED_DELAY_S
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        await store.read_async("c1", NEEDS, T0)  # the link is open
+        link = store.async_nodes[store.topology.seed.address].ready_link()
+        assert await store.commit_async("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+        assert link.outgoing  # not written yet: it waits for a request to go with
+        assert (await store.read_async("c1", NEEDS, T0)).profile == {"ltv": 1}  # it went first, in one write
+        assert await store.commit_async("c1", NEEDS, event(T0, profile_set={"ltv": 2}))
+        queued = loop.time()
+        while client.hget(KeyLayout().profile("c1"), "ltv") != b"2":  # nothing else to go with: written soon
+            assert loop.time() - queued < 5.0
+            await asyncio.sleep(UNWAITED_DELAY_S / 4)
+        await store.close_async()
+
+    asyncio.run(scenario())
+    assert store.lost_writes == 0
+
+
 def test_waiting_for_every_write_when_asked(redis_url):
     store = RedisStore(redis_url + "?wait_for_writes=true&latency_budget_ms=2000&write_timeout_ms=2000")
     assert store.wait_for_writes and store.latency_budget_s == 2.0
