@@ -415,7 +415,7 @@ class Attempts:
             return None
         return write
 
-    def committed(self, committed: bool | None) -> bool:
+    def committed(self, committed: object) -> bool:
         """The commit's result (None: the store was unavailable): whether the decision is
         made (else read again)."""
         if committed is None:  # the write may or may not have landed: answer as degraded,
@@ -438,7 +438,7 @@ class DecisionThen(Attempts):
     customer's turn taken, read, commit, (read again), then the decision's map handed to
     ``then`` and the turn given back."""
 
-    __slots__ = ("customer_id", "then", "turns", "told")
+    __slots__ = ("customer_id", "then", "turns", "told", "store")
 
     def __init__(
         self,
@@ -455,12 +455,13 @@ class DecisionThen(Attempts):
         self.then = then
         self.turns = turns_for(engine._turns, get_running_loop())
         self.told = False  # then was called: an exception now is the caller's own, not the decision's
+        self.store = engine.store
 
     def start(self) -> None:
         """The customer's turn: read."""
         checked = self.checked
         try:
-            self.engine.store.read_then(
+            self.store.read_then(
                 self.customer_id, self.ruleset.needs_for(checked["type"]), checked["time"], self.on_read
             )
         except Exception as failure:  # a store that raises instead of calling back (or then, re-raised)
@@ -481,7 +482,7 @@ class DecisionThen(Attempts):
             self.succeed()
             return
         try:
-            self.engine.store.commit_then(self.customer_id, self.ruleset.needs, write, self.on_commit)
+            self.store.commit_then(self.customer_id, self.ruleset.needs, write, self.on_commit)
         except Exception as failure:  # a store that raises instead of calling back (or then, re-raised)
             if self.told:
                 raise

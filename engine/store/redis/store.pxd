@@ -1,0 +1,20 @@
+# Static types for the Cython twin of engine/store/redis/store.py (Cython's pure-Python
+# mode): the callbacks that carry a read's or a commit's replies on to the decision.
+
+
+cdef class ReadReplies:
+    cdef public object store
+    cdef public object address
+    cdef public bytes packed
+    cdef public object codec
+    cdef public str base
+    cdef public double time
+    cdef public object then
+
+
+cdef class CommitReply:
+    cdef public object store
+    cdef public object address
+    cdef public str base
+    cdef public tuple command
+    cdef public object then
