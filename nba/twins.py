@@ -37,8 +37,10 @@ PURE_PYTHON = os.environ.get("NBA_PURE_PYTHON", "").strip().lower() not in ("", 
 
 # The modules setup.py compiles (paths relative to the repository), the hot path: an
 # event's check, the state read, the rules, the procedure, the state write, the decision,
-# and the stores and Redis client around them. The server stays interpreted so that
-# `python -m nba.engine.server` runs (an extension cannot be run as __main__).
+# and the stores and Redis client around them, and the server's request path (a
+# connection, the ops, the queue of requests waiting for the store, the counters). The
+# rest of the server stays interpreted (``python -m nba.engine.server`` runs its ``__main__``,
+# which an extension cannot be).
 COMPILED = (
     "dsl/runtime.py",
     "engine/procedure.py",
@@ -56,6 +58,10 @@ COMPILED = (
     "engine/store/redis/store.py",
     "engine/store/redis/sync_io.py",
     "engine/store/redis/async_io.py",
+    "engine/server/connection.py",
+    "engine/server/dispatch.py",
+    "engine/server/lifecycle.py",
+    "engine/server/stats.py",
 )
 # Written in Cython; the pure-Python twin is another technique (the generated Python
 # matchers; hiredis.pack_command). Module name -> source, relative to the repository.

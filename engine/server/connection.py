@@ -44,8 +44,9 @@ EVERY_OP = ROLE_OPS["admin"]
 LIMIT_CODES = frozenset({FRAME_TOO_LARGE, FRAME_TIMEOUT, OVERLOADED})  # counted in stats' limits_hit
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: frames in, responses out, limits enforced."""
+class Connection:
+    """One client connection: frames in, responses out, limits enforced (an asyncio
+    protocol: the event loop calls its ``connection_made``, ``data_received``, ...)."""
 
     def __init__(self, server: "Server"):
         settings = server.settings
@@ -170,7 +171,7 @@ class Connection(asyncio.Protocol):
     def _process_input(self) -> None:
         if self._fatal or self.transport is None:
             return
-        next_frame = self.decoder.next_frame
+        decoder = self.decoder
         server = self.server
         decide_map = self._decide_map
         pack = self._pack
@@ -180,7 +181,7 @@ class Connection(asyncio.Protocol):
         mark = clock()  # a request's latency starts when the one before it ends
         try:
             while self.in_flight < self.max_in_flight and not self._write_paused and not server.stopping:
-                obj = next_frame()
+                obj = decoder.next_frame()
                 # The common request {id, op: decide, event} with the in-memory store, once the
                 # connection may decide: decided inline, with no Request object, one after
                 # another (they change neither the requests in flight nor the writing state).
@@ -205,12 +206,12 @@ class Connection(asyncio.Protocol):
                             now = clock()
                             latencies.append(now - mark)
                             mark = now
-                            obj = next_frame()
+                            obj = decoder.next_frame()
                             continue
                     self._mark = mark
                     self._send(response, "decide", mark)
                     mark = self._mark
-                    obj = next_frame()
+                    obj = decoder.next_frame()
                 if obj is NEED_MORE:
                     break
                 if latencies:  # counted before a `stats` request among them is answered

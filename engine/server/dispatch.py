@@ -67,15 +67,9 @@ class Dispatcher:
         exactly once, perhaps before this returns."""
         decide_map_then = self.decide_map_then
         if req.op == "decide" and decide_map_then is not None:
-            request_id = req.id
-
-            def decided(decision: dict | None, error: BaseException | None) -> None:
-                if error is None:
-                    respond({"id": request_id, "ok": True, "decision": decision})
-                else:
-                    respond(self.error(request_id, "decide", error))
-
-            decide_map_then(req.event, decided, limit=req.limit, explain=req.explain, dry_run=req.dry_run)
+            decide_map_then(
+                req.event, Decided(self, req.id, respond), limit=req.limit, explain=req.explain, dry_run=req.dry_run
+            )
             return
         self.server.spawn(self.respond_later(req, respond))
 
@@ -109,3 +103,21 @@ class Dispatcher:
         if self.limiter.allow():
             log.error("request %r (%s) failed", request_id, op, exc_info=exc)
         return error_response(request_id, INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class Decided:
+    """The callback of ``Engine.decide_map_then``: the decision (or the error) as the
+    request's response."""
+
+    __slots__ = ("dispatcher", "request_id", "respond")
+
+    def __init__(self, dispatcher: Dispatcher, request_id: Any, respond: Respond):
+        self.dispatcher = dispatcher
+        self.request_id = request_id
+        self.respond = respond
+
+    def __call__(self, decision: dict | None, error: BaseException | None) -> None:
+        if error is None:
+            self.respond({"id": self.request_id, "ok": True, "decision": decision})
+        else:
+            self.respond(self.dispatcher.error(self.request_id, "decide", error))

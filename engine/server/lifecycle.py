@@ -80,6 +80,7 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._active = 0  # requests started and not yet answered (at most max_concurrency)
+        self._max_concurrency = settings.max_concurrency
         self._backlog: deque = deque()  # (connection, request, started) waiting for one to end
         self._ready: deque = deque()  # (connection, request, started) to start now (see _run)
         self._starting = False
@@ -164,7 +165,7 @@ class Server:
     def submit(self, conn: Connection, req, started: float) -> None:
         """Run a request that waits for the store: at once while fewer than
         ``max_concurrency`` run, else when a running one is done."""
-        if self._active < self.settings.max_concurrency:
+        if self._active < self._max_concurrency:
             self._active += 1
             self._run(conn, req, started)
         else:
@@ -180,10 +181,10 @@ class Server:
             return
         self._starting = True
         try:
-            ready, start = self._ready, self.dispatcher.start
+            ready, dispatcher = self._ready, self.dispatcher
             while ready:
                 conn, req, started = ready.popleft()
-                start(req, Answer(self, conn, req, started))
+                dispatcher.start(req, Answer(self, conn, req, started))
         finally:
             self._starting = False
 
