@@ -1,10 +1,12 @@
 """`nba serve`: the engine behind the socket protocol (docs/server.md, docs/security.md).
 
 One process runs one asyncio event loop (uvloop when it can be imported) with one
-``asyncio.Protocol`` per connection. With the in-memory store a decision is pure CPU work,
-so requests are answered inline, in order, and every response of one read goes out in one
-write. With Redis each request runs as a task, so many decisions wait on Redis at once;
-requests of one customer on one connection still run one after another, in order.
+asyncio protocol (``Connection``) per connection. With the in-memory store a decision is
+pure CPU work, so requests are answered inline, in order, and every response of one read
+goes out in one write. With Redis many decisions wait on Redis at once (at most
+``--max-concurrency``), each carried on by the store's callbacks (``Engine.decide_map_then``)
+rather than by a task; requests of one customer on one connection still run one after
+another, in order.
 ``--workers N`` starts N such processes bound to one port with SO_REUSEPORT.
 
 The modules, one job each:
