@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from asyncio import get_running_loop
+from threading import get_ident
 from typing import Callable, Mapping, TypeVar
 
 from nba.dsl import load_ruleset
@@ -18,7 +19,7 @@ from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
 from nba.engine.procedure import Outcome, evaluate
 from nba.engine.state import CustomerState, StateWrite, Store, StoreUnavailable, empty_state
 from nba.engine.stats import EngineStats
-from nba.engine.turns import ThreadTurns, turns_for
+from nba.engine.turns import CustomerTurns, ThreadTurns, turns_for
 
 T = TypeVar("T")
 log = logging.getLogger("nba.engine")
@@ -59,6 +60,7 @@ class Engine:
         self.stats = EngineStats()
         self.stats.store_counters = getattr(store, "counters", None)
         self._turns: dict = {}  # event loop -> CustomerTurns (engine/turns.py)
+        self._last_turns: tuple = (None, None)  # (thread, CustomerTurns) of the last decide_map_then
         self._thread_turns = ThreadTurns()
 
     @classmethod
@@ -255,6 +257,17 @@ class Engine:
             return
         decision = DecisionThen(self, ruleset, checked, limit, explain, dry_run, then)
         decision.turns.take_then(decision.customer_id, decision.start)
+
+    def _running_turns(self) -> CustomerTurns:
+        """The running loop's ``CustomerTurns``. The last one found is taken again while its
+        loop runs in this thread (then it is the running loop): asyncio's
+        ``get_running_loop()`` costs a ``getpid()`` system call in Python 3.11."""
+        thread, turns = self._last_turns
+        if thread == get_ident() and turns.loop.is_running():
+            return turns
+        turns = turns_for(self._turns, get_running_loop())
+        self._last_turns = (get_ident(), turns)
+        return turns
 
     def _prepare(self, event: Mapping, limit: int) -> tuple[CompiledRuleset, dict]:
         if limit.__class__ is not int or not 1 <= limit <= MAX_LIMIT:
@@ -453,7 +466,7 @@ class DecisionThen(Attempts):
         Attempts.__init__(self, engine, ruleset, checked, limit, explain, dry_run)
         self.customer_id = checked["customer_id"]
         self.then = then
-        self.turns = turns_for(engine._turns, get_running_loop())
+        self.turns = engine._running_turns()
         self.told = False  # then was called: an exception now is the caller's own, not the decision's
         self.store = engine.store
 

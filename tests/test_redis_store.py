@@ -506,6 +506,27 @@ def test_callback_paths_match_the_awaited_ones(store, client):
     assert store.lost_writes == 0
 
 
+def test_each_event_loop_gets_a_link_of_its_own(store):
+    """A link is handed out only to callers of the loop it was opened on, running in its
+    thread: one event loop after another, or in another thread, each opens its own."""
+
+    async def read_twice():
+        await store.read_async("c1", NEEDS, T0)
+        link = store.async_nodes[store.topology.seed.address].ready_link()
+        state = await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))
+        return link, state
+
+    first, _ = asyncio.run(read_twice())
+    second, _ = asyncio.run(read_twice())  # the first loop is closed: its link is not used
+    assert first is not None and second is not None and second is not first
+    links = []
+    thread = threading.Thread(target=lambda: links.append(asyncio.run(read_twice())[0]))
+    thread.start()
+    thread.join(60)
+    assert links and links[0] not in (first, second)
+    assert store.async_nodes[store.topology.seed.address].ready_link() is None  # no loop runs here
+
+
 def test_callback_reads_of_unreadable_state_or_a_lost_redis_tell_unavailable(own_redis_server):
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
     client = redis_py.Redis.from_url(own_redis_server.url)

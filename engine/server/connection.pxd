@@ -36,6 +36,7 @@ cdef class Connection:
     cdef public bint _close_when_done
     cdef public dict _waiting
     cdef public object _done
+    cdef public object _loop
 
     @cython.locals(decoder=FrameDecoder, out=list, latencies=list, mark=double, now=double)
     cpdef void _process_input(self)

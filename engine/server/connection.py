@@ -81,6 +81,7 @@ class Connection:
         self._close_when_done = False  # end of input or shutdown: close once nothing is in flight
         self._waiting: dict[str, deque] = {}  # customer id -> requests queued behind a running one
         self._done: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop, once needed
 
     def _enable_fast_path(self) -> None:
         if self.dispatcher.blocking:
@@ -359,7 +360,10 @@ class Connection:
             if self.transport is not None:
                 self._account()
         elif self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            loop = self._loop
+            if loop is None:  # asked once: asyncio's get_running_loop() costs a getpid() in Python 3.11
+                loop = self._loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_soon(self._flush)
 
     # -- output
 

@@ -47,6 +47,7 @@ cdef class AsyncLink:
     cdef public bint flush_scheduled
     cdef public object delay_handle
     cdef public object loop
+    cdef public object thread
     cdef public double last_reply_at
     cdef public object transport
     cdef public Watchdog watchdog

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from threading import get_ident
 from typing import Any, Awaitable, Callable
 
 import redis.asyncio.connection as async_connection
@@ -221,6 +222,7 @@ class AsyncLink:
         self.flush_scheduled = False  # a flush runs soon (this loop turn or the next)
         self.delay_handle: asyncio.TimerHandle | None = None  # the flush of writes no caller waits for
         self.loop = asyncio.get_running_loop()
+        self.thread = get_ident()  # the loop's
         self.last_reply_at = float("-inf")  # loop time of the latest bytes read from Redis
         writer = getattr(conn, "_writer", None)
         self.transport = writer.transport if hasattr(writer, "transport") else None
@@ -471,9 +473,13 @@ class AsyncNode:
         self.refusals = RefusalLog()
 
     def ready_link(self) -> AsyncLink | None:
-        """The open link of the running event loop, if there is one."""
+        """The open link of the running event loop, if there is one.
+
+        The link's loop running in this thread is the running loop (a loop runs in the
+        thread it was made in): that is asked instead of ``asyncio.get_running_loop()``,
+        which costs a ``getpid()`` system call in Python 3.11, and this runs for every read."""
         link = self.link
-        if link is None or link.closed or self.loop is not asyncio.get_running_loop():
+        if link is None or link.closed or link.thread != get_ident() or not link.loop.is_running():
             return None
         return link
 
