@@ -531,15 +531,17 @@ def test_callback_reads_of_unreadable_state_or_a_lost_redis_tell_unavailable(own
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
     client = redis_py.Redis.from_url(own_redis_server.url)
     client.set(KeyLayout().contacts("c2"), "a string, not a sorted set")
-    client.close()
 
     async def scenario():
         await store.read_async("c1", NEEDS, T0)  # the link is open
         with pytest.raises(StoreUnavailable):
             await answer_of(lambda then: store.read_then("c2", NEEDS, T0, then))
         assert (await answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))).profile == {}
+        client.execute_command("CLIENT", "PAUSE", 10000, "ALL")  # the next read stays unanswered ...
+        client.close()
         reading = answer_of(lambda then: store.read_then("c1", NEEDS, T0, then))
-        own_redis_server.stop()
+        await asyncio.sleep(0.05)
+        own_redis_server.stop()  # ... until the connection is lost
         with pytest.raises(StoreUnavailable):
             await reading
         with pytest.raises(StoreUnavailable):
