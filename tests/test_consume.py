@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nba.dsl import load_ruleset
-from nba.dsl.needs import HistoryNeed
+from nba.dsl.needs import HistoryNeed, StateNeeds
 from nba.engine import Engine
-from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
+from nba.engine.state import CapCheck, Contact, StateWrite
 from nba.engine.store.redis import RedisStore
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 

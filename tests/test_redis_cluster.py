@@ -10,9 +10,10 @@ import time
 import pytest
 import redis as redis_py
 
-from nba.dsl.needs import HistoryNeed
+from nba.dsl.needs import HistoryNeed, StateNeeds
 from nba.engine import Engine
-from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite, StoreUnavailable
+from nba.engine.state import CapCheck, Contact, StateWrite
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.redis import KeyLayout, RedisStore
 
 from redis_fixtures import REDIS_CLI, needs_redis

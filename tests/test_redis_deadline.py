@@ -10,7 +10,7 @@ from collections import deque
 
 import pytest
 
-from nba.engine.state import StoreUnavailable
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.redis.async_io import LOOP_LAG_LIMIT, Pending, Watchdog
 
 
