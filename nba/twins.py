@@ -46,6 +46,7 @@ COMPILED = (
     "engine/events.py",
     "engine/decision.py",
     "engine/state.py",
+    "engine/store/interface.py",
     "engine/stats.py",
     "engine/holdout.py",
     "engine/turns.py",

@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nba.dsl import load_ruleset
-from nba.dsl.needs import HistoryNeed
+from nba.dsl.needs import HistoryNeed, StateNeeds
 from nba.engine import Engine
-from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
+from nba.engine.state import CapCheck, Contact, StateWrite
 from nba.engine.store.redis import RedisStore
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 
+from polling import wait_until
 from redis_fixtures import RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -108,11 +109,21 @@ def make_consumer(url: str, streams=("in",), rules: str = RULES, **options) -> C
 
 
 def run_until(consumer: Consumer, done, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"timed out; stats: {consumer.snapshot()}"
+    """Steps ``consumer`` until ``done()``."""
+
+    def stepped_until_done() -> bool:
+        if done():
+            return True
         consumer.step()
         consumer.after_step()
+        return False
+
+    wait_until(
+        stepped_until_done,
+        lambda: f"the consumer done; stats: {consumer.snapshot()}",
+        timeout_s=timeout_s,
+        interval_s=0,
+    )
 
 
 def answered(client, out: str, count: int):
@@ -501,26 +512,28 @@ def last_stats(err: str) -> dict:
 
 
 def wait_for(condition, timeout_s: float = WAIT_S, processes=()) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            errors = [stop(process)[-3000:] for process in processes]
-            raise AssertionError(f"timed out; consumers said: {errors}")
-        time.sleep(0.05)
+    """Until ``condition()``; a failure stops ``processes`` and shows what they said."""
+
+    def what() -> str:
+        return f"the consumers; they said: {[stop(process)[-3000:] for process in processes]}"
+
+    wait_until(condition, what, timeout_s=timeout_s, interval_s=0.05)
 
 
 def kill_one_holding_entries(client, live: list[subprocess.Popen]) -> subprocess.Popen:
     """kill -9 the first of ``live`` seen with entries delivered and not acknowledged."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+
+    def holding_entries() -> subprocess.Popen | None:
         for process in live:
             name = f"{socket.gethostname()}-{process.pid}"
             if client.xpending_range("in", "nba", "-", "+", 1, consumername=name):
-                process.kill()
-                process.wait()
                 return process
-        time.sleep(0.002)
-    raise AssertionError("no consumer held entries")
+        return None
+
+    process = wait_until(holding_entries, "a consumer holding entries", timeout_s=WAIT_S, interval_s=0.002)
+    process.kill()
+    process.wait()
+    return process
 
 
 def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):
@@ -571,16 +584,25 @@ def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):
     poison = add_events(client, "in", [{"customer_id": "poison", "type": "visit"}])[0]
     ids += add_events(client, "in", visits(4, 1))
     deaths = 0
-    deadline = time.monotonic() + WAIT_S
-    while not client.xlen("in:dead"):
-        assert time.monotonic() < deadline and deaths <= 4, f"{deaths} deaths, no dead letter"
+
+    def delivered_again() -> bool:
+        """True once the entry is dead-lettered; else one more consumer is given it."""
+        nonlocal deaths
+        if client.xlen("in:dead"):
+            return True
+        assert deaths <= 4, f"{deaths} deaths, no dead letter"
         process = start_consumer(redis_url, die_on="poison", claim_idle_ms=100, max_deliveries=2)
-        wait_for(lambda process=process: process.poll() is not None or client.xlen("in:dead"), processes=[process])
+        wait_for(lambda: process.poll() is not None or client.xlen("in:dead"), processes=[process])
         if process.returncode == -signal.SIGKILL:
             deaths += 1
         else:
             stop(process)
         time.sleep(0.15)  # the entry idles at the dead consumer past --claim-idle-ms
+        return False
+
+    wait_until(
+        delivered_again, lambda: f"the poison entry dead-lettered ({deaths} deaths)", timeout_s=WAIT_S, interval_s=0
+    )
     assert deaths == 2  # delivered twice (two deaths), then the third delivery is dead-lettered
     [(_, fields)] = client.xrange("in:dead")
     assert fields[b"entry"].decode() == poison and int(fields[b"deliveries"]) == 3

@@ -3,10 +3,8 @@ the example ruleset, copied to a temporary workspace, with buffers that differ f
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from polling import eventually
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "rules"
-PUBLISH = lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS
 
 
 @pytest.fixture
@@ -64,20 +63,19 @@ def change(client: LanguageClient, uri: str, version: int, text: str, at: lsp.Ra
     )
 
 
-async def published(client: LanguageClient, uri: str, expected, timeout: float = 30) -> list[lsp.Diagnostic]:
+async def published(client: LanguageClient, uri: str, expected) -> list[lsp.Diagnostic]:
     """Waits until the diagnostics published for ``uri`` satisfy ``expected``, and returns them."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def as_expected() -> tuple[list[lsp.Diagnostic]] | None:
         current = client.diagnostics.get(uri)
         if current is not None and expected(current):
-            return list(current)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no diagnostics as expected for {uri} within {timeout} s; last: {current}")
-        try:
-            await asyncio.wait_for(client.wait_for_notification(PUBLISH), remaining)
-        except asyncio.TimeoutError:
-            pass
+            return (list(current),)  # a tuple: true also when no diagnostic is expected
+        return None
+
+    [diagnostics] = await eventually(
+        as_expected, lambda: f"diagnostics as expected for {uri} (last: {client.diagnostics.get(uri)})"
+    )
+    return diagnostics
 
 
 def position_of(text: str, needle: str, offset: int = 0) -> lsp.Position:

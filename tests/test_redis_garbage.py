@@ -342,7 +342,8 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
 @pytest.mark.parametrize("wrong", ["profile", "history", "meta", "contacts"])
 def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):
     from nba.dsl.needs import HistoryNeed, StateNeeds
-    from nba.engine.state import CapCheck, Contact, StateWrite, StoreUnavailable
+    from nba.engine.state import CapCheck, Contact, StateWrite
+    from nba.engine.store import StoreUnavailable
 
     needs = StateNeeds(
         history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0, profile_schema={}

@@ -13,9 +13,9 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nba.dsl.needs import HistoryNeed
-from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
-from nba.engine.store import open_store
+from nba.dsl.needs import HistoryNeed, StateNeeds
+from nba.engine.state import CapCheck, Contact, CustomerState, StateWrite
+from nba.engine.store import StoreUnavailable, open_store
 from nba.engine.store.redis import (
     Codec,
     KeyLayout,

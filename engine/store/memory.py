@@ -20,7 +20,9 @@ import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from nba.engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
+from nba.dsl.needs import StateNeeds
+from nba.engine.state import Contact, CustomerState, History, StateWrite
+from nba.engine.store.interface import Store
 
 DEFAULT_MAX_EVENTS_PER_TYPE = 10_000
 DEFAULT_MAX_CONTACTS = 10_000

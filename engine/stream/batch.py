@@ -31,7 +31,8 @@ from nba.engine.decision import decision_map
 from nba.engine.errors import EngineError
 from nba.engine.jsontext import _json_default, plain_numbers
 from nba.engine.procedure import evaluate
-from nba.engine.state import CustomerState, StateWrite, StoreUnavailable
+from nba.engine.state import CustomerState, StateWrite
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.memory import MemoryStore
 from nba.engine.store.redis.encoding import decode_profile_value, encode_profile_value
 from nba.engine.store.redis.protocol import (

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import redis as redis_py
 from redis.exceptions import ResponseError
 
-from nba.engine.state import StoreUnavailable
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.redis.protocol import CONNECTION_ERRORS, has_error, pack_commands, store_options_in
 from nba.engine.stream.batch import BAD, DECIDED, PENDING, BatchDecider, Item
 from nba.engine.stream.metrics import ConsumerStats, start_metrics

@@ -37,7 +37,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+from nba.dsl.needs import StateNeeds
+from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateWrite
+from nba.engine.store.interface import StoreUnavailable
 from nba.engine.store.redis.encoding import (
     contact_parts,
     decode_contacts,

@@ -11,8 +11,10 @@ from typing import Any, Awaitable, Callable, NoReturn
 
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from nba.dsl.needs import StateNeeds
 from nba.engine.errors import StateError
-from nba.engine.state import CustomerState, StateNeeds, StateWrite, Store, StoreUnavailable
+from nba.engine.state import CustomerState, StateWrite
+from nba.engine.store.interface import Store, StoreUnavailable
 from nba.engine.store.redis.async_io import AsyncNode
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
