@@ -28,6 +28,7 @@ from nba.engine.store.redis import (
     unpack_member,
 )
 from nba.engine.store.redis.encoding import unpack_members
+from nba.engine.store.redis.protocol import Expiries, with_slack
 
 from redis_fixtures import needs_redis
 
@@ -424,15 +425,47 @@ def test_keys_expire_after_the_retention(store, client):
     store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
     layout = KeyLayout()
     retention_ms = (NEEDS.retention + 60) * 1000
+    assert client.hgetall(layout.meta("c1")) == {b"k": b"-inf"}  # no contact trimmed yet
     for key in (layout.history("c1", "page_view"), layout.contacts("c1"), layout.meta("c1")):
-        assert 0 < client.pttl(key) <= retention_ms
+        assert retention_ms - 60_000 < client.pttl(key) <= with_slack(retention_ms)
     assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
+
+
+def test_a_ttl_is_set_again_only_when_the_one_set_before_runs_short(store, client):
+    key = KeyLayout().history("c1", "page_view")
+    needed = Retention().ttls(NEEDS)[0]
+    store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
+    store.read("c1", NEEDS, T0)  # the write was applied
+    assert needed < client.pttl(key) <= with_slack(needed)
+    client.pexpire(key, 600_000)  # shorter than this process set: it does not know
+    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "b"}))
+    store.read("c1", NEEDS, T0)
+    assert client.pttl(key) <= 600_000  # the TTL set before covers the retention from now: not set again
+    store.expiries.until[key] -= with_slack(needed) - needed + 1  # as if a while went by
+    store.commit("c1", NEEDS, event(T0 + 2, record={"category": "c"}))
+    store.read("c1", NEEDS, T0)
+    assert needed < client.pttl(key) <= with_slack(needed)
+
+
+def test_every_ttl_set_covers_the_retention_from_the_write():
+    expiries = Expiries()
+    needed = 3_600_000
+    assert expiries.due("k", needed, 0.0) == with_slack(needed)
+    for now in range(0, with_slack(needed) - needed + 1, 60_000):
+        assert expiries.due("k", needed, float(now)) == 0  # set at 0: still covers now + needed
+    assert expiries.due("k", needed, float(with_slack(needed) - needed + 1)) == with_slack(needed)
+    assert with_slack(10**12) - 10**12 == 300_000  # at most 5 minutes more than needed
 
 
 def test_profile_ttl_when_asked(redis_url, client):
     store = RedisStore(redis_url, profile_ttl_s=3600, **RELAXED)
     store.put_profile("c1", {"tier": "gold"}, NEEDS)
-    assert 0 < client.pttl(KeyLayout().profile("c1")) <= 3600_000
+    assert 3_500_000 < client.pttl(KeyLayout().profile("c1")) <= with_slack(3600_000)
+    store.put_profile("c2", {"tier": "gold"}, NEEDS)
+    client.persist(KeyLayout().profile("c2"))
+    store.commit("c2", NEEDS, event(T0, profile_set={"ltv": 1}))  # an update sets it too
+    assert store.get_profile("c2", NEEDS) == {"tier": "gold", "ltv": 1}
+    assert 3_500_000 < client.pttl(KeyLayout().profile("c2")) <= with_slack(3600_000)
     store.close()
 
 
@@ -470,7 +503,7 @@ def test_async_paths_match_the_sync_ones(store):
 
 def test_redis_down_then_back(own_redis_server):
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
-    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
     own_redis_server.stop()
     with pytest.raises(StoreUnavailable):
         store.read("c1", NEEDS, T0)
@@ -478,8 +511,10 @@ def test_redis_down_then_back(own_redis_server):
         store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 2}))
     own_redis_server.start()  # an empty server: nothing was kept
     assert store.read("c1", NEEDS, T0).profile == {}
-    assert store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 3}))
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 3}))
     assert store.get_profile("c1", NEEDS) == {"ltv": 3}
+    # the TTL set before the restart went with the keys: set again, not taken as still there
+    assert int(own_redis_server.command("PTTL", KeyLayout().history("c1", "page_view"))[1:]) > 0
     store.close()
 
 
@@ -539,7 +574,8 @@ def test_floats_survive_as_scores():
 
 
 def windowed(state, needs: StateNeeds, time: float) -> dict:
-    """What a decision at ``time`` can see of ``state``: entries inside the read windows."""
+    """What a decision at ``time`` can see of ``state``: entries inside the read windows,
+    and the newest contact time trimmed away."""
     history = {}
     for event_type, need in needs.history.items():
         kept = state.history.get(event_type)
@@ -555,7 +591,7 @@ def windowed(state, needs: StateNeeds, time: float) -> dict:
         if rows:
             history[event_type] = rows
     contacts = [c for c in state.contacts if c.time > time - needs.contact_window]
-    return {"profile": state.profile, "history": history, "contacts": contacts}
+    return {"profile": state.profile, "history": history, "contacts": contacts, "kept_from": state.kept_from}
 
 
 WRITES = st.lists(
@@ -572,9 +608,13 @@ WRITES = st.lists(
 )
 
 
+@pytest.mark.parametrize("path", ["sync", "async", "once"])
+@pytest.mark.parametrize("limit", [10_000, 3], ids=["by-time", "by-count"])
 @given(writes=WRITES)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_redis_keeps_the_same_state_as_memory(redis_server, path, limit, writes):
+    """Every way a write goes (plain commands without contacts, the commit script with; the
+    streams' once script around it), trimmed by time and by count, reads back as memory's."""
     from nba.engine.store.memory import MemoryStore
 
     redis_server.flush()
@@ -584,8 +624,10 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
         profile_schema=SCHEMA,
     )
     caps = [CapCheck("rule", "r1", 2, 600.0), CapCheck("channel", "email", 3, 2400.0), CapCheck("all", None, 4, 1200.0)]
-    memory, store = MemoryStore(), RedisStore(redis_server.url, **RELAXED)
-    for offset, event_type, value, with_contact, rule, channel, updates in writes:
+    memory = MemoryStore(max_events_per_type=limit, max_contacts=limit)
+    store = RedisStore(redis_server.url, max_events_per_type=limit, max_contacts=limit, **RELAXED)
+    commit, read, close = store_calls(store, path)
+    for number, (offset, event_type, value, with_contact, rule, channel, updates) in enumerate(writes):
         time = T0 + offset
         need = needs.history.get(event_type)
         record = None if need is None else {name: value for name in need.fields}
@@ -593,12 +635,61 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
         write = event(time, event_type, record=record, contacts=contacts, caps=caps, profile_set=updates)
         if write.is_empty:
             continue
-        assert store.commit("c1", needs, write) == memory.commit("c1", needs, write)
+        assert commit("c1", needs, write, number) == memory.commit("c1", needs, write)
         for probe in (time, T0 + 2000):
-            assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(
+            assert windowed(read("c1", needs, probe), needs, probe) == windowed(
                 memory.read("c1", needs, probe), needs, probe
             )
-    store.close()
+    close()
+
+
+def store_calls(store: RedisStore, path: str) -> tuple:
+    """(commit, read, close) of ``store`` as ``path`` makes them: sync, asyncio (one loop
+    throughout, so that a read follows the writes sent before it on one link), or once per key."""
+    if path != "async":
+        if path == "sync":
+            commit = lambda customer_id, needs, write, _number: store.commit(customer_id, needs, write)  # noqa: E731
+        else:
+            commit = lambda customer_id, needs, write, number: store.commit_once(  # noqa: E731
+                customer_id, needs, write, f"entry-{number}", b"record", 60
+            )[0]
+        return commit, store.read, store.close
+    loop = asyncio.new_event_loop()
+
+    def commit_async(customer_id, needs, write, _number):
+        return loop.run_until_complete(store.commit_async(customer_id, needs, write))
+
+    def read_async(customer_id, needs, time):
+        return loop.run_until_complete(store.read_async(customer_id, needs, time))
+
+    def close():
+        loop.run_until_complete(store.close_async())
+        loop.close()
+
+    return commit_async, read_async, close
+
+
+def test_a_write_without_contacts_runs_no_script(store, client):
+    client.config_resetstat()
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
+    assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
+    commands = {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
+    assert "evalsha" not in commands and "eval" not in commands
+    assert {"zadd", "zremrangebyscore", "zremrangebyrank", "pexpire", "hset"} <= commands
+    assert store.commit("c1", NEEDS, event(T0 + 1, record={"category": "y"}, contacts=[contact(T0 + 1)]))
+    assert "cmdstat_evalsha" in client.info("commandstats")  # a contact: the commit script
+
+
+def test_two_processes_numbering_two_equal_contacts_alike_keep_both(store, monkeypatch):
+    from nba.engine.store.redis import encoding
+
+    same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
+    monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
+    twin = event(T0, record={"category": "x"}, contacts=[contact(T0)])
+    assert store.commit("c1", NEEDS, twin) and store.commit("c1", NEEDS, twin)  # as if from two processes
+    state = store.read("c1", NEEDS, T0)
+    assert len(state.contacts) == 2  # the script made the second unique: a cap counts both
+    assert len(state.history["page_view"]) == 2
 
 
 # -- writes sent without waiting
