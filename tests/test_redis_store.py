@@ -347,6 +347,50 @@ def race_for_the_cap(url: str, customer_id: str, barrier, results) -> None:
     store.close()
 
 
+NAMES = st.sampled_from(["r", "r1", "r10", "x" * 40, "y" * 300, "z" * 70_000, "é"])
+CHANNELS = st.sampled_from([None, "email", "e", "x" * 40, "y" * 300])
+
+
+@given(
+    past=st.lists(
+        st.tuples(st.integers(-3000, 3000), st.booleans(), NAMES, CHANNELS, st.booleans()), min_size=1, max_size=12
+    ),
+    checks=st.lists(
+        st.tuples(
+            st.sampled_from(["rule", "channel", "all"]), NAMES, CHANNELS, st.integers(0, 4), st.integers(1, 4000)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_caps_count_as_memory_does_whatever_the_names_times_and_member_numbers(redis_server, past, checks):
+    """The commit script counts a contact by its rule or channel: names of every length,
+    int and float times, members numbered by this version or an older one."""
+    from nba.engine.store.memory import MemoryStore
+
+    redis_server.flush()
+    memory, store = MemoryStore(), RedisStore(redis_server.url, **RELAXED)
+    client = redis_py.Redis.from_url(redis_server.url)
+    for number, (offset, as_int, rule, channel, older) in enumerate(past):
+        time = int(T0) + offset if as_int else T0 + offset
+        given = contact(time, rule=rule, channel=channel)
+        assert memory.commit("c1", NEEDS, event(time, contacts=[given]))
+        if older:  # as an earlier version wrote it: a small member number, no script
+            member = pack_member([time, number, rule, "a1", channel])
+            client.zadd(KeyLayout().contacts("c1"), {member: float(time)})
+        else:
+            assert store.commit("c1", NEEDS, event(time, contacts=[given]))
+    caps = [
+        CapCheck(scope, None if scope == "all" else (rule if scope == "rule" else channel or "email"), limit, window)
+        for scope, rule, channel, limit, window in checks
+    ]
+    new = event(T0 + 1, contacts=[contact(T0 + 1, rule=checks[0][1], channel=checks[0][2])], caps=caps)
+    assert store.commit("c1", NEEDS, new) == memory.commit("c1", NEEDS, new)
+    client.close()
+    store.close()
+
+
 def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):
     racers, customers = 6, 5
     context = multiprocessing.get_context("fork")
