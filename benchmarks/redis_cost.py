@@ -31,7 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
+import os
+import shutil
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -106,6 +110,58 @@ class Counted:
         self.counts.clear()
 
 
+class CallgrindRedis:
+    """``redis-server`` under valgrind's callgrind, counting the instructions it runs (in
+    user space: not the kernel's share of its syscalls) only while ``counting``: a figure
+    that does not move with the machine's load, unlike CPU time."""
+
+    def __init__(self):
+        from benchmarks.bench_redis import ThrowawayRedis
+
+        self.server = ThrowawayRedis()
+        self.out = os.path.join(self.server.dir, "callgrind.out")
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> "CallgrindRedis":
+        server = self.server
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={self.out}",
+            shutil.which("redis-server"),
+            *("--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *("--dir", server.dir, "--daemonize", "no"),
+        ]
+        server.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # valgrind starts slowly
+        server.wait_until_ready()
+        return self
+
+    def control(self, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(self.server.process.pid)], check=True, capture_output=True)
+
+    def instructions(self) -> int:
+        """The instructions counted since the last call (callgrind's dump of the counters, zeroed)."""
+        for name in glob.glob(self.out + "*"):
+            os.unlink(name)
+        self.control("--dump")
+        total = 0
+        for name in glob.glob(self.out + "*"):
+            with open(name, encoding="utf-8", errors="replace") as dump:
+                for line in dump:
+                    if line.startswith(("summary:", "totals:")):
+                        total = max(total, int(line.split()[1]))
+        self.control("--zero")
+        return total
+
+    def __exit__(self, *exc) -> None:
+        self.server.__exit__(*exc)
+
+
 def redis_stats(client) -> dict:
     cpu = client.info("cpu")
     stats = client.info("stats")
@@ -164,7 +220,7 @@ def decide_all(engine, events: list[dict], mode: str, callers: int, rate: float)
     return decisions
 
 
-def measure(url: str, name: str, mode: str, count: int, callers: int, rate: float) -> dict:
+def measure(url: str, name: str, mode: str, count: int, callers: int, rate: float, callgrind=None) -> dict:
     import redis
 
     from nba.engine import Engine
@@ -183,6 +239,9 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
         memory.put_profile(customer, profile)
     counted = Counted(store)
     admin.config_resetstat()
+    if callgrind is not None:
+        callgrind.control("--instr=on")
+        callgrind.instructions()  # zeroed
     before = redis_stats(admin)
     started = time.perf_counter()
     decisions = decide_all(engine, events, mode, callers, rate)
@@ -190,6 +249,9 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
         engine.close()  # the replies still owed to writes sent without waiting
     elapsed = time.perf_counter() - started
     after = redis_stats(admin)
+    instructions = callgrind.instructions() if callgrind is not None else 0
+    if callgrind is not None:
+        callgrind.control("--instr=off")
     commands = commandstats(admin)
     expected = [memory.decide(event) for event in events]
     differ = sum(
@@ -206,6 +268,7 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
         "degraded": sum(1 for decision in decisions if decision.degraded),
         "differ_from_memory": differ,
         "redis_cpu_us": (after["cpu_s"] - before["cpu_s"]) / n * 1e6,
+        "redis_instructions": instructions / n,
         "server_reads": (after["reads"] - before["reads"]) / n,
         "server_writes": (after["writes"] - before["writes"]) / n,
         "commands": {
@@ -228,7 +291,12 @@ def report(result: dict) -> str:
         f"({result['degraded']} degraded, {result['differ_from_memory']} differ from memory), {result['wall_s']:.1f} s",
         f"redis-server CPU per decision: {result['redis_cpu_us']:.1f} µs "
         f"(runs: {', '.join(map(str, result.get('redis_cpu_us_runs', [])))}) "
-        f"(socket reads {result['server_reads']:.2f}, writes {result['server_writes']:.2f} per decision)",
+        f"(socket reads {result['server_reads']:.2f}, writes {result['server_writes']:.2f} per decision)"
+        + (
+            f"; redis-server instructions per decision (callgrind, user space): {result['redis_instructions']:,.0f}"
+            if result["redis_instructions"]
+            else ""
+        ),
         "engine, per decision: "
         + ", ".join(f"{what} {value:.2f}" for what, value in sorted(result["client"].items()))
         + f"; commands run in Redis (scripts' included) {result['commands_run']:.2f}",
@@ -251,6 +319,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the run of median redis CPU is shown")
     parser.add_argument("--redis", metavar="URL", default=None, help="a Redis to use (its database is flushed)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run redis-server under valgrind's callgrind and report its instructions per decision (slow, but steady)",
+    )
     args = parser.parse_args(argv)
     from nba.dsl.twins import IMPLEMENTATION
 
@@ -258,13 +331,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     print(f"(twins: {IMPLEMENTATION})", flush=True)
     results = []
-    server = None if args.redis else ThrowawayRedis().__enter__()
+    if args.callgrind and args.redis:
+        raise SystemExit("--callgrind starts its own redis-server: not with --redis")
+    server = None if args.redis else (CallgrindRedis() if args.callgrind else ThrowawayRedis()).__enter__()
     try:
         url = args.redis or server.url
         for name in args.workload.split(","):
             for mode in args.mode.split(","):
                 runs = [
-                    measure(url, name.strip(), mode.strip(), args.events, args.callers, args.rate)
+                    measure(
+                        url,
+                        name.strip(),
+                        mode.strip(),
+                        args.events,
+                        args.callers,
+                        args.rate,
+                        server if args.callgrind else None,
+                    )
                     for _ in range(args.repeat)
                 ]
                 runs.sort(key=lambda run: run["redis_cpu_us"])
