@@ -457,6 +457,28 @@ def test_history_keeps_at_most_max_events_per_type(redis_url):
     store.close()
 
 
+@pytest.mark.parametrize("with_contact", [False, True], ids=["plain", "script"])
+def test_a_history_trimmed_by_count_only_now_and_then_reads_as_if_trimmed_at_every_write(
+    redis_url, client, monkeypatch, with_contact
+):
+    from nba.engine.store.redis import protocol
+
+    store = RedisStore(redis_url, max_events_per_type=3, **RELAXED)
+    key = KeyLayout().history("c1", "page_view")
+    monkeypatch.setattr(protocol, "getrandbits", lambda bits: 1)  # never this time
+    late = [T0 + 9, T0 + 1, T0 + 2, T0 + 8, T0 + 3, T0 + 7]  # out of order: late ones drop out at once
+    for number, time in enumerate(late):
+        contacts = [contact(time, rule=f"r{number}")] if with_contact else []
+        store.commit("c1", NEEDS, event(time, record={"category": str(time - T0)}, contacts=contacts))
+    assert client.zcard(key) == 6
+    assert store.read("c1", NEEDS, T0).history["page_view"].columns["category"] == ["7.0", "8.0", "9.0"]
+    monkeypatch.setattr(protocol, "getrandbits", lambda bits: 0)  # this time
+    store.commit("c1", NEEDS, event(T0 + 4, record={"category": "4.0"}))
+    assert client.zcard(key) == 3
+    assert store.read("c1", NEEDS, T0).history["page_view"].columns["category"] == ["7.0", "8.0", "9.0"]
+    store.close()
+
+
 def test_an_out_of_order_event_inside_the_window_is_kept(store):
     store.commit("c1", NEEDS, event(T0 + 1000, record={"category": "new"}))
     store.commit("c1", NEEDS, event(T0, record={"category": "late"}))
@@ -719,7 +741,7 @@ def test_a_write_without_contacts_runs_no_script(store, client):
     assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
     commands = {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
     assert "evalsha" not in commands and "eval" not in commands
-    assert {"zadd", "zremrangebyscore", "zremrangebyrank", "pexpire", "hset"} <= commands
+    assert {"zadd", "zremrangebyscore", "pexpire", "hset"} <= commands
     assert store.commit("c1", NEEDS, event(T0 + 1, record={"category": "y"}, contacts=[contact(T0 + 1)]))
     assert "cmdstat_evalsha" in client.info("commandstats")  # a contact: the commit script
 

@@ -14,6 +14,7 @@ import math
 import ssl
 import time as clock
 from dataclasses import dataclass, field
+from random import getrandbits
 from typing import Any, Callable, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,6 +49,7 @@ from nba.engine.store.redis.encoding import (
     encode_profile_value,
     event_parts,
     exclusive_after,
+    pack_member,
     read_kept_from,
 )
 from nba.twins import pick_extension
@@ -87,29 +89,36 @@ class KeyLayout:
 # maybe profile updates) cannot be refused by a cap, so it needs no script: plain
 # commands (``Codec.plain_commands``), sent without waiting for their replies:
 #     ZADD history; ZREMRANGEBYSCORE history up to (time - window);
-#     ZREMRANGEBYRANK history (all but the newest max_events); [PEXPIRE history]
+#     [ZREMRANGEBYRANK history (all but the newest max_events)]; [PEXPIRE history]
 #     HSET profile (the on updates); [PEXPIRE profile]
+# The trim by time is made at every write: what it removes is what the in-memory store
+# removes, and a late event's read could see it. The trim by count only once in 16 writes
+# at random: a read takes the newest max_events of its window (``Codec``), which is what
+# the in-memory store keeps, however many more the key holds for a while.
 # A write that records contacts is one EVALSHA of the commit script below, which checks
-# the caps and records atomically. Members are ``head .. n .. tail``: the caller packs
-# the time into the head, its number ``n`` after it (``encoding.MemberNumbers``: made
-# by the writing process, a msgpack uint64 whose last byte the script may change to
-# make it unique) and the fields into the tail. A key's TTL is set again only when the
+# the caps and records atomically. Members are msgpack arrays, their number ``n`` made
+# by the writing process (``encoding.MemberNumbers``: a uint64 after the time, whose
+# last byte the script may change to make a member unique). A key's TTL is set again only when the
 # TTL this process set last no longer covers the retention from now (``Expiries``);
 # every TTL set is the retention's plus a slack, so a later one only extends.
 #
 # The commit script
 # KEYS: meta, contacts, profile, [history of the event's type]
-# ARGV: n_checks, (scope, key, allowed, start, stop) * n_checks,
-#       n_contacts, (score, front, tail) * n_contacts,
-#       event score, event front or "", event tail,
+# ARGV: n_checks, (scope, key as msgpack, allowed, start, stop) * n_checks,
+#       n_contacts, (score, member) * n_contacts,
+#       event score, event member or "",
 #       n_sets, (field, value) * n_sets,
 #       contact cutoff, max_contacts, contacts TTL ms ("0": not now), meta TTL ms,
-#       history cutoff, history rank stop, history TTL ms ("0": not now), profile TTL ms ("0": none, or not now)
+#       history cutoff, history rank stop ("": not now), history TTL ms ("0": not now),
+#       profile TTL ms ("0": none, or not now)
 # ``allowed`` is a cap's limit minus the new contacts it counts; the window is
 # ``(start, stop)``, ``time -/+ window`` (computed by the caller), and so are the cutoffs
-# (``time - keep``: each write trims from its own time, never from a newer one). A
-# ``ZADD`` that answers 0 found the member there already (another process's, with the
-# same number): the script changes the number's last byte and adds again.
+# (``time - keep``: each write trims from its own time, never from a newer one). The key
+# of a rule's or a channel's check is msgpack, as the members hold it. A ``ZADD`` that
+# answers 0 found the member there already (another process's, with the same number):
+# the script changes the number's last byte and adds again. Each argument costs Redis
+# about 900 instructions and each redis.call about 8,000 (callgrind): the script takes
+# few of both.
 # The meta hash's ``k`` is the score of the newest contact ever trimmed ("-inf" until
 # one is): a cap check whose window starts before it cannot hold (a contact it counts
 # may be gone), as ``CapCheck.holds`` says. The meta hash has no other field the engine
@@ -152,10 +161,30 @@ for at = 2, 1 + 5 * n_checks, 5 do
   if scope == 'all' then
     count = redis.call('ZCOUNT', contacts_key, '(' .. start, '(' .. stop)
   else
-    local slot = (scope == 'rule') and 3 or 5
+    -- A member as this engine writes it (msgpack [time, uint64 n, rule, action, channel],
+    -- the time a float or an int of 32 bits, names of up to 31 bytes) is matched on its
+    -- bytes, at the rule's or the channel's place: half the instructions of unpacking it.
+    -- Any other (an older member number, a long name, another service's) is unpacked;
+    -- one that cannot be read counts.
+    local slot, plain = (scope == 'rule') and 3 or 5, cmsgpack.unpack(key)
+    local size = #key
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, '(' .. stop)) do
-      local ok, contact = pcall(cmsgpack.unpack, member)
-      if not ok or type(contact) ~= 'table' or contact[slot] == key then count = count + 1 end
+      local matched, kind = nil, string.byte(member, 2)
+      local at = (kind == 0xcb and 11) or (kind == 0xce and 7)  -- where n starts
+      if at and string.byte(member, 1) == 0x95 and string.byte(member, at) == 0xcf then
+        at = at + 9
+        if slot == 5 then
+          local rule = string.byte(member, at)
+          local action = rule and rule >= 0xa0 and rule <= 0xbf and string.byte(member, at + 1 + rule - 0xa0)
+          at = action and action >= 0xa0 and action <= 0xbf and at + 2 + rule - 0xa0 + action - 0xa0
+        end
+        if at and at + size - 1 <= #member then matched = string.sub(member, at, at + size - 1) == key end
+      end
+      if matched == nil then
+        local ok, contact = pcall(cmsgpack.unpack, member)
+        matched = not ok or type(contact) ~= 'table' or contact[slot] == plain
+      end
+      if matched then count = count + 1 end
     end
   end
   if count > tonumber(ARGV[at + 2]) then return 0 end
@@ -166,9 +195,18 @@ local function undo()
   for a = 1, #added, 2 do redis.call('ZREM', added[a], added[a + 1]) end
 end
 
-local function add(key, score, front, tail)
+-- The member with the last byte of its number changed: the number (a uint64, 9 bytes)
+-- follows the array's header and the time.
+local function renumbered(member)
+  local kind = string.byte(member, 2)
+  local size = (kind < 0x80 or kind >= 0xe0) and 1 or ({[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5,
+    [0xcf] = 9, [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9})[kind]
+  local last = 2 + size + 8
+  return string.sub(member, 1, last - 1) .. string.char((string.byte(member, last) + 1) % 256) .. string.sub(member, last + 1)
+end
+
+local function add(key, score, member)
   for _ = 1, 256 do
-    local member = front .. tail
     local new = redis.pcall('ZADD', key, score, member)
     if new == 1 then
       added[#added + 1] = key
@@ -178,7 +216,7 @@ local function add(key, score, front, tail)
       undo()
       return wrong(key, 'zset')
     end
-    front = string.sub(front, 1, -2) .. string.char((string.byte(front, -1) + 1) % 256)
+    member = renumbered(member)
   end
   undo()
   return redis.error_reply('BADSTATE ' .. key .. ' holds every member this write could add')
@@ -186,16 +224,16 @@ end
 
 i = i + 1
 for _ = 1, n_contacts do
-  local failed = add(contacts_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  local failed = add(contacts_key, ARGV[i], ARGV[i + 1])
   if failed then return failed end
-  i = i + 3
+  i = i + 2
 end
 local event_kept = history_key ~= nil and ARGV[i + 1] ~= ''
 if event_kept then
-  local failed = add(history_key, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  local failed = add(history_key, ARGV[i], ARGV[i + 1])
   if failed then return failed end
 end
-i = i + 3
+i = i + 2
 local n_sets = tonumber(ARGV[i])
 i = i + 1
 if n_sets > 0 then
@@ -236,7 +274,7 @@ if n_contacts > 0 then
 end
 if event_kept then
   redis.call('ZREMRANGEBYSCORE', history_key, '-inf', ARGV[i + 4])
-  redis.call('ZREMRANGEBYRANK', history_key, 0, ARGV[i + 5])
+  if ARGV[i + 5] ~= '' then redis.call('ZREMRANGEBYRANK', history_key, 0, ARGV[i + 5]) end
   if ARGV[i + 6] ~= '0' then redis.call('PEXPIRE', history_key, ARGV[i + 6]) end
 end
 if n_sets > 0 and ARGV[i + 7] ~= '0' then redis.call('PEXPIRE', profile_key, ARGV[i + 7]) end
@@ -321,7 +359,7 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
             return None
         args += (
             check.scope,
-            check.key or "",
+            pack_member(check.key) if check.scope != "all" else "",  # as the members hold it
             allowed,
             repr(float(time - check.window)),
             repr(float(time + check.window)),
@@ -403,14 +441,20 @@ class Expiries:
 HGET_KEPT = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b:m\r\n$1\r\nk\r\n"
 ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
 ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
+NEWEST_HEAD = b"*7\r\n$16\r\nZREVRANGEBYSCORE\r\n$%d\r\n%b"
+NEWEST_TAIL = b"\r\n$4\r\n+inf\r\n$%d\r\n(%b\r\n$5\r\nLIMIT\r\n$1\r\n0\r\n"
+RANK_TRIM_ONE_IN_BITS = 4  # a write trims its history to the newest max_events once in 2**4 (reads never see more)
 
 
 class Codec:
     """One ruleset's needs as Redis requests and replies, made once per needs (no I/O).
 
     The read of a customer is one byte string: a template of the whole pipeline (HGETALL,
-    then a ZRANGEBYSCORE per needed history type and for the contacts) filled in with the
-    customer's key base and the window bounds by one ``%`` format. A commit is plain
+    a ZREVRANGEBYSCORE of the newest ``max_events_per_type`` in the window per needed
+    history type, a ZRANGEBYSCORE of the contacts and the trim mark) filled in with the
+    customer's key base and the window bounds by one ``%`` format. Reading the newest
+    ``max_events_per_type`` is what lets writes trim a history by count only now and
+    then: a history of more events is read as the in-memory store keeps it. A commit is plain
     commands, or the commit script's EVALSHA when it records contacts; how each event
     type is kept (its history key, window, limits) is made once.
     """
@@ -451,9 +495,14 @@ class Codec:
             suffixes.append(b":c")
         self.suffix_sizes = [len(suffix) for suffix in suffixes]
         self.count = 1 + len(suffixes) + self.with_contacts  # with contacts: HGET meta k, last
+        newest = str(retention.max_events_per_type).encode()
+        limit = b"$%d\r\n%b\r\n" % (len(newest), newest)
         parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
-        parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        parts += [
+            NEWEST_HEAD + suffix.replace(b"%", b"%%") + NEWEST_TAIL + limit for suffix in suffixes[: len(needs.history)]
+        ]
         if self.with_contacts:
+            parts.append(ZRANGE_HEAD + b":c" + ZRANGE_TAIL)
             parts.append(HGET_KEPT)
         self.template = b"".join(parts)
         self.tails: dict[str, tuple] = {}
@@ -474,9 +523,10 @@ class Codec:
     def read_commands(self, base: str, time: float) -> list[tuple]:
         """The same read as command tuples (for ASKING after a cluster redirect)."""
         commands: list[tuple] = [("HGETALL", base + ":p")]
+        newest = self.retention.max_events_per_type
         for event_type, _fields in self.history:
-            window = self.needs.history[event_type].window
-            commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - window), "+inf"))
+            bound = exclusive_after(time - self.needs.history[event_type].window)
+            commands.append(("ZREVRANGEBYSCORE", f"{base}:h:{event_type}", "+inf", bound, "LIMIT", 0, newest))
         if self.with_contacts:
             commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
             commands.append(("HGET", base + ":m", "k"))
@@ -498,7 +548,7 @@ class Codec:
                 position += 1
                 raw = replies[position]
                 if raw:
-                    history[event_type] = decode_history(raw, fields)
+                    history[event_type] = decode_history(raw[::-1], fields)  # read newest first
             if not self.with_contacts:
                 return CustomerState(profile, history, [])
             position += 1
@@ -552,7 +602,8 @@ class Codec:
             head, tail = event_parts(write.time, record)
             commands.append(("ZADD", key, repr(time), head + MEMBER_NUMBERS.next_packed() + tail))
             commands.append(("ZREMRANGEBYSCORE", key, "-inf", repr(time - window)))
-            commands.append(("ZREMRANGEBYRANK", key, 0, rank_stop))
+            if not getrandbits(RANK_TRIM_ONE_IN_BITS):
+                commands.append(("ZREMRANGEBYRANK", key, 0, rank_stop))
             ttl = self.ttl if expiries is None else expiries.due(key, self.needed_ttl, now_ms)
             if ttl:
                 commands.append(("PEXPIRE", key, ttl))
@@ -592,12 +643,12 @@ class Codec:
             args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", contacts_key, base + ":p", *caps, len(contacts)]
         for contact in contacts:
             head, tail = contact_parts(contact)
-            args += (repr(float(contact.time)), head + numbers.next_packed(), tail)
+            args += (repr(float(contact.time)), head + numbers.next_packed() + tail)
         if history_key is not None:
             head, tail = event_parts(write.time, record)
-            args += (repr(time), head + numbers.next_packed(), tail)
+            args += (repr(time), head + numbers.next_packed() + tail)
         else:
-            args += ("", "", "")
+            args += ("", "")
         profile_set = write.profile_set
         args.append(len(profile_set))
         if profile_set:
@@ -612,7 +663,7 @@ class Codec:
             (ttl if due is None else due(contacts_key, needed, now_ms)) if contacts else 0,
             ttl,
             repr(time - window),
-            rank_stop,
+            "" if getrandbits(RANK_TRIM_ONE_IN_BITS) else rank_stop,
             (ttl if due is None else due(history_key, needed, now_ms)) if history_key is not None else 0,
             self.profile_ttl_due(base, profile_set, expiries, now_ms),
         )
