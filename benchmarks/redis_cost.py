@@ -25,6 +25,8 @@ runs of one mode on the same twin. ``--repeat`` runs each that many times and sh
 run of median Redis CPU.
 
     python -m benchmarks.redis_cost [--events 5000] [--workload demo,history3] [--mode sync,async,paced] [--repeat 3]
+    nba bench redis-cost ...            (the same)
+    ... --callgrind                     (redis-server's instructions per decision, under valgrind)
 """
 
 from __future__ import annotations
@@ -309,7 +311,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000, help="events decided per workload and mode")
     parser.add_argument("--workload", default="demo,history3", help="demo, history3 (comma-separated)")
@@ -326,10 +328,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args = parser.parse_args(argv)
     from nba.dsl.twins import IMPLEMENTATION
+    from nba.engine.store.redis import protocol
 
     from benchmarks.bench_redis import ThrowawayRedis
 
-    print(f"(twins: {IMPLEMENTATION})", flush=True)
+    store_twin = "cython" if protocol.__file__.endswith(".so") else "python"
+    print(f"(twins: rules {IMPLEMENTATION}, Redis store {store_twin})", flush=True)
     results = []
     if args.callgrind and args.redis:
         raise SystemExit("--callgrind starts its own redis-server: not with --redis")
@@ -360,7 +364,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             server.__exit__(None, None, None)
     if args.json:
         print(json.dumps(results, indent=1))
-    return results
+    return 0
 
 
 if __name__ == "__main__":

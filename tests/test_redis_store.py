@@ -820,3 +820,27 @@ def test_ints_beyond_64_bits_round_trip(store):
     store.commit("c1", NEEDS, event(T0, record={"category": [huge, -huge], "price": huge}))
     history = store.read("c1", NEEDS, T0).history["page_view"]
     assert history.columns == {"category": [[huge, -huge]], "price": [huge]}
+
+
+def child_numbers(results) -> None:
+    from nba.engine.store.redis.encoding import MEMBER_NUMBERS, TAG_MASK
+
+    results.put([int.from_bytes(MEMBER_NUMBERS.next_packed()[1:], "big") & TAG_MASK for _ in range(3)])
+
+
+def test_member_numbers_increase_and_a_forked_child_tags_its_own():
+    from nba.engine.store.redis.encoding import MEMBER_NUMBERS, TAG_MASK
+
+    numbers = [MEMBER_NUMBERS.next_packed() for _ in range(1000)]
+    assert all(len(number) == 9 and number[:1] == b"\xcf" for number in numbers)
+    assert numbers == sorted(set(numbers))  # strictly increasing: bytes sort as the numbers
+    assert len({int.from_bytes(number[1:], "big") & TAG_MASK for number in numbers}) == 1
+    context = multiprocessing.get_context("fork")
+    tags = set()
+    for _ in range(4):
+        results = context.Queue()
+        child = context.Process(target=child_numbers, args=(results,))
+        child.start()
+        tags.update(results.get(timeout=30))
+        child.join(timeout=30)
+    assert len(tags) > 1  # 4 children with 4,096 tags each drawn at random: all equal once in 10**10

@@ -314,10 +314,11 @@ class MemberNumbers:
 
     def __init__(self):
         self.last = 0
-        self.lock = threading.Lock()
-        self.new_tag()
+        self.forked()
 
-    def new_tag(self) -> None:
+    def forked(self) -> None:
+        """A tag of its own (and a lock no thread of the parent may hold) in a forked child."""
+        self.lock = threading.Lock()
         self.tag = int.from_bytes(os.urandom(2), "big") & TAG_MASK
 
     def next_packed(self) -> bytes:
@@ -335,7 +336,7 @@ TAG_BITS = 12
 TAG_MASK = (1 << TAG_BITS) - 1
 UINT64 = b"\xcf"
 MEMBER_NUMBERS = MemberNumbers()  # the process's; a forked child draws a tag of its own
-os.register_at_fork(after_in_child=MEMBER_NUMBERS.new_tag)
+os.register_at_fork(after_in_child=MEMBER_NUMBERS.forked)
 
 
 def event_parts(time: float, record: dict) -> tuple[bytes, bytes]:
