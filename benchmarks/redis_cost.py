@@ -245,11 +245,12 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
         callgrind.control("--instr=on")
         callgrind.instructions()  # zeroed
     before = redis_stats(admin)
-    started = time.perf_counter()
+    started, engine_cpu = time.perf_counter(), os.times()
     decisions = decide_all(engine, events, mode, callers, rate)
     if mode == "sync":
         engine.close()  # the replies still owed to writes sent without waiting
     elapsed = time.perf_counter() - started
+    engine_cpu = sum(os.times()[:2]) - sum(engine_cpu[:2])
     after = redis_stats(admin)
     instructions = callgrind.instructions() if callgrind is not None else 0
     if callgrind is not None:
@@ -271,6 +272,7 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
         "differ_from_memory": differ,
         "redis_cpu_us": (after["cpu_s"] - before["cpu_s"]) / n * 1e6,
         "redis_instructions": instructions / n,
+        "engine_cpu_us": engine_cpu / n * 1e6,
         "server_reads": (after["reads"] - before["reads"]) / n,
         "server_writes": (after["writes"] - before["writes"]) / n,
         "commands": {
@@ -299,7 +301,7 @@ def report(result: dict) -> str:
             if result["redis_instructions"]
             else ""
         ),
-        "engine, per decision: "
+        f"engine, per decision: CPU {result['engine_cpu_us']:.0f} µs (this process), "
         + ", ".join(f"{what} {value:.2f}" for what, value in sorted(result["client"].items()))
         + f"; commands run in Redis (scripts' included) {result['commands_run']:.2f}",
         "",
