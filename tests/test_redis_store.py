@@ -746,16 +746,30 @@ def test_a_write_without_contacts_runs_no_script(store, client):
     assert "cmdstat_evalsha" in client.info("commandstats")  # a contact: the commit script
 
 
-def test_two_processes_numbering_two_equal_contacts_alike_keep_both(store, monkeypatch):
+@pytest.mark.parametrize("time", [T0, int(T0)], ids=["float", "int"])
+def test_two_processes_numbering_two_equal_contacts_alike_keep_both(store, monkeypatch, time):
     from nba.engine.store.redis import encoding
 
     same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
     monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
-    twin = event(T0, record={"category": "x"}, contacts=[contact(T0)])
+    twin = event(time, record={"category": "x"}, contacts=[contact(time)])
     assert store.commit("c1", NEEDS, twin) and store.commit("c1", NEEDS, twin)  # as if from two processes
-    state = store.read("c1", NEEDS, T0)
+    state = store.read("c1", NEEDS, time)
     assert len(state.contacts) == 2  # the script made the second unique: a cap counts both
     assert len(state.history["page_view"]) == 2
+
+
+def test_a_member_the_script_cannot_renumber_writes_nothing(store, client, monkeypatch):
+    from nba.engine.store.redis import encoding
+
+    same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
+    monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
+    huge = 10**30  # a time of more than 64 bits: msgpack ext, where no number can be found after it
+    twin = event(T0, contacts=[contact(huge)])
+    assert store.commit("c1", NEEDS, twin)
+    with pytest.raises(StoreUnavailable):
+        store.commit("c1", NEEDS, twin)
+    assert client.zcard(KeyLayout().contacts("c1")) == 1
 
 
 # -- writes sent without waiting

@@ -196,11 +196,12 @@ local function undo()
 end
 
 -- The member with the last byte of its number changed: the number (a uint64, 9 bytes)
--- follows the array's header and the time.
+-- follows the array's header and the time (nil after a time of 65 bits or more).
 local function renumbered(member)
   local kind = string.byte(member, 2)
   local size = (kind < 0x80 or kind >= 0xe0) and 1 or ({[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5,
     [0xcf] = 9, [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9})[kind]
+  if size == nil then return nil end
   local last = 2 + size + 8
   return string.sub(member, 1, last - 1) .. string.char((string.byte(member, last) + 1) % 256) .. string.sub(member, last + 1)
 end
@@ -217,6 +218,7 @@ local function add(key, score, member)
       return wrong(key, 'zset')
     end
     member = renumbered(member)
+    if member == nil then break end
   end
   undo()
   return redis.error_reply('BADSTATE ' .. key .. ' holds every member this write could add')
