@@ -440,6 +440,21 @@ def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
     assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
 
 
+def test_a_read_fetches_its_window_and_the_late_events_slack_is_only_kept(store, client):
+    slack = StateNeeds(
+        history={"page_view": HistoryNeed(("category",), 1800.0, late_s=300.0)}, contact_window=0.0, profile_schema={}
+    )
+    for offset, category in ((0, "old"), (1700, "in both"), (2000, "new")):
+        store.commit("c1", slack, event(T0 + offset, record={"category": category}))
+    # written at T0 + 2000: kept from T0 - 100 (window and slack), so "old" is still in Redis
+    key = KeyLayout().history("c1", "page_view")
+    assert [score for _, score in client.zrange(key, 0, -1, withscores=True)] == [T0, T0 + 1700, T0 + 2000]
+    # ... but a decision at T0 + 2000 reads (T0 + 200, ...): its window only
+    assert store.read("c1", slack, T0 + 2000).history["page_view"].columns["category"] == ["in both", "new"]
+    # a late event at T0 + 100 still finds "old" in its own window
+    assert store.read("c1", slack, T0 + 100).history["page_view"].columns["category"] == ["old", "in both", "new"]
+
+
 def test_trimming_runs_from_each_writes_own_time_never_from_a_newer_one(store):
     store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
     store.commit("c1", NEEDS, event(T0 + 3600, "purchase", record={"amount": 1}))

@@ -132,7 +132,7 @@ class MemoryStore(Store):
             record = write.event_record
             for name, column in columns.items():
                 column.insert(position, record.get(name))
-        cutoff = time - need.window  # from this event's time: never from a newer one (DSL.md step 1)
+        cutoff = time - need.keep  # from this event's time: never from a newer one (DSL.md step 1)
         start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
         excess = len(times) - self.max_events_per_type
         if excess > start:

@@ -571,10 +571,10 @@ class Codec:
         cached = self.tails.get(event_type)
         if cached is None:
             need = self.needs.history.get(event_type)
-            kept = need is not None and need.window > 0
+            kept = need is not None and need.keep > 0
             cached = (
                 f":h:{event_type}" if kept else None,
-                float(need.window) if kept else 0.0,
+                float(need.keep) if kept else 0.0,
                 -(self.retention.max_events_per_type + 1),
             )
             if len(self.tails) < 1024:  # event types are the ruleset's: a handful
