@@ -272,6 +272,35 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):
     consumer.engine.close()
 
 
+def test_with_entries_waiting_a_batch_takes_two_round_trips(redis_url):
+    """The outputs and XACK of a batch ride with the next batch's state reads, and the read
+    of the next batch with the commits: two round trips a batch while entries wait."""
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(10, 10))
+    consumer = make_consumer(redis_url, count=20)
+    exchanges = []
+    real_exchange = consumer.store.exchange
+    consumer.store.exchange = lambda *args: exchanges.append(args[2]) or real_exchange(*args)
+    consumer.step()  # the first read (this consumer's pending entries and claims first, on the group's client)
+    consumer.step()  # the first batch decided; the commit script loaded; the second batch read
+    assert (len(consumer.in_hand), client.xlen("in:decisions")) == (40, 0)
+    group_calls = []
+    consumer.client.execute_command = lambda *args, **options: group_calls.append(args)
+    for batch in range(2, 6):
+        exchanges.clear()
+        consumer.step()
+        assert len(exchanges) == 2, exchanges  # state reads after the outputs; commits before the next read
+        assert client.xlen("in:decisions") == 20 * (batch - 1)
+    exchanges.clear()
+    consumer.step()  # the last outputs, with a blocking read that finds nothing
+    assert (len(exchanges), consumer.in_hand, client.xlen("in:decisions")) == (1, [], len(ids))
+    assert group_calls == []
+    answers = decisions_by_entry(outputs(client, "in:decisions"))
+    check_exactly_once(client, {f"c{n}": ids[n::10] for n in range(10)}, answers)
+    assert client.xpending("in", "nba")["pending"] == 0
+    consumer.engine.close()
+
+
 def test_a_redelivered_entry_is_answered_with_the_decision_kept_and_records_nothing(redis_url):
     """A consumer that died after committing, before its output: another claims the
     entries, and answers each with the decision made the first time."""
