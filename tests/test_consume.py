@@ -28,6 +28,7 @@ from nba.dsl.needs import HistoryNeed
 from nba.engine import Engine
 from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
 from nba.engine.store.redis import RedisStore
+from nba.engine.stream.batch import BatchDecider, Item
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 
 from redis_fixtures import RedisServer, needs_redis
@@ -432,6 +433,35 @@ def test_redis_down_keeps_the_entries_in_hand_until_it_is_back():
         consumer.engine.close()
     finally:
         server.cleanup()
+
+
+def test_a_customers_entries_in_one_batch_read_what_their_decisions_read(redis_url):
+    """A chain of one customer's entries reads what the decisions of its event types read
+    (the widest window of each), not everything the ruleset keeps."""
+    engine = Engine.from_path(str(ROOT / "rules"), redis_url=redis_url)
+    ruleset = engine._current[0]
+    decider = BatchDecider(engine, 60.0, "nba")
+
+    def chain(*types):
+        items = []
+        for n, event_type in enumerate(types):
+            item = Item("in", f"1-{n}", {})
+            item.ruleset, item.event = ruleset, {"customer_id": "c1", "type": event_type, "time": RECENT}
+            items.append(item)
+        return items
+
+    views = ruleset.needs_for("page_view")
+    assert decider.chain_needs(chain("page_view", "page_view")) is views
+    assert set(ruleset.needs.history) - set(views.history)  # a page view's read is narrower
+    cart, purchase = ruleset.needs_for("cart_abandoned"), ruleset.needs_for("purchase")
+    joined = decider.chain_needs(chain("page_view", "cart_abandoned", "purchase", "page_view"))
+    assert joined is decider.chain_needs(chain("purchase", "page_view", "cart_abandoned"))  # made once
+    assert set(joined.history) == set(views.history) | set(cart.history) | set(purchase.history)
+    for needs in (views, cart, purchase):
+        assert joined.contact_window >= needs.contact_window
+        assert all(joined.history[kind].window >= need.window for kind, need in needs.history.items())
+    assert joined.contact_window == max(views.contact_window, cart.contact_window, purchase.contact_window)
+    engine.close()
 
 
 def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):

@@ -27,11 +27,12 @@ import os
 from dataclasses import fields
 from typing import Any
 
+from nba.dsl.needs import HistoryNeed
 from nba.engine.decision import decision_map
 from nba.engine.errors import EngineError
 from nba.engine.jsontext import _json_default, plain_numbers
 from nba.engine.procedure import evaluate
-from nba.engine.state import CustomerState, StateWrite, StoreUnavailable
+from nba.engine.state import CustomerState, StateNeeds, StateWrite, StoreUnavailable
 from nba.engine.store.memory import MemoryStore
 from nba.engine.store.redis.encoding import decode_profile_value, encode_profile_value
 from nba.engine.store.redis.protocol import (
@@ -136,6 +137,8 @@ class BatchDecider:
         self.record_ttl_ms = max(1, math.ceil(record_ttl_s * 1000))
         self.timeout_s = timeout_s
         self.loaded: set = set()  # nodes known to hold the once script
+        # (ruleset id, its read needs' ids) -> (the ruleset, kept alive so the ids stay its own; their union)
+        self.joined_needs: dict[tuple, tuple] = {}
 
     # -- checking
 
@@ -265,8 +268,8 @@ class BatchDecider:
 
     def read_states(self, chains: list[list[Item]], rider: Rider | None = None) -> list:
         """The state of each chain's customer (None: not readable now), one pipeline per
-        node (``rider`` first on its node): what the first entry's decision reads, or for
-        several entries everything the ruleset keeps, from the earliest of their times on."""
+        node (``rider`` first on its node): what the decisions of the chain's entries read,
+        from the earliest of their times on."""
         store = self.store
         by_node: dict[Any, list[int]] = {}
         requests = []
@@ -276,7 +279,7 @@ class BatchDecider:
             if len(chain) == 1:
                 needs, time_s = ruleset.needs_for(first.event["type"]), first.event["time"]
             else:
-                needs, time_s = ruleset.needs, min(item.event["time"] for item in chain)
+                needs, time_s = self.chain_needs(chain), min(item.event["time"] for item in chain)
             codec = store.codec(needs)
             base = store.keys.base(first.customer_id)
             requests.append((codec, needs, time_s, codec.read_request(base.encode(), time_s)))
@@ -305,6 +308,21 @@ class BatchDecider:
                 position += codec.count
                 states[i] = self.state_of(chains[i][0], codec, needs, time_s, own)
         return states
+
+    def chain_needs(self, chain: list[Item]) -> StateNeeds:
+        """What the decisions of a chain's entries read, together: a page view's session
+        reads what page views read, not all that the ruleset keeps."""
+        ruleset = chain[0].ruleset
+        reads = list({id(needs): needs for needs in (ruleset.needs_for(item.event["type"]) for item in chain)}.values())
+        if len(reads) == 1:
+            return reads[0]
+        key = (id(ruleset), *sorted(map(id, reads)))
+        found = self.joined_needs.get(key)
+        if found is None:
+            if len(self.joined_needs) > 64:  # rulesets reloaded: their entries go
+                self.joined_needs.clear()
+            found = self.joined_needs[key] = (ruleset, union_of(reads))
+        return found[1]
 
     def state_of(self, item: Item, codec, needs, time_s: float, replies: list):
         if not has_error(replies):
@@ -373,6 +391,21 @@ class BatchDecider:
             item.failed_alone = True
             return None
         return answer
+
+
+def union_of(reads: list[StateNeeds]) -> StateNeeds:
+    """One read of what each of ``reads`` reads (one ruleset's: the same fields and schema)."""
+    history: dict[str, HistoryNeed] = {}
+    for needs in reads:
+        for event_type, need in needs.history.items():
+            kept = history.get(event_type)
+            if kept is None or need.window > kept.window:
+                history[event_type] = need
+    return StateNeeds(
+        history=history,
+        contact_window=max(needs.contact_window for needs in reads),
+        profile_schema=reads[0].profile_schema,
+    )
 
 
 def without_mark(record: bytes) -> bytes:
