@@ -29,6 +29,7 @@ from nba.engine import Engine
 from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
 from nba.engine.store.redis import RedisStore
 from nba.engine.stream.batch import BatchDecider, Item
+from nba.engine.stream.commits import StreamedCommits
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 
 from redis_fixtures import RedisServer, needs_redis
@@ -273,15 +274,22 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):
     consumer.engine.close()
 
 
-def test_with_entries_waiting_a_batch_takes_two_round_trips(redis_url):
+def test_with_entries_waiting_a_batch_takes_two_round_trips(redis_url, monkeypatch):
     """The outputs and XACK of a batch ride with the next batch's state reads, and the read
     of the next batch with the commits: two round trips a batch while entries wait."""
     client = client_for(redis_url)
     ids = add_events(client, "in", visits(10, 10))
     consumer = make_consumer(redis_url, count=20)
-    exchanges = []
+    exchanges = []  # the commands of each round trip
     real_exchange = consumer.store.exchange
     consumer.store.exchange = lambda *args: exchanges.append(args[2]) or real_exchange(*args)
+    real_replies = StreamedCommits.replies
+
+    def replies(streamed, rider=None):
+        exchanges.append(streamed.count + (len(rider.commands) if rider else 0))
+        return real_replies(streamed, rider)
+
+    monkeypatch.setattr(StreamedCommits, "replies", replies)
     consumer.step()  # the first read (this consumer's pending entries and claims first, on the group's client)
     consumer.step()  # the first batch decided; the commit script loaded; the second batch read
     assert (len(consumer.in_hand), client.xlen("in:decisions")) == (40, 0)
@@ -298,6 +306,70 @@ def test_with_entries_waiting_a_batch_takes_two_round_trips(redis_url):
     assert group_calls == []
     answers = decisions_by_entry(outputs(client, "in:decisions"))
     check_exactly_once(client, {f"c{n}": ids[n::10] for n in range(10)}, answers)
+    assert client.xpending("in", "nba")["pending"] == 0
+    consumer.engine.close()
+
+
+def test_redis_runs_a_rounds_first_commits_while_the_rest_are_decided(redis_url, monkeypatch):
+    """A round's commits go out in parts as they are made: Redis has committed the first
+    entries before the last one of the round is decided."""
+    import nba.engine.stream.batch as batch
+    import nba.engine.stream.commits as commits
+
+    monkeypatch.setattr(commits, "PART", 4)
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(12, 1))
+    consumer = make_consumer(redis_url, count=20)
+    consumer.step()  # the batch read
+    real_evaluate = batch.evaluate
+    seen_committed = []
+
+    def evaluate(ruleset, event, state, limit, explain):
+        if event["customer_id"] == "c11":  # the last one: the first part went out long ago
+            first_record = f"nba:{{c0}}:x:in:nba:{ids[0]}"
+            deadline = time.monotonic() + 10  # Redis has them in a few ms: this only ends the test
+            while not client.exists(first_record) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen_committed.append(client.exists(first_record))
+        return real_evaluate(ruleset, event, state, limit, explain)
+
+    monkeypatch.setattr(batch, "evaluate", evaluate)
+    consumer.step()  # the round
+    assert seen_committed == [1]
+    run_until(consumer, answered(client, "in:decisions", len(ids)))
+    check_exactly_once(
+        client, {f"c{n}": [ids[n]] for n in range(12)}, decisions_by_entry(outputs(client, "in:decisions"))
+    )
+    consumer.engine.close()
+
+
+def test_connections_killed_half_way_through_a_rounds_commits(redis_url, monkeypatch):
+    """Redis drops the connections after a round's first part of commits was sent: the
+    round's entries are decided again, and each is recorded once."""
+    import nba.engine.stream.batch as batch
+    import nba.engine.stream.commits as commits
+
+    monkeypatch.setattr(commits, "PART", 4)
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(6, 4))
+    consumer = make_consumer(redis_url, count=24)
+    consumer.step()  # the batch read
+    real_evaluate = batch.evaluate
+    evaluated = []
+
+    def evaluate(ruleset, event, state, limit, explain):
+        evaluated.append(event["customer_id"])
+        if len(evaluated) == 10:  # two parts (and more) sent
+            client.client_kill_filter(_type="normal", skipme=True)
+        return real_evaluate(ruleset, event, state, limit, explain)
+
+    monkeypatch.setattr(batch, "evaluate", evaluate)
+    assert not consumer.step()  # the round fails: the entries stay in hand
+    monkeypatch.setattr(batch, "evaluate", real_evaluate)
+    assert consumer.snapshot()["failures"] == 1
+    run_until(consumer, answered(client, "in:decisions", len(ids)))
+    answers = decisions_by_entry(outputs(client, "in:decisions"))
+    check_exactly_once(client, {f"c{n}": ids[n::6] for n in range(6)}, answers)
     assert client.xpending("in", "nba")["pending"] == 0
     consumer.engine.close()
 

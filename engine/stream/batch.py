@@ -1,13 +1,16 @@
 """Decide a batch of stream entries on Redis: reads and commits pipelined per node, each
 decision committed once per input entry.
 
-event -> check -> (per round) pipelined state reads -> evaluate -> pipelined commits
+event -> check -> (per round) pipelined state reads -> evaluate -> commits streamed out
 -> the decision JSON of each entry (or its error, or left for a retry)
 
-A batch holds entries of many customers. One customer's entries are decided in input
-order, one per *round*: a round reads the state of every customer it holds in one
-pipeline per Redis node, evaluates each, and commits them all in one more pipeline per
-node. Most batches take one round; a customer with three entries in the batch takes three.
+A batch holds entries of many customers. A *round* reads the state of every customer it
+holds in one pipeline per Redis node (for a customer with several entries, what all their
+decisions read), decides each customer's entries in input order (the later ones on the
+state the earlier ones leave, kept here), and sends the commits to their nodes in parts
+as they are made (``commits``: Redis runs the first ones while the rest are decided).
+Most batches take one round; an entry refused by a cap that another process filled
+meanwhile is decided again in the next.
 
 Each commit is ``COMMIT_ONCE_SCRIPT``: the entry's idempotency key is checked and kept,
 with the decision made, atomically with the state write, in the customer's slot. A
@@ -37,7 +40,6 @@ from nba.engine.store.memory import MemoryStore
 from nba.engine.store.redis.encoding import decode_profile_value, encode_profile_value
 from nba.engine.store.redis.protocol import (
     ALREADY_COMMITTED,
-    COMMIT_ONCE_SCRIPT,
     NOT_AFTER,
     commit_once_command,
     eval_instead,
@@ -46,6 +48,7 @@ from nba.engine.store.redis.protocol import (
     once_reply,
     pack_commands,
 )
+from nba.engine.stream.commits import StreamedCommits
 
 log = logging.getLogger("nba.consume")
 
@@ -201,8 +204,9 @@ class BatchDecider:
     ) -> None:
         """Each customer's entries in order, on the state read once for all of them: one
         pipelined read, the decisions (each on the state the ones before it leave, kept
-        here), one pipelined commit. A commit after the first of its customer lands only if
-        the one before it landed in this round (the once script's ``after``).
+        here), the commits streamed to their nodes as they are made. A commit after the
+        first of its customer lands only if the one before it landed in this round (the
+        once script's ``after``).
 
         Afterwards a chain's first item still PENDING with ``attempts`` > 0 was refused by a
         cap (decided again next round, on a new read); with ``attempts`` == 0 its state
@@ -211,6 +215,7 @@ class BatchDecider:
         store = self.store
         states = self.read_states(chains, before_read)
         mark = os.urandom(8).hex().encode() + b"\n"  # this round's records start with it
+        streamed = StreamedCommits(store, self.timeout_s or store.write_timeout_s, self.loaded)
         commands: list[tuple | None] = []
         planned: list[tuple] = []  # (item, outcome, record) per command
         for chain, state in zip(chains, states):
@@ -240,10 +245,12 @@ class BatchDecider:
                             item.attempts += 1  # its own contacts exceed a cap: as a refused commit
                         break  # the later ones are decided again next round
                 key = f"{base}:x:{item.stream}:{self.group}:{item.entry_id}"
-                commands.append(commit_once_command(commit, key, record, self.record_ttl_ms, after))
+                command = commit_once_command(commit, key, record, self.record_ttl_ms, after)
+                streamed.add(store.topology.address_for(base), command)  # Redis starts on it while the next are decided
+                commands.append(command)
                 planned.append((item, outcome, record))
                 after = (key, mark)
-        replies = self.commit_all([item for item, _outcome, _record in planned], commands, after_commit)
+        replies = self.commit_replies([item for item, _outcome, _record in planned], commands, streamed, after_commit)
         for (item, outcome, record), reply in zip(planned, replies):
             if reply is None:
                 item.attempts = 0  # not committed: retry later
@@ -337,42 +344,17 @@ class BatchDecider:
             item.failed_alone = True
             return None
 
-    def commit_all(self, items: list[Item], commands: list[tuple], rider: Rider | None = None) -> list:
-        """The reply of each command (None: none known), one pipeline per node, in order
-        (``rider`` last on its node)."""
-        store = self.store
-        by_node: dict[Any, list[int]] = {}
-        for index, item in enumerate(items):
-            by_node.setdefault(store.topology.address_for(store.keys.base(item.customer_id)), []).append(index)
-        replies: list = [None] * len(commands)
-        timeout = self.timeout_s or store.write_timeout_s
-        for address, indexes in by_node.items():
-            if address not in self.loaded:
-                try:
-                    store.exchange(address, pack_commands([("SCRIPT", "LOAD", COMMIT_ONCE_SCRIPT)]), 1, timeout)
-                    self.loaded.add(address)
-                except StoreUnavailable as exc:
-                    log.warning("redis %s:%s: %s", address[0], address[1], exc)
-                    continue
-            packed, count = pack_commands([commands[i] for i in indexes]), len(indexes)
-            riding = rider is not None and rider.address == address
-            if riding:
-                packed, count = packed + rider.packed, count + len(rider.commands)
-            try:
-                answers = store.exchange(address, packed, count, timeout)
-            except StoreUnavailable as exc:  # some may have been applied: their retry finds their keys
-                log.warning("redis %s:%s: committing failed: %s", address[0], address[1], exc)
-                self.loaded.discard(address)
-                if riding:
-                    rider.error = exc
-                continue
-            if riding:
-                answers, rider.replies = answers[: len(indexes)], answers[len(indexes) :]
-            for i, answer in zip(indexes, answers):
-                if is_noscript(answer) or isinstance(answer, Exception):
-                    self.loaded.discard(address)  # restarted, flushed, or the slot moved: one by one
-                    answer = self.commit_alone(items[i], commands[i])
-                replies[i] = answer
+    def commit_replies(
+        self, items: list[Item], commands: list[tuple], streamed: StreamedCommits, rider: Rider | None = None
+    ) -> list:
+        """The reply of each command (None: none known), ``rider`` last on its node; a
+        commit refused for want of the script (a restarted Redis) or by a cluster redirect
+        is sent again on its own."""
+        replies = streamed.replies(rider)
+        for i, answer in enumerate(replies):
+            if is_noscript(answer) or isinstance(answer, Exception):
+                self.loaded.clear()  # restarted, flushed, or the slot moved: one by one
+                replies[i] = self.commit_alone(items[i], commands[i])
         return replies
 
     def commit_alone(self, item: Item, command: tuple):
