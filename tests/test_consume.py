@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from nba.dsl import load_ruleset
 from nba.dsl.needs import HistoryNeed
 from nba.engine import Engine
+from nba.engine.decision import Choice, decision_map
 from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
 from nba.engine.store.redis import RedisStore
-from nba.engine.stream.batch import BatchDecider, Item
+from nba.engine.stream.batch import BatchDecider, Item, decision_json, dumps
 from nba.engine.stream.commits import StreamedCommits
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 
@@ -505,6 +506,40 @@ def test_redis_down_keeps_the_entries_in_hand_until_it_is_back():
         consumer.engine.close()
     finally:
         server.cleanup()
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()  # infinities and NaN too: null, as `nba replay` prints them
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.frozensets(st.integers(0, 5), max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.text(min_size=1),
+    st.lists(
+        st.builds(
+            Choice,
+            st.text(),
+            st.text(),
+            st.none() | st.text(),
+            st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
+        ),
+        max_size=2,
+    ),
+)
+def test_a_decisions_json_is_what_dumps_writes_of_its_map(customer_id, choices):
+    assert decision_json(customer_id, choices) == dumps(decision_map(customer_id, choices, False, None))
 
 
 def test_a_customers_entries_in_one_batch_read_what_their_decisions_read(redis_url):

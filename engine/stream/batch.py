@@ -28,6 +28,7 @@ import logging
 import math
 import os
 from dataclasses import fields
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 from nba.dsl.needs import HistoryNeed
@@ -105,8 +106,55 @@ def dumps(value: Any) -> bytes:
         ).encode()
     except ValueError:
         return json.dumps(
-            plain_numbers(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+            finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
         ).encode()
+
+
+def finite(value: Any) -> Any:
+    """``plain_numbers``, inside tuples and sets too (written as lists): an infinite or NaN
+    number anywhere is null, and a decision's JSON never fails."""
+    if isinstance(value, (tuple, set, frozenset)):
+        return [finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return plain_numbers(value)
+
+
+# The params of a decision as JSON, by the C encoder made once (json.dumps makes one a call):
+# as ``dumps`` writes them, except that infinite and NaN numbers raise ValueError.
+_encode_value = (
+    c_make_encoder(None, _json_default, encode_basestring, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def decision_json(customer_id: str, choices) -> bytes:
+    """``dumps(decision_map(customer_id, choices, False, None))``, written straight from
+    the first choice: the decision's JSON was a tenth of this process's work per entry
+    (the map and the generic encoder made for each), and a consumer decides with limit 1."""
+    if len(choices) != 1 or _encode_value is None:
+        return dumps(decision_map(customer_id, choices, False, None))
+    choice = choices[0]
+    rule, action, channel = choice.rule, choice.action, choice.channel
+    try:
+        return (
+            '{"customer_id":'
+            + encode_basestring(customer_id)
+            + ',"rule":'
+            + (encode_basestring(rule) if rule.__class__ is str else "".join(_encode_value(rule, 0)))
+            + ',"action":'
+            + (encode_basestring(action) if action.__class__ is str else "".join(_encode_value(action, 0)))
+            + ',"channel":'
+            + (encode_basestring(channel) if channel.__class__ is str else "".join(_encode_value(channel, 0)))
+            + ',"params":'
+            + "".join(_encode_value(choice.params, 0))
+            + ',"alternatives":[],"degraded":false}'
+        ).encode()
+    except ValueError:  # an infinite or NaN number: null, as dumps writes it
+        return dumps(decision_map(customer_id, choices, False, None))
 
 
 class Rider:
@@ -229,7 +277,7 @@ class BatchDecider:
                 if scratch is not None and item is not chain[0]:
                     state = scratch.read(item.customer_id, ruleset.needs, item.event["time"])
                 outcome = evaluate(ruleset, item.event, state, 1, False)
-                record = mark + dumps(decision_map(item.customer_id, outcome.choices, False, None))
+                record = mark + decision_json(item.customer_id, outcome.choices)
                 base = store.keys.base(item.customer_id)
                 write = outcome.write
                 commit = None
