@@ -508,7 +508,7 @@ def test_redis_down_keeps_the_entries_in_hand_until_it_is_back():
         server.cleanup()
 
 
-JSON_VALUES = st.recursive(
+PARAM_VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
@@ -533,7 +533,7 @@ JSON_VALUES = st.recursive(
             st.text(),
             st.text(),
             st.none() | st.text(),
-            st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
+            st.dictionaries(st.text(max_size=8), PARAM_VALUES, max_size=4),
         ),
         max_size=2,
     ),
@@ -810,6 +810,23 @@ def test_several_streams_on_a_cluster(redis_cluster_url):
         }
         check_exactly_once(cluster, prefixed, answers)
         assert cluster.xpending(stream, "nba")["pending"] == 0
+    consumer.engine.close()
+
+
+def test_one_stream_on_a_cluster_with_customers_on_every_node(redis_cluster_url):
+    """One node holds the stream and its output, so the outputs and reads ride with the
+    state reads and commits sent there; the customers' state lives on every node."""
+    cluster = redis_py.RedisCluster.from_url(redis_cluster_url)
+    stream = "{solo}in"
+    ids = [cluster.xadd(stream, {"event": json.dumps(event)}).decode() for event in visits(40, 3)]
+    consumer = make_consumer(redis_cluster_url, streams=[stream], count=25)
+    assert consumer.home() == consumer.store.topology.address_for(stream)
+    customers = [f"c{n}" for n in range(40)]
+    assert len({consumer.store.topology.address_for(f"nba:{{{customer}}}") for customer in customers}) >= 2
+    run_until(consumer, lambda: len(decisions_by_entry(outputs(cluster, f"{stream}:decisions"))) >= len(ids))
+    answers = decisions_by_entry(outputs(cluster, f"{stream}:decisions"))
+    check_exactly_once(cluster, {f"c{n}": ids[n::40] for n in range(40)}, answers)
+    assert cluster.xpending(stream, "nba")["pending"] == 0
     consumer.engine.close()
 
 
