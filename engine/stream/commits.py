@@ -21,7 +21,11 @@ from nba.engine.store.redis.protocol import COMMIT_ONCE_SCRIPT, CONNECTION_ERROR
 
 log = logging.getLogger("nba.consume")
 
-PART = 32  # commits sent in one write: Redis starts on them while the next ones are decided
+# Commits sent in one write: Redis starts on them while the next ones are decided. Each
+# write wakes Redis; on a machine with no core to spare it then runs in the consumer's
+# place (measured at 32: ~5% more consumer CPU per entry than one write, no gain in
+# wall time), so a batch of 200 goes in four writes, not seven.
+PART = 64
 LOAD_SCRIPT = pack_commands([("SCRIPT", "LOAD", COMMIT_ONCE_SCRIPT)])
 
 
