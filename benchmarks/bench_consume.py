@@ -26,6 +26,7 @@ the lag p99 is under 20 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -92,6 +93,18 @@ def start_consumer(url: str, stream: str, count: int) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def consumer_process(url: str, stream: str, count: int):
+    """``start_consumer``'s process, killed if the run fails before ``stop``."""
+    process = start_consumer(url, stream, count)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def stop(process: subprocess.Popen) -> dict:
     process.send_signal(signal.SIGTERM)
     try:
@@ -129,12 +142,12 @@ def throughput(client, url: str, events: int, count: int) -> dict:
             pipe.xadd("bench", {"event": line})
         pipe.execute()
     redis_cpu = redis_cpu_s(client)
-    process = start_consumer(url, "bench", count)
-    started = time.perf_counter()
-    wait_for_outputs(client, "bench:decisions", events, process, timeout_s=600)
-    wall = time.perf_counter() - started
-    redis_cpu = redis_cpu_s(client) - redis_cpu
-    stats = stop(process)
+    with consumer_process(url, "bench", count) as process:
+        started = time.perf_counter()
+        wait_for_outputs(client, "bench:decisions", events, process, timeout_s=600)
+        wall = time.perf_counter() - started
+        redis_cpu = redis_cpu_s(client) - redis_cpu
+        stats = stop(process)
     first = client.xrange("bench:decisions", count=1)[0][0]
     last = client.xrevrange("bench:decisions", count=1)[0][0]
     span_s = max(1, id_ms(last) - id_ms(first)) / 1000
@@ -184,14 +197,14 @@ def produce(client, stream: str, lines: list[bytes], rate: int) -> float:
 
 def lag(client, url: str, rate: int, seconds: float, count: int) -> dict:
     lines = event_lines(int(rate * seconds))
-    process = start_consumer(url, "lag", count)
-    client.xgroup_create("lag", "nba", id="0", mkstream=True) if not client.exists("lag") else None
-    time.sleep(1.0)  # the consumer is up and blocked in XREADGROUP
-    redis_cpu = redis_cpu_s(client)
-    offered_s = produce(client, "lag", lines, rate)
-    wait_for_outputs(client, "lag:decisions", len(lines), process, timeout_s=120)
-    redis_cpu = redis_cpu_s(client) - redis_cpu
-    stats = stop(process)
+    with consumer_process(url, "lag", count) as process:
+        client.xgroup_create("lag", "nba", id="0", mkstream=True) if not client.exists("lag") else None
+        time.sleep(1.0)  # the consumer is up and blocked in XREADGROUP
+        redis_cpu = redis_cpu_s(client)
+        offered_s = produce(client, "lag", lines, rate)
+        wait_for_outputs(client, "lag:decisions", len(lines), process, timeout_s=120)
+        redis_cpu = redis_cpu_s(client) - redis_cpu
+        stats = stop(process)
     lags = sorted(id_ms(out_id) - id_ms(fields[b"entry"]) for out_id, fields in client.xrange("lag:decisions"))
 
     def pick(q: float) -> float:
