@@ -7,6 +7,7 @@
     nba bench lsp [--rules 1000] [--edits 40]   (didChange -> publishDiagnostics of `nba lsp`)
     nba bench lint [--rules 100,1000]
     nba bench redis ... / nba bench server ... / nba bench consume ...   (benchmarks.bench_redis / ...)
+    nba bench redis-cost ...   (what a decision costs redis-server: CPU, commands, round trips)
     nba bench all [--quick] [--write-results]
 
 ``--quick`` is a fast smoke run; ``--write-results`` writes RESULTS.md with the machine,
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "consume": "benchmarks.bench_consume",
     "soak": "benchmarks.bench_soak",
     "held-frames": "benchmarks.bench_held_frames",
+    "redis-cost": "benchmarks.redis_cost",
 }
 ALL = ("eval", "history", "compile", "redis", "server", "load")
 

@@ -220,7 +220,7 @@ class Compiler:
         )
         needs = StateNeeds(
             history={
-                t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w) + LATE_EVENTS_S)
+                t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w), LATE_EVENTS_S)
                 for t, w in sorted(self.history_windows.items())
             },
             contact_window=float(contact_window) + LATE_EVENTS_S if contact_window else 0.0,

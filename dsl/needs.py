@@ -30,7 +30,14 @@ class HistoryNeed:
     """One event type's history the ruleset's aggregates read."""
 
     fields: tuple[str, ...]  # top-level event fields kept per past event, sorted
-    window: float  # seconds: the longest `within` over this type
+    window: float  # seconds: the longest `within` over this type (what a decision reads)
+    late_s: float = 0.0  # seconds kept beyond the window, for events that arrive late
+
+    @property
+    def keep(self) -> float:
+        """How far back from a written event's time its type's history is kept: the window
+        and the slack for late events (a decision reads only its window, ``(t - window, ...``)."""
+        return self.window + self.late_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,7 @@ class StateNeeds:
     @property
     def retention(self) -> float:
         """The longest span of time any part of the state must be kept."""
-        longest = max((need.window for need in self.history.values()), default=0.0)
+        longest = max((need.keep for need in self.history.values()), default=0.0)
         return max(longest, self.contact_keep)
 
 
@@ -105,7 +112,7 @@ def read_needs(
         for aggregate in aggregates_in(expressions, checked.segments):
             windows[aggregate.event_type] = max(windows.get(aggregate.event_type, 0.0), float(aggregate.window))
         history = {
-            kind: HistoryNeed(need.fields, windows[kind] + late_events_s)
+            kind: HistoryNeed(need.fields, windows[kind], late_events_s)
             for kind, need in needs.history.items()
             if kind in windows
         }

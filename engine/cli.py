@@ -232,8 +232,7 @@ def run_replay(args) -> int:
     if ruleset is None:
         return EXIT_LOAD
     if args.redis:
-        from nba.engine.state import StoreUnavailable
-        from nba.engine.store import open_store
+        from nba.engine.store import StoreUnavailable, open_store
 
         try:  # A replay is a batch: give Redis time to answer rather than deciding without state.
             store = open_store(args.redis, latency_budget_s=REPLAY_BUDGET_S)

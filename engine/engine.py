@@ -17,8 +17,9 @@ from nba.engine.decision import Decision, decision_map
 from nba.engine.errors import EventError, RequestError, StoreError
 from nba.engine.events import DEFAULT_MAX_EVENT_AHEAD_S, event_checker, read_as
 from nba.engine.procedure import Outcome, evaluate
-from nba.engine.state import CustomerState, StateWrite, Store, StoreUnavailable, empty_state
+from nba.engine.state import CustomerState, StateWrite, empty_state
 from nba.engine.stats import EngineStats
+from nba.engine.store import Store, StoreUnavailable
 from nba.engine.turns import CustomerTurns, ThreadTurns, turns_for
 
 T = TypeVar("T")

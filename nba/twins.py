@@ -48,6 +48,7 @@ COMPILED = (
     "engine/events.py",
     "engine/decision.py",
     "engine/state.py",
+    "engine/store/interface.py",
     "engine/stats.py",
     "engine/holdout.py",
     "engine/turns.py",

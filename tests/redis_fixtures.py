@@ -17,11 +17,12 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+
+from polling import wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -211,18 +212,18 @@ class RedisServer:
         return self
 
     def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited: {self.log_tail()}")
-            try:
-                if self.command("PING").startswith(b"+PONG"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+            return self.command("PING").startswith(b"+PONG")
+
+        try:
+            wait_until(
+                answers, f"redis-server on port {self.port} to start", timeout_s=STARTUP_TIMEOUT_S, ignoring=(OSError,)
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Kill the process (SIGKILL: like a crash) and wait for it."""
@@ -330,12 +331,7 @@ class RedisCluster:
         return True
 
     def wait_until_ok(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.is_ok():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the redis cluster did not reach cluster_state:ok")
+        wait_until(self.is_ok, "the redis cluster to reach cluster_state:ok", timeout_s=timeout_s, interval_s=0.05)
 
     def flush(self) -> None:
         for node in self.masters:

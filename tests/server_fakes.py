@@ -23,6 +23,8 @@ from nba.engine.protocol import HEADER, NEED_MORE, FrameDecoder, encode_frame
 from nba.engine.server import Server, new_event_loop
 from nba.engine.settings import ServerSettings
 
+from polling import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
@@ -118,16 +120,6 @@ def fake_engine_factory(rules_path, redis_url=None):
 
 def slow_engine_factory(rules_path, redis_url=None):
     return FakeEngine(rules_path, delay=float(os.environ.get("NBA_FAKE_DELAY", "0.5")))
-
-
-def wait_for(predicate, timeout=20.0, interval=0.02):
-    """Poll until ``predicate()`` is true; returns its last value (not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------ a server in a thread
@@ -281,9 +273,16 @@ class ServerProcess:
     def __enter__(self):
         self.log = open(self.log_path, "w+b")
         self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=self.log, cwd=str(REPO))
-        wait_for(lambda: self._port() or self.process.poll() is not None, timeout=60)
+        try:
+            wait_until(
+                lambda: self._port() or self.process.poll() is not None,
+                lambda: f"the server to listen (or exit); it said:\n{self.output()}",
+                timeout_s=60,
+            )
+        finally:
+            if not self._port():
+                self.stop()
         if not self._port():
-            self.stop()
             raise RuntimeError(f"the server did not start:\n{self.output()}")
         self.port = self._port()
         return self

@@ -19,7 +19,7 @@ from nba.dsl import load_text
 from nba.engine import Engine
 from nba.engine.errors import EventError
 from nba.engine.procedure import DEGRADED
-from nba.engine.state import StoreUnavailable
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.memory import MemoryStore
 
 from redis_fixtures import REDIS_SERVER, needs_redis

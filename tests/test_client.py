@@ -12,7 +12,8 @@ import pytest
 from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, ServerUnavailable
 from nba.engine.protocol import HEADER, encode_frame
 
-from server_fakes import FakeEngine, ThreadServer, wait_for
+from polling import wait_until
+from server_fakes import FakeEngine, ThreadServer
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_client_fatal_error_closes_the_connection_and_the_next_call_opens_anothe
         response = conn.receive()
         assert response["id"] is None and response["error"]["code"] == "frame_too_large"
         client._release(conn)
-        assert wait_for(conn.is_stale)  # the server closed it
+        wait_until(conn.is_stale, "the connection going stale (the server closed it)")
         assert client.ping() is True  # on a new connection
 
 

@@ -21,7 +21,8 @@ import pytest
 
 from nba.engine.client import AsyncClient, Client, ConnectionClosed, NbaError, RequestTimeout, ServerUnavailable
 
-from server_fakes import REPO, FakeAuthServer, FakeEngine, ServerProcess, ThreadServer, server_command, wait_for
+from polling import eventually, wait_until
+from server_fakes import REPO, FakeAuthServer, FakeEngine, ServerProcess, ThreadServer, server_command
 
 RULES = REPO / "rules"
 FAST_BACKOFF = {"backoff_s": 0.01, "max_backoff_s": 0.05}
@@ -65,34 +66,11 @@ def crash(proc: ServerProcess) -> None:
     proc.stop()
 
 
-def eventually(call, timeout=30.0):
-    """``call()``'s value once it stops raising ServerUnavailable (the server is back)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except ServerUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+async def until_the_loop_sees_the_close(client: AsyncClient) -> None:
+    def closed() -> bool:
+        return client._protocol is None or client._protocol.transport is None
 
-
-async def eventually_async(call, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except ServerUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.02)
-
-
-async def until_the_loop_sees_the_close(client: AsyncClient, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client._protocol is not None and client._protocol.transport is not None:
-        assert time.monotonic() < deadline, "the connection's end was never seen"
-        await asyncio.sleep(0.01)
+    await eventually(closed, "the connection's end seen by the loop")
 
 
 VIEW = {"customer_id": "c1", "type": "page_view", "category": "shoes"}
@@ -116,7 +94,7 @@ def test_client_reconnects_after_nba_serve_is_killed_and_started_again(tmp_path)
         client.ping()
     assert "next attempt in" in info.value.message
     with nba_serve(port, tmp_path / "log2"):
-        assert eventually(client.ping) is True
+        assert wait_until(client.ping, "the server back", ignoring=(ServerUnavailable,)) is True
         # a recording call works again on the new connection
         client.put_profile("c1", {"tier": "silver"})
         assert client.get_profile("c1") == {"tier": "silver"}
@@ -136,7 +114,7 @@ def test_async_client_reconnects_after_nba_serve_is_killed_and_started_again(tmp
         with pytest.raises(ServerUnavailable):
             await client.put_profile("c1", {"tier": "silver"})
         with nba_serve(port, tmp_path / "log2"):
-            assert await eventually_async(client.ping) is True
+            assert await eventually(client.ping, "the server back", ignoring=(ServerUnavailable,)) is True
             await client.put_profile("c1", {"tier": "silver"})
             assert await client.get_profile("c1") == {"tier": "silver"}
             results = await asyncio.gather(*(client.decide(VIEW | {"customer_id": f"c{i}"}) for i in range(50)))
@@ -167,7 +145,7 @@ def test_a_recording_call_in_flight_when_the_server_dies_fails_and_is_not_resent
 
         thread = threading.Thread(target=decide)
         thread.start()
-        assert wait_for(lambda: not client._free)  # the call has its connection
+        wait_until(lambda: not client._free, "the call taking its connection")
         time.sleep(0.3)  # and its request waits in the server
         crash(proc)
         thread.join(20)
@@ -214,7 +192,7 @@ def test_safe_calls_in_flight_are_resent_and_recording_ones_are_not():
         threads = [threading.Thread(target=run, args=item) for item in calls.items()]
         for thread in threads:
             thread.start()
-        assert wait_for(lambda: sum(op == "decide" for _, op in server.requests) == 2)
+        wait_until(lambda: sum(op == "decide" for _, op in server.requests) == 2, "two decides at the server")
         server.drop_connections()
         for thread in threads:
             thread.join(20)
@@ -231,7 +209,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_any_request_is_
         client = Client("127.0.0.1", server.port)
         assert client.ping() is True
         server.drop_connections()
-        assert wait_for(lambda: client._free and client._free[0].is_stale())
+        wait_until(lambda: client._free and client._free[0].is_stale(), "the idle connection going stale")
         calls = {
             "put_profile": lambda: client.put_profile("c1", {"a": 1}),
             "decide": lambda: client.decide({"customer_id": "c1", "type": "t"}),
@@ -248,8 +226,8 @@ def test_async_safe_calls_in_flight_are_resent_and_recording_ones_are_not():
         dry = asyncio.ensure_future(client.decide({"customer_id": "c1", "type": "t", "seq": 1}, dry_run=True))
         recording = asyncio.ensure_future(client.put_profile("c1", {"a": 1}))
         ping = asyncio.ensure_future(client.ping())
-        while not server.requests:  # the dry run waits in the server; the other two are written behind it
-            await asyncio.sleep(0.01)
+        # the dry run waits in the server; the other two are written behind it
+        await eventually(lambda: server.requests, "the dry run at the server")
         server.drop_connections()
         results = await asyncio.gather(dry, recording, ping, return_exceptions=True)
         assert results[0]["params"] == {"seq": 1}
@@ -350,7 +328,7 @@ def test_token_is_sent_first_on_every_new_connection():
         assert client.ping() is True
         assert client.reload() == {"reloads": 1}
         server.drop_connections()
-        assert eventually(client.ping) is True
+        assert wait_until(client.ping, "the server back", ignoring=(ServerUnavailable,)) is True
         assert server.ops_of(1) == ["auth", "ping", "reload"]
         assert server.ops_of(2) == ["auth", "ping"]
         client.close()
@@ -409,7 +387,7 @@ def test_tls_client(certificates, client_certificates):
             # tickets) do not make an idle connection look closed
             assert server.ops_of(1) == ["auth", "ping", "ping", "ping"]
             server.drop_connections()
-            assert wait_for(lambda: client._free and client._free[0].is_stale())
+            wait_until(lambda: client._free and client._free[0].is_stale(), "the idle connection going stale")
             client.put_profile("c1", {"a": 1})  # a new TLS connection, authenticated again
         assert server.ops_of(2) == ["auth", "put_profile"]
         with pytest.raises(ServerUnavailable) as info:
@@ -487,7 +465,7 @@ def test_ssl_against_nba_serve_with_tls(tmp_path, certificates):
         assert client.ping() is True
         crash(proc)
     with nba_serve(port, tmp_path / "log2", *options):
-        assert eventually(client.ping) is True
+        assert wait_until(client.ping, "the server back", ignoring=(ServerUnavailable,)) is True
         client.close()  # before the server stops: it need not wait for an idle connection
 
     async def scenario():

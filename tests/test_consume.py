@@ -24,12 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nba.dsl import load_ruleset
-from nba.dsl.needs import HistoryNeed
+from nba.dsl.needs import HistoryNeed, StateNeeds
 from nba.engine import Engine
-from nba.engine.state import CapCheck, Contact, StateNeeds, StateWrite
+from nba.engine.decision import Choice, decision_map
+from nba.engine.state import CapCheck, Contact, StateWrite
 from nba.engine.store.redis import RedisStore
+from nba.engine.stream.batch import BatchDecider, Item, decision_json, dumps
+from nba.engine.stream.commits import StreamedCommits
 from nba.engine.stream.consumer import Consumer, ConsumeSettings
 
+from polling import wait_until
 from redis_fixtures import RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -108,11 +112,21 @@ def make_consumer(url: str, streams=("in",), rules: str = RULES, **options) -> C
 
 
 def run_until(consumer: Consumer, done, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"timed out; stats: {consumer.snapshot()}"
+    """Steps ``consumer`` until ``done()``."""
+
+    def stepped_until_done() -> bool:
+        if done():
+            return True
         consumer.step()
         consumer.after_step()
+        return False
+
+    wait_until(
+        stepped_until_done,
+        lambda: f"the consumer done; stats: {consumer.snapshot()}",
+        timeout_s=timeout_s,
+        interval_s=0,
+    )
 
 
 def answered(client, out: str, count: int):
@@ -272,6 +286,106 @@ def test_every_entry_answered_and_bad_entries_get_errors(redis_url):
     consumer.engine.close()
 
 
+def test_with_entries_waiting_a_batch_takes_two_round_trips(redis_url, monkeypatch):
+    """The outputs and XACK of a batch ride with the next batch's state reads, and the read
+    of the next batch with the commits: two round trips a batch while entries wait."""
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(10, 10))
+    consumer = make_consumer(redis_url, count=20)
+    exchanges = []  # the commands of each round trip
+    real_exchange = consumer.store.exchange
+    consumer.store.exchange = lambda *args: exchanges.append(args[2]) or real_exchange(*args)
+    real_replies = StreamedCommits.replies
+
+    def replies(streamed, rider=None):
+        exchanges.append(streamed.count + (len(rider.commands) if rider else 0))
+        return real_replies(streamed, rider)
+
+    monkeypatch.setattr(StreamedCommits, "replies", replies)
+    consumer.step()  # the first read (this consumer's pending entries and claims first, on the group's client)
+    consumer.step()  # the first batch decided; the commit script loaded; the second batch read
+    assert (len(consumer.in_hand), client.xlen("in:decisions")) == (40, 0)
+    group_calls = []
+    consumer.client.execute_command = lambda *args, **options: group_calls.append(args)
+    for batch in range(2, 6):
+        exchanges.clear()
+        consumer.step()
+        assert len(exchanges) == 2, exchanges  # state reads after the outputs; commits before the next read
+        assert client.xlen("in:decisions") == 20 * (batch - 1)
+    exchanges.clear()
+    consumer.step()  # the last outputs, with a blocking read that finds nothing
+    assert (len(exchanges), consumer.in_hand, client.xlen("in:decisions")) == (1, [], len(ids))
+    assert group_calls == []
+    answers = decisions_by_entry(outputs(client, "in:decisions"))
+    check_exactly_once(client, {f"c{n}": ids[n::10] for n in range(10)}, answers)
+    assert client.xpending("in", "nba")["pending"] == 0
+    consumer.engine.close()
+
+
+def test_redis_runs_a_rounds_first_commits_while_the_rest_are_decided(redis_url, monkeypatch):
+    """A round's commits go out in parts as they are made: Redis has committed the first
+    entries before the last one of the round is decided."""
+    import nba.engine.stream.batch as batch
+    import nba.engine.stream.commits as commits
+
+    monkeypatch.setattr(commits, "PART", 4)
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(12, 1))
+    consumer = make_consumer(redis_url, count=20)
+    consumer.step()  # the batch read
+    real_evaluate = batch.evaluate
+    seen_committed = []
+
+    def evaluate(ruleset, event, state, limit, explain):
+        if event["customer_id"] == "c11":  # the last one: the first part went out long ago
+            first_record = f"nba:{{c0}}:x:in:nba:{ids[0]}"
+            deadline = time.monotonic() + 10  # Redis has them in a few ms: this only ends the test
+            while not client.exists(first_record) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen_committed.append(client.exists(first_record))
+        return real_evaluate(ruleset, event, state, limit, explain)
+
+    monkeypatch.setattr(batch, "evaluate", evaluate)
+    consumer.step()  # the round
+    assert seen_committed == [1]
+    run_until(consumer, answered(client, "in:decisions", len(ids)))
+    check_exactly_once(
+        client, {f"c{n}": [ids[n]] for n in range(12)}, decisions_by_entry(outputs(client, "in:decisions"))
+    )
+    consumer.engine.close()
+
+
+def test_connections_killed_half_way_through_a_rounds_commits(redis_url, monkeypatch):
+    """Redis drops the connections after a round's first part of commits was sent: the
+    round's entries are decided again, and each is recorded once."""
+    import nba.engine.stream.batch as batch
+    import nba.engine.stream.commits as commits
+
+    monkeypatch.setattr(commits, "PART", 4)
+    client = client_for(redis_url)
+    ids = add_events(client, "in", visits(6, 4))
+    consumer = make_consumer(redis_url, count=24)
+    consumer.step()  # the batch read
+    real_evaluate = batch.evaluate
+    evaluated = []
+
+    def evaluate(ruleset, event, state, limit, explain):
+        evaluated.append(event["customer_id"])
+        if len(evaluated) == 10:  # two parts (and more) sent
+            client.client_kill_filter(_type="normal", skipme=True)
+        return real_evaluate(ruleset, event, state, limit, explain)
+
+    monkeypatch.setattr(batch, "evaluate", evaluate)
+    assert not consumer.step()  # the round fails: the entries stay in hand
+    monkeypatch.setattr(batch, "evaluate", real_evaluate)
+    assert consumer.snapshot()["failures"] == 1
+    run_until(consumer, answered(client, "in:decisions", len(ids)))
+    answers = decisions_by_entry(outputs(client, "in:decisions"))
+    check_exactly_once(client, {f"c{n}": ids[n::6] for n in range(6)}, answers)
+    assert client.xpending("in", "nba")["pending"] == 0
+    consumer.engine.close()
+
+
 def test_a_redelivered_entry_is_answered_with_the_decision_kept_and_records_nothing(redis_url):
     """A consumer that died after committing, before its output: another claims the
     entries, and answers each with the decision made the first time."""
@@ -405,6 +519,69 @@ def test_redis_down_keeps_the_entries_in_hand_until_it_is_back():
         server.cleanup()
 
 
+PARAM_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()  # infinities and NaN too: null, as `nba replay` prints them
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.frozensets(st.integers(0, 5), max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.text(min_size=1),
+    st.lists(
+        st.builds(
+            Choice,
+            st.text(),
+            st.text(),
+            st.none() | st.text(),
+            st.dictionaries(st.text(max_size=8), PARAM_VALUES, max_size=4),
+        ),
+        max_size=2,
+    ),
+)
+def test_a_decisions_json_is_what_dumps_writes_of_its_map(customer_id, choices):
+    assert decision_json(customer_id, choices) == dumps(decision_map(customer_id, choices, False, None))
+
+
+def test_a_customers_entries_in_one_batch_read_what_their_decisions_read(redis_url):
+    """A chain of one customer's entries reads what the decisions of its event types read
+    (the widest window of each), not everything the ruleset keeps."""
+    engine = Engine.from_path(str(ROOT / "rules"), redis_url=redis_url)
+    ruleset = engine._current[0]
+    decider = BatchDecider(engine, 60.0, "nba")
+
+    def chain(*types):
+        items = []
+        for n, event_type in enumerate(types):
+            item = Item("in", f"1-{n}", {})
+            item.ruleset, item.event = ruleset, {"customer_id": "c1", "type": event_type, "time": RECENT}
+            items.append(item)
+        return items
+
+    views = ruleset.needs_for("page_view")
+    assert decider.chain_needs(chain("page_view", "page_view")) is views
+    assert set(ruleset.needs.history) - set(views.history)  # a page view's read is narrower
+    cart, purchase = ruleset.needs_for("cart_abandoned"), ruleset.needs_for("purchase")
+    joined = decider.chain_needs(chain("page_view", "cart_abandoned", "purchase", "page_view"))
+    assert joined is decider.chain_needs(chain("purchase", "page_view", "cart_abandoned"))  # made once
+    assert set(joined.history) == set(views.history) | set(cart.history) | set(purchase.history)
+    for needs in (views, cart, purchase):
+        assert joined.contact_window >= needs.contact_window
+        assert all(joined.history[kind].window >= need.window for kind, need in needs.history.items())
+    assert joined.contact_window == max(views.contact_window, cart.contact_window, purchase.contact_window)
+    engine.close()
+
+
 def test_the_same_decisions_as_replay_with_one_consumer(redis_url, tmp_path):
     """The example rules and the demo's events, in order: `nba consume` answers each entry
     with the decision `nba replay` prints for its line."""
@@ -501,26 +678,28 @@ def last_stats(err: str) -> dict:
 
 
 def wait_for(condition, timeout_s: float = WAIT_S, processes=()) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            errors = [stop(process)[-3000:] for process in processes]
-            raise AssertionError(f"timed out; consumers said: {errors}")
-        time.sleep(0.05)
+    """Until ``condition()``; a failure stops ``processes`` and shows what they said."""
+
+    def what() -> str:
+        return f"the consumers; they said: {[stop(process)[-3000:] for process in processes]}"
+
+    wait_until(condition, what, timeout_s=timeout_s, interval_s=0.05)
 
 
 def kill_one_holding_entries(client, live: list[subprocess.Popen]) -> subprocess.Popen:
     """kill -9 the first of ``live`` seen with entries delivered and not acknowledged."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+
+    def holding_entries() -> subprocess.Popen | None:
         for process in live:
             name = f"{socket.gethostname()}-{process.pid}"
             if client.xpending_range("in", "nba", "-", "+", 1, consumername=name):
-                process.kill()
-                process.wait()
                 return process
-        time.sleep(0.002)
-    raise AssertionError("no consumer held entries")
+        return None
+
+    process = wait_until(holding_entries, "a consumer holding entries", timeout_s=WAIT_S, interval_s=0.002)
+    process.kill()
+    process.wait()
+    return process
 
 
 def test_three_processes_two_killed_mid_stream_and_a_new_one(redis_url):
@@ -571,16 +750,25 @@ def test_a_poison_entry_goes_to_the_dead_letter_stream(redis_url):
     poison = add_events(client, "in", [{"customer_id": "poison", "type": "visit"}])[0]
     ids += add_events(client, "in", visits(4, 1))
     deaths = 0
-    deadline = time.monotonic() + WAIT_S
-    while not client.xlen("in:dead"):
-        assert time.monotonic() < deadline and deaths <= 4, f"{deaths} deaths, no dead letter"
+
+    def delivered_again() -> bool:
+        """True once the entry is dead-lettered; else one more consumer is given it."""
+        nonlocal deaths
+        if client.xlen("in:dead"):
+            return True
+        assert deaths <= 4, f"{deaths} deaths, no dead letter"
         process = start_consumer(redis_url, die_on="poison", claim_idle_ms=100, max_deliveries=2)
-        wait_for(lambda process=process: process.poll() is not None or client.xlen("in:dead"), processes=[process])
+        wait_for(lambda: process.poll() is not None or client.xlen("in:dead"), processes=[process])
         if process.returncode == -signal.SIGKILL:
             deaths += 1
         else:
             stop(process)
         time.sleep(0.15)  # the entry idles at the dead consumer past --claim-idle-ms
+        return False
+
+    wait_until(
+        delivered_again, lambda: f"the poison entry dead-lettered ({deaths} deaths)", timeout_s=WAIT_S, interval_s=0
+    )
     assert deaths == 2  # delivered twice (two deaths), then the third delivery is dead-lettered
     [(_, fields)] = client.xrange("in:dead")
     assert fields[b"entry"].decode() == poison and int(fields[b"deliveries"]) == 3
@@ -644,6 +832,23 @@ def test_several_streams_on_a_cluster(redis_cluster_url):
         }
         check_exactly_once(cluster, prefixed, answers)
         assert cluster.xpending(stream, "nba")["pending"] == 0
+    consumer.engine.close()
+
+
+def test_one_stream_on_a_cluster_with_customers_on_every_node(redis_cluster_url):
+    """One node holds the stream and its output, so the outputs and reads ride with the
+    state reads and commits sent there; the customers' state lives on every node."""
+    cluster = redis_py.RedisCluster.from_url(redis_cluster_url)
+    stream = "{solo}in"
+    ids = [cluster.xadd(stream, {"event": json.dumps(event)}).decode() for event in visits(40, 3)]
+    consumer = make_consumer(redis_cluster_url, streams=[stream], count=25)
+    assert consumer.home() == consumer.store.topology.address_for(stream)
+    customers = [f"c{n}" for n in range(40)]
+    assert len({consumer.store.topology.address_for(f"nba:{{{customer}}}") for customer in customers}) >= 2
+    run_until(consumer, lambda: len(decisions_by_entry(outputs(cluster, f"{stream}:decisions"))) >= len(ids))
+    answers = decisions_by_entry(outputs(cluster, f"{stream}:decisions"))
+    check_exactly_once(cluster, {f"c{n}": ids[n::40] for n in range(40)}, answers)
+    assert cluster.xpending(stream, "nba")["pending"] == 0
     consumer.engine.close()
 
 

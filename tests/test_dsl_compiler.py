@@ -215,9 +215,9 @@ def test_history_needs_types_fields_and_longest_window():
     # top-level fields read by the aggregates and their `where`s, sorted; `time` and `type` are always there
     assert needs["view"].fields == ("category", "item")
     assert needs["purchase"].fields == ("amount", "coupon")
-    # the longest window per type, plus the allowance for late events
-    assert needs["view"].window == 3 * 86400 + LATE_EVENTS_S
-    assert needs["purchase"].window == 7 * 86400 + LATE_EVENTS_S
+    # the longest window per type is read; it is kept with the allowance for late events
+    assert (needs["view"].window, needs["view"].keep) == (3 * 86400, 3 * 86400 + LATE_EVENTS_S)
+    assert (needs["purchase"].window, needs["purchase"].keep) == (7 * 86400, 7 * 86400 + LATE_EVENTS_S)
     assert ruleset.needs.contact_window == 0
 
 
@@ -268,9 +268,9 @@ def test_aggregates_in_the_default_and_in_sets_are_needs_too():
     ruleset = load_text(
         "default d with n = count(buy within 2d), s = sum(view.price within 1h)\non x set y = max(buy.amount within 3d) end"
     )
-    assert {t: (need.fields, need.window) for t, need in ruleset.needs.history.items()} == {
-        "buy": (("amount",), 3 * 86400.0 + LATE_EVENTS_S),
-        "view": (("price",), 3600.0 + LATE_EVENTS_S),
+    assert {t: (need.fields, need.window, need.keep) for t, need in ruleset.needs.history.items()} == {
+        "buy": (("amount",), 3 * 86400.0, 3 * 86400.0 + LATE_EVENTS_S),
+        "view": (("price",), 3600.0, 3600.0 + LATE_EVENTS_S),
     }
 
 

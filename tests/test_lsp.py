@@ -3,10 +3,8 @@ the example ruleset, copied to a temporary workspace, with buffers that differ f
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,11 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from nba.dsl.lint import lint_path
+
+from polling import eventually
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "rules"
-PUBLISH = lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS
 
 
 @pytest.fixture
@@ -64,20 +65,19 @@ def change(client: LanguageClient, uri: str, version: int, text: str, at: lsp.Ra
     )
 
 
-async def published(client: LanguageClient, uri: str, expected, timeout: float = 30) -> list[lsp.Diagnostic]:
+async def published(client: LanguageClient, uri: str, expected) -> list[lsp.Diagnostic]:
     """Waits until the diagnostics published for ``uri`` satisfy ``expected``, and returns them."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def as_expected() -> tuple[list[lsp.Diagnostic]] | None:
         current = client.diagnostics.get(uri)
         if current is not None and expected(current):
-            return list(current)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no diagnostics as expected for {uri} within {timeout} s; last: {current}")
-        try:
-            await asyncio.wait_for(client.wait_for_notification(PUBLISH), remaining)
-        except asyncio.TimeoutError:
-            pass
+            return (list(current),)  # a tuple: true also when no diagnostic is expected
+        return None
+
+    [diagnostics] = await eventually(
+        as_expected, lambda: f"diagnostics as expected for {uri} (last: {client.diagnostics.get(uri)})"
+    )
+    return diagnostics
 
 
 def position_of(text: str, needle: str, offset: int = 0) -> lsp.Position:
@@ -294,3 +294,80 @@ async def test_nba_lsp_is_the_server(cli_client: LanguageClient, workspace: Path
     uri = open_file(cli_client, workspace, "lifecycle.rules", "rule broken\n  when nothing_here\n  then x\nend\n")
     (diagnostic,) = await published(cli_client, uri, lambda d: len(d) > 0)  # with a debounce too
     assert diagnostic.range == lsp.Range(lsp.Position(1, 7), lsp.Position(1, 19))
+
+
+LINTED = """rule dead "Never fires"
+  when event.type == "page_view"
+   and event.category == "shoes"
+   and event.category == "bags"
+  then nothing via web
+end
+
+rule doubled
+  when event.type == "purchase" and event.amount > 100 and event.amount > 50
+  then thanks via email
+end
+
+rule gone
+  when event.type == "page_view"
+  then old_offer via web
+  active from 2020-01-01 to 2020-02-01
+end
+"""
+
+
+def lint_of(workspace: Path, name: str) -> list[tuple]:
+    """`nba lint`'s warnings for one file of the workspace's ruleset: (line, column, code, message)."""
+    warnings, _sources = lint_path(workspace / "rules")
+    path = str(workspace / "rules" / name)
+    return [(w.pos.line, w.pos.column, w.code, w.message) for w in warnings if w.pos.path == path]
+
+
+def as_lint(diagnostics: list[lsp.Diagnostic]) -> list[tuple]:
+    """Diagnostics as `nba lint` places them (lines and columns from 1)."""
+    return [(d.range.start.line + 1, d.range.start.character + 1, d.code, d.message) for d in diagnostics]
+
+
+@pytest.mark.asyncio
+async def test_lint_warnings_are_shown_errors_hide_them_and_fixes_clear_them(client: LanguageClient, workspace: Path):
+    (workspace / "rules" / "linted.rules").write_text(LINTED, encoding="utf-8")
+    expected = lint_of(workspace, "linted.rules")
+    assert [code for _l, _c, code, _m in expected] == ["never-matches", "redundant-condition", "expired"]
+    uri = open_file(client, workspace, "linted.rules")
+    found = await published(client, uri, lambda d: len(d) == 3)
+    assert all(d.severity == lsp.DiagnosticSeverity.Warning and d.source == "nba lint" for d in found)
+    # as `nba lint` says them (the time in `expired`'s message is the time of each check)
+    assert as_lint(found)[:2] == expected[:2] and as_lint(found)[2][:3] == expected[2][:3]
+    when = position_of(LINTED, 'when event.type == "page_view"\n   and')
+    assert found[0].range == lsp.Range(when, lsp.Position(when.line, when.character + len("when")))
+    redundant = position_of(LINTED, "event.amount > 50")
+    assert found[1].range == lsp.Range(
+        redundant, lsp.Position(redundant.line, redundant.character + len("event.amount"))
+    )
+    # the example ruleset's own warnings (its Black Friday rules are over), in a file not open
+    campaigns = uri_of(workspace, "campaigns.rules")
+    over = [(line, column, code) for line, column, code, _m in lint_of(workspace, "campaigns.rules")]
+    assert [code for _l, _c, code in over] == ["expired", "expired"]
+    shown = await published(client, campaigns, lambda d: len(d) == 2)
+    assert [(line, column, code) for line, column, code, _m in as_lint(shown)] == over
+
+    # an error: only the error is shown, here and in the other files
+    broken = "\n" + LINTED.replace("then thanks via email", "then thanks via", 1)
+    change(client, uri, 2, broken)
+    (error,) = await published(client, uri, lambda d: len(d) == 1 and d[0].severity == lsp.DiagnosticSeverity.Error)
+    assert error.source == "nba" and error.code is None
+    assert await published(client, campaigns, lambda d: len(d) == 0) == []
+
+    # the error fixed, a line still added above: the warnings are back, moved down a line
+    change(client, uri, 3, "\n" + LINTED)
+    found = await published(client, uri, lambda d: len(d) == 3)
+    assert [line for line, *_ in as_lint(found)] == [line + 1 for line, *_ in expected]
+    assert len(await published(client, campaigns, lambda d: len(d) == 2)) == 2
+
+    # each fixed in turn: its warning goes
+    fixed = "\n" + LINTED.replace(' and event.category == "bags"', "").replace(" and event.amount > 50", "")
+    change(client, uri, 4, fixed)
+    (left,) = await published(client, uri, lambda d: len(d) == 1)
+    assert left.code == "expired"
+    change(client, uri, 5, fixed.replace("2020-02-01", "2999-02-01"))
+    assert await published(client, uri, lambda d: len(d) == 0) == []

@@ -4,6 +4,7 @@ connection driven through a mock transport."""
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import msgpack
 import pytest
@@ -29,6 +30,7 @@ from nba.engine.protocol import (
 from nba.engine.server import Connection, Server
 from nba.engine.settings import ServerSettings
 
+from polling import eventually
 from server_fakes import FakeEngine, raw_frame
 
 
@@ -478,6 +480,20 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def responses_until(transport, count: int, also: Callable[[], None] = lambda: None) -> list[dict]:
+    """The transport's responses, collected until there are ``count`` (``also`` is checked
+    at every look)."""
+    seen: list[dict] = []
+
+    def enough() -> bool:
+        also()
+        seen.extend(transport.responses())
+        return len(seen) >= count
+
+    await eventually(enough, lambda: f"{count} responses (had {len(seen)})")
+    return seen
+
+
 def test_in_flight_limit_stops_reading_until_answers_go_out(rules):
     async def scenario():
         engine = FakeEngine(str(rules), delay=0.01)
@@ -485,10 +501,7 @@ def test_in_flight_limit_stops_reading_until_answers_go_out(rules):
         conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(6)))
         assert conn.in_flight == 2
         assert not transport.reading
-        seen = []
-        while len(seen) < 6:
-            await asyncio.sleep(0.005)
-            seen += transport.responses()
+        seen = await responses_until(transport, 6)
         assert sorted(r["id"] for r in seen) == list(range(6))
         assert transport.reading and conn.in_flight == 0
 
@@ -502,10 +515,7 @@ def test_one_customers_requests_run_in_order(rules):
         frames = [decide(i, customer="c1") for i in range(5)] + [decide(5, customer="c2")]
         conn.data_received(b"".join(encode_frame(f) for f in frames))
         assert len(conn.server._tasks) == 2  # one chain for c1, one task for c2
-        seen = []
-        while len(seen) < 6:
-            await asyncio.sleep(0.002)
-            seen += transport.responses()
+        seen = await responses_until(transport, 6)
         c1 = [r["id"] for r in seen if r["id"] != 5]
         assert c1 == [0, 1, 2, 3, 4]
 
@@ -520,8 +530,7 @@ def test_shutdown_answers_what_is_in_flight_then_closes(rules):
         server.stopping = True
         done = conn.shutdown()
         assert not transport.reading and not transport.closed
-        while not transport.closed:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: transport.closed, "the connection closed")
         conn.connection_lost(None)
         await done
         assert sorted(r["id"] for r in transport.responses()) == [0, 1, 2]
@@ -534,15 +543,13 @@ def test_reload_op_failure_keeps_the_old_ruleset(rules):
         conn, transport, server = open_connection(rules)
         rules.write_text("broken\n")
         conn.data_received(encode_frame({"id": 1, "op": "reload"}))
-        while not (responses := transport.responses()):
-            await asyncio.sleep(0.005)
+        responses = await eventually(transport.responses, "the reload's answer")
         assert responses[0]["error"]["code"] == "load_failed"
         assert "expected 'action NAME'" in responses[0]["error"]["message"]
         rules.write_text("action bye\n")
         conn.data_received(encode_frame({"id": 2, "op": "reload"}) + encode_frame(decide(3)))
         assert transport.responses()[0]["decision"]["action"] == "hello"
-        while not (responses := transport.responses()):
-            await asyncio.sleep(0.005)
+        responses = await eventually(transport.responses, "the second reload's answer")
         assert responses == [{"id": 2, "ok": True, "reloaded": {"reloads": 1}}]
         conn.data_received(encode_frame(decide(4)))
         assert transport.responses()[0]["decision"]["action"] == "bye"
@@ -560,9 +567,7 @@ def test_pipelined_reloads_share_their_loads(rules):
         )
         seen = transport.responses()
         assert [r["id"] for r in seen] == [300]  # a decision is not held up behind them
-        while len(seen) < 301:
-            await asyncio.sleep(0.005)
-            seen += transport.responses()
+        seen += await responses_until(transport, 300)
         assert sorted(r["id"] for r in seen) == list(range(301)) and all(r["ok"] for r in seen)
         assert server.stats.reloads == 1
 
@@ -596,11 +601,8 @@ def test_eof_with_whole_frames_still_queued_answers_them_all(rules):
         conn, transport, _ = open_connection(rules, blocking=False, engine=engine, max_in_flight=2)
         conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(6)))
         assert conn.eof_received() is True  # half-closed: answer, then close
-        seen = []
-        while not transport.closed:
-            await asyncio.sleep(0.005)
-            seen += transport.responses()
-        seen += transport.responses()
+        await eventually(lambda: transport.closed, "the connection closed")
+        seen = transport.responses()
         assert sorted(r["id"] for r in seen) == list(range(6))
 
     run(scenario())
@@ -628,10 +630,11 @@ def test_at_most_max_concurrency_requests_run_at_once(rules):
         conn, transport, server = open_connection(rules, blocking=False, engine=engine, max_concurrency=2)
         conn.data_received(b"".join(encode_frame(decide(i, customer=f"c{i}")) for i in range(20)))
         assert server._active == 2 and len(server._backlog) == 18
-        seen = []
-        while len(seen) < 20:
-            await asyncio.sleep(0.001)
-            seen += transport.responses()
+
+        def at_most_two_running() -> None:
+            assert engine.in_flight <= 2
+
+        seen = await responses_until(transport, 20, also=at_most_two_running)
         assert sorted(r["id"] for r in seen) == list(range(20))
         assert engine.most_in_flight == 2  # the engine never had more at once
         assert server._active == 0 and not server._backlog

@@ -15,6 +15,7 @@ import pytest
 from nba.engine import Engine, EngineError
 from nba.engine.store.redis import RedisStore
 
+from polling import wait_until
 from redis_fixtures import needs_redis
 
 pytestmark = needs_redis
@@ -399,11 +400,7 @@ class Traffic:
 
     def wait_for(self, condition, what: str) -> None:
         """Until ``condition(decisions)`` holds; fails the test after a generous wait."""
-        for _ in range(3000):
-            if condition(list(self.decisions)):
-                return
-            threading.Event().wait(0.01)
-        raise AssertionError(f"never saw {what}")
+        wait_until(lambda: condition(list(self.decisions)), what, interval_s=0.01)
 
     def stop(self) -> None:
         self.stopping.set()

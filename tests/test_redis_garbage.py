@@ -342,7 +342,8 @@ def test_fuzz_every_event_field_with_every_wrong_type(request, store_kind, field
 @pytest.mark.parametrize("wrong", ["profile", "history", "meta", "contacts"])
 def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admin, wrong):
     from nba.dsl.needs import HistoryNeed, StateNeeds
-    from nba.engine.state import CapCheck, Contact, StateWrite, StoreUnavailable
+    from nba.engine.state import CapCheck, Contact, StateWrite
+    from nba.engine.store import StoreUnavailable
 
     needs = StateNeeds(
         history={"purchase": HistoryNeed(("amount",), 86400.0)}, contact_window=86400.0, profile_schema={}
@@ -364,3 +365,21 @@ def test_a_commit_finding_a_key_of_the_wrong_type_writes_nothing(redis_url, admi
     for name, key in keys.items():
         if name != wrong:
             assert not admin.exists(key), name  # nothing half-written
+
+
+def test_a_write_without_contacts_to_a_key_of_the_wrong_type_loses_that_part_only(redis_url, admin):
+    """Plain commands (no contact, no script): the one on the key of the wrong type is
+    refused and counted lost; the others apply; nothing crashes, no cap is involved."""
+    engine = engine_on(redis_url)
+    admin.set(keys_of(VICTIM)["history"], "another service's")  # purchase history: a string
+    decision = engine.decide({"customer_id": VICTIM, "type": "purchase", "time": NOW, "amount": 5})
+    assert not decision.degraded  # a purchase reads no purchase history; its write is sent without waiting
+    assert engine.get_profile(VICTIM) == {"score": 1}  # the update applied; the replies owed are read here
+    assert engine.store.lost_writes >= 1  # the event was not kept: refused by the key (and logged)
+    assert admin.get(keys_of(VICTIM)["history"]) == b"another service's"
+    engine.close()
+
+    waiting = Engine(load_text(RULES, "t.rules"), RedisStore(redis_url, wait_for_writes=True, **RELAXED))
+    decision = waiting.decide({"customer_id": VICTIM, "type": "purchase", "time": NOW + 1, "amount": 5})
+    assert decision.degraded  # awaited: the refusal is the decision's to report
+    waiting.close()

@@ -23,7 +23,7 @@ import pytest
 from redis.exceptions import NoPermissionError
 
 from nba import Engine
-from nba.engine.state import StoreUnavailable
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.redis import RedisAccessDenied, RedisStore
 
 from redis_fixtures import REDIS_HAS_TLS, RedisServer, needs_redis

@@ -13,9 +13,9 @@ import redis as redis_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nba.dsl.needs import HistoryNeed
-from nba.engine.state import CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
-from nba.engine.store import open_store
+from nba.dsl.needs import HistoryNeed, StateNeeds
+from nba.engine.state import CapCheck, Contact, CustomerState, StateWrite
+from nba.engine.store import StoreUnavailable, open_store
 from nba.engine.store.redis import (
     Codec,
     KeyLayout,
@@ -28,6 +28,7 @@ from nba.engine.store.redis import (
     unpack_member,
 )
 from nba.engine.store.redis.encoding import unpack_members
+from nba.engine.store.redis.protocol import Expiries, with_slack
 
 from redis_fixtures import needs_redis
 
@@ -346,6 +347,50 @@ def race_for_the_cap(url: str, customer_id: str, barrier, results) -> None:
     store.close()
 
 
+NAMES = st.sampled_from(["r", "r1", "r10", "x" * 40, "y" * 300, "z" * 70_000, "é"])
+CHANNELS = st.sampled_from([None, "email", "e", "x" * 40, "y" * 300])
+
+
+@given(
+    past=st.lists(
+        st.tuples(st.integers(-3000, 3000), st.booleans(), NAMES, CHANNELS, st.booleans()), min_size=1, max_size=12
+    ),
+    checks=st.lists(
+        st.tuples(
+            st.sampled_from(["rule", "channel", "all"]), NAMES, CHANNELS, st.integers(0, 4), st.integers(1, 4000)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_caps_count_as_memory_does_whatever_the_names_times_and_member_numbers(redis_server, past, checks):
+    """The commit script counts a contact by its rule or channel: names of every length,
+    int and float times, members numbered by this version or an older one."""
+    from nba.engine.store.memory import MemoryStore
+
+    redis_server.flush()
+    memory, store = MemoryStore(), RedisStore(redis_server.url, **RELAXED)
+    client = redis_py.Redis.from_url(redis_server.url)
+    for number, (offset, as_int, rule, channel, older) in enumerate(past):
+        time = int(T0) + offset if as_int else T0 + offset
+        given = contact(time, rule=rule, channel=channel)
+        assert memory.commit("c1", NEEDS, event(time, contacts=[given]))
+        if older:  # as an earlier version wrote it: a small member number, no script
+            member = pack_member([time, number, rule, "a1", channel])
+            client.zadd(KeyLayout().contacts("c1"), {member: float(time)})
+        else:
+            assert store.commit("c1", NEEDS, event(time, contacts=[given]))
+    caps = [
+        CapCheck(scope, None if scope == "all" else (rule if scope == "rule" else channel or "email"), limit, window)
+        for scope, rule, channel, limit, window in checks
+    ]
+    new = event(T0 + 1, contacts=[contact(T0 + 1, rule=checks[0][1], channel=checks[0][2])], caps=caps)
+    assert store.commit("c1", NEEDS, new) == memory.commit("c1", NEEDS, new)
+    client.close()
+    store.close()
+
+
 def test_processes_racing_for_a_cap_of_one_get_it_once(redis_url):
     racers, customers = 6, 5
     context = multiprocessing.get_context("fork")
@@ -395,6 +440,21 @@ def test_history_is_trimmed_to_its_window_of_the_newest_time(store, client):
     assert kept == [T0 + 4000]  # 1800 s window: the others are out of every window
 
 
+def test_a_read_fetches_its_window_and_the_late_events_slack_is_only_kept(store, client):
+    slack = StateNeeds(
+        history={"page_view": HistoryNeed(("category",), 1800.0, late_s=300.0)}, contact_window=0.0, profile_schema={}
+    )
+    for offset, category in ((0, "old"), (1700, "in both"), (2000, "new")):
+        store.commit("c1", slack, event(T0 + offset, record={"category": category}))
+    # written at T0 + 2000: kept from T0 - 100 (window and slack), so "old" is still in Redis
+    key = KeyLayout().history("c1", "page_view")
+    assert [score for _, score in client.zrange(key, 0, -1, withscores=True)] == [T0, T0 + 1700, T0 + 2000]
+    # ... but a decision at T0 + 2000 reads (T0 + 200, ...): its window only
+    assert store.read("c1", slack, T0 + 2000).history["page_view"].columns["category"] == ["in both", "new"]
+    # a late event at T0 + 100 still finds "old" in its own window
+    assert store.read("c1", slack, T0 + 100).history["page_view"].columns["category"] == ["old", "in both", "new"]
+
+
 def test_trimming_runs_from_each_writes_own_time_never_from_a_newer_one(store):
     store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
     store.commit("c1", NEEDS, event(T0 + 3600, "purchase", record={"amount": 1}))
@@ -412,6 +472,28 @@ def test_history_keeps_at_most_max_events_per_type(redis_url):
     store.close()
 
 
+@pytest.mark.parametrize("with_contact", [False, True], ids=["plain", "script"])
+def test_a_history_trimmed_by_count_only_now_and_then_reads_as_if_trimmed_at_every_write(
+    redis_url, client, monkeypatch, with_contact
+):
+    from nba.engine.store.redis import protocol
+
+    store = RedisStore(redis_url, max_events_per_type=3, **RELAXED)
+    key = KeyLayout().history("c1", "page_view")
+    monkeypatch.setattr(protocol, "getrandbits", lambda bits: 1)  # never this time
+    late = [T0 + 9, T0 + 1, T0 + 2, T0 + 8, T0 + 3, T0 + 7]  # out of order: late ones drop out at once
+    for number, time in enumerate(late):
+        contacts = [contact(time, rule=f"r{number}")] if with_contact else []
+        store.commit("c1", NEEDS, event(time, record={"category": str(time - T0)}, contacts=contacts))
+    assert client.zcard(key) == 6
+    assert store.read("c1", NEEDS, T0).history["page_view"].columns["category"] == ["7.0", "8.0", "9.0"]
+    monkeypatch.setattr(protocol, "getrandbits", lambda bits: 0)  # this time
+    store.commit("c1", NEEDS, event(T0 + 4, record={"category": "4.0"}))
+    assert client.zcard(key) == 3
+    assert store.read("c1", NEEDS, T0).history["page_view"].columns["category"] == ["7.0", "8.0", "9.0"]
+    store.close()
+
+
 def test_an_out_of_order_event_inside_the_window_is_kept(store):
     store.commit("c1", NEEDS, event(T0 + 1000, record={"category": "new"}))
     store.commit("c1", NEEDS, event(T0, record={"category": "late"}))
@@ -424,15 +506,47 @@ def test_keys_expire_after_the_retention(store, client):
     store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
     layout = KeyLayout()
     retention_ms = (NEEDS.retention + 60) * 1000
+    assert client.hgetall(layout.meta("c1")) == {b"k": b"-inf"}  # no contact trimmed yet
     for key in (layout.history("c1", "page_view"), layout.contacts("c1"), layout.meta("c1")):
-        assert 0 < client.pttl(key) <= retention_ms
+        assert retention_ms - 60_000 < client.pttl(key) <= with_slack(retention_ms)
     assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
+
+
+def test_a_ttl_is_set_again_only_when_the_one_set_before_runs_short(store, client):
+    key = KeyLayout().history("c1", "page_view")
+    needed = Retention().ttls(NEEDS)[0]
+    store.commit("c1", NEEDS, event(T0, record={"category": "a"}))
+    store.read("c1", NEEDS, T0)  # the write was applied
+    assert needed < client.pttl(key) <= with_slack(needed)
+    client.pexpire(key, 600_000)  # shorter than this process set: it does not know
+    store.commit("c1", NEEDS, event(T0 + 1, record={"category": "b"}))
+    store.read("c1", NEEDS, T0)
+    assert client.pttl(key) <= 600_000  # the TTL set before covers the retention from now: not set again
+    store.expiries.until[key] -= with_slack(needed) - needed + 1  # as if a while went by
+    store.commit("c1", NEEDS, event(T0 + 2, record={"category": "c"}))
+    store.read("c1", NEEDS, T0)
+    assert needed < client.pttl(key) <= with_slack(needed)
+
+
+def test_every_ttl_set_covers_the_retention_from_the_write():
+    expiries = Expiries()
+    needed = 3_600_000
+    assert expiries.due("k", needed, 0.0) == with_slack(needed)
+    for now in range(0, with_slack(needed) - needed + 1, 60_000):
+        assert expiries.due("k", needed, float(now)) == 0  # set at 0: still covers now + needed
+    assert expiries.due("k", needed, float(with_slack(needed) - needed + 1)) == with_slack(needed)
+    assert with_slack(10**12) - 10**12 == 300_000  # at most 5 minutes more than needed
 
 
 def test_profile_ttl_when_asked(redis_url, client):
     store = RedisStore(redis_url, profile_ttl_s=3600, **RELAXED)
     store.put_profile("c1", {"tier": "gold"}, NEEDS)
-    assert 0 < client.pttl(KeyLayout().profile("c1")) <= 3600_000
+    assert 3_500_000 < client.pttl(KeyLayout().profile("c1")) <= with_slack(3600_000)
+    store.put_profile("c2", {"tier": "gold"}, NEEDS)
+    client.persist(KeyLayout().profile("c2"))
+    store.commit("c2", NEEDS, event(T0, profile_set={"ltv": 1}))  # an update sets it too
+    assert store.get_profile("c2", NEEDS) == {"tier": "gold", "ltv": 1}
+    assert 3_500_000 < client.pttl(KeyLayout().profile("c2")) <= with_slack(3600_000)
     store.close()
 
 
@@ -558,7 +672,7 @@ def test_callback_reads_of_unreadable_state_or_a_lost_redis_tell_unavailable(own
 
 def test_redis_down_then_back(own_redis_server):
     store = RedisStore(own_redis_server.url, retry_interval_s=0.0, **RELAXED)
-    store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 1}))
+    store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
     own_redis_server.stop()
     with pytest.raises(StoreUnavailable):
         store.read("c1", NEEDS, T0)
@@ -566,8 +680,10 @@ def test_redis_down_then_back(own_redis_server):
         store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 2}))
     own_redis_server.start()  # an empty server: nothing was kept
     assert store.read("c1", NEEDS, T0).profile == {}
-    assert store.commit("c1", NEEDS, event(T0, profile_set={"ltv": 3}))
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 3}))
     assert store.get_profile("c1", NEEDS) == {"ltv": 3}
+    # the TTL set before the restart went with the keys: set again, not taken as still there
+    assert int(own_redis_server.command("PTTL", KeyLayout().history("c1", "page_view"))[1:]) > 0
     store.close()
 
 
@@ -627,7 +743,8 @@ def test_floats_survive_as_scores():
 
 
 def windowed(state, needs: StateNeeds, time: float) -> dict:
-    """What a decision at ``time`` can see of ``state``: entries inside the read windows."""
+    """What a decision at ``time`` can see of ``state``: entries inside the read windows,
+    and the newest contact time trimmed away."""
     history = {}
     for event_type, need in needs.history.items():
         kept = state.history.get(event_type)
@@ -643,7 +760,7 @@ def windowed(state, needs: StateNeeds, time: float) -> dict:
         if rows:
             history[event_type] = rows
     contacts = [c for c in state.contacts if c.time > time - needs.contact_window]
-    return {"profile": state.profile, "history": history, "contacts": contacts}
+    return {"profile": state.profile, "history": history, "contacts": contacts, "kept_from": state.kept_from}
 
 
 WRITES = st.lists(
@@ -660,9 +777,13 @@ WRITES = st.lists(
 )
 
 
+@pytest.mark.parametrize("path", ["sync", "async", "once"])
+@pytest.mark.parametrize("limit", [10_000, 3], ids=["by-time", "by-count"])
 @given(writes=WRITES)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_redis_keeps_the_same_state_as_memory(redis_server, path, limit, writes):
+    """Every way a write goes (plain commands without contacts, the commit script with; the
+    streams' once script around it), trimmed by time and by count, reads back as memory's."""
     from nba.engine.store.memory import MemoryStore
 
     redis_server.flush()
@@ -672,8 +793,10 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
         profile_schema=SCHEMA,
     )
     caps = [CapCheck("rule", "r1", 2, 600.0), CapCheck("channel", "email", 3, 2400.0), CapCheck("all", None, 4, 1200.0)]
-    memory, store = MemoryStore(), RedisStore(redis_server.url, **RELAXED)
-    for offset, event_type, value, with_contact, rule, channel, updates in writes:
+    memory = MemoryStore(max_events_per_type=limit, max_contacts=limit)
+    store = RedisStore(redis_server.url, max_events_per_type=limit, max_contacts=limit, **RELAXED)
+    commit, read, close = store_calls(store, path)
+    for number, (offset, event_type, value, with_contact, rule, channel, updates) in enumerate(writes):
         time = T0 + offset
         need = needs.history.get(event_type)
         record = None if need is None else {name: value for name in need.fields}
@@ -681,12 +804,75 @@ def test_redis_keeps_the_same_state_as_memory(redis_server, writes):
         write = event(time, event_type, record=record, contacts=contacts, caps=caps, profile_set=updates)
         if write.is_empty:
             continue
-        assert store.commit("c1", needs, write) == memory.commit("c1", needs, write)
+        assert commit("c1", needs, write, number) == memory.commit("c1", needs, write)
         for probe in (time, T0 + 2000):
-            assert windowed(store.read("c1", needs, probe), needs, probe) == windowed(
+            assert windowed(read("c1", needs, probe), needs, probe) == windowed(
                 memory.read("c1", needs, probe), needs, probe
             )
-    store.close()
+    close()
+
+
+def store_calls(store: RedisStore, path: str) -> tuple:
+    """(commit, read, close) of ``store`` as ``path`` makes them: sync, asyncio (one loop
+    throughout, so that a read follows the writes sent before it on one link), or once per key."""
+    if path != "async":
+        if path == "sync":
+            commit = lambda customer_id, needs, write, _number: store.commit(customer_id, needs, write)  # noqa: E731
+        else:
+            commit = lambda customer_id, needs, write, number: store.commit_once(  # noqa: E731
+                customer_id, needs, write, f"entry-{number}", b"record", 60
+            )[0]
+        return commit, store.read, store.close
+    loop = asyncio.new_event_loop()
+
+    def commit_async(customer_id, needs, write, _number):
+        return loop.run_until_complete(store.commit_async(customer_id, needs, write))
+
+    def read_async(customer_id, needs, time):
+        return loop.run_until_complete(store.read_async(customer_id, needs, time))
+
+    def close():
+        loop.run_until_complete(store.close_async())
+        loop.close()
+
+    return commit_async, read_async, close
+
+
+def test_a_write_without_contacts_runs_no_script(store, client):
+    client.config_resetstat()
+    assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
+    assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
+    commands = {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
+    assert "evalsha" not in commands and "eval" not in commands
+    assert {"zadd", "zremrangebyscore", "pexpire", "hset"} <= commands
+    assert store.commit("c1", NEEDS, event(T0 + 1, record={"category": "y"}, contacts=[contact(T0 + 1)]))
+    assert "cmdstat_evalsha" in client.info("commandstats")  # a contact: the commit script
+
+
+@pytest.mark.parametrize("time", [T0, int(T0)], ids=["float", "int"])
+def test_two_processes_numbering_two_equal_contacts_alike_keep_both(store, monkeypatch, time):
+    from nba.engine.store.redis import encoding
+
+    same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
+    monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
+    twin = event(time, record={"category": "x"}, contacts=[contact(time)])
+    assert store.commit("c1", NEEDS, twin) and store.commit("c1", NEEDS, twin)  # as if from two processes
+    state = store.read("c1", NEEDS, time)
+    assert len(state.contacts) == 2  # the script made the second unique: a cap counts both
+    assert len(state.history["page_view"]) == 2
+
+
+def test_a_member_the_script_cannot_renumber_writes_nothing(store, client, monkeypatch):
+    from nba.engine.store.redis import encoding
+
+    same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
+    monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
+    huge = 10**30  # a time of more than 64 bits: msgpack ext, where no number can be found after it
+    twin = event(T0, contacts=[contact(huge)])
+    assert store.commit("c1", NEEDS, twin)
+    with pytest.raises(StoreUnavailable):
+        store.commit("c1", NEEDS, twin)
+    assert client.zcard(KeyLayout().contacts("c1")) == 1
 
 
 # -- writes sent without waiting
@@ -772,3 +958,27 @@ def test_ints_beyond_64_bits_round_trip(store):
     store.commit("c1", NEEDS, event(T0, record={"category": [huge, -huge], "price": huge}))
     history = store.read("c1", NEEDS, T0).history["page_view"]
     assert history.columns == {"category": [[huge, -huge]], "price": [huge]}
+
+
+def child_numbers(results) -> None:
+    from nba.engine.store.redis.encoding import MEMBER_NUMBERS, TAG_MASK
+
+    results.put([int.from_bytes(MEMBER_NUMBERS.next_packed()[1:], "big") & TAG_MASK for _ in range(3)])
+
+
+def test_member_numbers_increase_and_a_forked_child_tags_its_own():
+    from nba.engine.store.redis.encoding import MEMBER_NUMBERS, TAG_MASK
+
+    numbers = [MEMBER_NUMBERS.next_packed() for _ in range(1000)]
+    assert all(len(number) == 9 and number[:1] == b"\xcf" for number in numbers)
+    assert numbers == sorted(set(numbers))  # strictly increasing: bytes sort as the numbers
+    assert len({int.from_bytes(number[1:], "big") & TAG_MASK for number in numbers}) == 1
+    context = multiprocessing.get_context("fork")
+    tags = set()
+    for _ in range(4):
+        results = context.Queue()
+        child = context.Process(target=child_numbers, args=(results,))
+        child.start()
+        tags.update(results.get(timeout=30))
+        child.join(timeout=30)
+    assert len(tags) > 1  # 4 children with 4,096 tags each drawn at random: all equal once in 10**10

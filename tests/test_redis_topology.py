@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from nba.engine import Engine
-from nba.engine.state import StoreUnavailable
+from nba.engine.store import StoreUnavailable
 from nba.engine.store.memory import MemoryStore
 from nba.engine.store.redis.protocol import SLOT_COUNT, Endpoint, Topology, parse_cluster_slots
 

@@ -20,6 +20,7 @@ import pytest
 from nba.engine.client import AsyncClient, Client, NbaError
 from nba.engine.protocol import HEADER, encode_frame
 
+from polling import wait_until
 from server_fakes import (
     FakeEngine,
     ServerProcess,
@@ -29,7 +30,6 @@ from server_fakes import (
     raw_frame,
     read_frames,
     server_command,
-    wait_for,
 )
 
 
@@ -113,7 +113,7 @@ def test_a_client_that_disconnects_mid_frame(rules, how):
         if how == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
-        assert wait_for(lambda: srv.stats()["connections"] == 0)
+        wait_until(lambda: srv.stats()["connections"] == 0, "no connection left")
         if how == "close":
             assert srv.stats()["request_errors"] == {"bad_frame": 1}
         with Client("127.0.0.1", srv.port) as client:
@@ -204,9 +204,9 @@ def test_watch_reloads_when_a_rules_file_changes(rules):
             event = {"customer_id": "c1", "type": "t"}
             assert client.decide(event)["action"] == "hello"
             rules.write_text("action watched\n")
-            assert wait_for(lambda: client.decide(event)["action"] == "watched")
+            wait_until(lambda: client.decide(event)["action"] == "watched", "the watched file's ruleset deciding")
             rules.write_text("broken, and longer than before\n")
-            assert wait_for(lambda: srv.stats()["reloads"]["failed"] == 1)
+            wait_until(lambda: srv.stats()["reloads"]["failed"] == 1, "a failed reload")
             assert client.decide(event)["action"] == "watched"
 
 
@@ -250,7 +250,10 @@ def test_sighup_reloads(rules, tmp_path):
         rules.write_text("action after_hup\n")
         proc.process.send_signal(signal.SIGHUP)
         with Client("127.0.0.1", proc.port) as client:
-            assert wait_for(lambda: client.decide({"customer_id": "c", "type": "t"})["action"] == "after_hup")
+            wait_until(
+                lambda: client.decide({"customer_id": "c", "type": "t"})["action"] == "after_hup",
+                "the ruleset reloaded on SIGHUP deciding",
+            )
         assert proc.stop() == 0
 
 
@@ -275,7 +278,7 @@ def test_two_workers_share_the_port(rules, tmp_path):
             rules.write_text("action everywhere\n")
             assert clients[0].reload()
             event = {"customer_id": "c", "type": "t"}
-            assert wait_for(lambda: all(c.decide(event)["action"] == "everywhere" for c in clients))
+            wait_until(lambda: all(c.decide(event)["action"] == "everywhere" for c in clients), "every worker reloaded")
         finally:
             for client in clients:
                 client.close()
@@ -433,8 +436,10 @@ def test_workers_stop_when_their_parent_is_killed(rules, tmp_path):
     with ServerProcess(command, log_path=tmp_path / "log") as proc:
         proc.process.kill()
         proc.process.wait()
-        assert wait_for(lambda: proc.output().count("is gone; stopping") == 2)
-        assert wait_for(lambda: proc.output().count("stopped") == 2)
+        wait_until(
+            lambda: proc.output().count("is gone; stopping") == 2, lambda: f"both workers stopping:\n{proc.output()}"
+        )
+        wait_until(lambda: proc.output().count("stopped") == 2, lambda: f"both workers stopped:\n{proc.output()}")
 
         def port_closed():
             try:
@@ -443,4 +448,4 @@ def test_workers_stop_when_their_parent_is_killed(rules, tmp_path):
             except OSError:
                 return True
 
-        assert wait_for(port_closed)
+        wait_until(port_closed, "the port closed")

@@ -13,7 +13,8 @@ from test_protocol import decide, open_connection
 
 from nba.engine.protocol import FRAME_TIMEOUT, HEADER, OVERLOADED, TOO_MANY_CONNECTIONS, encode_frame
 
-from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames, wait_for
+from polling import wait_until
+from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_slowloris_over_a_socket(rules):
             time.sleep(0.1)
             return srv.stats()["limits_hit"].get(FRAME_TIMEOUT)
 
-        assert wait_for(cut_off, timeout=20)
+        wait_until(cut_off, "the slow connection cut off")
         assert srv.stats()["connections"] == 0
 
 
@@ -124,7 +125,7 @@ def test_past_max_connections_a_new_one_gets_one_error_then_a_close(rules):
         assert closed_by_peer(c)
         c.close()
         a.close()
-        assert wait_for(lambda: srv.stats()["connections"] == 1)
+        wait_until(lambda: srv.stats()["connections"] == 1, "one connection left")
         d = connect(srv.port)
         d.sendall(encode_frame({"id": 2, "op": "ping"}))
         assert codes(read_frames(d, 1)) == [(2, True)]

@@ -17,6 +17,7 @@ from nba.engine.server import Connection, Server
 from nba.engine.server.security import AuthFileError, is_loopback, load_tokens
 from nba.engine.settings import ServerSettings
 
+from polling import eventually
 from server_fakes import FakeEngine, ThreadServer, closed_by_peer, connect, read_frames
 
 
@@ -243,8 +244,7 @@ def test_reload_reloads_only_the_path_the_server_was_started_with(rules, tmp_pat
         assert codes(transport.responses()) == [(1, BAD_REQUEST)]
         server.engine.rules_path = str(other)  # even an engine told another path elsewhere
         conn.data_received(encode_frame({"id": 2, "op": "reload"}))
-        while not (responses := transport.responses()):
-            await asyncio.sleep(0.005)
+        responses = await eventually(transport.responses, "the reload's answer")
         assert codes(responses) == [(2, True)]
         conn.data_received(encode_frame(decide(3)))
         assert transport.responses()[0]["decision"]["action"] == "hello"

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from nba.dsl.checker import CheckedRuleset, check
-from nba.dsl.lint.checks import CODES, LintWarning, lint_checked
+from nba.dsl.lint.checks import CODES, LintMemo, LintWarning, lint_checked
 from nba.dsl.loader import load_ruleset, rule_files
 from nba.dsl.source import Diagnostics, LoadError
 from nba.dsl.syntax import parse_module
 
-__all__ = ["CODES", "LintWarning", "lint_path", "lint_checked", "lint_text", "format_text", "format_json"]
+__all__ = ["CODES", "LintMemo", "LintWarning", "lint_path", "lint_checked", "lint_text", "format_text", "format_json"]
 
 
 def load_checked(root: str | os.PathLike) -> tuple[CheckedRuleset, dict[str, str]]:

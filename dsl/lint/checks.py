@@ -19,7 +19,7 @@ test discards most pairs and the rest take microseconds (benchmarks/bench_lint.p
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset, and_operands, event_types_of, walk
@@ -52,11 +52,51 @@ class _RuleFacts:
     true: DNF
     priority: float | None  # None: not a constant
     types: frozenset[str] | None
+    true_keys: list[frozenset]  # the subjects of each conjunction of ``true`` (``may_imply``)
 
 
-def lint_checked(checked: CheckedRuleset, sources: dict[str, str], at: float) -> list[LintWarning]:
-    """Every warning of a ruleset that loads, in path, line and column order."""
-    return _Linter(checked, sources, at).run()
+@dataclass(slots=True)
+class _RuleResults:
+    """What lint found out about one rule on its own (all but its ``shadowed`` and ``expired``)."""
+
+    rule: n.Rule  # held, so that its id is not reused while this entry lives
+    fact: _RuleFacts
+    warnings: list[LintWarning]  # never-matches, redundant-condition
+    segments_used: set[str]  # by its when, priority and parameters
+    always_wins: bool
+
+
+class LintMemo:
+    """Lint's results kept from one lint of a ruleset to the next (the language server lints
+    at every keystroke; benchmarks/bench_lsp.py).
+
+    While the ruleset's segments and policies are the very same nodes as at the last lint,
+    a rule that is also the same node (its text did not change) has the same results on its
+    own, and the same answer to "does it match only where that rule matches" for another
+    such rule: both are reused, and only new and changed rules are judged again. Anything
+    else changed, and everything is judged again. Entries hold their rule nodes, so that no
+    id is reused while they live; only those of the last lint are kept. The warnings are
+    the same as without a memo (the tests compare them).
+    """
+
+    def __init__(self) -> None:
+        self.context: list[n.Node] = []  # the segments and policies, held
+        self.rules: dict[int, _RuleResults] = {}
+        self.implied: dict[tuple[int, int], tuple[n.Rule, n.Rule, bool]] = {}
+
+    def start(self, checked: CheckedRuleset) -> None:
+        context = [*checked.segments.values(), *checked.policies]
+        if len(context) != len(self.context) or any(a is not b for a, b in zip(context, self.context)):
+            self.rules, self.implied = {}, {}
+        self.context = context
+
+
+def lint_checked(
+    checked: CheckedRuleset, sources: dict[str, str], at: float, memo: LintMemo | None = None
+) -> list[LintWarning]:
+    """Every warning of a ruleset that loads, in path, line and column order. ``memo``: the
+    results of the last lint of this ruleset, reused where they still hold, and updated."""
+    return _Linter(checked, sources, at, memo).run()
 
 
 def constant_number(expr: n.Expr | None):
@@ -78,26 +118,51 @@ def format_time(seconds: float) -> str:
 
 
 class _Linter:
-    def __init__(self, checked: CheckedRuleset, sources: dict[str, str], at: float):
+    def __init__(self, checked: CheckedRuleset, sources: dict[str, str], at: float, memo: LintMemo | None = None):
         self.checked = checked
         self.sources = sources
         self.at = at
         self.conditions = Conditions(checked.segments)
         self.warnings: list[LintWarning] = []
+        self.memo = memo
+        self.implied: dict[tuple[int, int], tuple[n.Rule, n.Rule, bool]] = {}  # this lint's, for the memo
 
     def run(self) -> list[LintWarning]:
-        facts = [self.rule_facts(index, rule) for index, rule in enumerate(self.checked.rules)]
-        for fact in facts:
-            if fact.rule.when is None:
-                continue
+        memo = self.memo
+        if memo is not None:
+            memo.start(self.checked)
+        known = memo.rules if memo is not None else {}
+        results: dict[int, _RuleResults] = {}
+        for index, rule in enumerate(self.checked.rules):
+            entry = known.get(id(rule))
+            if entry is None or entry.rule is not rule:
+                entry = self.rule_results(index, rule)
+            elif entry.fact.index != index:
+                entry.fact = replace(entry.fact, index=index)
+            results[id(rule)] = entry
+            self.warnings.extend(entry.warnings)
+        self.shadowed(results)
+        self.unused_segments(results)
+        self.expired()
+        if memo is not None:
+            memo.rules, memo.implied = results, self.implied
+        return sorted(self.warnings, key=LintWarning.sort_key)
+
+    def rule_results(self, index: int, rule: n.Rule) -> _RuleResults:
+        """What lint says about ``rule`` on its own."""
+        fact = self.rule_facts(index, rule)
+        before = len(self.warnings)
+        if rule.when is not None:
             if not fact.true:
                 self.never_matches(fact)
             else:
                 self.redundant_conditions(fact)
-        self.shadowed(facts)
-        self.unused_segments()
-        self.expired()
-        return sorted(self.warnings, key=LintWarning.sort_key)
+        warnings = self.warnings[before:]
+        del self.warnings[before:]
+        used: set[str] = set()
+        for expr in (rule.when, rule.priority, *_param_values(rule.then)):
+            _note_segments(expr, used)
+        return _RuleResults(rule, fact, warnings, used, bool(fact.true) and self.always_wins(fact))
 
     def warn(self, pos: Position, code: str, message: str) -> None:
         self.warnings.append(LintWarning(pos, code, message))
@@ -113,7 +178,15 @@ class _Linter:
         except TooComplex:
             true = self.conditions.opaque(rule.when)[0]
         return _RuleFacts(
-            index, rule, operands, raw, operand_true, true, constant_number(rule.priority), event_types_of(rule.when)
+            index,
+            rule,
+            operands,
+            raw,
+            operand_true,
+            true,
+            constant_number(rule.priority),
+            event_types_of(rule.when),
+            keysets(true),
         )
 
     # -- never-matches --
@@ -190,24 +263,52 @@ class _Linter:
                 return False
         return True
 
-    def shadowed(self, facts: list[_RuleFacts]) -> None:
-        winners = [f for f in facts if f.true and self.always_wins(f)]
+    def shadowed(self, results: dict[int, _RuleResults]) -> None:
+        facts = [entry.fact for entry in results.values()]
+        winners = [entry.fact for entry in results.values() if entry.always_wins]
         winners.sort(key=lambda f: (-f.priority, f.index))  # the order they rank in
-        winner_keys = {f.index: keysets(f.true) for f in winners}
+        # The winners that can match whenever a rule of an event type does: those of any
+        # type and those of that type, in the order they rank in. (Testing every winner
+        # against every rule took most of lint's time for rules spread over event types:
+        # 500,000 pairs at 1,000 rules, benchmarks/bench_lint.py.)
+        untyped = [w for w in winners if w.types is None]
+        of_type: dict[str, list[_RuleFacts]] = {}
+        for winner in winners:
+            for event_type in winner.types or ():
+                of_type.setdefault(event_type, []).append(winner)
+        if untyped:
+            for event_type, typed in of_type.items():
+                of_type[event_type] = sorted(typed + untyped, key=lambda f: (-f.priority, f.index))
         for fact in facts:
             if not fact.true or fact.priority is None:
                 continue
-            fact_keys = keysets(fact.true)
-            for winner in winners:
+            if fact.types is None:
+                candidates = untyped
+            elif not fact.types:
+                candidates = winners
+            else:  # a winner must match each of the rule's types: any one of them selects
+                candidates = min((of_type.get(t, untyped) for t in fact.types), key=len)
+            for winner in candidates:
                 if (winner.priority, -winner.index) <= (fact.priority, -fact.index):
                     break  # from here on, none ranks above the rule
                 if winner.types is not None and (fact.types is None or not fact.types <= winner.types):
                     continue
-                if not may_imply(fact_keys, winner_keys[winner.index]):
-                    continue
-                if implies(fact.true, winner.true):
+                if self.matches_only_where(fact, winner):
                     self.warn(fact.rule.pos, "shadowed", self.shadow_message(fact, winner))
                     break
+
+    def matches_only_where(self, fact: _RuleFacts, winner: _RuleFacts) -> bool:
+        """Wherever ``fact``'s rule matches, ``winner``'s does (remembered by the memo)."""
+        if self.memo is None:
+            return may_imply(fact.true_keys, winner.true_keys) and implies(fact.true, winner.true)
+        key = (id(fact.rule), id(winner.rule))
+        known = self.memo.implied.get(key)
+        if known is not None and known[0] is fact.rule and known[1] is winner.rule:
+            found = known[2]
+        else:
+            found = may_imply(fact.true_keys, winner.true_keys) and implies(fact.true, winner.true)
+        self.implied[key] = (fact.rule, winner.rule, found)
+        return found
 
     @staticmethod
     def shadow_message(fact: _RuleFacts, winner: _RuleFacts) -> str:
@@ -222,34 +323,22 @@ class _Linter:
 
     # -- unused-segment --
 
-    def unused_segments(self) -> None:
+    def unused_segments(self, results: dict[int, _RuleResults]) -> None:
         used: set[str] = set()
         checked = self.checked
-
-        def note(expr):
-            for node in walk(expr):
-                if isinstance(node, n.SegmentRef):
-                    used.add(node.name)
-
-        def note_spec(spec):
-            if spec is not None:
-                for _name, expr, _pos in spec.params:
-                    note(expr)
-
-        for rule in checked.rules:
-            note(rule.when)
-            note(rule.priority)
-            note_spec(rule.then)
+        for entry in results.values():
+            used |= entry.segments_used
         for name, segment in checked.segments.items():
             for node in walk(segment.condition):
                 if isinstance(node, n.SegmentRef) and node.name != name:
                     used.add(node.name)
         for update in checked.on_updates:
-            note(update.condition)
+            _note_segments(update.condition, used)
             for item in update.sets:
-                note(item.value)
+                _note_segments(item.value, used)
         if checked.default is not None:
-            note_spec(checked.default.then)
+            for expr in _param_values(checked.default.then):
+                _note_segments(expr, used)
         for name, segment in checked.segments.items():
             if name not in used:
                 self.warn(
@@ -271,6 +360,17 @@ class _Linter:
                 f"rule `{rule.id}` was active until {format_time(rule.active_to)}, which is before "
                 f"{format_time(self.at)}: it can no longer match; remove it or move its `to`",
             )
+
+
+def _note_segments(expr: n.Expr | None, used: set[str]) -> None:
+    """Adds the names of the segments ``expr`` uses to ``used``."""
+    for node in walk(expr):
+        if isinstance(node, n.SegmentRef):
+            used.add(node.name)
+
+
+def _param_values(spec: n.ActionSpec | None) -> list[n.Expr]:
+    return [expr for _name, expr, _pos in spec.params] if spec is not None else []
 
 
 def _number(value) -> str:

@@ -1,10 +1,12 @@
 """One ruleset as an editor sees it: the files on disk with the open buffers over them,
-parsed and checked together, and every finding (error or warning) with its place.
+parsed and checked together, and every finding (an error of the checker, a warning of
+lint) with its place.
 
 Parsing is the costly step (Lark on every character), so each file is parsed in pieces,
 one declaration each, kept while their text stays the same (``chunks``): a keystroke
-re-parses the declaration being typed in; and the rules whose nodes did not change keep
-the findings of their last check (``rulecheck``). See benchmarks/bench_lsp.py. Only ``dsl`` is used here, never the engine.
+re-parses the declaration being typed in; the rules whose nodes did not change keep the
+findings of their last check (``rulecheck``) and of their last lint (``lint``). See
+benchmarks/bench_lsp.py. Only ``dsl`` is used here, never the engine.
 """
 
 from __future__ import annotations
@@ -19,25 +21,14 @@ from typing import Callable, Iterable, Mapping
 from nba.dsl import nodes as n
 from nba.dsl.checker import CheckedRuleset
 from nba.dsl.files import RuleFileError, decode_rule_text, read_rule_file, rule_files
+from nba.dsl.lint import LintMemo
 from nba.dsl.loader import TOO_DEEP
 from nba.dsl.source import Diagnostics, Position
 from nba.engine.lsp.chunks import FileParse, PieceCache, place
+from nba.engine.lsp.findings import Finding
+from nba.engine.lsp.lint import lint_findings
 from nba.engine.lsp.rulecheck import RuleChecks
 from nba.engine.lsp.symbols import Index, build_index
-
-ERROR = "error"
-WARNING = "warning"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """Something to show in the editor: an error of the checker or a warning of lint."""
-
-    pos: Position
-    message: str
-    severity: str = ERROR
-    code: str | None = None
-    source: str = "nba"
 
 
 @dataclass
@@ -53,6 +44,10 @@ class Analysis:
     known_modules: list[n.Module] = field(default_factory=list)
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # path -> findings, in place order
     offsets: dict[str, tuple[str, int]] = field(default_factory=dict)  # see chunks.place
+    piece_texts: dict[str, str] = field(default_factory=dict)  # piece name -> text (see chunks)
+    # lint's results of the last check of this ruleset, reused where they hold (see lint)
+    lint_memo: LintMemo = field(default_factory=LintMemo)
+    lint_at: float | None = None  # the time lint's `expired` compares with; None: now
 
     def place(self, pos: Position) -> Position:
         """Where a node of this analysis is, in its file."""
@@ -72,11 +67,12 @@ class Analysis:
 
 
 # Each source of findings takes a finished analysis (its sources, modules, the checked
-# ruleset) and gives more findings, in places of the analysis's nodes (``Analysis.place``
-# moves them into their files). The checker's errors are always there; lint's warnings
-# (``nba lint``, severity WARNING, with their code) are one more entry of this list.
+# ruleset, and in ``findings`` the checker's errors) and gives more findings, in places of
+# the analysis's nodes (``Analysis.place`` moves them into their files). The checker's
+# errors are always there; lint's warnings (``nba lint``, severity WARNING, with their
+# code) are the one entry of this list.
 FindingSource = Callable[[Analysis], Iterable[Finding]]
-FINDING_SOURCES: list[FindingSource] = []
+FINDING_SOURCES: list[FindingSource] = [lint_findings]
 
 
 def normal_path(path: str | os.PathLike) -> str:
@@ -119,12 +115,15 @@ def _holds_rules(directory: str) -> bool:
 
 
 class Ruleset:
-    """A ruleset root and the parses of its files, kept between checks."""
+    """A ruleset root and the parses of its files, kept between checks. ``lint_at``: the
+    time lint's ``expired`` compares with (``nba lint --at``); None: the time of each check."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, lint_at: float | None = None):
         self.root = normal_path(root)
+        self.lint_at = lint_at
         self._pieces: dict[str, PieceCache] = {}
         self._checks = RuleChecks()
+        self._lint_memo = LintMemo()
         self._disk: dict[str, tuple[tuple[int, int], str | None, str | None]] = {}
 
     def holds(self, path: str) -> bool:
@@ -200,16 +199,35 @@ class Ruleset:
             self._checks = RuleChecks()
             diagnostics.error(Position(next(iter(sources), self.root), 1, 1), TOO_DEEP)
         offsets = {name: where for p in parsed.values() for name, where in p.offsets.items()}
+        piece_texts = {name: text for p in parsed.values() for name, text in p.texts.items()}
         outlines = [p.outline for p in parsed.values()]
-        analysis = Analysis(self.root, sources, modules, checked, outlines, offsets=offsets)
-        findings = [Finding(d.pos, d.message) for d in diagnostics.items] + unreadable
-        for source in FINDING_SOURCES:
-            findings.extend(source(analysis))
-        findings = [f if f.pos.path in sources else replace(f, pos=analysis.place(f.pos)) for f in findings]
-        by_path: dict[str, list[Finding]] = {path: [] for path in sources}
-        for finding in findings:
-            by_path.setdefault(finding.pos.path, []).append(finding)
-        for items in by_path.values():
-            items.sort(key=lambda f: (f.pos.line, f.pos.column))
-        analysis.findings = by_path
+        analysis = Analysis(
+            self.root,
+            sources,
+            modules,
+            checked,
+            outlines,
+            offsets=offsets,
+            piece_texts=piece_texts,
+            lint_memo=self._lint_memo,
+            lint_at=self.lint_at,
+        )
+        errors = [Finding(d.pos, d.message) for d in diagnostics.items] + unreadable
+        analysis.findings = by_path(analysis, errors)
+        more = [finding for source in FINDING_SOURCES for finding in source(analysis)]
+        if more:
+            analysis.findings = by_path(analysis, errors + more)
         return analysis
+
+
+def by_path(analysis: Analysis, findings: list[Finding]) -> dict[str, list[Finding]]:
+    """The findings in their files (every file of the analysis has a list), in place order."""
+    sources = analysis.sources
+    placed: dict[str, list[Finding]] = {path: [] for path in sources}
+    for finding in findings:
+        if finding.pos.path not in sources:
+            finding = replace(finding, pos=analysis.place(finding.pos))
+        placed.setdefault(finding.pos.path, []).append(finding)
+    for items in placed.values():
+        items.sort(key=lambda f: (f.pos.line, f.pos.column))
+    return placed

@@ -54,6 +54,7 @@ class FileParse:
     # hover, completion and symbols work from while a declaration is being typed
     outline: n.Module
     offsets: dict[str, tuple[str, int]] = field(default_factory=dict)  # piece name -> (path, first line - 1)
+    texts: dict[str, str] = field(default_factory=dict)  # piece name -> its text (its places count in it)
 
 
 # DECLARATION_START at the start of any line but the first, for one search over the text
@@ -109,6 +110,7 @@ class PieceCache:
         declarations: list[n.Node] = []
         errors: list[Diagnostic] = []
         offsets: dict[str, tuple[str, int]] = {}
+        texts: dict[str, str] = {}
         failed: int | None = None
         for index, (first, piece_text) in enumerate(pieces):
             copy = seen.get(piece_text, 0)
@@ -120,14 +122,15 @@ class PieceCache:
                     failed = index
                 continue
             offsets[piece.name] = (self.path, first)
+            texts[piece.name] = piece_text
             declarations.extend(piece.module.declarations)
             errors.extend(_moved(d, self.path, first) for d in piece.errors)
         for key in set(self.pieces) - used:
             del self.pieces[key]
         outline = n.Module(self.path, declarations)
         if failed is not None:
-            return FileParse(None, [self._syntax_error(pieces, failed)], outline, offsets)
-        return FileParse(outline, errors, outline, offsets)
+            return FileParse(None, [self._syntax_error(pieces, failed)], outline, offsets, texts)
+        return FileParse(outline, errors, outline, offsets, texts)
 
     def _syntax_error(self, pieces: list[tuple[int, str]], index: int) -> Diagnostic:
         """The error the whole file's parse reports, from the first piece that fails."""

@@ -12,8 +12,9 @@ from lsprotocol import types as lsp
 from nba.dsl import nodes as n
 from nba.dsl.checker import BUILTIN_EVENT_FIELDS, FUNCTIONS, SCHEMA_KINDS
 from nba.dsl.source import Position
-from nba.engine.lsp.analysis import WARNING, Analysis, Finding
+from nba.engine.lsp.analysis import Analysis
 from nba.engine.lsp.chunks import DECLARATION_START
+from nba.engine.lsp.findings import WARNING, Finding
 from nba.engine.lsp.symbols import AGGREGATE_DOCS, BUILTIN_EVENT_DOCS, FUNCTION_DOCS, KEYWORDS, Index
 from nba.engine.lsp.text import (
     Word,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from nba.engine.state import Store
+from nba.engine.store.interface import Store, StoreUnavailable
+
+__all__ = ["Store", "StoreUnavailable", "open_store"]
 
 MEMORY_OPTIONS = ("max_events_per_type", "max_contacts")  # the others only mean something for Redis
 

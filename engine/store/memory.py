@@ -20,7 +20,9 @@ import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from nba.engine.state import Contact, CustomerState, History, StateNeeds, StateWrite, Store
+from nba.dsl.needs import StateNeeds
+from nba.engine.state import Contact, CustomerState, History, StateWrite
+from nba.engine.store.interface import Store
 
 DEFAULT_MAX_EVENTS_PER_TYPE = 10_000
 DEFAULT_MAX_CONTACTS = 10_000
@@ -130,7 +132,7 @@ class MemoryStore(Store):
             record = write.event_record
             for name, column in columns.items():
                 column.insert(position, record.get(name))
-        cutoff = time - need.window  # from this event's time: never from a newer one (DSL.md step 1)
+        cutoff = time - need.keep  # from this event's time: never from a newer one (DSL.md step 1)
         start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
         excess = len(times) - self.max_events_per_type
         if excess > start:

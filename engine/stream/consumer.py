@@ -4,6 +4,13 @@ Loop: (entries in hand from a failed round, or pending at a stopped consumer and
 with XAUTOCLAIM, or new ones from XREADGROUP) -> poison check -> decide the batch
 (``batch.BatchDecider``: effects once per entry) -> XADD each entry's output -> XACK.
 
+Round trips: when one node holds the input and output streams (a single Redis, always),
+the consumer's own commands ride in the writes the batch makes anyway: the outputs and
+XACK of the entries decided go before the next state reads (or before the next blocking
+XREADGROUP), and a read of the next entries (without BLOCK) goes after the commits. Under
+load a batch then takes two round trips (state reads, commits) instead of four, and each
+saved one is a wake-up that may wait for a core.
+
 Failures: a Redis that does not answer, restarts or loses the group is waited for (with a
 growing pause), the group is created again, and the entries in hand are decided again
 (their idempotency keys make that safe). Entries of a consumer that died are claimed after
@@ -13,6 +20,7 @@ dead-letter stream. SIGTERM/SIGINT: the batch in hand is finished and acknowledg
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -25,15 +33,17 @@ from dataclasses import dataclass, field
 import redis as redis_py
 from redis.exceptions import ResponseError
 
-from nba.engine.state import StoreUnavailable
-from nba.engine.store.redis.protocol import CONNECTION_ERRORS, has_error, pack_commands, store_options_in
-from nba.engine.stream.batch import BAD, DECIDED, PENDING, BatchDecider, Item
+from nba.engine.store import StoreUnavailable
+from nba.engine.store.redis.protocol import CONNECTION_ERRORS, as_redirect, has_error, pack_commands, store_options_in
+from nba.engine.stream.batch import DECIDED, PENDING, BatchDecider, Item, Rider
 from nba.engine.stream.metrics import ConsumerStats, start_metrics
 
 log = logging.getLogger("nba.consume")
 
 RETRY_PAUSES_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # after the n-th failure in a row
+DEAD_LETTERED = -1  # an Item's status once moved to the dead-letter stream
 INFO_EVERY_S = 1.0  # lag and pending read from XINFO GROUPS this often
+GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation
 
 
 def default_consumer_name() -> str:
@@ -104,10 +114,20 @@ class Consumer:
             self.settings.group,
             f", metrics on {metrics.server_address[0]}:{metrics.server_address[1]}" if metrics else "",
         )
+        frozen = False
+        gc.collect()
+        gc.freeze()  # the loaded engine is not garbage: keep the cycle collector from scanning it again and again
+        # A batch makes thousands of objects that live until it is answered: at the default 700
+        # the young generation was collected every few entries (3% of the instructions per entry)
+        gc.set_threshold(GC_YOUNG_THRESHOLD)
         try:
             while not self.stopping or self.in_hand:
                 if not self.step() and self.stopping:
                     break
+                if not frozen and self.stats.decided:  # connections, codecs and scripts made by the first batch too
+                    gc.collect()
+                    gc.freeze()
+                    frozen = True
                 self.after_step()
         finally:
             self.leave()
@@ -122,12 +142,12 @@ class Consumer:
         try:
             if self.client is None:
                 self.connect()
-            if not self.in_hand:  # else: entries a failure left in hand (after_step paused)
-                self.in_hand = self.next_entries()
-            if self.in_hand:
-                if self.stats.cpu_started is None:
-                    self.stats.cpu_started = time.process_time()
-                self.handle(self.in_hand)
+            if any(item.status == PENDING for item in self.in_hand):  # read, or left by a failure
+                self.handle()
+            else:  # only decided ones (or none) in hand
+                self.answer_and_read()
+            if self.in_hand and self.stats.cpu_started is None:
+                self.stats.cpu_started = time.process_time()
             self.failures = 0
             return True
         except ResponseError as error:
@@ -223,6 +243,69 @@ class Consumer:
             self.stats.lag_seconds = max(0.0, time.time() - entry_time(items[-1].entry_id))
         return items
 
+    def home(self) -> tuple[str, int] | None:
+        """The node that holds every input and output stream (a single Redis; on a cluster,
+        when their slots live on one node): the consumer's own commands can ride there."""
+        store = self.store
+        topology = store.topology
+        if topology.cluster is None:
+            store.discover(store.io_timeout_s)
+        if not topology.cluster:
+            return topology.seed.address
+        streams = self.settings.streams
+        addresses = {topology.address_for(name) for name in [*streams, *map(self.settings.out_for, streams)]}
+        return addresses.pop() if len(addresses) == 1 else None
+
+    def read_command(self, block_ms: int | None) -> tuple:
+        """XREADGROUP of new entries from every input stream (one node holds them all)."""
+        settings = self.settings
+        block = ("BLOCK", block_ms) if block_ms is not None else ()
+        streams = settings.streams
+        return (
+            "XREADGROUP",
+            "GROUP",
+            settings.group,
+            settings.consumer,
+            "COUNT",
+            settings.count,
+            *block,
+            "STREAMS",
+            *streams,
+            *[">"] * len(streams),
+        )
+
+    def entries_in(self, reply) -> tuple[list[Item], Exception | None]:
+        """The items of an XREADGROUP's reply as read on a store link, or its error (a
+        MOVED one is no error: the slot table is fetched again, and nothing was read)."""
+        if isinstance(reply, Exception):
+            redirect = as_redirect(reply)
+            if redirect is None:
+                return [], reply
+            self.store.topology.moved(redirect)
+            self.store.refresh_soon()
+            return [], None
+        items = []
+        for stream, entries in reply or ():
+            stream = as_text(stream)
+            for entry_id, flat in entries:
+                fields = None if flat is None else dict(zip(flat[::2], flat[1::2]))
+                items.append(Item(stream, as_text(entry_id), fields, 1))
+        if items:
+            self.stats.read += len(items)
+            self.stats.lag_seconds = max(0.0, time.time() - entry_time(items[-1].entry_id))
+        return self.without_deleted(items), None
+
+    def may_read_ahead(self, undecided: int) -> bool:
+        """Whether this round's commits take a read of the next entries along: not when
+        stopping, nor while a read of this consumer's pending entries or a claim is due
+        (they come first), nor with more than a batch still to decide."""
+        return (
+            not self.stopping
+            and not self.read_own_pending
+            and time.monotonic() < self.next_claim
+            and undecided <= self.settings.count
+        )
+
     def own_pending(self) -> list[Item]:
         """The entries this consumer name was given and never acknowledged (a restart with
         ``--consumer`` of the same name)."""
@@ -306,18 +389,66 @@ class Consumer:
 
     # -- deciding and answering
 
-    def handle(self, items: list[Item]) -> None:
-        """Decide the items in hand, write their outputs, acknowledge them. Raises (with
-        the items still in hand) when Redis fails; the ones acknowledged are gone from it."""
-        limit = self.settings.max_deliveries
-        poison = [item for item in items if item.status == PENDING and item.deliveries > limit]
-        if poison:
-            self.dead_letter(poison)
-        self.decider.decide([item for item in items if item.status == PENDING])
-        finished = [item for item in items if item.status != PENDING]
+    def answer_and_read(self) -> None:
+        """Answer the items in hand (all decided) and read the next entries: in one write,
+        ``[XADD..., XACK, XREADGROUP BLOCK]``, when one node holds the streams and a plain
+        read is next (Redis writes the outputs at once, then waits for entries)."""
+        settings = self.settings
+        finished = self.in_hand
+        home = None
+        if not self.stopping and not self.read_own_pending and time.monotonic() < self.next_claim:
+            home = self.home() if settings.block_ms > 0 else None  # BLOCK 0 waits forever: redis-py's read
+        if home is None:
+            if finished:
+                self.answer(finished)
+            self.in_hand = []
+            if not self.stopping:
+                self.in_hand = self.next_entries()
+            return
+        store = self.store
+        commands = [*self.answer_commands(finished), self.read_command(settings.block_ms)]
+        timeout = settings.block_ms / 1000 + store.io_timeout_s
+        replies = store.exchange(home, pack_commands(commands), len(commands), timeout)
         if finished:
-            self.answer(finished)
-        unresolved = [item for item in items if item.status == PENDING]
+            self.answered(finished, commands[:-1], replies[:-1])
+        self.in_hand = []
+        items, error = self.entries_in(replies[-1])
+        if error is not None:
+            raise error
+        self.in_hand = items
+
+    def handle(self) -> None:
+        """Decide the items in hand that are not decided yet. The outputs and XACK of those
+        decided before ride with the state reads, a read of the next entries with the
+        commits. Raises (with the items still in hand) when Redis fails; the ones
+        acknowledged are gone from it."""
+        limit = self.settings.max_deliveries
+        poison = [item for item in self.in_hand if item.status == PENDING and item.deliveries > limit]
+        if poison:
+            try:
+                self.dead_letter(poison)
+            finally:
+                self.in_hand = [item for item in self.in_hand if item.status != DEAD_LETTERED]
+        finished = [item for item in self.in_hand if item.status != PENDING]
+        pending = [item for item in self.in_hand if item.status == PENDING]
+        home = self.home()
+        outputs = Rider(home, self.answer_commands(finished)) if home is not None and finished else None
+        ahead = (
+            Rider(home, [self.read_command(None)]) if home is not None and self.may_read_ahead(len(pending)) else None
+        )
+        self.decider.decide(pending, outputs, ahead)
+        read, read_error = self.entries_in(ahead.replies[0]) if ahead is not None and ahead.replies else ([], None)
+        self.in_hand += read
+        if finished:
+            if outputs is None or not outputs.sent:  # no state read on their node this round
+                self.answer(finished)
+            elif outputs.error is not None:
+                raise outputs.error
+            else:
+                self.answered(finished, outputs.commands, outputs.replies)
+        if read_error is not None:
+            raise read_error
+        unresolved = [item for item in pending if item.status == PENDING]
         alone = [item for item in unresolved if item.failed_alone]
         if alone:
             # Redis answered, with an error for these customers' state (another service
@@ -326,10 +457,12 @@ class Consumer:
             # after --max-deliveries.
             log.warning("%d entries could not be decided: left pending", len(alone))
             self.stats.left_pending += len(alone)
-            unresolved = [item for item in unresolved if not item.failed_alone]
-        self.in_hand = unresolved
-        if unresolved:
-            raise StoreUnavailable(f"{len(unresolved)} entries could not be decided now")
+            self.in_hand = [item for item in self.in_hand if not item.failed_alone]
+        if any(not item.failed_alone for item in unresolved):
+            decided = [item for item in self.in_hand if item.status != PENDING]
+            if decided:  # not held up by the pause after the failure
+                self.answer(decided)
+            raise StoreUnavailable(f"{len(unresolved) - len(alone)} entries could not be decided now")
 
     def dead_letter(self, items: list[Item]) -> None:
         settings = self.settings
@@ -344,7 +477,7 @@ class Consumer:
                 fields.setdefault(name, value)
             self.client.xadd(settings.dead_for(item.stream), fields)
             self.client.xack(item.stream, settings.group, item.entry_id)
-            item.status = -1
+            item.status = DEAD_LETTERED
             log.warning(
                 "entry %s of %s was delivered %d times: moved to %s",
                 item.entry_id,
@@ -354,18 +487,18 @@ class Consumer:
             )
         self.stats.dead_lettered += len(items)
 
-    def answer(self, items: list[Item]) -> None:
-        """XADD each item's output, then XACK them (one pipeline per node: Redis runs them in order)."""
+    def answer_commands(self, items: list[Item]) -> list[tuple]:
+        """For each input stream: XADD each item's output, then one XACK of them all."""
         settings = self.settings
+        trim = ("MAXLEN", "~", settings.out_maxlen) if settings.out_maxlen else ()
         by_stream: dict[str, list[Item]] = {}
         for item in items:
-            if item.status in (DECIDED, BAD):
-                by_stream.setdefault(item.stream, []).append(item)
+            by_stream.setdefault(item.stream, []).append(item)
+        commands: list[tuple] = []
         for stream, done in by_stream.items():
             out = settings.out_for(stream)
-            trim = ("MAXLEN", "~", settings.out_maxlen) if settings.out_maxlen else ()
             extra = ("stream", stream) if self.shared_out else ()
-            writes = [
+            commands += [
                 (
                     "XADD",
                     out,
@@ -379,34 +512,47 @@ class Consumer:
                 )
                 for item in done
             ]
-            ack = ("XACK", stream, settings.group, *[item.entry_id for item in done])
-            self.send_in_order(out, writes, stream, ack)
-            decided = sum(1 for item in done if item.status == DECIDED)
-            self.stats.decided += decided
-            self.stats.bad += len(done) - decided
-            self.stats.redelivered += sum(1 for item in done if item.redelivered)
+            commands.append(("XACK", stream, settings.group, *[item.entry_id for item in done]))
+        return commands
 
-    def send_in_order(self, out: str, writes: list[tuple], stream: str, ack: tuple) -> None:
+    def answer(self, items: list[Item]) -> None:
+        """XADD each item's output, then XACK them, in their own round trips (one pipeline
+        per node: Redis runs them in order); the items leave the hand."""
+        for stream in dict.fromkeys(item.stream for item in items):
+            done = [item for item in items if item.stream == stream]
+            commands = self.answer_commands(done)
+            replies = self.send_in_order(self.settings.out_for(stream), commands[:-1], stream, commands[-1])
+            self.answered(done, commands, replies)
+
+    def answered(self, items: list[Item], commands: list[tuple], replies: list) -> None:
+        """Check the replies to ``answer_commands(items)`` (sent in order on one node, or
+        after redirects on a cluster); the items leave the hand and are counted."""
+        if has_error(replies):  # a slot that moved: redis-py follows it
+            error = next(reply for reply in replies if isinstance(reply, Exception))
+            if not str(error).startswith(("MOVED", "ASK")):
+                raise error
+            for command in commands:  # in order: each XACK after its stream's outputs
+                self.client.execute_command(*command)
+        gone = set(map(id, items))
+        self.in_hand = [item for item in self.in_hand if id(item) not in gone]
+        decided = sum(1 for item in items if item.status == DECIDED)
+        self.stats.decided += decided
+        self.stats.bad += len(items) - decided
+        self.stats.redelivered += sum(1 for item in items if item.redelivered)
+
+    def send_in_order(self, out: str, writes: list[tuple], stream: str, ack: tuple) -> list:
+        """The outputs on their node, then the XACK on the input stream's: the replies."""
         store = self.store
         topology = store.topology
         if topology.cluster is None:
             store.discover(store.io_timeout_s)
         out_node, in_node = topology.address_for(out), topology.address_for(stream)
         if out_node == in_node:
-            replies = store.exchange(out_node, pack_commands([*writes, ack]), len(writes) + 1, store.io_timeout_s)
-        else:
-            replies = store.exchange(out_node, pack_commands(writes), len(writes), store.io_timeout_s)
-            if not has_error(replies):
-                replies += store.exchange(in_node, pack_commands([ack]), 1, store.io_timeout_s)
-        if has_error(replies):  # a slot that moved: redis-py follows it
-            error = next(reply for reply in replies if isinstance(reply, ResponseError))
-            if not str(error).startswith(("MOVED", "ASK")):
-                raise error
-            pipe = self.client.pipeline(transaction=False)
-            for command in writes:
-                pipe.execute_command(*command)
-            pipe.execute()
-            self.client.execute_command(*ack)
+            return store.exchange(out_node, pack_commands([*writes, ack]), len(writes) + 1, store.io_timeout_s)
+        replies = store.exchange(out_node, pack_commands(writes), len(writes), store.io_timeout_s)
+        if not has_error(replies):
+            replies += store.exchange(in_node, pack_commands([ack]), 1, store.io_timeout_s)
+        return replies
 
     # -- observing
 

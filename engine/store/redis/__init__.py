@@ -4,19 +4,22 @@ Key layout (``P`` is the key prefix, ``nba`` by default; ``C`` the customer id):
 
     P:{C}:p        hash        the profile: field -> value as text (see ``encode_profile_value``)
     P:{C}:h:TYPE   sorted set  past events of TYPE: score = time,
-                               member = msgpack [time, sequence, {kept fields}]
+                               member = msgpack [time, n, {kept fields}]
     P:{C}:c        sorted set  contacts: score = time,
-                               member = msgpack [time, sequence, rule, action, channel]
-    P:{C}:m        hash        t = the newest time recorded, n = the last sequence number
+                               member = msgpack [time, n, rule, action, channel]
+    P:{C}:m        hash        k = the score of the newest contact trimmed away ("-inf": none yet)
     P:{C}:x:KEY    string      the record of an idempotency key (``nba consume``: KEY is
                                STREAM:GROUP:ENTRY-ID), the decision made; with a TTL
 
 All of a customer's keys share the hash tag ``{C}``: they live in one Cluster slot, so one
 pipeline reads them and one Lua script writes them. A decision reads with one pipeline
-(HGETALL + one ZRANGEBYSCORE per needed history type + one for the contacts) and writes
-with one EVALSHA of ``COMMIT_SCRIPT``, which checks the caps and records atomically.
-Members carry their time exactly as given (an int stays an int) and a per-customer
-sequence number, so no two are equal and the events of one instant keep their order.
+(HGETALL + one ZREVRANGEBYSCORE of the newest events per needed history type + one
+ZRANGEBYSCORE for the contacts and HGET of ``k``) and writes with one more: plain commands
+(ZADD, trims, HSET) when it records no contact, one EVALSHA of ``COMMIT_SCRIPT``, which
+checks the caps and records atomically, when it does. Members carry their time exactly as
+given (an int stays an int) and a number ``n`` the writing process makes (a clock, unique
+to the process: ``encoding.MemberNumbers``), so no two are equal and the events of one
+instant keep their order.
 
 Modules: ``encoding`` (profile text, msgpack members) and ``protocol`` (keys, the commit
 script, the requests of a ruleset packed once as templates, replies, cluster redirects)

@@ -12,7 +12,7 @@ import redis.asyncio.connection as async_connection
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
-from nba.engine.state import StoreUnavailable
+from nba.engine.store.interface import StoreUnavailable
 from nba.engine.store.redis.protocol import (
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,

@@ -14,6 +14,7 @@ import math
 import ssl
 import time as clock
 from dataclasses import dataclass, field
+from random import getrandbits
 from typing import Any, Callable, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,8 +38,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateNeeds, StateWrite, StoreUnavailable
+from nba.dsl.needs import StateNeeds
+from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateWrite
+from nba.engine.store.interface import StoreUnavailable
 from nba.engine.store.redis.encoding import (
+    MEMBER_NUMBERS,
     contact_parts,
     decode_contacts,
     decode_history,
@@ -47,6 +51,7 @@ from nba.engine.store.redis.encoding import (
     encode_profile_value,
     event_parts,
     exclusive_after,
+    pack_member,
     read_kept_from,
 )
 from nba.twins import pick_extension
@@ -80,135 +85,203 @@ class KeyLayout:
 
 
 # ---------------------------------------------------------------------------------------
-# The commit script
+# Writing a decision
 #
+# A write that records no contact (most decisions: the event kept for its type's history,
+# maybe profile updates) cannot be refused by a cap, so it needs no script: plain
+# commands (``Codec.plain_commands``), sent without waiting for their replies:
+#     ZADD history; ZREMRANGEBYSCORE history up to (time - window);
+#     [ZREMRANGEBYRANK history (all but the newest max_events)]; [PEXPIRE history]
+#     HSET profile (the on updates); [PEXPIRE profile]
+# The trim by time is made at every write: what it removes is what the in-memory store
+# removes, and a late event's read could see it. The trim by count only once in 16 writes
+# at random: a read takes the newest max_events of its window (``Codec``), which is what
+# the in-memory store keeps, however many more the key holds for a while.
+# A write that records contacts is one EVALSHA of the commit script below, which checks
+# the caps and records atomically. Members are msgpack arrays, their number ``n`` made
+# by the writing process (``encoding.MemberNumbers``: a uint64 after the time, whose
+# last byte the script may change to make a member unique). A key's TTL is set again only when the
+# TTL this process set last no longer covers the retention from now (``Expiries``);
+# every TTL set is the retention's plus a slack, so a later one only extends.
+#
+# The commit script
 # KEYS: meta, contacts, profile, [history of the event's type]
-# ARGV: time,
-#       n_checks, (scope, key, allowed, start, stop) * n_checks,
-#       n_contacts, (score, head, tail) * n_contacts,
-#       event head or "", event tail or "",
+# ARGV: n_checks, (scope, key as msgpack, allowed, start, stop) * n_checks,
+#       n_contacts, (score, member) * n_contacts,
+#       event score, event member or "",
 #       n_sets, (field, value) * n_sets,
-#       contact_keep, history_keep, max_contacts, max_events, ttl_ms, profile_ttl_ms
+#       contact cutoff, max_contacts, contacts TTL ms ("0": not now), meta TTL ms,
+#       history cutoff, history rank stop ("": not now), history TTL ms ("0": not now),
+#       profile TTL ms ("0": none, or not now)
 # ``allowed`` is a cap's limit minus the new contacts it counts; the window is
-# ``(start, stop)``, ``time -/+ window`` (computed by the caller). A member is
-# ``head .. msgpack(sequence number) .. tail``: the caller packs its time into the head
-# and its fields into the tail; the script numbers members per customer, so that no two
-# are equal and members of one instant keep the order they were recorded in.
-# Each write trims from its own time (never from the newest time in meta, which another
-# service may have written). The meta hash's ``k`` is the score of the newest contact
-# ever trimmed: a cap check whose window starts before it cannot hold (a contact it
-# counts may be gone), as ``CapCheck.holds`` says.
-# The meta hash may hold anything another service wrote: ``t`` and ``n`` are read only as
-# numbers, a garbled ``k`` refuses every cap check (the read reports it), and a key of the
-# wrong type fails the script before anything is written (``BADSTATE key`` where the
-# script checks: the meta hash, and the keys written after another).
+# ``(start, stop)``, ``time -/+ window`` (computed by the caller), and so are the cutoffs
+# (``time - keep``: each write trims from its own time, never from a newer one). The key
+# of a rule's or a channel's check is msgpack, as the members hold it. A ``ZADD`` that
+# answers 0 found the member there already (another process's, with the same number):
+# the script changes the number's last byte and adds again. Each argument costs Redis
+# about 900 instructions and each redis.call about 8,000 (callgrind): the script takes
+# few of both.
+# The meta hash's ``k`` is the score of the newest contact ever trimmed ("-inf" until
+# one is): a cap check whose window starts before it cannot hold (a contact it counts
+# may be gone), as ``CapCheck.holds`` says. The meta hash has no other field the engine
+# uses; the first write with contacts makes it, so that a customer's keys that exist
+# stay the same while they record (a script whose keys exist in part is refused with
+# TRYAGAIN while a Cluster slot migrates). A garbled ``k`` refuses every write with
+# contacts (the read reports it too).
+# A key of another type than the script expects (another service wrote it) fails the
+# script without anything written (``BADSTATE key``): the meta hash is read first, and a
+# write that fails after others takes theirs back (the members it added were new).
 # Returns 1 when recorded, 0 when a cap check failed (and nothing was written).
 
 COMMIT_SCRIPT = r"""
 local meta_key, contacts_key, profile_key, history_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now = ARGV[1]
-local i = 2
 
-local function bad(key, kind)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= kind then
-    return redis.error_reply('BADSTATE ' .. key .. ' is a ' .. found .. ', not a ' .. kind)
+local function wrong(key, kind)
+  return redis.error_reply('BADSTATE ' .. key .. ' is a ' .. redis.call('TYPE', key)['ok'] .. ', not a ' .. kind)
+end
+
+local n_checks = tonumber(ARGV[1])
+local i = 2 + 5 * n_checks
+local n_contacts = tonumber(ARGV[i])
+
+local kept_from, new_meta = -math.huge, false
+if n_contacts > 0 then
+  local mark = redis.pcall('HGET', meta_key, 'k')
+  if type(mark) == 'table' then return wrong(meta_key, 'hash') end
+  if not mark then
+    new_meta = true
+  elseif mark ~= '-inf' then
+    kept_from = tonumber(mark)
+    if kept_from == nil or kept_from ~= kept_from or kept_from == math.huge then return 0 end
   end
 end
 
-local meta = redis.pcall('HMGET', meta_key, 't', 'n', 'k')
-if meta['err'] then return bad(meta_key, 'hash') end
-local kept_from = -math.huge
-if meta[3] then
-  kept_from = tonumber(meta[3])
-  if kept_from == nil or kept_from ~= kept_from or kept_from == math.huge then return 0 end
-end
-
-local function count_existing(scope, key, start, stop)
-  if scope == 'all' then
-    return redis.call('ZCOUNT', contacts_key, '(' .. start, '(' .. stop)
-  end
-  local slot = (scope == 'rule') and 3 or 5
-  local count = 0
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, '(' .. stop)) do
-    local ok, contact = pcall(cmsgpack.unpack, member)
-    if not ok or type(contact) ~= 'table' or contact[slot] == key then count = count + 1 end
-  end
-  return count
-end
-
-local n_checks = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_checks do
-  local scope, key, allowed, start, stop = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
+for at = 2, 1 + 5 * n_checks, 5 do
+  local start, stop = ARGV[at + 3], ARGV[at + 4]
   if tonumber(start) < kept_from then return 0 end
-  if count_existing(scope, key, start, stop) > allowed then return 0 end
+  local scope, key, count = ARGV[at], ARGV[at + 1], 0
+  if scope == 'all' then
+    count = redis.call('ZCOUNT', contacts_key, '(' .. start, '(' .. stop)
+  else
+    -- A member as this engine writes it (msgpack [time, uint64 n, rule, action, channel],
+    -- the time a float or an int of 32 bits, names of up to 31 bytes) is matched on its
+    -- bytes, at the rule's or the channel's place: half the instructions of unpacking it.
+    -- Any other (an older member number, a long name, another service's) is unpacked;
+    -- one that cannot be read counts.
+    local slot, plain = (scope == 'rule') and 3 or 5, cmsgpack.unpack(key)
+    local size = #key
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', contacts_key, '(' .. start, '(' .. stop)) do
+      local matched, kind = nil, string.byte(member, 2)
+      local at = (kind == 0xcb and 11) or (kind == 0xce and 7)  -- where n starts
+      if at and string.byte(member, 1) == 0x95 and string.byte(member, at) == 0xcf then
+        at = at + 9
+        if slot == 5 then
+          local rule = string.byte(member, at)
+          local action = rule and rule >= 0xa0 and rule <= 0xbf and string.byte(member, at + 1 + rule - 0xa0)
+          at = action and action >= 0xa0 and action <= 0xbf and at + 2 + rule - 0xa0 + action - 0xa0
+        end
+        if at and at + size - 1 <= #member then matched = string.sub(member, at, at + size - 1) == key end
+      end
+      if matched == nil then
+        local ok, contact = pcall(cmsgpack.unpack, member)
+        matched = not ok or type(contact) ~= 'table' or contact[slot] == plain
+      end
+      if matched then count = count + 1 end
+    end
+  end
+  if count > tonumber(ARGV[at + 2]) then return 0 end
 end
 
-local newest = now
-local seen = tonumber(meta[1])
-if seen and seen > tonumber(now) and seen < math.huge then newest = meta[1] end
-local sequence = tonumber(meta[2])
-if sequence == nil or sequence < 0 or sequence >= 2^52 or sequence % 1 ~= 0 then
-  local clock = redis.call('TIME')  -- garbled: number on from the clock (microseconds), past any small one
-  sequence = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local added = {}  -- key, member, ...: taken back if a later write fails
+local function undo()
+  for a = 1, #added, 2 do redis.call('ZREM', added[a], added[a + 1]) end
 end
 
-local function add(key, score, head, tail)
-  sequence = sequence + 1
-  redis.call('ZADD', key, score, head .. cmsgpack.pack(sequence) .. tail)
+-- The member with the last byte of its number changed: the number (a uint64, 9 bytes)
+-- follows the array's header and the time (nil after a time of 65 bits or more).
+local function renumbered(member)
+  local kind = string.byte(member, 2)
+  local size = (kind < 0x80 or kind >= 0xe0) and 1 or ({[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5,
+    [0xcf] = 9, [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9})[kind]
+  if size == nil then return nil end
+  local last = 2 + size + 8
+  return string.sub(member, 1, last - 1) .. string.char((string.byte(member, last) + 1) % 256) .. string.sub(member, last + 1)
 end
 
-local n_contacts = tonumber(ARGV[i]); i = i + 1
-local first_contact = i
-i = i + 3 * n_contacts
-local event_head, event_tail = ARGV[i], ARGV[i + 1]; i = i + 2
-local event_kept = history_key ~= nil and event_head ~= ''
-local n_sets = tonumber(ARGV[i]); i = i + 1
-
--- A key of the wrong type fails its first write, and a script's writes are not undone by
--- a later error: the keys written after another are checked before anything is written.
-local wrong = (n_contacts > 0 and event_kept and bad(history_key, 'zset'))
-  or ((n_contacts > 0 or event_kept) and n_sets > 0 and bad(profile_key, 'hash'))
-if wrong then return wrong end
-
-for c = 0, n_contacts - 1 do
-  local at = first_contact + 3 * c
-  add(contacts_key, ARGV[at], ARGV[at + 1], ARGV[at + 2])
+local function add(key, score, member)
+  for _ = 1, 256 do
+    local new = redis.pcall('ZADD', key, score, member)
+    if new == 1 then
+      added[#added + 1] = key
+      added[#added + 1] = member
+      return nil
+    elseif new ~= 0 then
+      undo()
+      return wrong(key, 'zset')
+    end
+    member = renumbered(member)
+    if member == nil then break end
+  end
+  undo()
+  return redis.error_reply('BADSTATE ' .. key .. ' holds every member this write could add')
 end
-if event_kept then add(history_key, now, event_head, event_tail) end
-for _ = 1, n_sets do
-  redis.call('HSET', profile_key, ARGV[i], ARGV[i + 1])
+
+i = i + 1
+for _ = 1, n_contacts do
+  local failed = add(contacts_key, ARGV[i], ARGV[i + 1])
+  if failed then return failed end
   i = i + 2
 end
-
-local contact_keep, history_keep = ARGV[i], ARGV[i + 1]
-local max_contacts, max_events = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-local ttl_ms, profile_ttl_ms = ARGV[i + 4], tonumber(ARGV[i + 5])
-
-local trimmed = false
-local function note_trimmed(range)
-  if range[2] then
-    local score = tonumber(range[2])
-    if score > kept_from then kept_from = score; trimmed = true end
+local event_kept = history_key ~= nil and ARGV[i + 1] ~= ''
+if event_kept then
+  local failed = add(history_key, ARGV[i], ARGV[i + 1])
+  if failed then return failed end
+end
+i = i + 2
+local n_sets = tonumber(ARGV[i])
+i = i + 1
+if n_sets > 0 then
+  if type(redis.pcall('HSET', profile_key, unpack(ARGV, i, i + 2 * n_sets - 1))) == 'table' then
+    undo()
+    return wrong(profile_key, 'hash')
   end
+  i = i + 2 * n_sets
 end
 
-local function trim(key, keep, max_count, track)
-  local cutoff = string.format('%.17g', tonumber(now) - tonumber(keep))
-  if track then note_trimmed(redis.call('ZREVRANGEBYSCORE', key, cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)) end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
-  if track then note_trimmed(redis.call('ZRANGE', key, -(max_count + 1), -(max_count + 1), 'WITHSCORES')) end
-  redis.call('ZREMRANGEBYRANK', key, 0, -(max_count + 1))
-  redis.call('PEXPIRE', key, ttl_ms)
+if n_contacts > 0 then
+  local cutoff, max_contacts, contacts_ttl = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local trimmed = false
+  local function note(range)
+    local score = tonumber(range[2]) or (range[2] == 'inf' and math.huge) or -math.huge
+    if score > kept_from then
+      kept_from = score
+      trimmed = true
+    end
+  end
+  local newest_trimmed = redis.call('ZREVRANGEBYSCORE', contacts_key, cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if newest_trimmed[2] then
+    note(newest_trimmed)
+    redis.call('ZREMRANGEBYSCORE', contacts_key, '-inf', cutoff)
+  end
+  local first_kept_out = redis.call('ZRANGE', contacts_key, -(max_contacts + 1), -(max_contacts + 1), 'WITHSCORES')
+  if first_kept_out[2] then
+    note(first_kept_out)
+    redis.call('ZREMRANGEBYRANK', contacts_key, 0, -(max_contacts + 1))
+  end
+  if trimmed then
+    redis.call('HSET', meta_key, 'k', string.format('%.17g', kept_from))
+  elseif new_meta then
+    redis.call('HSET', meta_key, 'k', '-inf')
+  end
+  if contacts_ttl ~= '0' then redis.call('PEXPIRE', contacts_key, contacts_ttl) end
+  if trimmed or new_meta or contacts_ttl ~= '0' then redis.call('PEXPIRE', meta_key, ARGV[i + 3]) end
 end
-
-if n_contacts > 0 then trim(contacts_key, contact_keep, max_contacts, true) end
-if event_kept then trim(history_key, history_keep, max_events, false) end
-redis.call('HSET', meta_key, 't', newest, 'n', string.format('%d', sequence))
-if trimmed then redis.call('HSET', meta_key, 'k', string.format('%.17g', kept_from)) end
-redis.call('PEXPIRE', meta_key, ttl_ms)
-if profile_ttl_ms > 0 and n_sets > 0 then redis.call('PEXPIRE', profile_key, profile_ttl_ms) end
+if event_kept then
+  redis.call('ZREMRANGEBYSCORE', history_key, '-inf', ARGV[i + 4])
+  if ARGV[i + 5] ~= '' then redis.call('ZREMRANGEBYRANK', history_key, 0, ARGV[i + 5]) end
+  if ARGV[i + 6] ~= '0' then redis.call('PEXPIRE', history_key, ARGV[i + 6]) end
+end
+if n_sets > 0 and ARGV[i + 7] ~= '0' then redis.call('PEXPIRE', profile_key, ARGV[i + 7]) end
 return 1
 """
 
@@ -290,7 +363,7 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
             return None
         args += (
             check.scope,
-            check.key or "",
+            pack_member(check.key) if check.scope != "all" else "",  # as the members hold it
             allowed,
             repr(float(time - check.window)),
             repr(float(time + check.window)),
@@ -300,6 +373,16 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
 
 def ttl_ms(seconds: float, grace_s: float) -> int:
     return max(1, math.ceil((seconds + grace_s) * 1000))
+
+
+TTL_SLACK = 8  # a TTL set is the retention's plus an eighth of it ...
+TTL_SLACK_MAX_MS = 300_000  # ... and at most 5 minutes more
+
+
+def with_slack(needed_ms: int) -> int:
+    """The TTL to set for a key that must live ``needed_ms`` from now: a little more, so
+    that the writes of the next while need not set it again (``Expiries``)."""
+    return needed_ms + min(needed_ms // TTL_SLACK, TTL_SLACK_MAX_MS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,23 +399,68 @@ class Retention:
     max_contacts: int = 10_000
 
     def ttls(self, needs: StateNeeds) -> tuple[int, int]:
-        """Milliseconds: the TTL of history, contacts and meta; the profile's (0: none)."""
+        """Milliseconds a key must live after a write: history, contacts and meta; the profile's (0: for ever)."""
         profile_ms = ttl_ms(self.profile_ttl_s, 0) if self.profile_ttl_s else 0
         return ttl_ms(needs.retention, self.grace_s), profile_ms
+
+
+EXPIRIES_KEPT = 65_536  # keys whose TTL a process remembers setting; then it starts over
+
+
+class Expiries:
+    """When the TTLs this process set run out, so that a write sets a key's TTL again
+    only when the one set before no longer covers the retention from now.
+
+    A customer's keys would otherwise get a ``PEXPIRE`` at each write. Every TTL set is
+    ``with_slack`` of the retention, the same in every process of a ruleset, so a TTL
+    set later only extends the key's life: what one process set stays a lower bound.
+    Forgotten (``forget``) when a node connects anew (a restarted Redis lost its keys,
+    and keys written again have no TTL until set) and when a write was lost.
+    """
+
+    __slots__ = ("until", "size")
+
+    def __init__(self, size: int = EXPIRIES_KEPT):
+        self.until: dict[str, float] = {}  # key -> time.monotonic() in ms when the TTL set runs out
+        self.size = size
+
+    def due(self, key: str, needed_ms: int, now_ms: float) -> int:
+        """The TTL (ms) to set on ``key`` with this write, or 0: the one set before still covers ``needed_ms``."""
+        until = self.until.get(key)
+        if until is not None and until - now_ms >= needed_ms:
+            return 0
+        ttl = with_slack(needed_ms)
+        if len(self.until) >= self.size:
+            self.until.clear()
+        self.until[key] = now_ms + ttl
+        return ttl
+
+    def forget(self) -> None:
+        self.until.clear()
+
+    def forget_key(self, key: str) -> None:
+        self.until.pop(key, None)
 
 
 HGET_KEPT = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b:m\r\n$1\r\nk\r\n"
 ZRANGE_HEAD = b"*4\r\n$13\r\nZRANGEBYSCORE\r\n$%d\r\n%b"
 ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
+NEWEST_HEAD = b"*7\r\n$16\r\nZREVRANGEBYSCORE\r\n$%d\r\n%b"
+NEWEST_TAIL = b"\r\n$4\r\n+inf\r\n$%d\r\n(%b\r\n$5\r\nLIMIT\r\n$1\r\n0\r\n"
+RANK_TRIM_ONE_IN_BITS = 4  # a write trims its history to the newest max_events once in 2**4 (reads never see more)
 
 
 class Codec:
     """One ruleset's needs as Redis requests and replies, made once per needs (no I/O).
 
     The read of a customer is one byte string: a template of the whole pipeline (HGETALL,
-    then a ZRANGEBYSCORE per needed history type and for the contacts) filled in with the
-    customer's key base and the window bounds by one ``%`` format. A commit is the
-    EVALSHA command, its per-event-type tail (windows, limits, TTLs) made once.
+    a ZREVRANGEBYSCORE of the newest ``max_events_per_type`` in the window per needed
+    history type, a ZRANGEBYSCORE of the contacts and the trim mark) filled in with the
+    customer's key base and the window bounds by one ``%`` format. Reading the newest
+    ``max_events_per_type`` is what lets writes trim a history by count only now and
+    then: a history of more events is read as the in-memory store keeps it. A commit is plain
+    commands, or the commit script's EVALSHA when it records contacts; how each event
+    type is kept (its history key, window, limits) is made once.
     """
 
     __slots__ = (
@@ -347,6 +475,11 @@ class Codec:
         "tails",
         "retention",
         "ttls",
+        "needed_ttl",
+        "needed_profile_ttl",
+        "ttl",
+        "profile_ttl",
+        "contact_keep",
     )
 
     def __init__(self, needs: StateNeeds, retention: Retention):
@@ -354,6 +487,9 @@ class Codec:
         self.schema = needs.profile_schema
         self.retention = retention
         self.ttls = retention.ttls(needs)
+        self.needed_ttl, self.needed_profile_ttl = self.ttls  # ms a key must live after a write
+        self.ttl, self.profile_ttl = with_slack(self.needed_ttl), with_slack(self.needed_profile_ttl)  # ms set
+        self.contact_keep = float(needs.contact_keep)
         self.history = [(event_type, need.fields) for event_type, need in needs.history.items()]
         self.windows = [float(need.window) for need in needs.history.values()]
         suffixes = [f":h:{event_type}".encode() for event_type in needs.history]
@@ -363,9 +499,14 @@ class Codec:
             suffixes.append(b":c")
         self.suffix_sizes = [len(suffix) for suffix in suffixes]
         self.count = 1 + len(suffixes) + self.with_contacts  # with contacts: HGET meta k, last
+        newest = str(retention.max_events_per_type).encode()
+        limit = b"$%d\r\n%b\r\n" % (len(newest), newest)
         parts = [b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b:p\r\n"]
-        parts += [ZRANGE_HEAD + suffix.replace(b"%", b"%%") + ZRANGE_TAIL for suffix in suffixes]
+        parts += [
+            NEWEST_HEAD + suffix.replace(b"%", b"%%") + NEWEST_TAIL + limit for suffix in suffixes[: len(needs.history)]
+        ]
         if self.with_contacts:
+            parts.append(ZRANGE_HEAD + b":c" + ZRANGE_TAIL)
             parts.append(HGET_KEPT)
         self.template = b"".join(parts)
         self.tails: dict[str, tuple] = {}
@@ -386,9 +527,10 @@ class Codec:
     def read_commands(self, base: str, time: float) -> list[tuple]:
         """The same read as command tuples (for ASKING after a cluster redirect)."""
         commands: list[tuple] = [("HGETALL", base + ":p")]
+        newest = self.retention.max_events_per_type
         for event_type, _fields in self.history:
-            window = self.needs.history[event_type].window
-            commands.append(("ZRANGEBYSCORE", f"{base}:h:{event_type}", exclusive_after(time - window), "+inf"))
+            bound = exclusive_after(time - self.needs.history[event_type].window)
+            commands.append(("ZREVRANGEBYSCORE", f"{base}:h:{event_type}", "+inf", bound, "LIMIT", 0, newest))
         if self.with_contacts:
             commands.append(("ZRANGEBYSCORE", base + ":c", exclusive_after(time - self.needs.contact_window), "+inf"))
             commands.append(("HGET", base + ":m", "k"))
@@ -410,7 +552,7 @@ class Codec:
                 position += 1
                 raw = replies[position]
                 if raw:
-                    history[event_type] = decode_history(raw, fields)
+                    history[event_type] = decode_history(raw[::-1], fields)  # read newest first
             if not self.with_contacts:
                 return CustomerState(profile, history, [])
             position += 1
@@ -423,55 +565,93 @@ class Codec:
 
     # -- the commit
 
-    def tail(self, event_type: str) -> tuple:
-        """(history suffix or None when the type is not kept, the script's last arguments)."""
+    def kept(self, event_type: str) -> tuple:
+        """How a write of ``event_type`` keeps its event, made once per type: (history
+        suffix, or None when the type is not kept; its window; ZREMRANGEBYRANK's stop)."""
         cached = self.tails.get(event_type)
         if cached is None:
             need = self.needs.history.get(event_type)
-            kept = need is not None and need.window > 0
-            retention = self.retention
+            kept = need is not None and need.keep > 0
             cached = (
                 f":h:{event_type}" if kept else None,
-                (
-                    repr(float(self.needs.contact_keep)),
-                    repr(float(need.window if need else 0.0)),
-                    retention.max_contacts,
-                    retention.max_events_per_type,
-                    *self.ttls,
-                ),
+                float(need.keep) if kept else 0.0,
+                -(self.retention.max_events_per_type + 1),
             )
             if len(self.tails) < 1024:  # event types are the ruleset's: a handful
                 self.tails[event_type] = cached
         return cached
 
-    def commit_command(self, base: str, write: StateWrite) -> tuple | None:
-        """The EVALSHA command of ``write``; None when it cannot hold (a cap exceeded by itself)."""
+    def commit_commands(
+        self, base: str, write: StateWrite, expiries: Expiries | None = None, now_ms: float = 0.0
+    ) -> list[tuple] | None:
+        """The commands of ``write``: the commit script's EVALSHA when it records contacts,
+        else plain commands (none for a write with nothing to keep); None when its own
+        contacts exceed a cap. TTLs as ``expiries`` says (None: set every one)."""
+        if write.contacts and self.with_contacts:
+            command = self.commit_command(base, write, expiries, now_ms)
+            return None if command is None else [command]
+        return self.plain_commands(base, write, expiries, now_ms)
+
+    def plain_commands(
+        self, base: str, write: StateWrite, expiries: Expiries | None = None, now_ms: float = 0.0
+    ) -> list[tuple]:
+        """A write that records no contact, as plain commands: ZADD of the event and the
+        trims of its type's history, HSET of the profile updates, and the TTLs due."""
+        commands: list[tuple] = []
+        suffix, window, rank_stop = self.kept(write.event_type)
+        record = write.event_record
+        if suffix is not None and record is not None:
+            key = base + suffix
+            time = float(write.time)
+            head, tail = event_parts(write.time, record)
+            commands.append(("ZADD", key, repr(time), head + MEMBER_NUMBERS.next_packed() + tail))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", repr(time - window)))
+            if not getrandbits(RANK_TRIM_ONE_IN_BITS):
+                commands.append(("ZREMRANGEBYRANK", key, 0, rank_stop))
+            ttl = self.ttl if expiries is None else expiries.due(key, self.needed_ttl, now_ms)
+            if ttl:
+                commands.append(("PEXPIRE", key, ttl))
+        profile_set = write.profile_set
+        if profile_set:
+            key = base + ":p"
+            schema = self.schema
+            command = ["HSET", key]
+            for name, value in profile_set.items():
+                command += (name, encode_profile_value(value, schema.get(name)))
+            commands.append(tuple(command))
+            if self.needed_profile_ttl:
+                ttl = self.profile_ttl if expiries is None else expiries.due(key, self.needed_profile_ttl, now_ms)
+                if ttl:
+                    commands.append(("PEXPIRE", key, ttl))
+        return commands
+
+    def commit_command(
+        self, base: str, write: StateWrite, expiries: Expiries | None = None, now_ms: float = 0.0
+    ) -> tuple | None:
+        """The EVALSHA of the commit script for ``write``; None when it cannot hold (a cap
+        exceeded by its own contacts). TTLs as ``expiries`` says (None: set every one)."""
         contacts = write.contacts if self.with_contacts else []  # else trimmed at once
         caps = cap_arguments(write.cap_checks, contacts, write.time) if contacts else NO_CAPS
         if caps is None:
             return None
-        suffix, tail = self.tail(write.event_type)
-        time = repr(float(write.time))
-        if suffix is not None and write.event_record is not None:
-            args = [
-                "EVALSHA",
-                COMMIT_SHA,
-                4,
-                base + ":m",
-                base + ":c",
-                base + ":p",
-                base + suffix,
-                time,
-                *caps,
-                len(contacts),
-            ]
-            for contact in contacts:
-                args += (repr(float(contact.time)), *contact_parts(contact))
-            args += event_parts(write.time, write.event_record)
+        suffix, window, rank_stop = self.kept(write.event_type)
+        time = float(write.time)
+        record = write.event_record
+        numbers = MEMBER_NUMBERS
+        contacts_key = base + ":c"
+        if suffix is not None and record is not None:
+            history_key = base + suffix
+            args = ["EVALSHA", COMMIT_SHA, 4, base + ":m", contacts_key, base + ":p", history_key, *caps, len(contacts)]
         else:
-            args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", base + ":c", base + ":p", time, *caps, len(contacts)]
-            for contact in contacts:
-                args += (repr(float(contact.time)), *contact_parts(contact))
+            history_key = None
+            args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", contacts_key, base + ":p", *caps, len(contacts)]
+        for contact in contacts:
+            head, tail = contact_parts(contact)
+            args += (repr(float(contact.time)), head + numbers.next_packed() + tail)
+        if history_key is not None:
+            head, tail = event_parts(write.time, record)
+            args += (repr(time), head + numbers.next_packed() + tail)
+        else:
             args += ("", "")
         profile_set = write.profile_set
         args.append(len(profile_set))
@@ -479,8 +659,26 @@ class Codec:
             schema = self.schema
             for name, value in profile_set.items():
                 args += (name, encode_profile_value(value, schema.get(name)))
-        args += tail
+        ttl, needed = self.ttl, self.needed_ttl
+        due = None if expiries is None else expiries.due
+        args += (
+            repr(time - self.contact_keep),
+            self.retention.max_contacts,
+            (ttl if due is None else due(contacts_key, needed, now_ms)) if contacts else 0,
+            ttl,
+            repr(time - window),
+            "" if getrandbits(RANK_TRIM_ONE_IN_BITS) else rank_stop,
+            (ttl if due is None else due(history_key, needed, now_ms)) if history_key is not None else 0,
+            self.profile_ttl_due(base, profile_set, expiries, now_ms),
+        )
         return tuple(args)
+
+    def profile_ttl_due(self, base: str, profile_set: dict, expiries: Expiries | None, now_ms: float) -> int:
+        if not profile_set or not self.needed_profile_ttl:
+            return 0
+        if expiries is None:
+            return self.profile_ttl
+        return expiries.due(base + ":p", self.needed_profile_ttl, now_ms)
 
 
 NO_CAPS = (0,)
@@ -495,7 +693,7 @@ def plan_put_profile(
         flat = [part for pair in encode_profile(profile, needs.profile_schema).items() for part in pair]
         commands.append(("HSET", key, *flat))
         if retention.profile_ttl_s:
-            commands.append(("PEXPIRE", key, ttl_ms(retention.profile_ttl_s, 0)))
+            commands.append(("PEXPIRE", key, with_slack(ttl_ms(retention.profile_ttl_s, 0))))
     commands.append(("EXEC",))
     return commands
 

@@ -16,5 +16,5 @@ cdef class CommitReply:
     cdef public object store
     cdef public object address
     cdef public str base
-    cdef public tuple command
+    cdef public list commands
     cdef public object then

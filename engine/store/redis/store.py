@@ -11,8 +11,10 @@ from typing import Any, Awaitable, Callable, NoReturn
 
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from nba.dsl.needs import StateNeeds
 from nba.engine.errors import StateError
-from nba.engine.state import CustomerState, Reply, StateNeeds, StateWrite, Store, StoreUnavailable, run_then
+from nba.engine.state import CustomerState, StateWrite
+from nba.engine.store.interface import Reply, Store, StoreUnavailable, run_then
 from nba.engine.store.redis.async_io import AsyncLink, AsyncNode
 from nba.engine.store.redis.encoding import decode_profile
 from nba.engine.store.redis.protocol import (
@@ -21,6 +23,7 @@ from nba.engine.store.redis.protocol import (
     CONNECTION_ERRORS,
     Codec,
     Endpoint,
+    Expiries,
     KeyLayout,
     NodeDown,
     RedisAccessDenied,
@@ -39,7 +42,6 @@ from nba.engine.store.redis.protocol import (
     is_try_again,
     log,
     once_reply,
-    pack_command,
     pack_commands,
     plan_put_profile,
     store_options_in,
@@ -118,6 +120,7 @@ class RedisStore(Store):
         self.lost_logged_at = float("-inf")
         self.resending: set[asyncio.Task] = set()  # background tasks: resends, slot table fetches
         self.codecs: dict[int, Codec] = {}  # id(needs) -> its codec
+        self.expiries = Expiries()  # the TTLs this process set, and until when
         self.last_base: tuple[str | None, str, bytes] = (None, "", b"")  # customer id, its key base (text, bytes)
         self.latency_budget_s = latency_budget_s
         self.write_timeout_s = write_timeout_s
@@ -244,9 +247,13 @@ class RedisStore(Store):
         task.add_done_callback(self.resending.discard)
 
     def node_state(self, address: tuple[str, int], up: bool, why: str) -> None:
-        """A node connected, or failed to: logged once per change, not per request."""
+        """A node connected, or failed to: logged once per change, not per request.
+
+        A connect forgets the TTLs set (``Expiries``): the connection may be new because
+        Redis restarted, and a restarted Redis may have lost the keys they were set on."""
         topology = self.topology
         if up:
+            self.expiries.forget()
             if topology.node_up(address):
                 log.warning("redis node %s:%d is back", *address)
         elif topology.node_down(address):
@@ -348,11 +355,11 @@ class RedisStore(Store):
 
     def late_reply(self, command: tuple, reply: Any) -> None:
         """A write sent without waiting was answered: resend it where it must go, or count it lost."""
-        if reply == 1:
+        if applied(command, reply):
             return
         if worth_resending(reply):
             reply = self.resend(command, reply)
-            if reply == 1:
+            if applied(command, reply):
                 return
         self.write_lost(reply)
 
@@ -365,17 +372,19 @@ class RedisStore(Store):
                     return reply
                 clock.sleep(RETRY_PAUSE_S)
             try:
-                [reply] = self.call(command[3], [eval_instead(command)], max(deadline - clock.monotonic(), 0.001))
+                [reply] = self.call(
+                    command_key(command), [eval_instead(command)], max(deadline - clock.monotonic(), 0.001)
+                )
             except StoreUnavailable as error:
                 reply = error
-            if reply == 1:
+            if applied(command, reply):
                 self.resent_writes += 1
                 return reply
             if not worth_resending(reply) or clock.monotonic() >= deadline:
                 return reply
 
     def late_reply_async(self, command: tuple, reply: Any) -> None:
-        if reply == 1:
+        if applied(command, reply):
             return
         if worth_resending(reply):
             self.in_background(self.resend_async(command, reply))
@@ -391,10 +400,12 @@ class RedisStore(Store):
                     break
                 await asyncio.sleep(RETRY_PAUSE_S)
             try:
-                [reply] = await self.call_async(command[3], [eval_instead(command)], max(deadline - loop.time(), 0.001))
+                [reply] = await self.call_async(
+                    command_key(command), [eval_instead(command)], max(deadline - loop.time(), 0.001)
+                )
             except StoreUnavailable as error:
                 reply = error
-            if reply == 1:
+            if applied(command, reply):
                 self.resent_writes += 1
                 return
             if not worth_resending(reply) or loop.time() >= deadline:
@@ -402,7 +413,10 @@ class RedisStore(Store):
         self.write_lost(reply)
 
     def write_lost(self, why: Any) -> None:
-        """Counted each time; logged at most once a second (a failover can lose many at once)."""
+        """Counted each time; logged at most once a second (a failover can lose many at once).
+
+        The TTLs set are forgotten: the lost write may have been one that set one."""
+        self.expiries.forget()
         self.lost_writes += 1
         self.lost_since_logged += 1
         now = clock.monotonic()
@@ -588,51 +602,56 @@ class RedisStore(Store):
             then(None, failure)
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
-        base, command, wait = self.commit_plan(customer_id, needs, write)
-        if command is None:
+        base, commands, wait = self.commit_plan(customer_id, needs, write)
+        if commands is None:
             return wait  # True: nothing to write; False: refused by its own contacts
         if not wait and not self.topology.stale:  # stale: a node is down or a slot moved; await it
-            self.send_only(base, command)
+            self.send_only(base, commands)
             return True
         deadline = clock.monotonic() + self.write_timeout_s
         while True:
-            [reply] = self.call(base, [command], max(deadline - clock.monotonic(), 0.001))
-            if is_noscript(reply):
-                [reply] = self.call(base, [eval_instead(command)], max(deadline - clock.monotonic(), 0.001))
-            if not is_try_again(reply) or clock.monotonic() + RETRY_PAUSE_S >= deadline:
-                return committed(reply)
+            replies = self.call(base, commands, max(deadline - clock.monotonic(), 0.001))
+            if is_noscript(replies[0]):
+                replies = self.call(base, [eval_instead(commands[0])], max(deadline - clock.monotonic(), 0.001))
+            if not is_try_again(replies[0]) or clock.monotonic() + RETRY_PAUSE_S >= deadline:
+                return committed(commands, replies)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             clock.sleep(RETRY_PAUSE_S)
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
-        base, command, wait = self.commit_plan(customer_id, needs, write)
-        if command is None:
+        base, commands, wait = self.commit_plan(customer_id, needs, write)
+        if commands is None:
             return wait
-        if not wait and self.sent_at_once(base, command):
+        if not wait and self.sent_at_once(base, commands):
             return True
-        return await self.commit_tries_async(base, command)
+        return await self.commit_tries_async(base, commands)
 
     async def commit_tries_async(
-        self, base: str, command: tuple, first: tuple[tuple[str, int], list] | None = None
+        self, base: str, commands: list[tuple], first: tuple[tuple[str, int], list] | None = None
     ) -> bool:
-        """An awaited commit, sent as EVAL when the script is not loaded, tried again while
-        its slot is migrating. ``first``: (the address, the replies) of a first try sent
-        already, which hold an error."""
+        """An awaited commit, the script sent as EVAL when it is not loaded, tried again
+        while its slot is migrating. ``first``: (the address, the replies) of a first try
+        sent already, which hold an error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.write_timeout_s
         while True:
             if first is not None:
                 address, replies = first
                 first = None
-                [reply] = await self.follow_async(
-                    address, pack_command(command), 1, max(deadline - loop.time(), 0.001), [command], replies
+                replies = await self.follow_async(
+                    address,
+                    pack_commands(commands),
+                    len(commands),
+                    max(deadline - loop.time(), 0.001),
+                    commands,
+                    replies,
                 )
             else:
-                [reply] = await self.call_async(base, [command], max(deadline - loop.time(), 0.001))
-            if is_noscript(reply):
-                [reply] = await self.call_async(base, [eval_instead(command)], max(deadline - loop.time(), 0.001))
-            if not is_try_again(reply) or loop.time() + RETRY_PAUSE_S >= deadline:
-                return committed(reply)
+                replies = await self.call_async(base, commands, max(deadline - loop.time(), 0.001))
+            if is_noscript(replies[0]):
+                replies = await self.call_async(base, [eval_instead(commands[0])], max(deadline - loop.time(), 0.001))
+            if not is_try_again(replies[0]) or loop.time() + RETRY_PAUSE_S >= deadline:
+                return committed(commands, replies)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
 
@@ -641,23 +660,26 @@ class RedisStore(Store):
         write sent without waiting); the awaited path for anything else."""
         result: Any = None
         try:
-            base, command, wait = self.commit_plan(customer_id, needs, write)
-            if command is None:
+            base, commands, wait = self.commit_plan(customer_id, needs, write)
+            if commands is None:
                 result = wait
-            elif not wait and self.sent_at_once(base, command):
+            elif not wait and self.sent_at_once(base, commands):
                 result = True
             else:
                 address, link = self.open_link(base)
                 if link is not None:
                     link.request_then(
-                        pack_command(command), 1, self.write_timeout_s, CommitReply(self, address, base, command, then)
+                        pack_commands(commands),
+                        len(commands),
+                        self.write_timeout_s,
+                        CommitReply(self, address, base, commands, then),
                     )
                     return
         except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
             then(None, error)
             return
         if result is None:
-            run_then(self.commit_tries_async(base, command), then)
+            run_then(self.commit_tries_async(base, commands), then)
         else:
             then(result, None)
 
@@ -692,18 +714,21 @@ class RedisStore(Store):
                 return None
         return commit_once_command(commit, f"{base}:x:{key}", record, max(1, math.ceil(record_ttl_s * 1000)))
 
-    def commit_plan(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> tuple[str, tuple | None, bool]:
-        """(key base, the EVALSHA command, whether to wait for its reply); without a
-        command, the third is the commit's result: True for an empty write, False for one
-        whose own contacts exceed a cap."""
+    def commit_plan(
+        self, customer_id: str, needs: StateNeeds, write: StateWrite
+    ) -> tuple[str, list[tuple] | None, bool]:
+        """(key base, the commands, whether to wait for their replies): the commit script's
+        EVALSHA for a write that records contacts, plain commands for any other
+        (``Codec.commit_commands``). Without commands, the third is the commit's result:
+        True for a write with nothing to keep, False for one whose own contacts exceed a cap."""
         if write.is_empty:
             return "", None, True
         base = self.base(customer_id)[1]
         codec = self.codec(needs)
-        command = codec.commit_command(base, write)
-        if command is None:
-            return base, None, False
-        return base, command, not self.may_send_only(write, codec)
+        commands = codec.commit_commands(base, write, self.expiries, clock.monotonic() * 1000.0)
+        if not commands:
+            return base, None, commands is not None
+        return base, commands, not self.may_send_only(write, codec)
 
     def may_send_only(self, write: StateWrite, codec: Codec) -> bool:
         """A write that records no contact (no cap can refuse it, and the answer does not
@@ -711,12 +736,12 @@ class RedisStore(Store):
         contacts is awaited, so that a decision is never told given and not recorded."""
         return not self.wait_for_writes and not (write.contacts and codec.with_contacts)
 
-    def send_only(self, key: str, command: tuple) -> None:
+    def send_only(self, key: str, commands: list[tuple]) -> None:
         if self.topology.cluster is None:
             self.discover(self.write_timeout_s)
-        self.send_to(self.topology.address_for(key), pack_command(command), [command], self.write_timeout_s)
+        self.send_to(self.topology.address_for(key), pack_commands(commands), commands, self.write_timeout_s)
 
-    def sent_at_once(self, key: str, command: tuple) -> bool:
+    def sent_at_once(self, key: str, commands: list[tuple]) -> bool:
         """Send a write without waiting on its node's open link, if it has one (no coroutine).
 
         Not while the table is being fetched again or its node is down: then the write is
@@ -728,7 +753,7 @@ class RedisStore(Store):
         link = node.ready_link() if node is not None else None
         if link is None:
             return False
-        link.send_only(pack_command(command), [command])
+        link.send_only(pack_commands(commands), commands)
         return True
 
     def get_profile(self, customer_id: str, needs: StateNeeds) -> dict:
@@ -741,10 +766,12 @@ class RedisStore(Store):
 
     def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        self.expiries.forget_key(self.keys.profile(customer_id))  # replaced: its TTL too
         checked(self.call(self.keys.profile(customer_id), commands, self.io_timeout_s))
 
     async def put_profile_async(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        self.expiries.forget_key(self.keys.profile(customer_id))
         checked(await self.call_async(self.keys.profile(customer_id), commands, self.io_timeout_s))
 
     def close(self) -> None:
@@ -758,14 +785,29 @@ class RedisStore(Store):
             await node.close(self.write_timeout_s)
 
 
-def committed(reply: Any) -> bool:
-    """The commit script's reply: recorded, or refused by a cap; StoreUnavailable on an
-    error (a key of the wrong type, ``BADSTATE``, is logged: another service wrote it)."""
-    if isinstance(reply, RedisError):  # LOADING is a ConnectionError, not a ResponseError
-        if str(reply).startswith("BADSTATE"):
-            log.warning("state write refused: %s", reply)
-        raise StoreUnavailable(f"redis: {reply}")
-    return reply == 1
+def committed(commands: list[tuple], replies: list) -> bool:
+    """The replies of a commit: the commit script's (recorded, or refused by a cap), or
+    plain commands' (recorded); StoreUnavailable on an error (a key of the wrong type,
+    ``BADSTATE`` or ``WRONGTYPE``, is logged: another service wrote it)."""
+    for reply in replies:
+        if isinstance(reply, RedisError):  # LOADING is a ConnectionError, not a ResponseError
+            if str(reply).startswith(("BADSTATE", "WRONGTYPE")):
+                log.warning("state write refused: %s", reply)
+            raise StoreUnavailable(f"redis: {reply}")
+    return replies[0] == 1 if commands[0][0] == "EVALSHA" else True
+
+
+def applied(command: tuple, reply: Any) -> bool:
+    """Whether a write sent without waiting was applied, by its reply: the commit script
+    answers 1; a plain command anything but an error."""
+    if command[0] == "EVALSHA":
+        return reply == 1
+    return not isinstance(reply, BaseException)
+
+
+def command_key(command: tuple) -> str:
+    """The key a write is sent for (the first of a script's keys)."""
+    return command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
 
 
 def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
@@ -831,13 +873,13 @@ class CommitReply:
     cap; the awaited path when Redis answered with an error (script not loaded, a
     redirect, try again)."""
 
-    __slots__ = ("store", "address", "base", "command", "then")
+    __slots__ = ("store", "address", "base", "commands", "then")
 
-    def __init__(self, store: RedisStore, address, base: str, command: tuple, then: Reply):
+    def __init__(self, store: RedisStore, address, base: str, commands: list[tuple], then: Reply):
         self.store = store
         self.address = address
         self.base = base
-        self.command = command
+        self.commands = commands
         self.then = then
 
     def __call__(self, replies: list | None, error: BaseException | None) -> None:
@@ -847,6 +889,6 @@ class CommitReply:
             self.then(None, error)
             return
         if has_error(replies):
-            run_then(self.store.commit_tries_async(self.base, self.command, (self.address, replies)), self.then)
+            run_then(self.store.commit_tries_async(self.base, self.commands, (self.address, replies)), self.then)
             return
-        self.then(replies[0] == 1, None)
+        self.then(committed(self.commands, replies), None)
