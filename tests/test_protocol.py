@@ -642,6 +642,39 @@ def test_at_most_max_concurrency_requests_run_at_once(rules):
     run(scenario())
 
 
+class CallbackEngine(FakeEngine):
+    """A stand-in deciding by callback (``decide_map_then``, as Engine does on Redis): on
+    the next loop turn, or wrongly: raising, or calling back twice."""
+
+    def decide_map_then(self, event, then, limit=1, explain=False, dry_run=False):
+        if event.get("raise"):
+            raise RuntimeError("a bug in the engine")
+        try:
+            decision = self.decide(event, limit, explain, dry_run).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            asyncio.get_running_loop().call_soon(then, None, exc)
+            return
+        asyncio.get_running_loop().call_soon(then, decision, None)
+        if event.get("twice"):
+            asyncio.get_running_loop().call_soon(then, decision, None)
+
+
+def test_decisions_by_callback_are_each_answered_once_whatever_the_engine_does(rules):
+    async def scenario():
+        conn, transport, server = open_connection(rules, blocking=False, engine=CallbackEngine(str(rules)))
+        frames = [decide(0), decide(1, customer="c2", twice=True), decide(2, customer="c3", boom=True)]
+        frames += [decide(3, customer="c4", **{"raise": True}), decide(4, customer="c5")]
+        conn.data_received(b"".join(encode_frame(frame) for frame in frames))
+        seen = await responses_until(transport, 5)
+        await asyncio.sleep(0.01)  # a second answer to request 1 would have come by now
+        seen += transport.responses()
+        return sorted((r["id"], r["ok"] or r["error"]["code"]) for r in seen), server._active, conn.in_flight
+
+    answers, active, in_flight = run(scenario())
+    assert answers == [(0, True), (1, True), (2, "internal"), (3, "internal"), (4, True)]
+    assert active == 0 and in_flight == 0
+
+
 def test_latency_histogram_counts_every_sample_once():
     import bisect
     import random

@@ -44,3 +44,4 @@ cdef class Answer:
     cdef public object conn
     cdef public object req
     cdef public double started
+    cdef public bint given

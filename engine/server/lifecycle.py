@@ -184,7 +184,11 @@ class Server:
             ready, dispatcher = self._ready, self.dispatcher
             while ready:
                 conn, req, started = ready.popleft()
-                dispatcher.start(req, Answer(self, conn, req, started))
+                answer = Answer(self, conn, req, started)
+                try:
+                    dispatcher.start(req, answer)
+                except Exception as exc:  # noqa: BLE001 - a bug: the request is answered even so
+                    answer(dispatcher.error(req.id, req.op, exc))
         finally:
             self._starting = False
 
@@ -270,15 +274,20 @@ class Server:
 
 class Answer:
     """Where the response to a request that waited for the store goes: its connection,
-    then the next request (``Server._answered``). Called once."""
+    then the next request (``Server._answered``). The first call counts; a second (a bug
+    answering twice) is dropped."""
 
-    __slots__ = ("server", "conn", "req", "started")
+    __slots__ = ("server", "conn", "req", "started", "given")
 
     def __init__(self, server: Server, conn: Connection, req, started: float):
         self.server = server
         self.conn = conn
         self.req = req
         self.started = started
+        self.given = False
 
     def __call__(self, response: dict) -> None:
+        if self.given:
+            return
+        self.given = True
         self.server._answered(self.conn, self.req, self.started, response)
