@@ -8,6 +8,7 @@
     nba bench lint [--rules 100,1000]
     nba bench redis ... / nba bench server ... / nba bench consume ...   (benchmarks.bench_redis / ...)
     nba bench redis-cost ...   (what a decision costs redis-server: CPU, commands, round trips)
+    nba bench server-ticks ...   (the server's CPU, system calls, instructions per decision, closed loop)
     nba bench all [--quick] [--write-results]
 
 ``--quick`` is a fast smoke run; ``--write-results`` writes RESULTS.md with the machine,
@@ -40,6 +41,7 @@ BENCHMARKS = {
     "soak": "benchmarks.bench_soak",
     "held-frames": "benchmarks.bench_held_frames",
     "redis-cost": "benchmarks.redis_cost",
+    "server-ticks": "benchmarks.server_ticks",
 }
 ALL = ("eval", "history", "compile", "redis", "server", "load")
 
