@@ -2,19 +2,19 @@
 # mode): the callbacks that carry a read's or a commit's replies on to the decision.
 
 
-cdef class ReadReplies:
+cdef class LinkReply:
     cdef public object store
     cdef public object address
+    cdef public object then
+
+
+cdef class ReadReplies(LinkReply):
     cdef public bytes packed
     cdef public object codec
     cdef public str base
     cdef public double time
-    cdef public object then
 
 
-cdef class CommitReply:
-    cdef public object store
-    cdef public object address
+cdef class CommitReply(LinkReply):
     cdef public str base
     cdef public list commands
-    cdef public object then

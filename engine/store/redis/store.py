@@ -824,11 +824,29 @@ def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
         raise StateError(f"{key} holds a value that cannot be read: {describe(error)}") from None
 
 
-class ReadReplies:
-    """The callback of a read sent by ``read_then``: the replies decoded as state, or the
-    awaited path when they hold an error (a cluster redirect)."""
+class LinkReply:
+    """The callback of a request sent on a link by ``read_then`` or ``commit_then``: a lost
+    node is reported and the error passed on; replies holding an error (a cluster redirect,
+    script not loaded, try again) go the awaited path (``awaited``); others are ``answered``."""
 
-    __slots__ = ("store", "address", "packed", "codec", "base", "time", "then")
+    __slots__ = ("store", "address", "then")
+
+    def __call__(self, replies: list | None, error: BaseException | None) -> None:
+        if error is not None:
+            if isinstance(error, NodeDown):
+                self.store.node_lost(self.address)
+            self.then(None, error)
+            return
+        if has_error(replies):
+            run_then(self.awaited(replies), self.then)
+            return
+        self.answered(replies)
+
+
+class ReadReplies(LinkReply):
+    """A read's replies decoded as state."""
+
+    __slots__ = ("packed", "codec", "base", "time")
 
     def __init__(self, store: RedisStore, address, packed: bytes, codec: Codec, base: str, time: float, then: Reply):
         self.store = store
@@ -839,15 +857,7 @@ class ReadReplies:
         self.time = time
         self.then = then
 
-    def __call__(self, replies: list | None, error: BaseException | None) -> None:
-        if error is not None:
-            if isinstance(error, NodeDown):
-                self.store.node_lost(self.address)
-            self.then(None, error)
-            return
-        if has_error(replies):
-            run_then(self.follow(replies), self.then)
-            return
+    def answered(self, replies: list) -> None:
         try:
             state = decoded_state(self.codec, replies, self.base)
         except Exception as failure:  # noqa: BLE001 - StoreUnavailable (state another service wrote), or a bug
@@ -855,7 +865,7 @@ class ReadReplies:
             return
         self.then(state, None)
 
-    async def follow(self, replies: list) -> CustomerState:
+    async def awaited(self, replies: list) -> CustomerState:
         codec, base, time = self.codec, self.base, self.time
         replies = await self.store.follow_async(
             self.address,
@@ -868,12 +878,10 @@ class ReadReplies:
         return decoded_state(codec, replies, base)
 
 
-class CommitReply:
-    """The callback of an awaited commit sent by ``commit_then``: recorded, or refused by a
-    cap; the awaited path when Redis answered with an error (script not loaded, a
-    redirect, try again)."""
+class CommitReply(LinkReply):
+    """An awaited commit's replies: recorded, or refused by a cap."""
 
-    __slots__ = ("store", "address", "base", "commands", "then")
+    __slots__ = ("base", "commands")
 
     def __init__(self, store: RedisStore, address, base: str, commands: list[tuple], then: Reply):
         self.store = store
@@ -882,13 +890,8 @@ class CommitReply:
         self.commands = commands
         self.then = then
 
-    def __call__(self, replies: list | None, error: BaseException | None) -> None:
-        if error is not None:
-            if isinstance(error, NodeDown):
-                self.store.node_lost(self.address)
-            self.then(None, error)
-            return
-        if has_error(replies):
-            run_then(self.store.commit_tries_async(self.base, self.commands, (self.address, replies)), self.then)
-            return
+    def answered(self, replies: list) -> None:
         self.then(committed(self.commands, replies), None)
+
+    def awaited(self, replies: list):
+        return self.store.commit_tries_async(self.base, self.commands, (self.address, replies))
