@@ -11,6 +11,9 @@ the median reported and every turn kept in the data):
   stack that per request does one pipelined HGETALL + ZRANGEBYSCORE on one Redis
   connection and answers a decision-shaped response: no rules, no writes;
 - ``workers1`` / ``workers2``: `nba serve --redis URL --workers 1` / `--workers 2`;
+- ``near1`` / ``near2``: the same with the near cache (``URL?near_cache=1000000``:
+  customers' state kept in the process between their decisions, kept true by Redis's
+  invalidations; engine/store/redis/near_cache.py);
 - ``memory``: `nba serve` on the in-memory store.
 
 The Redis targets share one throwaway `redis-server` on a free loopback port (the floor
@@ -26,7 +29,7 @@ knees, a sequential run (one request at a time, beside the bare round trip throu
 floor server and straight to Redis), and the issue's goals, met or not, with figures.
 
     nba bench load [--rates 1000,2000,5000,...] [--seconds 5] [--turns 3] [--connections 4]
-                   [--targets floor,workers1,workers2,memory] [--p99-limit-ms 50] [--quick]
+                   [--targets floor,workers1,workers2,near1,near2,memory] [--p99-limit-ms 50] [--quick]
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ from benchmarks.load_workload import RULES, Events, profile_frames, profiles
 from benchmarks.open_loop import GENERATORS, percentile_ms, run_turn, split_frames
 from benchmarks.processes import Process, ThrowawayRedis, process_cpu_seconds, tree_cpu_seconds
 
-TARGETS = ("floor", "workers1", "workers2", "memory")
-REDIS_TARGETS = ("floor", "workers1", "workers2")
+TARGETS = ("floor", "workers1", "workers2", "near1", "near2", "memory")
+REDIS_TARGETS = ("floor", "workers1", "workers2", "near1", "near2")
+NEAR_CACHE_QUERY = "?near_cache=1000000"  # the near targets' store option: every customer of the workload fits
 DEFAULT_RATES = (1000, 2000, 5000, 8000, 10000, 12000, 15000, 20000, 25000, 30000)
 GENERATOR_CHECK_RATES = (20000, 30000)
 ACHIEVED_SHARE = 0.95
@@ -149,6 +153,8 @@ def start_target(name: str, rules: Path, redis: ThrowawayRedis | None) -> Target
         "floor": lambda: [sys.executable, "-m", "benchmarks.load_floor", "--redis", redis.url],
         "workers1": lambda: nba_command(rules, redis.url),
         "workers2": lambda: nba_command(rules, redis.url, workers=2),
+        "near1": lambda: nba_command(rules, redis.url + NEAR_CACHE_QUERY),
+        "near2": lambda: nba_command(rules, redis.url + NEAR_CACHE_QUERY, workers=2),
         "memory": lambda: nba_command(rules, None),
         "echo": lambda: [sys.executable, "-m", "benchmarks.bench_server", "--serve-echo"],
     }

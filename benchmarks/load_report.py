@@ -13,7 +13,7 @@ GOAL_RATE = 10000
 GOAL_SERVER_CPU_US = 40.0
 GOAL_REDIS_CPU_US = 8.0
 GOAL_SEQUENTIAL_RATIO = 1.5
-NBA_REDIS_TARGETS = ("workers1", "workers2")
+NBA_REDIS_TARGETS = ("workers1", "workers2", "near1", "near2")
 GOAL_TEXTS = (
     f"at {GOAL_RATE:,}/s offered one server process answers everything with p99 within {FLOOR_FACTOR:g}x the floor's",
     f"at that load server CPU <= {GOAL_SERVER_CPU_US:g} µs and redis-server CPU <= {GOAL_REDIS_CPU_US:g} µs per decision",
@@ -22,6 +22,8 @@ LABELS = {
     "floor": "floor: bare HGETALL+ZRANGEBYSCORE server",
     "workers1": "nba serve --redis --workers 1",
     "workers2": "nba serve --redis --workers 2",
+    "near1": "nba serve --redis URL?near_cache=1000000 --workers 1",
+    "near2": "nba serve --redis URL?near_cache=1000000 --workers 2",
     "memory": "nba serve, in memory",
     "echo": "msgpack echo server",
     "redis": "straight to Redis: HGETALL+ZRANGEBYSCORE",
@@ -88,18 +90,19 @@ def left_sweep(sweep: list[dict], target: str) -> dict | None:
 def goals(data: dict) -> list[dict]:
     """The issue's goals, each {"goal", "met" (True, False or None: not measured), "figures"}."""
     sweep, out = data["sweep"], []
-    one, floor = median_at(sweep, GOAL_RATE, "workers1"), median_at(sweep, GOAL_RATE, "floor")
-    failed = left_sweep(sweep, "workers1")
+    name = goal_target(data)
+    one, floor = median_at(sweep, GOAL_RATE, name), median_at(sweep, GOAL_RATE, "floor")
+    failed = left_sweep(sweep, name)
     if one is None and failed is not None and failed["rate"] < GOAL_RATE:
         why = (
-            f"workers1 left the sweep at {failed['rate']:,}/s: p99 {figure(failed['p99_ms'])} ms, achieved "
+            f"{name} left the sweep at {failed['rate']:,}/s: p99 {figure(failed['p99_ms'])} ms, achieved "
             f"{failed['achieved_per_s']:,.0f}/s, server {figure(failed['server_cpu_us'])} µs and redis-server "
             f"{figure(failed['redis_cpu_us'])} µs per decision"
         )
         out.append({"goal": GOAL_TEXTS[0], "met": False, "figures": why})
         out.append({"goal": GOAL_TEXTS[1], "met": False, "figures": why})
     elif one is None or floor is None:
-        missing = f"workers1 or the floor not measured at {GOAL_RATE:,}/s"
+        missing = f"{name} or the floor not measured at {GOAL_RATE:,}/s"
         out.append({"goal": GOAL_TEXTS[0], "met": None, "figures": missing})
         out.append({"goal": GOAL_TEXTS[1], "met": None, "figures": missing})
     else:
@@ -109,7 +112,7 @@ def goals(data: dict) -> list[dict]:
             {
                 "goal": GOAL_TEXTS[0],
                 "met": everything and ratio <= FLOOR_FACTOR,
-                "figures": f"p99 {figure(one['p99_ms'])} ms vs the floor's {figure(floor['p99_ms'])} ms "
+                "figures": f"{name}: p99 {figure(one['p99_ms'])} ms vs the floor's {figure(floor['p99_ms'])} ms "
                 f"({figure(ratio, 2)}x); achieved {one['achieved_per_s']:,.0f}/s; over {one['requests']:,} requests "
                 f"{one['unanswered']} unanswered, {one['errors']} errors, {one['degraded']} degraded",
             }
@@ -118,27 +121,33 @@ def goals(data: dict) -> list[dict]:
             {
                 "goal": GOAL_TEXTS[1],
                 "met": one["server_cpu_us"] <= GOAL_SERVER_CPU_US and one["redis_cpu_us"] <= GOAL_REDIS_CPU_US,
-                "figures": f"server {figure(one['server_cpu_us'])} µs, redis-server {figure(one['redis_cpu_us'])} µs "
+                "figures": f"{name}: server {figure(one['server_cpu_us'])} µs, redis-server {figure(one['redis_cpu_us'])} µs "
                 f"(the floor: {figure(floor['server_cpu_us'])} µs and {figure(floor['redis_cpu_us'])} µs)",
             }
         )
     goal = f"sequential p50 within {GOAL_SEQUENTIAL_RATIO:g}x a bare round trip (through the floor server)"
     seq = data.get("sequential", {})
-    if "workers1" in seq and "floor" in seq:
-        ratio = seq["workers1"]["p50_us"] / seq["floor"]["p50_us"]
-        direct = f"; {figure(seq['workers1']['p50_us'] / seq['redis']['p50_us'], 2)}x" if "redis" in seq else ""
+    if name in seq and "floor" in seq:
+        ratio = seq[name]["p50_us"] / seq["floor"]["p50_us"]
+        direct = f"; {figure(seq[name]['p50_us'] / seq['redis']['p50_us'], 2)}x" if "redis" in seq else ""
         out.append(
             {
                 "goal": goal,
                 "met": ratio <= GOAL_SEQUENTIAL_RATIO,
-                "figures": f"p50 {figure(seq['workers1']['p50_us'])} µs vs {figure(seq['floor']['p50_us'])} µs "
+                "figures": f"{name}: p50 {figure(seq[name]['p50_us'])} µs vs {figure(seq['floor']['p50_us'])} µs "
                 f"({figure(ratio, 2)}x{direct} the round trip straight to Redis, "
                 f"{figure(seq['redis']['p50_us']) if 'redis' in seq else '-'} µs)",
             }
         )
     else:
-        out.append({"goal": goal, "met": None, "figures": "workers1 or the floor not measured"})
+        out.append({"goal": goal, "met": None, "figures": f"{name} or the floor not measured"})
     return out
+
+
+def goal_target(data: dict) -> str:
+    """The one-process nba target the goals are judged on: with the near cache when measured."""
+    measured = {target for row in data["sweep"] for target in row["targets"]} | set(data.get("sequential", {}))
+    return "near1" if "near1" in measured else "workers1"
 
 
 def load_average(data: dict, when: str) -> str:

@@ -20,7 +20,7 @@ import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from nba.dsl.needs import StateNeeds
+from nba.dsl.needs import HistoryNeed, StateNeeds
 from nba.engine.state import Contact, CustomerState, History, StateWrite
 from nba.engine.store.interface import Store
 
@@ -85,62 +85,16 @@ class MemoryStore(Store):
             if self._commits % SWEEP_EVERY_COMMITS == 0:
                 self._sweep(self._newest, needs)
             if contacts:
-                self._add_contacts(customer, needs, contacts, time)
+                add_contacts(customer, contacts, time, needs.contact_keep, self.max_contacts)
             if write.event_record is not None:
-                self._add_event(customer, needs, write)
+                need = needs.history.get(write.event_type)
+                if need is not None:
+                    add_event(customer, write.event_type, need, time, write.event_record, self.max_events_per_type)
             if write.profile_set:
                 customer.profile.update(write.profile_set)
             return True
         finally:
             lock.release()
-
-    def _add_contacts(self, customer: _Customer, needs: StateNeeds, new: list[Contact], time: float) -> None:
-        contacts = customer.contacts
-        contacts += new
-        contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear
-        start = bisect_right(contacts, time - needs.contact_keep, key=_contact_time)
-        start = max(start, len(contacts) - self.max_contacts)
-        if start:
-            trimmed = contacts[start - 1].time
-            if trimmed > customer.kept_from:
-                customer.kept_from = trimmed
-            del contacts[:start]
-
-    def _add_event(self, customer: _Customer, needs: StateNeeds, write: StateWrite) -> None:
-        """Insert the event at its time (at the end, O(1), in the usual case) and trim, in place."""
-        event_type = write.event_type
-        need = needs.history.get(event_type)
-        if need is None:
-            return
-        fields = need.fields
-        history = customer.history.get(event_type)
-        if history is None or not _has_columns(history.columns, fields):
-            history = _with_fields(history, fields)
-            customer.history = {**customer.history, event_type: history}
-        times = history.times
-        columns = history.columns
-        time = write.time
-        if not times or time >= times[-1]:
-            times.append(time)
-            if columns:
-                record = write.event_record
-                for name, column in columns.items():
-                    column.append(record.get(name))
-        else:
-            position = bisect_right(times, time)
-            times.insert(position, time)
-            record = write.event_record
-            for name, column in columns.items():
-                column.insert(position, record.get(name))
-        cutoff = time - need.keep  # from this event's time: never from a newer one (DSL.md step 1)
-        start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
-        excess = len(times) - self.max_events_per_type
-        if excess > start:
-            start = excess
-        if start:
-            del times[:start]
-            for column in columns.values():
-                del column[:start]
 
     # -- profiles --
 
@@ -187,6 +141,59 @@ class MemoryStore(Store):
     def history_sizes(self, customer_id: str) -> dict[str, int]:
         customer = self._customers.get(customer_id)
         return {t: len(h) for t, h in customer.history.items()} if customer else {}
+
+
+def add_contacts(state: CustomerState, new: list[Contact], time: float, keep: float, max_contacts: int) -> None:
+    """Add ``new`` contacts (recorded at ``time``) to ``state`` and trim, in place: what is
+    older than ``time - keep`` and all but the newest ``max_contacts``; the newest trimmed
+    contact's time raises ``kept_from``. (The near cache of the Redis store keeps its copy
+    of a customer's state by the same rules: engine/store/redis/near_cache.py.)"""
+    contacts = state.contacts
+    in_order = not contacts or new[0].time >= contacts[-1].time  # a decision's contacts share its time
+    contacts += new
+    if not in_order:
+        contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear (a late event's)
+    cutoff = time - keep
+    start = bisect_right(contacts, cutoff, key=_contact_time) if contacts[0].time <= cutoff else 0
+    start = max(start, len(contacts) - max_contacts)
+    if start:
+        trimmed = contacts[start - 1].time
+        if trimmed > state.kept_from:
+            state.kept_from = trimmed
+        del contacts[:start]
+
+
+def add_event(
+    state: CustomerState, event_type: str, need: HistoryNeed, time: float, record: dict, max_events: int
+) -> None:
+    """Insert an event of ``event_type`` at its time (at the end, O(1), in the usual case)
+    into ``state`` and trim its type's history from that time, in place."""
+    fields = need.fields
+    history = state.history.get(event_type)
+    if history is None or not _has_columns(history.columns, fields):
+        history = _with_fields(history, fields)
+        state.history = {**state.history, event_type: history}
+    times = history.times
+    columns = history.columns
+    if not times or time >= times[-1]:
+        times.append(time)
+        if columns:
+            for name, column in columns.items():
+                column.append(record.get(name))
+    else:
+        position = bisect_right(times, time)
+        times.insert(position, time)
+        for name, column in columns.items():
+            column.insert(position, record.get(name))
+    cutoff = time - need.keep  # from this event's time: never from a newer one (DSL.md step 1)
+    start = bisect_right(times, cutoff) if times[0] <= cutoff else 0
+    excess = len(times) - max_events
+    if excess > start:
+        start = excess
+    if start:
+        del times[:start]
+        for column in columns.values():
+            del column[:start]
 
 
 def _has_columns(columns: dict, fields: tuple[str, ...]) -> bool:

@@ -53,8 +53,13 @@ cdef class AsyncLink:
     cdef public Watchdog watchdog
     cdef public object parser
     cdef public object reader
+    cdef public long tracking
+    cdef public object listener
 
     cpdef void enqueue(self, Pending pending, bytes packed, bint waited=*)
+
+    @cython.locals(pending=Pending, now=double)
+    cpdef void written(self, int count)
 
     @cython.locals(pending=Pending, replies=list)
     cpdef void received(self, bytes data)

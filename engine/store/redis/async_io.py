@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from itertools import islice
 from threading import get_ident
 from typing import Any, Awaitable, Callable
 
@@ -13,6 +14,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.exceptions import ResponseError
 
 from nba.engine.store.interface import StoreUnavailable
+from nba.engine.store.redis.near_cache import NearCache
 from nba.engine.store.redis.protocol import (
     COMMIT_SCRIPT,
     CONNECTION_ERRORS,
@@ -22,7 +24,10 @@ from nba.engine.store.redis.protocol import (
     NodeDown,
     RefusalLog,
     connect_failure,
+    log,
+    pack_commands,
 )
+from nba.engine.store.redis.tracking import InvalidationListener, TrackingRefused, connect_listener
 
 
 class Pending:
@@ -229,6 +234,10 @@ class AsyncLink:
         self.watchdog = Watchdog(self.loop, self)
         self.parser = None  # the hiredis reader fed by ReplyProtocol; None: the reader task reads
         self.reader: asyncio.Task | None = None
+        # the near cache (near_cache.py): nonzero while Redis tracks this link's reads for
+        # ``listener`` (a new number each time tracking is turned on); 0: no caching of its reads
+        self.tracking = 0
+        self.listener = None
         parser = getattr(conn, "_parser", None)
         hiredis_reader = getattr(parser, "_reader", None)
         stream = getattr(parser, "_stream", None)
@@ -311,6 +320,7 @@ class AsyncLink:
         outgoing, self.outgoing = self.outgoing, []
         if self.closed or not outgoing:
             return
+        self.written(len(outgoing))
         if self.transport.is_closing():
             self.fail(ConnectionError("redis connection closed"))
             return
@@ -319,12 +329,23 @@ class AsyncLink:
         except CONNECTION_ERRORS as error:
             self.fail(error)
 
+    def written(self, count) -> None:  # an int (a C int, compiled)
+        """The last ``count`` requests queued are written now: their budgets start now.
+        The budget is Redis's: a request queued while this loop was busy deciding from
+        memory (the near cache) is not late for the time it waited to be written."""
+        now = self.loop.time()
+        for pending in islice(reversed(self.waiting), count):
+            if now > pending.deadline - pending.timeout_s:
+                pending.deadline = now + pending.timeout_s
+                pending.hard_limit = now + pending.timeout_s * LOOP_LAG_LIMIT
+
     async def flush(self) -> None:
         """``flush_now`` through redis-py, for a connection without a stream writer."""
         self.flush_scheduled = self.urgent = False
         outgoing, self.outgoing = self.outgoing, []
         if self.closed or not outgoing:
             return
+        self.written(len(outgoing))
         try:
             await self.conn.send_packed_command(outgoing, check_health=False)
         except CONNECTION_ERRORS as error:
@@ -457,8 +478,12 @@ class AsyncNode:
         retry_interval_s: float,
         on_late_reply: Callable[[tuple, Any], None],
         on_state: Callable[[tuple, bool, str], None] | None = None,
+        near: NearCache | None = None,
     ):
         self.endpoint = endpoint
+        self.near = near  # the store's near cache: this node's links are tracked for it
+        self.listener: InvalidationListener | None = None  # the node's invalidation connection
+        self.tracking_refused = False  # logged once: the node cannot track keys for the cache
         self.on_state = on_state  # (address, up, why): told of each connect that fails or works, each link lost
         self.down = False  # the last connect failed or the link was lost, and no connect has worked since
         self.fail_fast_when_down: Callable[[], bool] = never  # whether callers skip waiting on a down node's connect
@@ -524,10 +549,13 @@ class AsyncNode:
         )
         conn_class = options.pop("connection_class", async_connection.Connection)
         conn = conn_class(**options)
+        tracking = 0
         try:
             await conn.connect()
             await conn.send_command("SCRIPT", "LOAD", COMMIT_SCRIPT)  # so writes sent without waiting find it
             await conn.read_response()
+            if self.near is not None:
+                tracking = await self.track(conn)
         except CONNECTION_ERRORS as error:
             self.backoff.failed()
             await discard_async(conn)
@@ -540,13 +568,120 @@ class AsyncNode:
         conn.socket_timeout = None  # callers time out on their own; the reader waits forever
         self.backoff.succeeded()
         self.refusals.succeeded()
-        self.link = AsyncLink(conn, self.on_late_reply, self.link_lost)
+        self.link = link = AsyncLink(conn, self.on_late_reply, self.link_lost)
+        if tracking:
+            link.tracking, link.listener = tracking, self.listener
+        elif self.near is not None and not self.tracking_refused:
+            link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
         self.warm = True
         self.tell(True, "connected")
         return self.link
 
     def link_lost(self, error: BaseException) -> None:
+        if self.near is not None:  # Redis forgets a closed connection's tracking
+            self.near.flush()
         self.tell(False, f"connection lost: {error!r}")
+
+    # -- tracking for the near cache
+
+    async def track(self, conn) -> int:
+        """Turn tracking on for a new link's connection ``conn``, its invalidations sent to
+        the node's invalidation connection (made first if there is none): the tracking's
+        number, or 0 when it could not be turned on (the link works, its reads uncached:
+        for good when the node refuses, logged once; until ``track_again`` when the
+        invalidation connection could not be made)."""
+        if self.tracking_refused:
+            return 0
+        listener = self.listener
+        try:
+            if listener is None or not listener.alive:
+                listener = await self.listen()
+        except (ResponseError, TrackingRefused) as error:  # before CONNECTION_ERRORS, which holds RedisError
+            self.refused_tracking(error)
+            return 0
+        except CONNECTION_ERRORS as error:  # OSError among them
+            log.warning(
+                "redis %s:%d: no invalidation connection for the near cache yet: %s", *self.endpoint.address, error
+            )
+            return 0
+        await conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP")
+        try:
+            reply = await conn.read_response()
+        except ResponseError as error:
+            self.refused_tracking(error)
+            return 0
+        if reply not in (b"OK", "OK"):
+            self.refused_tracking(reply)
+            return 0
+        return next_tracking()
+
+    async def listen(self) -> InvalidationListener:
+        """A new invalidation connection for the node (connected in a thread)."""
+        loop = asyncio.get_running_loop()
+        conn, client_id = await loop.run_in_executor(
+            None, connect_listener, self.endpoint, max(self.connect_timeout_s, self.setup_timeout_s)
+        )
+        self.listener = InvalidationListener(conn, client_id, loop, self.near.invalidated, self.listener_lost)
+        return self.listener
+
+    def listener_lost(self) -> None:
+        """The invalidation connection broke: nothing cached is known true any more. The
+        link's reads stay uncached until tracking is on again for a new connection."""
+        self.near.flush()
+        link = self.link
+        if link is not None and not link.closed and link.tracking:
+            link.tracking = 0
+            link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
+
+    async def track_again(self, link: AsyncLink) -> None:
+        """Tracking on again for an open link, after its invalidation connection broke:
+        after a pause, a new connection, then ``CLIENT TRACKING`` on the link itself (its
+        replies come in order with the reads': the reads sent before it are not cached)."""
+        await asyncio.sleep(self.backoff.interval_s)
+        if link.closed or link is not self.link or self.tracking_refused:
+            return
+        try:
+            listener = self.listener
+            if listener is None or not listener.alive:
+                listener = await self.listen()
+            replies = await link.request(
+                pack_commands(
+                    [
+                        ("CLIENT", "TRACKING", "OFF"),
+                        ("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP"),
+                    ]
+                ),
+                2,
+                max(self.connect_timeout_s, self.setup_timeout_s),
+            )
+        except (ResponseError, TrackingRefused) as error:
+            self.refused_tracking(error)
+            return
+        except TRACK_AGAIN_ERRORS as error:
+            log.warning(
+                "redis %s:%d: tracking for the near cache could not be turned on again: %s",
+                *self.endpoint.address,
+                error,
+            )
+            if not link.closed and link is self.link:
+                link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
+            return
+        if link.closed or link is not self.link:
+            return
+        if replies[-1] in (b"OK", "OK"):
+            link.tracking, link.listener = next_tracking(), listener
+        else:
+            self.refused_tracking(replies[-1])
+
+    def refused_tracking(self, why: Any) -> None:
+        if not self.tracking_refused:
+            self.tracking_refused = True
+            log.warning(
+                "redis %s:%d does not track keys for the near cache (%s): its customers are read at every decision "
+                "(the engine's ACL needs +client|id +client|tracking +subscribe &__redis__:invalidate)",
+                *self.endpoint.address,
+                why,
+            )
 
     def tell(self, up: bool, why: str) -> None:
         self.down = not up
@@ -557,10 +692,23 @@ class AsyncNode:
         link, self.link = self.link, None
         if link is not None and self.loop is asyncio.get_running_loop():
             await link.close(timeout_s)
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.on_lost = self.near.flush  # closed on purpose: nothing to track again
+            listener.close()
 
 
 def never() -> bool:
     return False
+
+
+TRACK_AGAIN_ERRORS = (*CONNECTION_ERRORS, StoreUnavailable)
+TRACKINGS = [0]  # the last tracking number given (near cache)
+
+
+def next_tracking() -> int:
+    TRACKINGS[0] += 1
+    return TRACKINGS[0]
 
 
 def retrieve_exception(task: asyncio.Task) -> None:

@@ -888,7 +888,19 @@ URL_OPTIONS = {  # query parameter -> (RedisStore option, conversion)
     "write_timeout_ms": ("write_timeout_s", lambda text: float(text) / 1000),
     "key_prefix": ("key_prefix", str),
     "wait_for_writes": ("wait_for_writes", lambda text: text.lower() in ("1", "true", "yes")),
+    "near_cache": ("near_cache", lambda text: near_cache_size(text)),
 }
+
+
+def near_cache_size(text: str) -> int:
+    """``near_cache=N``: customers the near cache holds (0: none); ValueError otherwise."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ValueError(f"near_cache must be a whole number of customers (0: no near cache), not {text!r}")
+    return size
 
 
 def store_options_in(url: str) -> tuple[str, dict]:
@@ -992,6 +1004,7 @@ class Topology:
         self.fetches = 0  # CLUSTER SLOTS sent to refresh the table, in all
         self.refresh_interval_s = refresh_interval_s
         self.max_backoff_s = max_backoff_s
+        self.changes = 0  # slot tables learnt and slots moved, in all (the near cache starts over at each)
 
     def address_for(self, key: str) -> tuple[str, int]:
         if not self.cluster:
@@ -1004,6 +1017,7 @@ class Topology:
 
     def learn(self, reply: Any) -> None:
         """Record what ``CLUSTER SLOTS`` answered (an error: not a cluster)."""
+        self.changes += 1
         if isinstance(reply, ResponseError):
             self.cluster = False
             self.slots, self.nodes = [], []
@@ -1023,6 +1037,7 @@ class Topology:
         if self.cluster:
             self.slots[redirect.slot] = redirect.address
             self.stale = True
+            self.changes += 1
 
     def lost(self, address: tuple[str, int]) -> None:
         """A node failed: in a cluster, the table is fetched again (not by this request)."""

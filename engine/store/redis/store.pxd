@@ -13,8 +13,12 @@ cdef class ReadReplies(LinkReply):
     cdef public object codec
     cdef public str base
     cdef public double time
+    cdef public object link
+    cdef public long tracking
 
 
 cdef class CommitReply(LinkReply):
     cdef public str base
     cdef public list commands
+    cdef public object needs
+    cdef public object write

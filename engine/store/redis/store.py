@@ -17,6 +17,7 @@ from nba.engine.state import CustomerState, StateWrite
 from nba.engine.store.interface import Reply, Store, StoreUnavailable, run_then
 from nba.engine.store.redis.async_io import AsyncLink, AsyncNode
 from nba.engine.store.redis.encoding import decode_profile
+from nba.engine.store.redis.near_cache import NearCache
 from nba.engine.store.redis.protocol import (
     BAD_STATE_ERRORS,
     CLUSTER_SLOTS,
@@ -105,6 +106,7 @@ class RedisStore(Store):
         wait_for_writes: bool = False,
         connect_now: bool = True,
         slot_refresh_interval_s: float = 0.25,
+        near_cache: int = 0,
     ):
         self.url = url
         url, from_url = store_options_in(url)
@@ -129,6 +131,9 @@ class RedisStore(Store):
         self.retry_interval_s = retry_interval_s
         self.keys = KeyLayout(key_prefix)
         self.retention = Retention(ttl_grace_s, profile_ttl_s, max_events_per_type, max_contacts)
+        near_cache = from_url.get("near_cache", near_cache)
+        # customers' state kept between their decisions, true by Redis's invalidations (near_cache.py)
+        self.near: NearCache | None = NearCache(near_cache, self.retention) if near_cache > 0 else None
         host, port, self.options, self.async_options = connection_options(url)
         self.topology = Topology(Endpoint(host, port, self.options, self.async_options), slot_refresh_interval_s)
         self.sync_nodes: dict[tuple[str, int], SyncNode] = {}
@@ -278,6 +283,7 @@ class RedisStore(Store):
             "slot_table_fetches": topology.fetches,
             "node_down_events": self.node_down_events,
             "nodes_down": len(topology.down),
+            **(self.near.counters() if self.near is not None else {}),
         }
 
     def endpoint(self, address: tuple[str, int]) -> Endpoint:
@@ -306,6 +312,7 @@ class RedisStore(Store):
                 self.retry_interval_s,
                 self.late_reply_async,
                 self.node_state,
+                self.near,
             )
             node.fail_fast_when_down = self.in_a_cluster
             self.async_nodes[address] = node
@@ -386,6 +393,8 @@ class RedisStore(Store):
     def late_reply_async(self, command: tuple, reply: Any) -> None:
         if applied(command, reply):
             return
+        if self.near is not None:  # it was applied to the near cache when sent
+            self.near.forget(base_of(command_key(command)))
         if worth_resending(reply):
             self.in_background(self.resend_async(command, reply))
             return
@@ -579,29 +588,57 @@ class RedisStore(Store):
         """``read_async`` answered by a callback on the key's open link: no task, no future.
         Without an open link, or once Redis answers with an error (a redirect), the
         awaited path takes over."""
+        state = None
         try:
             codec = self.codec(needs)
             _, base, base_bytes = self.base(customer_id)
             address, link = self.open_link(base)
             if link is not None:
-                packed = codec.read_request(base_bytes, time)
-                link.request_then(
-                    packed,
-                    codec.count,
-                    self.latency_budget_s,
-                    ReadReplies(self, address, packed, codec, base, time, then),
-                )
-                return
+                near = self.near
+                tracking = link.tracking if near is not None else 0
+                if tracking:
+                    state = self.cached(near, link, base, codec, time)
+                    tracking = link.tracking  # the drain may have found the invalidation connection lost
+                if state is None:
+                    packed = codec.read_request(base_bytes, time)
+                    link.request_then(
+                        packed,
+                        codec.count,
+                        self.latency_budget_s,
+                        ReadReplies(self, address, packed, codec, base, time, then, link, tracking),
+                    )
+                    if tracking:
+                        near.started(base)
+                    return
         except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
             failure = error
         else:
             failure = None
-        if failure is None:
+        if state is not None:  # from the near cache
+            then(state, None)
+        elif failure is None:
             run_then(self.read_async(customer_id, needs, time), then)
         else:
             then(None, failure)
 
+    def cached(self, near: NearCache, link: AsyncLink, base: str, codec: Codec, time: float) -> CustomerState | None:
+        """The near cache's state of the customer, after the invalidations that have arrived."""
+        link.listener.drain()
+        changes = self.topology.changes
+        if near.topology_changes != changes:  # keys may live on another node now
+            near.topology_changes = changes
+            near.flush()
+        if not link.tracking:
+            return None
+        return near.lookup(base, codec, time)
+
+    def forget(self, customer_id: str) -> None:
+        """The near cache drops the customer (written by a path that does not apply it there)."""
+        if self.near is not None:
+            self.near.forget(self.keys.base(customer_id))
+
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        self.forget(customer_id)
         base, commands, wait = self.commit_plan(customer_id, needs, write)
         if commands is None:
             return wait  # True: nothing to write; False: refused by its own contacts
@@ -619,6 +656,7 @@ class RedisStore(Store):
             clock.sleep(RETRY_PAUSE_S)
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
+        self.forget(customer_id)
         base, commands, wait = self.commit_plan(customer_id, needs, write)
         if commands is None:
             return wait
@@ -659,12 +697,15 @@ class RedisStore(Store):
         """``commit_async`` answered by a callback on the key's open link (or at once, for a
         write sent without waiting); the awaited path for anything else."""
         result: Any = None
+        near = self.near
         try:
             base, commands, wait = self.commit_plan(customer_id, needs, write)
             if commands is None:
                 result = wait
             elif not wait and self.sent_at_once(base, commands):
                 result = True
+                if near is not None:
+                    near.wrote(base, self.codec(needs), write)
             else:
                 address, link = self.open_link(base)
                 if link is not None:
@@ -672,13 +713,17 @@ class RedisStore(Store):
                         pack_commands(commands),
                         len(commands),
                         self.write_timeout_s,
-                        CommitReply(self, address, base, commands, then),
+                        CommitReply(self, address, base, commands, then, needs, write),
                     )
                     return
         except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
+            if near is not None:
+                near.forget(self.keys.base(customer_id))
             then(None, error)
             return
         if result is None:
+            if near is not None:
+                near.forget(base)
             run_then(self.commit_tries_async(base, commands), then)
         else:
             then(result, None)
@@ -693,6 +738,7 @@ class RedisStore(Store):
         (False, None): refused by a cap, nothing written; (True, the record kept then):
         the key was committed before, nothing written now.
         """
+        self.forget(customer_id)
         command = self.commit_once_command(customer_id, needs, write, key, record, record_ttl_s)
         if command is None:
             return False, None
@@ -766,11 +812,13 @@ class RedisStore(Store):
 
     def put_profile(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        self.forget(customer_id)
         self.expiries.forget_key(self.keys.profile(customer_id))  # replaced: its TTL too
         checked(self.call(self.keys.profile(customer_id), commands, self.io_timeout_s))
 
     async def put_profile_async(self, customer_id: str, profile: dict, needs: StateNeeds) -> None:
         commands = plan_put_profile(self.keys, customer_id, profile, needs, self.retention)
+        self.forget(customer_id)
         self.expiries.forget_key(self.keys.profile(customer_id))
         checked(await self.call_async(self.keys.profile(customer_id), commands, self.io_timeout_s))
 
@@ -810,6 +858,11 @@ def command_key(command: tuple) -> str:
     return command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
 
 
+def base_of(key: str) -> str:
+    """The customer's key base (``P:{C}``) of one of its keys."""
+    return key[: key.rfind("}:") + 1]
+
+
 def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
     """The profile of an HGETALL reply; ``StateError`` (``bad_state``, naming the key) when
     the key holds what no profile is (another service wrote it)."""
@@ -844,11 +897,24 @@ class LinkReply:
 
 
 class ReadReplies(LinkReply):
-    """A read's replies decoded as state."""
+    """A read's replies decoded as state; with ``tracking`` (the link's tracking number
+    when it was sent), kept by the near cache if the link is still tracked the same way
+    and no invalidation of the customer arrived meanwhile."""
 
-    __slots__ = ("packed", "codec", "base", "time")
+    __slots__ = ("packed", "codec", "base", "time", "link", "tracking")
 
-    def __init__(self, store: RedisStore, address, packed: bytes, codec: Codec, base: str, time: float, then: Reply):
+    def __init__(
+        self,
+        store: RedisStore,
+        address,
+        packed: bytes,
+        codec: Codec,
+        base: str,
+        time: float,
+        then: Reply,
+        link: AsyncLink | None = None,
+        tracking: int = 0,
+    ):
         self.store = store
         self.address = address
         self.packed = packed
@@ -856,13 +922,28 @@ class ReadReplies(LinkReply):
         self.base = base
         self.time = time
         self.then = then
+        self.link = link
+        self.tracking = tracking
+
+    def __call__(self, replies: list | None, error: BaseException | None) -> None:
+        if self.tracking and (error is not None or has_error(replies)):
+            self.tracking = 0  # not cached: the read failed, or goes on elsewhere
+            self.store.near.abandoned(self.base)
+        LinkReply.__call__(self, replies, error)
 
     def answered(self, replies: list) -> None:
         try:
             state = decoded_state(self.codec, replies, self.base)
         except Exception as failure:  # noqa: BLE001 - StoreUnavailable (state another service wrote), or a bug
+            if self.tracking:
+                self.store.near.abandoned(self.base)
             self.then(None, failure)
             return
+        if self.tracking:
+            if self.link.tracking == self.tracking:
+                self.store.near.filled(self.base, self.codec, self.time, state)
+            else:
+                self.store.near.abandoned(self.base)
         self.then(state, None)
 
     async def awaited(self, replies: list) -> CustomerState:
@@ -879,19 +960,51 @@ class ReadReplies(LinkReply):
 
 
 class CommitReply(LinkReply):
-    """An awaited commit's replies: recorded, or refused by a cap."""
+    """An awaited commit's replies: recorded (and applied to the near cache), or refused
+    by a cap (the near cache forgets the customer: the decision reads Redis again)."""
 
-    __slots__ = ("base", "commands")
+    __slots__ = ("base", "commands", "needs", "write")
 
-    def __init__(self, store: RedisStore, address, base: str, commands: list[tuple], then: Reply):
+    def __init__(
+        self,
+        store: RedisStore,
+        address,
+        base: str,
+        commands: list[tuple],
+        then: Reply,
+        needs: StateNeeds | None = None,
+        write: StateWrite | None = None,
+    ):
         self.store = store
         self.address = address
         self.base = base
         self.commands = commands
         self.then = then
+        self.needs = needs
+        self.write = write
+
+    def __call__(self, replies: list | None, error: BaseException | None) -> None:
+        near = self.store.near
+        if near is not None and (error is not None or has_error(replies)):
+            near.forget(self.base)
+        LinkReply.__call__(self, replies, error)
 
     def answered(self, replies: list) -> None:
-        self.then(committed(self.commands, replies), None)
+        try:
+            made = committed(self.commands, replies)
+        except Exception as failure:  # noqa: BLE001 - StoreUnavailable: Redis refused the write
+            near = self.store.near
+            if near is not None:
+                near.forget(self.base)
+            self.then(None, failure)
+            return
+        near = self.store.near
+        if near is not None:
+            if made:
+                near.wrote(self.base, self.store.codec(self.needs), self.write)
+            else:
+                near.forget(self.base)
+        self.then(made, None)
 
     def awaited(self, replies: list):
         return self.store.commit_tries_async(self.base, self.commands, (self.address, replies))
