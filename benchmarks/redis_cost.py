@@ -222,7 +222,9 @@ def decide_all(engine, events: list[dict], mode: str, callers: int, rate: float)
     return decisions
 
 
-def measure(url: str, name: str, mode: str, count: int, callers: int, rate: float, callgrind=None) -> dict:
+def measure(
+    url: str, name: str, mode: str, count: int, callers: int, rate: float, callgrind=None, near_cache: int = 0
+) -> dict:
     import redis
 
     from nba.engine import Engine
@@ -231,7 +233,7 @@ def measure(url: str, name: str, mode: str, count: int, callers: int, rate: floa
     ruleset, profiles, events = workload(name, count)
     admin = redis.Redis.from_url(url)
     admin.flushdb()
-    store = RedisStore(url, latency_budget_s=1.0, write_timeout_s=1.0, connect_timeout_s=1.0)
+    store = RedisStore(url, latency_budget_s=1.0, write_timeout_s=1.0, connect_timeout_s=1.0, near_cache=near_cache)
     engine = Engine(ruleset, store, max_event_ahead_s=None)
     memory = Engine(ruleset, max_event_ahead_s=None)
     for profile in profiles:
@@ -324,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", metavar="URL", default=None, help="a Redis to use (its database is flushed)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument(
+        "--near-cache", type=int, default=0, help="customers the store's near cache holds (default 0: none)"
+    )
+    parser.add_argument(
         "--callgrind",
         action="store_true",
         help="run redis-server under valgrind's callgrind and report its instructions per decision (slow, but steady)",
@@ -353,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.callers,
                         args.rate,
                         server if args.callgrind else None,
+                        args.near_cache,
                     )
                     for _ in range(args.repeat)
                 ]

@@ -27,6 +27,7 @@ machine degrades no decision and every run does the same work.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import socket
@@ -84,10 +85,15 @@ def put_profiles(port: int, customers: int, seed: int) -> None:
         read_answers(sock, b"", len(frames))
 
 
-def server_command(rules: Path, redis_url: str | None, budget_ms: float, callgrind_out: str | None) -> list[str]:
+def server_command(
+    rules: Path, redis_url: str | None, budget_ms: float, callgrind_out: str | None, near_cache: int = 0
+) -> list[str]:
     command = [sys.executable, "-m", "nba.engine.server", str(rules), "--port", "0"]
     if redis_url is not None:
-        command += ["--redis", f"{redis_url}?latency_budget_ms={budget_ms:g}&write_timeout_ms={max(50, budget_ms):g}"]
+        query = f"latency_budget_ms={budget_ms:g}&write_timeout_ms={max(50, budget_ms):g}"
+        if near_cache:
+            query += f"&near_cache={near_cache}"
+        command += ["--redis", f"{redis_url}?{query}"]
     if callgrind_out is not None:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}", *command]
     return command
@@ -117,6 +123,8 @@ def syscalls_counted(perf: subprocess.Popen) -> dict[str, int]:
 def instructions_dumped(pid: int, out: str) -> int:
     """Ask callgrind to dump what it counted since it was zeroed; that dump's total."""
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    if os.environ.get("NBA_KEEP_CALLGRIND"):
+        shutil.copy(out + ".1", os.environ["NBA_KEEP_CALLGRIND"])
     for line in Path(out + ".1").read_text(errors="replace").splitlines():
         if line.startswith("summary:"):
             return int(line.split()[1])
@@ -133,7 +141,9 @@ def measure(args: argparse.Namespace) -> dict:
         callgrind_out = str(work / "callgrind.out") if args.callgrind else None
         budget_ms = 2000.0 if args.callgrind else args.budget_ms
         redis = None if args.memory else stack.enter_context(ThrowawayRedis())
-        server = Process(server_command(rules, redis and redis.url, budget_ms, callgrind_out), "nba serve")
+        server = Process(
+            server_command(rules, redis and redis.url, budget_ms, callgrind_out, args.near_cache), "nba serve"
+        )
         stack.callback(server.stop)
         return measure_server(args, server, redis, callgrind_out)
 
@@ -191,6 +201,9 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--near-cache", type=int, default=0, help="customers the store's near cache holds (default 0: none)"
+    )
     parser.add_argument("--batch", type=int, default=1, help="frames per connection per tick (default 1)")
     parser.add_argument("--connections", type=int, default=4, help="connections (default 4)")
     parser.add_argument("--decisions", type=int, default=None, help="measured decisions (default 20000)")

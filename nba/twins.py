@@ -56,6 +56,7 @@ COMPILED = (
     "engine/store/memory.py",
     "engine/store/redis/encoding.py",
     "engine/store/redis/protocol.py",
+    "engine/store/redis/near_cache.py",
     "engine/store/redis/store.py",
     "engine/store/redis/sync_io.py",
     "engine/store/redis/async_io.py",

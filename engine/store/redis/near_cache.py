@@ -31,9 +31,11 @@ How it stays exact:
   invalidation connection is lost (Redis forgets a closed connection's tracking), when
   Redis flushes a database, and when a cluster's slot table changes; the node's reads
   are not cached until tracking is on again.
-- **Late news first.** Before a decision uses an entry, the invalidation connection's
-  socket is read (``InvalidationListener.drain``): a write Redis acknowledged to its
-  writer before this process received the event has had its invalidation sent first.
+- **News in the same loop turn.** The invalidation connection is read by the event
+  loop as soon as bytes arrive, like the clients' sockets. Redis sends an invalidation in
+  the same moment as its reply to the writer (the write's command runs, then both are
+  written out), so a decision may meet an entry an instant before its invalidation is
+  read: it then decides as on a read sent that instant earlier.
 - **Caps are never decided by the cache.** A commit that records contacts is the commit
   script, which counts the contacts in Redis atomically, whatever this process believed;
   a refused commit drops the entry and the decision reads Redis again (DSL.md step 6).

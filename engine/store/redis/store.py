@@ -575,6 +575,11 @@ class RedisStore(Store):
     async def read_async(self, customer_id: str, needs: StateNeeds, time: float) -> CustomerState:
         codec = self.codec(needs)
         _, base, base_bytes = self.base(customer_id)
+        near = self.near
+        if near is not None:
+            address, link = self.open_link(base)
+            if link is not None and link.tracking:
+                return await self.read_tracked(near, link, address, codec, base, base_bytes, time)
         replies = await self.call_packed_async(
             base,
             codec.read_request(base_bytes, time),
@@ -583,6 +588,39 @@ class RedisStore(Store):
             lambda: codec.read_commands(base, time),
         )
         return decoded_state(codec, replies, base)
+
+    async def read_tracked(
+        self, near: NearCache, link: AsyncLink, address, codec: Codec, base: str, base_bytes: bytes, time: float
+    ) -> CustomerState:
+        """``read_async`` on a tracked link: from the near cache, or read and kept there."""
+        state = self.cached(near, link, base, codec, time)
+        if state is not None:
+            return state
+        tracking = link.tracking
+        packed = codec.read_request(base_bytes, time)
+        future = link.request(packed, codec.count, self.latency_budget_s)
+        near.started(base)
+        try:
+            replies = await future
+            if has_error(replies):
+                replies = await self.follow_async(
+                    address,
+                    packed,
+                    codec.count,
+                    self.latency_budget_s,
+                    lambda: codec.read_commands(base, time),
+                    replies,
+                )
+                tracking = 0  # answered elsewhere: not kept
+            state = decoded_state(codec, replies, base)
+        except BaseException:
+            near.abandoned(base)
+            raise
+        if tracking and link.tracking == tracking:
+            near.filled(base, codec, time, state)
+        else:
+            near.abandoned(base)
+        return state
 
     def read_then(self, customer_id: str, needs: StateNeeds, time: float, then: Reply) -> None:
         """``read_async`` answered by a callback on the key's open link: no task, no future.
@@ -598,7 +636,6 @@ class RedisStore(Store):
                 tracking = link.tracking if near is not None else 0
                 if tracking:
                     state = self.cached(near, link, base, codec, time)
-                    tracking = link.tracking  # the drain may have found the invalidation connection lost
                 if state is None:
                     packed = codec.read_request(base_bytes, time)
                     link.request_then(
@@ -622,8 +659,12 @@ class RedisStore(Store):
             then(None, failure)
 
     def cached(self, near: NearCache, link: AsyncLink, base: str, codec: Codec, time: float) -> CustomerState | None:
-        """The near cache's state of the customer, after the invalidations that have arrived."""
-        link.listener.drain()
+        """The near cache's state of the customer.
+
+        The invalidations that arrived are read by the event loop (``InvalidationListener``)
+        in the turn they arrive, not here: an event read in the same turn before them may be
+        decided on the entry they drop, as on a read sent a moment earlier. (Reading the
+        socket at every decision cost more than the rest of the hit: a system call.)"""
         changes = self.topology.changes
         if near.topology_changes != changes:  # keys may live on another node now
             near.topology_changes = changes
@@ -656,13 +697,26 @@ class RedisStore(Store):
             clock.sleep(RETRY_PAUSE_S)
 
     async def commit_async(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
-        self.forget(customer_id)
         base, commands, wait = self.commit_plan(customer_id, needs, write)
         if commands is None:
             return wait
+        near = self.near
         if not wait and self.sent_at_once(base, commands):
+            if near is not None:
+                near.wrote(base, self.codec(needs), write)
             return True
-        return await self.commit_tries_async(base, commands)
+        if near is None:
+            return await self.commit_tries_async(base, commands)
+        try:
+            made = await self.commit_tries_async(base, commands)
+        except BaseException:
+            near.forget(base)
+            raise
+        if made:  # landed, on whichever connection: another of this process's would be announced
+            near.wrote(base, self.codec(needs), write)
+        else:
+            near.forget(base)
+        return made
 
     async def commit_tries_async(
         self, base: str, commands: list[tuple], first: tuple[tuple[str, int], list] | None = None
