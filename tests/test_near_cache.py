@@ -349,6 +349,75 @@ def test_a_node_that_refuses_tracking_is_read_at_every_decision(redis_server, ru
     assert caplog.text.count("does not track keys for the near cache") == 1
 
 
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=3)), max_size=3),
+)
+
+
+@seed(20261207)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    writes=st.lists(
+        st.tuples(
+            st.one_of(st.floats(0, 30), st.integers(0, 30)),  # seconds after the start: a float or an int time
+            st.dictionaries(st.sampled_from(("a", "b")), FIELD_VALUES, max_size=2),
+            st.booleans(),  # with a contact
+            st.one_of(st.none(), FIELD_VALUES),  # a profile field set
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_what_the_cache_holds_is_what_redis_reads_back(redis_url, writes):
+    """Whatever values a write holds (an int time, lists, ints beyond 64 bits, ...), the
+    entry the cache made of them is the state a read of Redis gives."""
+    from nba.dsl.needs import HistoryNeed, StateNeeds
+    from nba.engine.state import Contact, History, StateWrite
+
+    needs = StateNeeds({"view": HistoryNeed(("a", "b"), 60.0, 0.0)}, 60.0, {"score": "number"})
+    redis.Redis.from_url(redis_url).flushdb()
+    start = int(time.time()) - 100
+
+    async def scenario():
+        cached = RedisStore(redis_url, near_cache=10, latency_budget_s=2.0)
+        plain = RedisStore(redis_url, latency_budget_s=2.0)
+        try:
+            await cached.read_async("c0", needs, start)  # opens the link
+            await cached.read_async("c0", needs, start)  # read, and kept
+            for offset, record, with_contact, value in writes:
+                at = start + offset
+                contacts = [Contact(at, "r", "a", "web")] if with_contact else []
+                profile_set = {"score": value} if value is not None else {}
+                write = StateWrite(at, "view", record, contacts, [], profile_set)
+                assert await cached.commit_async("c0", needs, write)
+            read_at = start + 30
+            from_cache = await cached.read_async("c0", needs, read_at)
+            assert cached.counters()["near_cache_hits"] >= 1
+            await asyncio.sleep(0.01)  # the writes sent without waiting go out within a millisecond
+            from_redis = await plain.read_async("c0", needs, read_at)
+
+            def window(history: History | None) -> list:
+                if history is None:
+                    return []
+                rows = zip(history.times, *(history.columns[name] for name in ("a", "b")))
+                return [row for row in rows if row[0] > read_at - 60.0]
+
+            assert window(from_cache.history.get("view")) == window(from_redis.history.get("view"))
+            assert [c for c in from_cache.contacts if c.time > read_at - 60.0] == from_redis.contacts
+            assert from_cache.kept_from == from_redis.kept_from
+            assert from_cache.profile == from_redis.profile
+        finally:
+            await cached.close_async()
+            await plain.close_async()
+
+    asyncio.run(scenario())
+
+
 def test_the_url_option_says_how_many_customers():
     assert store_options_in("redis://h:1/0?near_cache=5000")[1] == {"near_cache": 5000}
     with pytest.raises(ValueError, match="near_cache must be a whole number"):

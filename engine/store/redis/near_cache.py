@@ -278,20 +278,25 @@ def apply_write(entry: CachedCustomer, codec: Codec, write: StateWrite, max_even
         if need is not None and need.keep > 0:
             if entry.fields[event_type] != need.fields:
                 raise ValueError("the history was read with other fields")
-            head, tail = event_parts(write.time, record)
-            time, _number, fields = unpack_member(head + ANY_NUMBER + tail)
-            add_event(entry, event_type, need, time, fields, max_events)
+            time = write.time
+            if time.__class__ is not float or not as_read_back(record):
+                head, tail = event_parts(time, record)
+                time, _number, record = unpack_member(head + ANY_NUMBER + tail)
+            add_event(entry, event_type, need, time, record, max_events)
             cutoff = time - entry.windows[event_type] - READ_SLACK_S
             if cutoff > entry.history_from[event_type]:
                 entry.history_from[event_type] = cutoff
                 let_go(entry.history[event_type], cutoff)
     contacts = write.contacts
     if contacts and codec.with_contacts and entry.contacts_from != NOT_READ:
-        members = []
-        for contact in contacts:
-            head, tail = contact_parts(contact)
-            members.append(head + ANY_NUMBER + tail)
-        add_contacts(entry, decode_contacts(members), write.time, codec.contact_keep, max_contacts)
+        if write.time.__class__ is not float:  # an int time: read back as msgpack keeps it
+            members = []
+            for contact in contacts:
+                head, tail = contact_parts(contact)
+                members.append(head + ANY_NUMBER + tail)
+            contacts = decode_contacts(members)
+        # else a float time and the names (str, or None for the channel) read back as they are
+        add_contacts(entry, contacts, write.time, codec.contact_keep, max_contacts)
         cutoff = write.time - entry.contact_window - READ_SLACK_S
         if cutoff > entry.contacts_from:  # not a trim: kept_from stays what Redis's trims made it
             entry.contacts_from = cutoff
@@ -299,6 +304,23 @@ def apply_write(entry: CachedCustomer, codec: Codec, write: StateWrite, max_even
             start = bisect_right(contacts, cutoff, key=contact_time)
             if start:
                 del contacts[:start]
+
+
+PLAIN = frozenset({str, float, bool, type(None)})  # read back from msgpack as they are written
+INT_RANGE = (-(2**63), 2**64)  # an int msgpack keeps as an int (beyond: an ext this store reads back too)
+
+
+def as_read_back(record: dict) -> bool:
+    """Whether every value of ``record`` reads back from its msgpack bytes unchanged (the
+    usual event: strings, numbers, flags), so that the cache can keep the record as it is."""
+    for value in record.values():
+        kind = value.__class__
+        if kind is int:
+            if not INT_RANGE[0] <= value < INT_RANGE[1]:
+                return False
+        elif kind not in PLAIN:
+            return False
+    return True
 
 
 def let_go(history: History, cutoff: float) -> None:
