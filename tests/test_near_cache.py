@@ -164,6 +164,19 @@ def near_engine(rules_path, url: str, size: int = 100) -> Engine:
     return Engine.from_path(rules_path, redis_url=f"{url}{separator}near_cache={size}&latency_budget_ms=2000")
 
 
+def with_near_engine(rules_path, url: str, body) -> None:
+    """``await body(engine)`` on a near-cached engine whose link is open; the engine closed after."""
+
+    async def scenario():
+        engine = await opened(near_engine(rules_path, url))
+        try:
+            await body(engine)
+        finally:
+            await engine.store.close_async()
+
+    asyncio.run(scenario())
+
+
 async def opened(engine: Engine) -> Engine:
     """The engine once its link is open (a first decision, of another customer, opens it:
     decisions before that take the awaited path, which does not cache)."""
@@ -172,19 +185,15 @@ async def opened(engine: Engine) -> Engine:
 
 
 def test_decisions_are_answered_from_memory_after_the_first_read(redis_url, rules_path):
-    async def scenario():
-        engine = await opened(near_engine(rules_path, redis_url))
-        try:
-            at = time.time()
-            for step in range(10):
-                await decide_then(engine, event(0, "page_view", at + step, 1))
-            counters = engine.store.counters()
-            assert counters["near_cache_hits"] >= 8
-            assert counters["near_cache_customers"] == 1
-        finally:
-            await engine.store.close_async()
+    async def body(engine):
+        at = time.time()
+        for step in range(10):
+            await decide_then(engine, event(0, "page_view", at + step, 1))
+        counters = engine.store.counters()
+        assert counters["near_cache_hits"] >= 8
+        assert counters["near_cache_customers"] == 1
 
-    asyncio.run(scenario())
+    with_near_engine(rules_path, redis_url, body)
 
 
 def test_a_cap_reached_by_another_process_is_never_exceeded_by_a_stale_entry(redis_url, rules_path):
@@ -219,39 +228,31 @@ def test_a_cap_reached_by_another_process_is_never_exceeded_by_a_stale_entry(red
 
 
 def test_another_writer_is_seen_at_the_next_decision(redis_url, rules_path):
-    async def scenario():
-        engine = await opened(near_engine(rules_path, redis_url))
-        try:
-            at = time.time()
-            made = await decide_then(engine, event(0, "purchase", at, 20))
-            assert made["rule"] == "default"
-            client = redis.Redis.from_url(redis_url)
-            client.hset("nba:{c0}:p", "tier", "platinum")
-            await eventually(lambda: engine.store.counters()["near_cache_invalidations"] >= 1, "the invalidation")
-            made = await decide_then(engine, event(0, "page_view", at + 1, 1))
-            assert made["params"]["tier"] == "platinum"
-        finally:
-            await engine.store.close_async()
+    async def body(engine):
+        at = time.time()
+        made = await decide_then(engine, event(0, "purchase", at, 20))
+        assert made["rule"] == "default"
+        client = redis.Redis.from_url(redis_url)
+        client.hset("nba:{c0}:p", "tier", "platinum")
+        await eventually(lambda: engine.store.counters()["near_cache_invalidations"] >= 1, "the invalidation")
+        made = await decide_then(engine, event(0, "page_view", at + 1, 1))
+        assert made["params"]["tier"] == "platinum"
 
-    asyncio.run(scenario())
+    with_near_engine(rules_path, redis_url, body)
 
 
 def test_a_flushed_database_empties_the_cache(redis_url, rules_path):
-    async def scenario():
-        engine = await opened(near_engine(rules_path, redis_url))
-        try:
-            at = time.time()
-            await decide_then(engine, event(0, "purchase", at, 20))
-            assert engine.store.counters()["near_cache_customers"] == 1
-            await asyncio.sleep(0.01)  # its writes go out within a millisecond
-            redis.Redis.from_url(redis_url).flushdb()
-            await eventually(lambda: engine.store.counters()["near_cache_customers"] == 0, "the cache emptied")
-            made = await decide_then(engine, event(0, "page_view", at + 1, 1))
-            assert made["params"]["value"] == 0  # the lifetime value written before is gone
-        finally:
-            await engine.store.close_async()
+    async def body(engine):
+        at = time.time()
+        await decide_then(engine, event(0, "purchase", at, 20))
+        assert engine.store.counters()["near_cache_customers"] == 1
+        await asyncio.sleep(0.01)  # its writes go out within a millisecond
+        redis.Redis.from_url(redis_url).flushdb()
+        await eventually(lambda: engine.store.counters()["near_cache_customers"] == 0, "the cache emptied")
+        made = await decide_then(engine, event(0, "page_view", at + 1, 1))
+        assert made["params"]["value"] == 0  # the lifetime value written before is gone
 
-    asyncio.run(scenario())
+    with_near_engine(rules_path, redis_url, body)
 
 
 def client_ids(url: str) -> dict[str, list[int]]:
@@ -290,29 +291,25 @@ def test_a_lost_invalidation_connection_empties_the_cache_and_tracking_comes_bac
 
 
 def test_a_lost_link_empties_the_cache(redis_url, rules_path):
-    async def scenario():
-        engine = await opened(near_engine(rules_path, redis_url))
-        try:
-            at = time.time()
-            await decide_then(engine, event(0, "purchase", at, 20))
-            await asyncio.sleep(0.01)  # its writes go out within a millisecond
-            before = engine.store.counters()["near_cache_flushes"]
-            client = redis.Redis.from_url(redis_url)
-            for client_id in client_ids(redis_url)["other"]:
-                if client_id != client.client_id():
-                    client.client_kill_filter(_id=client_id)
-            await eventually(lambda: engine.store.counters()["near_cache_flushes"] > before, "the cache emptied")
-            assert engine.store.counters()["near_cache_customers"] == 0
-            made = None
-            for step in range(20):  # the first decisions after may be degraded while it reconnects
-                made = await decide_then(engine, event(0, "page_view", at + 1 + step, 1))
-                if not made["degraded"]:
-                    break
-            assert made["params"]["value"] == 20  # the purchase's update, read from Redis again
-        finally:
-            await engine.store.close_async()
+    async def body(engine):
+        at = time.time()
+        await decide_then(engine, event(0, "purchase", at, 20))
+        await asyncio.sleep(0.01)  # its writes go out within a millisecond
+        before = engine.store.counters()["near_cache_flushes"]
+        client = redis.Redis.from_url(redis_url)
+        for client_id in client_ids(redis_url)["other"]:
+            if client_id != client.client_id():
+                client.client_kill_filter(_id=client_id)
+        await eventually(lambda: engine.store.counters()["near_cache_flushes"] > before, "the cache emptied")
+        assert engine.store.counters()["near_cache_customers"] == 0
+        made = None
+        for step in range(20):  # the first decisions after may be degraded while it reconnects
+            made = await decide_then(engine, event(0, "page_view", at + 1 + step, 1))
+            if not made["degraded"]:
+                break
+        assert made["params"]["value"] == 20  # the purchase's update, read from Redis again
 
-    asyncio.run(scenario())
+    with_near_engine(rules_path, redis_url, body)
 
 
 def test_a_node_that_refuses_tracking_is_read_at_every_decision(redis_server, rules_path, caplog):

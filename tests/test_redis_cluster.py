@@ -343,20 +343,24 @@ def test_a_write_told_to_try_again_is_tried_again(redis_cluster, redis_cluster_u
         store.close()
 
 
-def test_a_write_that_records_a_contact_is_awaited_even_without_a_cap(store):
+def test_a_write_whose_contacts_a_cap_counts_is_awaited_and_one_no_cap_counts_is_not(store):
+    """No cap or policy counts the contacts of an uncapped rule: the answer does not depend
+    on their write, which goes like the event's, without waiting. A counted contact is
+    recorded before the answer."""
     contact = Contact(T0, "r1", "a1", "email")
-    uncapped = StateWrite(
-        time=T0,
-        event_type="page_view",
-        event_record={"category": "x"},
-        contacts=[contact],
-        cap_checks=[],
-        profile_set={},
-    )
-    assert store.commit("uncapped", NEEDS, uncapped)
-    address = store.topology.address_for(KeyLayout().meta("uncapped"))
-    assert not store.sync_nodes[address].free[-1].unread  # before: sent without waiting
-    assert len(store.read("uncapped", NEEDS, T0).contacts) == 1
+    for customer, checks, waited in (("uncapped", [], False), ("capped", [CAP], True)):
+        write = StateWrite(
+            time=T0,
+            event_type="page_view",
+            event_record={"category": "x"},
+            contacts=[contact],
+            cap_checks=checks,
+            profile_set={},
+        )
+        assert store.commit(customer, NEEDS, write)
+        address = store.topology.address_for(KeyLayout().meta(customer))
+        assert bool(store.sync_nodes[address].free[-1].unread) is not waited
+        assert len(store.read(customer, NEEDS, T0).contacts) == 1  # read after the write, on its connection
 
 
 # -- faults under load: a master killed, slots moved (a few seconds of traffic each)

@@ -57,6 +57,13 @@ def engine_acl() -> str:
     return " ".join(words[3:]).replace(">ENGINE_PASSWORD", ">" + ENGINE_PASSWORD)
 
 
+def near_cache_acl() -> str:
+    """The rules docs/redis-security.md adds for the near cache."""
+    match = re.search(r"```\n(ACL SETUSER nba-engine \+client[^`]*?)\n```", DOC.read_text(encoding="utf-8"))
+    assert match, "docs/redis-security.md lost the near cache's ACL SETUSER block"
+    return " ".join(match.group(1).split()[3:])
+
+
 @pytest.fixture
 def rules(tmp_path):
     path = tmp_path / "offer.rules"
@@ -154,6 +161,31 @@ def test_a_password_changed_under_a_running_engine_degrades_and_is_logged_once(r
 
 
 # ------------------------------------------------------------------ an ACL user
+
+
+def test_the_documented_acl_user_with_the_near_cache_rules_lets_it_track(rules, stop_after, caplog):
+    redis = server(password=PASSWORD, users=(f"nba-engine {engine_acl()} {near_cache_acl()}",))
+    stop_after(redis)
+    url = redis.url_for(user="nba-engine", password=ENGINE_PASSWORD, near_cache="100")
+    engine = Engine.from_path(rules, redis_url=url, **RELAXED)
+
+    async def decide_twice():
+        engine.put_profile("n1", {"tier": "gold"})
+        await engine.decide_async({"customer_id": "n0", "type": "visit"})  # opens the link
+        first = await engine.decide_async({"customer_id": "n1", "type": "visit"})
+        second = await engine.decide_async({"customer_id": "n1", "type": "visit"})
+        counters = engine.store.counters()
+        await engine.store.close_async()
+        return first, second, counters
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            first, second, counters = asyncio.run(decide_twice())
+    finally:
+        engine.close()
+    assert (first.action, second.action, second.degraded) == ("offer", "nothing", False)
+    assert counters["near_cache_hits"] >= 1, counters
+    assert "does not track keys" not in caplog.text
 
 
 def test_the_documented_acl_user_is_enough_and_no_more(rules, stop_after):

@@ -868,7 +868,8 @@ def test_a_member_the_script_cannot_renumber_writes_nothing(store, client, monke
     same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
     monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
     huge = 10**30  # a time of more than 64 bits: msgpack ext, where no number can be found after it
-    twin = event(T0, contacts=[contact(huge)])
+    # a cap at stake, so the write is awaited (one no cap counts would be sent without waiting)
+    twin = event(T0, contacts=[contact(huge)], caps=[CapCheck("all", None, 100, DAY)])
     assert store.commit("c1", NEEDS, twin)
     with pytest.raises(StoreUnavailable):
         store.commit("c1", NEEDS, twin)

@@ -101,8 +101,16 @@ def store_metrics(snap: dict):
         ("retried_writes", "nba_store_retried_writes", "Awaited commits tried again after TRYAGAIN"),
         ("slot_table_fetches", "nba_redis_slot_table_fetches", "Redis Cluster slot table fetches"),
         ("node_down_events", "nba_redis_node_down", "Redis nodes seen going down"),
+        ("near_cache_hits", "nba_near_cache_hits", "Decisions whose state the near cache held"),
+        ("near_cache_misses", "nba_near_cache_misses", "Decisions whose state was read from Redis (near cache on)"),
+        ("near_cache_invalidations", "nba_near_cache_invalidations", "Near cache entries dropped: a key changed"),
+        ("near_cache_flushes", "nba_near_cache_flushes", "Times the near cache was emptied (tracking lost, ...)"),
     ):
         if key in counters:
             yield CounterMetricFamily(name, doc, value=counters[key])
     if "nodes_down" in counters:
         yield GaugeMetricFamily("nba_redis_nodes_down", "Redis nodes down now", value=counters["nodes_down"])
+    if "near_cache_customers" in counters:
+        yield GaugeMetricFamily(
+            "nba_near_cache_customers", "Customers the near cache holds now", value=counters["near_cache_customers"]
+        )

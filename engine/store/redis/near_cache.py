@@ -60,7 +60,7 @@ from nba.engine.store.redis.encoding import (
     event_parts,
     unpack_member,
 )
-from nba.engine.store.redis.protocol import Codec, Retention
+from nba.engine.store.redis.protocol import Codec, Retention, base_of
 
 NOT_READ = float("inf")
 READ_SLACK_S = 1.0  # held beyond the reads' windows, so that an event a little out of order is still answered here  # an entry's contacts_from when its contacts were never read
@@ -219,9 +219,9 @@ class NearCache:
         for key in keys:
             if key.__class__ is bytes:
                 key = key.decode("utf-8", "replace")
-            end = key.rfind("}:")  # the base is P:{C}; what follows is :p, :c, :m, :h:TYPE, :x:KEY
-            if end > 0:
-                self.forget(key[: end + 1])
+            base = base_of(key)
+            if base:
+                self.forget(base)
 
     def flush(self) -> None:
         """Drop every entry (tracking lost, a database flushed, the slot table changed)."""

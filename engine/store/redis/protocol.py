@@ -84,6 +84,12 @@ class KeyLayout:
         return self.base(customer_id) + ":m"
 
 
+def base_of(key: str) -> str:
+    """The customer's key base (``P:{C}``) of one of its keys (``P:{C}:p``, ``P:{C}:h:TYPE``,
+    ...: what follows the base names no ``}``); "" for a key of no customer."""
+    return key[: key.rfind("}:") + 1]
+
+
 # ---------------------------------------------------------------------------------------
 # Writing a decision
 #

@@ -30,6 +30,7 @@ from nba.engine.store.redis.protocol import (
     RedisAccessDenied,
     Retention,
     Topology,
+    base_of,
     checked,
     cluster_is_changing,
     commit_once_command,
@@ -65,10 +66,11 @@ class RedisStore(Store):
     bounds a commit, ``io_timeout_s`` the profile calls, ``connect_timeout_s`` a connect;
     after a failed connect, calls fail fast for ``retry_interval_s`` before trying again.
 
-    A write that records contacts (what the answer gave) is always awaited: a decision
-    whose contacts could not be recorded is degraded (the engine decides again without
+    A write whose contacts a cap or policy counts is always awaited: a decision whose
+    counted contacts could not be recorded is degraded (the engine decides again without
     state), never told as given. Any other write (the event kept for history, profile
-    updates) cannot be refused, so unless ``wait_for_writes`` it is sent without waiting
+    updates, contacts no cap or policy counts) cannot be refused, so unless
+    ``wait_for_writes`` it is sent without waiting
     for its reply on a node's open connection (read on the connection's next round trip,
     which sees the write: Redis answers one connection in order); with no open connection
     to the node it is awaited. A write sent without waiting that Redis turns down later
@@ -831,10 +833,12 @@ class RedisStore(Store):
         return base, commands, not self.may_send_only(write, codec)
 
     def may_send_only(self, write: StateWrite, codec: Codec) -> bool:
-        """A write that records no contact (no cap can refuse it, and the answer does not
-        depend on it): unless told to wait, send it and go on. A write that records
-        contacts is awaited, so that a decision is never told given and not recorded."""
-        return not self.wait_for_writes and not (write.contacts and codec.with_contacts)
+        """A write no cap or policy is at stake in (no contact, or contacts that no cap or
+        policy of the ruleset counts: no check can refuse it, and the answer does not
+        depend on it): unless told to wait, send it and go on. A write whose contacts a
+        cap or policy counts is awaited, so that such a decision is never told given and
+        not recorded (its caps are checked atomically in Redis)."""
+        return not self.wait_for_writes and not (write.contacts and codec.with_contacts and write.cap_checks)
 
     def send_only(self, key: str, commands: list[tuple]) -> None:
         if self.topology.cluster is None:
@@ -910,11 +914,6 @@ def applied(command: tuple, reply: Any) -> bool:
 def command_key(command: tuple) -> str:
     """The key a write is sent for (the first of a script's keys)."""
     return command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
-
-
-def base_of(key: str) -> str:
-    """The customer's key base (``P:{C}``) of one of its keys."""
-    return key[: key.rfind("}:") + 1]
 
 
 def profile_from(key: str, replies: list, needs: StateNeeds) -> dict:
