@@ -604,7 +604,7 @@ class AsyncNode:
                 "redis %s:%d: no invalidation connection for the near cache yet: %s", *self.endpoint.address, error
             )
             return 0
-        await conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP")
+        await conn.send_command(*tracking_command(listener.client_id))
         try:
             reply = await conn.read_response()
         except ResponseError as error:
@@ -648,7 +648,7 @@ class AsyncNode:
                 pack_commands(
                     [
                         ("CLIENT", "TRACKING", "OFF"),
-                        ("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP"),
+                        tracking_command(listener.client_id),
                     ]
                 ),
                 2,
@@ -703,6 +703,22 @@ def never() -> bool:
 
 
 TRACK_AGAIN_ERRORS = (*CONNECTION_ERRORS, StoreUnavailable)
+
+
+def tracking_command(listener_id: int) -> tuple:
+    """Tracking on for a link: every key it reads is tracked, and a change to it by another
+    connection announced to ``listener_id``; the link's own writes are not (NOLOOP).
+
+    Redis stops tracking a key at its first change, the link's own included (NOLOOP only
+    keeps that one from being announced): so each write the near cache applies itself is
+    followed, in the same pipeline, by a read of the keys it wrote (``RedisStore``'s
+    ``EXISTS``), which tracks them again. (Broadcast mode would need no such read, but
+    it announces a script's writes as another client's, and within one turn of Redis's
+    event loop it names only the last writer of a key: another's change followed by the
+    link's own would go unannounced.)"""
+    return ("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "NOLOOP")
+
+
 TRACKINGS = [0]  # the last tracking number given (near cache)
 
 

@@ -14,7 +14,10 @@ How it stays exact:
   and, when any other connection writes, expires, evicts or flushes one, sends its name
   to the node's invalidation connection (``tracking.InvalidationListener``, subscribed
   to ``__redis__:invalidate``). The customer's entry is dropped; the next decision reads
-  Redis. ``NOLOOP``: the link's own writes are not announced back...
+  Redis. Redis stops tracking a key at its first change, the link's own included, so
+  each of the link's writes is followed in its pipeline by an ``EXISTS`` of the keys it
+  wrote, which tracks them again. ``NOLOOP``: the link's own writes are not announced
+  back...
 - **...because this process applies them itself** (``wrote``): the event kept, the
   contacts recorded, the ``on`` updates, each passed through the bytes Redis stores and
   read back as a Redis read would (so an int stays an int, a tuple becomes a list), and
@@ -107,6 +110,8 @@ class NearCache:
         "invalidations",
         "flushes",
         "topology_changes",
+        "kept_codec",
+        "wider",
     )
 
     def __init__(self, size: int, retention: Retention):
@@ -122,6 +127,8 @@ class NearCache:
         self.invalidations = 0  # entries dropped because Redis said a key changed
         self.flushes = 0
         self.topology_changes = 0  # the store's slot table changes seen (a change empties the cache)
+        self.kept_codec: Codec | None = None  # the ruleset's (what is kept), as the last write said
+        self.wider: dict[int, tuple] = {}  # id(a read's codec) -> (it, the kept codec, whether that reads all it does)
 
     # -- reads
 
@@ -133,6 +140,21 @@ class NearCache:
             return entry
         self.misses += 1
         return None
+
+    def read_codec(self, codec: Codec) -> Codec:
+        """What to read of a customer the cache does not hold, for a decision that reads
+        ``codec``: all the ruleset keeps (its longest windows of every type, the contacts),
+        when it is known and reads all ``codec`` does, so that the customer's next events of
+        other types are answered here too; else ``codec``."""
+        kept = self.kept_codec
+        if kept is None or kept is codec:
+            return codec
+        known = self.wider.get(id(codec))
+        if known is None or known[0] is not codec or known[1] is not kept:
+            if len(self.wider) > 1024:
+                self.wider.clear()
+            known = self.wider[id(codec)] = (codec, kept, reads_all_of(kept, codec))
+        return kept if known[2] else codec
 
     def started(self, base: str) -> None:
         """A read of the customer goes to Redis (on a tracked link); ``filled`` or ``abandoned`` follows."""
@@ -194,6 +216,7 @@ class NearCache:
         """``write`` was sent on a tracked link (``NOLOOP``: Redis will not say): apply it
         to the customer's entry as Redis applies it. ``codec`` is the ruleset's (what is
         kept), not a decision's read."""
+        self.kept_codec = codec
         entry = self.entries.get(base)
         if entry is None:
             return
@@ -237,6 +260,20 @@ class NearCache:
             "near_cache_invalidations": self.invalidations,
             "near_cache_flushes": self.flushes,
         }
+
+
+def reads_all_of(wide: Codec, narrow: Codec) -> bool:
+    """Whether a read with ``wide`` returns all that one with ``narrow`` does."""
+    if wide.schema is not narrow.schema and wide.schema != narrow.schema:
+        return False
+    windows = dict(zip((event_type for event_type, _ in wide.history), wide.windows))
+    fields = dict(wide.history)
+    for (event_type, needed), window in zip(narrow.history, narrow.windows):
+        if fields.get(event_type) != needed or windows[event_type] < window:
+            return False
+    if narrow.with_contacts:
+        return wide.with_contacts and wide.windows[-1] >= narrow.windows[-1]
+    return True
 
 
 def holds(entry: CachedCustomer, codec: Codec, time: float) -> bool:

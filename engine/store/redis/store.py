@@ -364,7 +364,7 @@ class RedisStore(Store):
 
     def late_reply(self, command: tuple, reply: Any) -> None:
         """A write sent without waiting was answered: resend it where it must go, or count it lost."""
-        if applied(command, reply):
+        if applied(command, reply) or command[0] == "EXISTS":  # EXISTS: the near cache's (asyncio only)
             return
         if worth_resending(reply):
             reply = self.resend(command, reply)
@@ -394,6 +394,9 @@ class RedisStore(Store):
 
     def late_reply_async(self, command: tuple, reply: Any) -> None:
         if applied(command, reply):
+            return
+        if command[0] == "EXISTS":  # the near cache's read after a write failed: the keys are not tracked
+            self.near.forget(base_of(command[1]))
             return
         if self.near is not None:  # it was applied to the near cache when sent
             self.near.forget(base_of(command_key(command)))
@@ -599,6 +602,7 @@ class RedisStore(Store):
         if state is not None:
             return state
         tracking = link.tracking
+        codec = near.read_codec(codec)
         packed = codec.read_request(base_bytes, time)
         future = link.request(packed, codec.count, self.latency_budget_s)
         near.started(base)
@@ -639,6 +643,8 @@ class RedisStore(Store):
                 if tracking:
                     state = self.cached(near, link, base, codec, time)
                 if state is None:
+                    if tracking:
+                        codec = near.read_codec(codec)
                     packed = codec.read_request(base_bytes, time)
                     link.request_then(
                         packed,
@@ -692,7 +698,9 @@ class RedisStore(Store):
         while True:
             replies = self.call(base, commands, max(deadline - clock.monotonic(), 0.001))
             if is_noscript(replies[0]):
-                replies = self.call(base, [eval_instead(commands[0])], max(deadline - clock.monotonic(), 0.001))
+                replies = self.call(
+                    base, [eval_instead(commands[0]), *commands[1:]], max(deadline - clock.monotonic(), 0.001)
+                )
             if not is_try_again(replies[0]) or clock.monotonic() + RETRY_PAUSE_S >= deadline:
                 return committed(commands, replies)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
@@ -743,7 +751,9 @@ class RedisStore(Store):
             else:
                 replies = await self.call_async(base, commands, max(deadline - loop.time(), 0.001))
             if is_noscript(replies[0]):
-                replies = await self.call_async(base, [eval_instead(commands[0])], max(deadline - loop.time(), 0.001))
+                replies = await self.call_async(
+                    base, [eval_instead(commands[0]), *commands[1:]], max(deadline - loop.time(), 0.001)
+                )
             if not is_try_again(replies[0]) or loop.time() + RETRY_PAUSE_S >= deadline:
                 return committed(commands, replies)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
@@ -830,6 +840,8 @@ class RedisStore(Store):
         commands = codec.commit_commands(base, write, self.expiries, clock.monotonic() * 1000.0)
         if not commands:
             return base, None, commands is not None
+        if self.near is not None:  # Redis stops tracking a key once written: read again, tracked again
+            commands.append(keys_read_again(commands))
         return base, commands, not self.may_send_only(write, codec)
 
     def may_send_only(self, write: StateWrite, codec: Codec) -> bool:
@@ -895,7 +907,9 @@ def committed(commands: list[tuple], replies: list) -> bool:
     """The replies of a commit: the commit script's (recorded, or refused by a cap), or
     plain commands' (recorded); StoreUnavailable on an error (a key of the wrong type,
     ``BADSTATE`` or ``WRONGTYPE``, is logged: another service wrote it)."""
-    for reply in replies:
+    for command, reply in zip(commands, replies):
+        if command[0] == "EXISTS":  # the near cache's read after the write (CommitReply sees to it)
+            continue
         if isinstance(reply, RedisError):  # LOADING is a ConnectionError, not a ResponseError
             if str(reply).startswith(("BADSTATE", "WRONGTYPE")):
                 log.warning("state write refused: %s", reply)
@@ -909,6 +923,20 @@ def applied(command: tuple, reply: Any) -> bool:
     if command[0] == "EVALSHA":
         return reply == 1
     return not isinstance(reply, BaseException)
+
+
+def keys_read_again(commands: list[tuple]) -> tuple:
+    """An ``EXISTS`` of every key ``commands`` write, to follow them in their pipeline (a
+    read tracks the keys again for the near cache; Redis runs one connection's pipeline
+    without another's commands in between)."""
+    keys: dict = {}
+    for command in commands:
+        if command[0] in ("EVALSHA", "EVAL"):
+            for key in command[3 : 3 + command[2]]:
+                keys[key] = None
+        else:
+            keys[command[1]] = None
+    return ("EXISTS", *keys)
 
 
 def command_key(command: tuple) -> str:
@@ -1053,7 +1081,7 @@ class CommitReply(LinkReply):
             return
         near = self.store.near
         if near is not None:
-            if made:
+            if made and not isinstance(replies[-1], RedisError):  # and its keys tracked again
                 near.wrote(self.base, self.store.codec(self.needs), self.write)
             else:
                 near.forget(self.base)
