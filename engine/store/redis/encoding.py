@@ -413,6 +413,17 @@ KEPT_TEXT = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|-in
 INFINITY = float("inf")
 
 
+def score_text(value: float) -> str:
+    """A score (or a range bound) as Redis reads it: the float in hexadecimal (``0x1.ac57feb6bf9bcp+30``).
+
+    Exact, as ``repr`` is, and Redis reads it the same way (its scores, bounds and the
+    commit script's ``tonumber`` go through C's ``strtod``, which reads hexadecimal
+    floats). Not ``repr``: its shortest-digits algorithm was a tenth of the server's
+    instructions per decision (five or six scores and bounds per write); ``hex`` costs
+    under half as much."""
+    return float(value).hex()
+
+
 def exclusive_after(time: float) -> str:
-    """A ZRANGEBYSCORE bound: strictly after ``time`` (repr of a float is exact)."""
-    return "(" + repr(float(time))
+    """A ZRANGEBYSCORE bound: strictly after ``time`` (exact)."""
+    return "(" + score_text(time)

@@ -53,6 +53,7 @@ from nba.engine.store.redis.encoding import (
     exclusive_after,
     pack_member,
     read_kept_from,
+    score_text,
 )
 from nba.twins import pick_extension
 
@@ -371,8 +372,8 @@ def cap_arguments(checks: list[CapCheck], new: list[Contact], time: float) -> li
             check.scope,
             pack_member(check.key) if check.scope != "all" else "",  # as the members hold it
             allowed,
-            repr(float(time - check.window)),
-            repr(float(time + check.window)),
+            score_text(time - check.window),
+            score_text(time + check.window),
         )
     return args
 
@@ -524,7 +525,7 @@ class Codec:
         size = len(base)
         args: list = [size + 2, base]
         for window, extra in zip(self.windows, self.suffix_sizes):
-            bound = repr(time - window).encode()  # a float: its repr is exact
+            bound = score_text(time - window).encode()
             args += (size + extra, base, len(bound) + 1, bound)
         if self.with_contacts:
             args += (size + 2, base)
@@ -610,8 +611,8 @@ class Codec:
             key = base + suffix
             time = float(write.time)
             head, tail = event_parts(write.time, record)
-            commands.append(("ZADD", key, repr(time), head + MEMBER_NUMBERS.next_packed() + tail))
-            commands.append(("ZREMRANGEBYSCORE", key, "-inf", repr(time - window)))
+            commands.append(("ZADD", key, score_text(time), head + MEMBER_NUMBERS.next_packed() + tail))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", score_text(time - window)))
             if not getrandbits(RANK_TRIM_ONE_IN_BITS):
                 commands.append(("ZREMRANGEBYRANK", key, 0, rank_stop))
             ttl = self.ttl if expiries is None else expiries.due(key, self.needed_ttl, now_ms)
@@ -653,10 +654,10 @@ class Codec:
             args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", contacts_key, base + ":p", *caps, len(contacts)]
         for contact in contacts:
             head, tail = contact_parts(contact)
-            args += (repr(float(contact.time)), head + numbers.next_packed() + tail)
+            args += (score_text(contact.time), head + numbers.next_packed() + tail)
         if history_key is not None:
             head, tail = event_parts(write.time, record)
-            args += (repr(time), head + numbers.next_packed() + tail)
+            args += (score_text(time), head + numbers.next_packed() + tail)
         else:
             args += ("", "")
         profile_set = write.profile_set
@@ -668,11 +669,11 @@ class Codec:
         ttl, needed = self.ttl, self.needed_ttl
         due = None if expiries is None else expiries.due
         args += (
-            repr(time - self.contact_keep),
+            score_text(time - self.contact_keep),
             self.retention.max_contacts,
             (ttl if due is None else due(contacts_key, needed, now_ms)) if contacts else 0,
             ttl,
-            repr(time - window),
+            score_text(time - window),
             "" if getrandbits(RANK_TRIM_ONE_IN_BITS) else rank_stop,
             (ttl if due is None else due(history_key, needed, now_ms)) if history_key is not None else 0,
             self.profile_ttl_due(base, profile_set, expiries, now_ms),
