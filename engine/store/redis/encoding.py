@@ -324,11 +324,13 @@ class MemberNumbers:
     def next_packed(self) -> bytes:
         """The next number as msgpack bytes (``\\xcf`` and 8 bytes, big-endian)."""
         now = time_ns() // 1000
-        with self.lock:
-            last = self.last
-            if now <= last:
-                now = last + 1
-            self.last = now
+        lock = self.lock
+        lock.acquire()  # not `with`: a third of this function's instructions, compiled
+        last = self.last
+        if now <= last:
+            now = last + 1
+        self.last = now
+        lock.release()
         return UINT64 + ((now << TAG_BITS) | self.tag).to_bytes(8, "big")
 
 
