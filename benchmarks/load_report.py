@@ -173,7 +173,7 @@ def markdown(data: dict) -> str:
         f"{figure(config['drain_s'])} s after the last was due counts as an infinite latency. Targets in turns, "
         f"{config['turns']} turn(s) of {figure(config['seconds'])} s per rate, medians shown: the floor "
         "(benchmarks/load_floor.py: per request one pipelined HGETALL + ZRANGEBYSCORE on one Redis connection, "
-        "no rules, no writes), `nba serve --redis` with 1 and 2 workers, `nba serve` in memory. Workload "
+        "no rules, no writes), `nba serve --redis` with 1 and 2 workers, without and with the near cache (`?near_cache=1000000`), `nba serve` in memory. Workload "
         f"(benchmarks/load_workload.py): 3 rules with count/sum aggregates over windows of 10 to 30 s and a cap, "
         f"{config['customers']:,} customers with profiles, 70% page views, 20% abandoned carts, 10% purchases. "
         "CPU per decision from /proc: the server's process tree, redis-server, the generator. A target leaves the "
