@@ -13,7 +13,7 @@ the median reported and every turn kept in the data):
 - ``workers1`` / ``workers2``: `nba serve --redis URL --workers 1` / `--workers 2`;
 - ``near1`` / ``near2``: the same with the near cache (``URL?near_cache=1000000``:
   customers' state kept in the process between their decisions, kept true by Redis's
-  invalidations; engine/store/redis/near_cache.py);
+  invalidations; engine/store/redis/near_cache.py), each on keys of its own;
 - ``memory``: `nba serve` on the in-memory store.
 
 The Redis targets share one throwaway `redis-server` on a free loopback port (the floor
@@ -54,7 +54,15 @@ from benchmarks.processes import Process, ThrowawayRedis, process_cpu_seconds, t
 
 TARGETS = ("floor", "workers1", "workers2", "near1", "near2", "memory")
 REDIS_TARGETS = ("floor", "workers1", "workers2", "near1", "near2")
-NEAR_CACHE_QUERY = "?near_cache=1000000"  # the near targets' store option: every customer of the workload fits
+NEAR_TARGETS = ("near1", "near2")
+
+
+def near_url(redis_url: str, target: str) -> str:
+    """A near target's store URL: a near cache that every customer of the workload fits in,
+    and keys of its own (``key_prefix``): another target's writes to the same customers
+    would otherwise drop its entries at each turn (Redis announces them), a cost a process
+    that has its customers to itself does not pay."""
+    return f"{redis_url}?near_cache=1000000&key_prefix={target}"
 DEFAULT_RATES = (1000, 2000, 5000, 8000, 10000, 12000, 15000, 20000, 25000, 30000)
 GENERATOR_CHECK_RATES = (20000, 30000)
 ACHIEVED_SHARE = 0.95
@@ -153,8 +161,8 @@ def start_target(name: str, rules: Path, redis: ThrowawayRedis | None) -> Target
         "floor": lambda: [sys.executable, "-m", "benchmarks.load_floor", "--redis", redis.url],
         "workers1": lambda: nba_command(rules, redis.url),
         "workers2": lambda: nba_command(rules, redis.url, workers=2),
-        "near1": lambda: nba_command(rules, redis.url + NEAR_CACHE_QUERY),
-        "near2": lambda: nba_command(rules, redis.url + NEAR_CACHE_QUERY, workers=2),
+        "near1": lambda: nba_command(rules, near_url(redis.url, "near1")),
+        "near2": lambda: nba_command(rules, near_url(redis.url, "near2"), workers=2),
         "memory": lambda: nba_command(rules, None),
         "echo": lambda: [sys.executable, "-m", "benchmarks.bench_server", "--serve-echo"],
     }
@@ -399,6 +407,9 @@ def measure_with(rules: Path, config: dict) -> dict:
         if any(name in REDIS_TARGETS for name in config["targets"]):
             redis = ThrowawayRedis(config["redis_server"]).__enter__()
             put_profiles_in_redis(rules, redis.url, config)
+            for name in NEAR_TARGETS:
+                if name in config["targets"]:
+                    put_profiles_in_redis(rules, near_url(redis.url, name), config)
         for name in config["targets"]:
             print(f"starting {load_report.LABELS[name]} ...", flush=True)
             targets[name] = start_target(name, rules, redis)
