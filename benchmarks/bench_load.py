@@ -63,6 +63,8 @@ def near_url(redis_url: str, target: str) -> str:
     would otherwise drop its entries at each turn (Redis announces them), a cost a process
     that has its customers to itself does not pay."""
     return f"{redis_url}?near_cache=1000000&key_prefix={target}"
+
+
 DEFAULT_RATES = (1000, 2000, 5000, 8000, 10000, 12000, 15000, 20000, 25000, 30000)
 GENERATOR_CHECK_RATES = (20000, 30000)
 ACHIEVED_SHARE = 0.95
