@@ -54,7 +54,6 @@ cdef class AsyncLink:
     cdef public object parser
     cdef public object reader
     cdef public long tracking
-    cdef public object listener
 
     cpdef void enqueue(self, Pending pending, bytes packed, bint waited=*)
 

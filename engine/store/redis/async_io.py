@@ -234,10 +234,10 @@ class AsyncLink:
         self.watchdog = Watchdog(self.loop, self)
         self.parser = None  # the hiredis reader fed by ReplyProtocol; None: the reader task reads
         self.reader: asyncio.Task | None = None
-        # the near cache (near_cache.py): nonzero while Redis tracks this link's reads for
-        # ``listener`` (a new number each time tracking is turned on); 0: no caching of its reads
+        # the near cache (near_cache.py): nonzero while Redis tracks this link's reads for the
+        # node's invalidation connection (a new number each time tracking is turned on); 0: no
+        # caching of its reads
         self.tracking = 0
-        self.listener = None
         parser = getattr(conn, "_parser", None)
         hiredis_reader = getattr(parser, "_reader", None)
         stream = getattr(parser, "_stream", None)
@@ -570,9 +570,9 @@ class AsyncNode:
         self.refusals.succeeded()
         self.link = link = AsyncLink(conn, self.on_late_reply, self.link_lost)
         if tracking:
-            link.tracking, link.listener = tracking, self.listener
+            link.tracking = tracking
         elif self.near is not None and not self.tracking_refused:
-            link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
+            self.track_again_soon(link)
         self.warm = True
         self.tell(True, "connected")
         return self.link
@@ -592,10 +592,8 @@ class AsyncNode:
         invalidation connection could not be made)."""
         if self.tracking_refused:
             return 0
-        listener = self.listener
         try:
-            if listener is None or not listener.alive:
-                listener = await self.listen()
+            listener = await self.listening()
         except (ResponseError, TrackingRefused) as error:  # before CONNECTION_ERRORS, which holds RedisError
             self.refused_tracking(error)
             return 0
@@ -615,8 +613,10 @@ class AsyncNode:
             return 0
         return next_tracking()
 
-    async def listen(self) -> InvalidationListener:
-        """A new invalidation connection for the node (connected in a thread)."""
+    async def listening(self) -> InvalidationListener:
+        """The node's invalidation connection; a new one (connected in a thread) when it has none."""
+        if self.listener is not None and self.listener.alive:
+            return self.listener
         loop = asyncio.get_running_loop()
         conn, client_id = await loop.run_in_executor(
             None, connect_listener, self.endpoint, max(self.connect_timeout_s, self.setup_timeout_s)
@@ -631,7 +631,10 @@ class AsyncNode:
         link = self.link
         if link is not None and not link.closed and link.tracking:
             link.tracking = 0
-            link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
+            self.track_again_soon(link)
+
+    def track_again_soon(self, link: AsyncLink) -> None:
+        link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
 
     async def track_again(self, link: AsyncLink) -> None:
         """Tracking on again for an open link, after its invalidation connection broke:
@@ -641,9 +644,7 @@ class AsyncNode:
         if link.closed or link is not self.link or self.tracking_refused:
             return
         try:
-            listener = self.listener
-            if listener is None or not listener.alive:
-                listener = await self.listen()
+            listener = await self.listening()
             replies = await link.request(
                 pack_commands(
                     [
@@ -664,12 +665,12 @@ class AsyncNode:
                 error,
             )
             if not link.closed and link is self.link:
-                link.loop.create_task(self.track_again(link)).add_done_callback(retrieve_exception)
+                self.track_again_soon(link)
             return
         if link.closed or link is not self.link:
             return
         if replies[-1] in (b"OK", "OK"):
-            link.tracking, link.listener = next_tracking(), listener
+            link.tracking = next_tracking()
         else:
             self.refused_tracking(replies[-1])
 
@@ -678,7 +679,7 @@ class AsyncNode:
             self.tracking_refused = True
             log.warning(
                 "redis %s:%d does not track keys for the near cache (%s): its customers are read at every decision "
-                "(the engine's ACL needs +client|id +client|tracking +subscribe &__redis__:invalidate)",
+                "(the engine's ACL needs +client|id +client|tracking +subscribe +exists &__redis__:invalidate)",
                 *self.endpoint.address,
                 why,
             )

@@ -677,8 +677,6 @@ class RedisStore(Store):
         if near.topology_changes != changes:  # keys may live on another node now
             near.topology_changes = changes
             near.flush()
-        if not link.tracking:
-            return None
         return near.lookup(base, codec, time)
 
     def forget(self, customer_id: str) -> None:
@@ -710,23 +708,31 @@ class RedisStore(Store):
         base, commands, wait = self.commit_plan(customer_id, needs, write)
         if commands is None:
             return wait
-        near = self.near
         if not wait and self.sent_at_once(base, commands):
-            if near is not None:
-                near.wrote(base, self.codec(needs), write)
+            self.committed_near(base, needs, write, True)
             return True
-        if near is None:
+        if self.near is None:
             return await self.commit_tries_async(base, commands)
         try:
             made = await self.commit_tries_async(base, commands)
         except BaseException:
-            near.forget(base)
+            self.near.forget(base)
             raise
-        if made:  # landed, on whichever connection: another of this process's would be announced
+        # landed, on whichever connection: another of this process's would be announced
+        self.committed_near(base, needs, write, made)
+        return made
+
+    def committed_near(self, base: str, needs: StateNeeds, write: StateWrite, made: bool) -> None:
+        """The near cache after a commit: the write applied to the customer's entry when it
+        landed (``made``), else the customer dropped (refused by a cap: the decision reads
+        again)."""
+        near = self.near
+        if near is None:
+            return
+        if made:
             near.wrote(base, self.codec(needs), write)
         else:
             near.forget(base)
-        return made
 
     async def commit_tries_async(
         self, base: str, commands: list[tuple], first: tuple[tuple[str, int], list] | None = None
@@ -770,8 +776,7 @@ class RedisStore(Store):
                 result = wait
             elif not wait and self.sent_at_once(base, commands):
                 result = True
-                if near is not None:
-                    near.wrote(base, self.codec(needs), write)
+                self.committed_near(base, needs, write, True)
             else:
                 address, link = self.open_link(base)
                 if link is not None:
@@ -1079,12 +1084,8 @@ class CommitReply(LinkReply):
                 near.forget(self.base)
             self.then(None, failure)
             return
-        near = self.store.near
-        if near is not None:
-            if made and not isinstance(replies[-1], RedisError):  # and its keys tracked again
-                near.wrote(self.base, self.store.codec(self.needs), self.write)
-            else:
-                near.forget(self.base)
+        # applied to the near cache only if its keys are tracked again (the EXISTS after it)
+        self.store.committed_near(self.base, self.needs, self.write, made and not isinstance(replies[-1], RedisError))
         self.then(made, None)
 
     def awaited(self, replies: list):

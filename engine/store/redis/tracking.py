@@ -76,7 +76,6 @@ class InvalidationListener:
         self.sock.setblocking(False)
         self.reader = hiredis.Reader()
         self.alive = True
-        self.messages = 0
         loop.add_reader(self.sock.fileno(), self.drain)
 
     def drain(self) -> None:
@@ -112,7 +111,6 @@ class InvalidationListener:
             and message[0] == b"message"
             and message[1] == INVALIDATE_CHANNEL
         ):
-            self.messages += 1
             keys = message[2]
             self.on_keys(keys if isinstance(keys, list) else None)
 
