@@ -713,13 +713,15 @@ class RedisStore(Store):
             return True
         if self.near is None:
             return await self.commit_tries_async(base, commands)
+        replies: list = []
         try:
-            made = await self.commit_tries_async(base, commands)
+            made = await self.commit_tries_async(base, commands, replies_to=replies)
         except BaseException:
             self.near.forget(base)
             raise
-        # landed, on whichever connection: another of this process's would be announced
-        self.committed_near(base, needs, write, made)
+        # landed, on whichever connection (another of this process's would be announced);
+        # applied only if its keys are tracked again (the EXISTS after it)
+        self.committed_near(base, needs, write, made and not isinstance(replies[-1], RedisError))
         return made
 
     def committed_near(self, base: str, needs: StateNeeds, write: StateWrite, made: bool) -> None:
@@ -735,11 +737,15 @@ class RedisStore(Store):
             near.forget(base)
 
     async def commit_tries_async(
-        self, base: str, commands: list[tuple], first: tuple[tuple[str, int], list] | None = None
+        self,
+        base: str,
+        commands: list[tuple],
+        first: tuple[tuple[str, int], list] | None = None,
+        replies_to: list | None = None,
     ) -> bool:
         """An awaited commit, the script sent as EVAL when it is not loaded, tried again
         while its slot is migrating. ``first``: (the address, the replies) of a first try
-        sent already, which hold an error."""
+        sent already, which hold an error; ``replies_to``: a list given the last try's replies."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.write_timeout_s
         while True:
@@ -761,6 +767,8 @@ class RedisStore(Store):
                     base, [eval_instead(commands[0]), *commands[1:]], max(deadline - loop.time(), 0.001)
                 )
             if not is_try_again(replies[0]) or loop.time() + RETRY_PAUSE_S >= deadline:
+                if replies_to is not None:
+                    replies_to[:] = replies
                 return committed(commands, replies)
             self.retried_writes += 1  # the slot is migrating, its keys split between two nodes
             await asyncio.sleep(RETRY_PAUSE_S)
