@@ -12,9 +12,11 @@ nothing on disk; or ``--redis URL``, whose stats it resets) and reports, per dec
 - the decisions that differ from the same events decided on the in-memory store (0
   unless something is wrong).
 
-Workloads: ``demo`` (examples/demo: its profiles, then its events in order, through rules/)
-and ``history3`` (the 3-rule ruleset of issue 19 with history aggregates, page_view /
-cart_abandoned / purchase over 1,000 customers, 10,000 events a second of event time).
+Workloads: ``demo`` (examples/demo: its profiles, then its events in order, through rules/),
+``history3`` (the 3-rule ruleset of issue 19 with history aggregates, page_view /
+cart_abandoned / purchase over 1,000 customers, 10,000 events a second of event time) and
+``load`` (``nba bench load``'s workload, benchmarks/load_workload.py: its rules, profiles
+and event mix at 10,000 events a second of event time; most page views record a contact).
 Modes: ``sync`` (``engine.decide``, one after the other), ``async`` (``--callers``
 asyncio callers each on its own customers, ``engine.decide_async``: closed loop, as fast
 as it goes) and ``paced`` (open loop: decision n starts at n / ``--rate`` seconds, each
@@ -67,7 +69,16 @@ def workload(name: str, count: int) -> tuple[object, list[dict], list[dict]]:
         for n, event in enumerate(events):
             event["time"] = HISTORY3_START + n / HISTORY3_RATE
         return load_text(RULES, "history3.rules"), [], events
-    raise SystemExit(f"unknown workload {name!r} (demo, history3)")
+    if name == "load":
+        from benchmarks import load_workload
+
+        stream = load_workload.Events(HISTORY3_CUSTOMERS, 19)
+        events = [{**stream.next(), "time": HISTORY3_START + n / HISTORY3_RATE} for n in range(count)]
+        profiles = [
+            {"customer_id": customer, **profile} for customer, profile in load_workload.profiles(HISTORY3_CUSTOMERS, 19)
+        ]
+        return load_text(load_workload.RULES, "load.rules"), profiles, events
+    raise SystemExit(f"unknown workload {name!r} (demo, history3, load)")
 
 
 class Counted:
@@ -318,7 +329,7 @@ def report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_cost", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000, help="events decided per workload and mode")
-    parser.add_argument("--workload", default="demo,history3", help="demo, history3 (comma-separated)")
+    parser.add_argument("--workload", default="demo,history3", help="demo, history3, load (comma-separated)")
     parser.add_argument("--mode", default="sync,async,paced", help="sync, async, paced (comma-separated)")
     parser.add_argument("--callers", type=int, default=16, help="concurrent asyncio callers in the async mode")
     parser.add_argument("--rate", type=float, default=5000.0, help="decisions started a second in the paced mode")

@@ -223,8 +223,9 @@ class Compiler:
                 t: HistoryNeed(tuple(sorted(self.history_fields.get(t, ()))), float(w), LATE_EVENTS_S)
                 for t, w in sorted(self.history_windows.items())
             },
-            contact_window=float(contact_window) + LATE_EVENTS_S if contact_window else 0.0,
+            contact_window=float(contact_window),
             profile_schema=dict(checked.profile_schema),
+            contact_keep=2 * (float(contact_window) + LATE_EVENTS_S) if contact_window else 0.0,
         )
         module = self.module
         return RulesetRecipe(

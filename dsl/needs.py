@@ -45,15 +45,17 @@ class StateNeeds:
     """Everything a compiled ruleset needs from a customer's state."""
 
     history: dict[str, HistoryNeed]  # event type -> need
-    contact_window: float  # seconds: the longest cap or policy duration (0: none)
+    contact_window: float  # seconds: the longest cap or policy duration (0: none): what a decision reads
     profile_schema: dict[str, str]  # field -> "string" | "number" | "bool" | "time" | "list"
+    # How far back from the newest contact older contacts are kept (the ruleset's, in a
+    # narrower read too): twice the longest window and the slack for late events, since a
+    # cap counts ``(t - D, t + D)`` and a decision for an event up to that much older than
+    # the newest must still see every contact it counts. Negative: twice ``contact_window``.
+    contact_keep: float = -1.0
 
-    @property
-    def contact_keep(self) -> float:
-        """How far back from a recorded contact's time older contacts are kept: twice the
-        longest window, since a cap counts ``(t - D, t + D)`` and a decision for an event
-        up to one window older than the newest must still see every contact it counts."""
-        return 2 * self.contact_window
+    def __post_init__(self):
+        if self.contact_keep < 0:
+            object.__setattr__(self, "contact_keep", 2 * self.contact_window)
 
     @property
     def retention(self) -> float:
@@ -126,8 +128,9 @@ def read_needs(
                     contact_window = max(contact_window, float(policy.window))
         return StateNeeds(
             history=history,
-            contact_window=contact_window + late_events_s if contact_window else 0.0,
+            contact_window=contact_window,
             profile_schema=needs.profile_schema,
+            contact_keep=needs.contact_keep,
         )
 
     out = {event_type: narrowed(indexes, event_type) for event_type, indexes in buckets.items()}
@@ -138,6 +141,6 @@ def read_needs(
     # equal needs as one object, so that a store prepares each distinct read once
     distinct: dict[tuple, StateNeeds] = {}
     for event_type, need in out.items():
-        key = (tuple(sorted(need.history.items())), need.contact_window)
+        key = (tuple(sorted(need.history.items())), need.contact_window, need.contact_keep)
         out[event_type] = distinct.setdefault(key, need)
     return out

@@ -236,8 +236,9 @@ def test_the_contact_window_is_the_longest_cap_or_policy():
         rule s when true then b cap 3 per 2w end
         """
     )
-    assert ruleset.needs.contact_window == 14 * 86400 + LATE_EVENTS_S
-    assert load_text("policy all: cap 1 per 30m").needs.contact_window == 1800 + LATE_EVENTS_S
+    assert ruleset.needs.contact_window == 14 * 86400  # what a decision reads
+    assert ruleset.needs.contact_keep == 2 * (14 * 86400 + LATE_EVENTS_S)  # what is kept, late events' slack too
+    assert load_text("policy all: cap 1 per 30m").needs.contact_window == 1800
 
 
 def test_needs_carry_the_profile_schema():

@@ -44,7 +44,7 @@ def windows(needs) -> dict:
 
 
 def contact_window(needs) -> float:
-    return needs.contact_window - LATE_EVENTS_S if needs.contact_window else 0.0
+    return needs.contact_window  # what a decision reads: the caps' own windows, no slack
 
 
 def test_each_type_reads_what_its_rules_updates_and_the_default_use():
@@ -73,6 +73,7 @@ def test_reads_keep_the_stored_layout_and_never_exceed_what_is_kept():
             assert need.fields == kept.fields
             assert need.window <= kept.window
         assert reads.contact_window <= ruleset.needs.contact_window
+        assert reads.contact_keep == ruleset.needs.contact_keep  # a read trims as writes keep
         assert reads.profile_schema is ruleset.needs.profile_schema
 
 

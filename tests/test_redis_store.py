@@ -501,15 +501,40 @@ def test_an_out_of_order_event_inside_the_window_is_kept(store):
     assert history.columns["category"] == ["late", "new"]
 
 
+COUNTED = [CapCheck("rule", "r1", 5, DAY)]  # a cap counts the contact: the commit script records it
+
+
+@pytest.fixture
+def plain_contacts(monkeypatch):
+    """Writes of contacts no cap counts never run the script (it trims them once in 16 at random)."""
+    from nba.engine.store.redis import protocol
+
+    monkeypatch.setattr(protocol, "getrandbits", lambda bits: 1)
+
+
 def test_keys_expire_after_the_retention(store, client):
     store.put_profile("c1", {"tier": "gold"}, NEEDS)
-    store.commit("c1", NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
+    write = event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=COUNTED, profile_set={"ltv": 1})
+    store.commit("c1", NEEDS, write)
     layout = KeyLayout()
     retention_ms = (NEEDS.retention + 60) * 1000
     assert client.hgetall(layout.meta("c1")) == {b"k": b"-inf"}  # no contact trimmed yet
     for key in (layout.history("c1", "page_view"), layout.contacts("c1"), layout.meta("c1")):
         assert retention_ms - 60_000 < client.pttl(key) <= with_slack(retention_ms)
     assert client.pttl(layout.profile("c1")) == -1  # profiles are kept unless profile_ttl_s is set
+
+
+def test_contacts_no_cap_counts_expire_with_the_trim_mark(store, client, plain_contacts):
+    store.commit("c1", NEEDS, event(T0, contacts=[contact(T0)], caps=COUNTED))  # makes the mark
+    store.expiries.forget()  # as a process that did not set the TTLs
+    client.persist(KeyLayout().meta("c1"))
+    client.config_resetstat()
+    store.commit("c1", NEEDS, event(T0 + 1, contacts=[contact(T0 + 1)]))
+    store.read("c1", NEEDS, T0 + 1)  # the write was applied
+    assert "cmdstat_evalsha" not in client.info("commandstats")  # plain commands
+    retention_ms = (NEEDS.retention + 60) * 1000
+    for key in (KeyLayout().contacts("c1"), KeyLayout().meta("c1")):
+        assert retention_ms - 60_000 < client.pttl(key) <= with_slack(retention_ms)
 
 
 def test_a_ttl_is_set_again_only_when_the_one_set_before_runs_short(store, client):
@@ -552,7 +577,8 @@ def test_profile_ttl_when_asked(redis_url, client):
 
 def test_all_keys_of_a_customer_share_one_slot(store, client):
     customer = "we{ird}:id"
-    store.commit(customer, NEEDS, event(T0, record={"category": "x"}, contacts=[contact(T0)], profile_set={"ltv": 1}))
+    write = event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=COUNTED, profile_set={"ltv": 1})
+    store.commit(customer, NEEDS, write)
     store.commit(customer, NEEDS, event(T0, "purchase", record={"amount": 1}))
     keys = client.keys("*")
     assert len(keys) == 5  # profile, contacts, two history types, meta
@@ -760,7 +786,10 @@ def windowed(state, needs: StateNeeds, time: float) -> dict:
         if rows:
             history[event_type] = rows
     contacts = [c for c in state.contacts if c.time > time - needs.contact_window]
-    return {"profile": state.profile, "history": history, "contacts": contacts, "kept_from": state.kept_from}
+    # a mark before the window refuses no check of a decision at ``time`` (its windows are
+    # inside): a Redis read sees only the trims the window holds of what plain writes left
+    kept_from = max(state.kept_from, time - needs.contact_window)
+    return {"profile": state.profile, "history": history, "contacts": contacts, "kept_from": kept_from}
 
 
 WRITES = st.lists(
@@ -769,6 +798,7 @@ WRITES = st.lists(
         st.sampled_from(["page_view", "purchase", "login"]),
         st.sampled_from([None, 1, 2.5, "x"]),  # a field value
         st.booleans(),  # with a contact
+        st.booleans(),  # a cap counts it (else plain commands, or the script once in 16)
         st.sampled_from(["r1", "r2"]),
         st.sampled_from(["email", "web", None]),
         st.sampled_from([{}, {"ltv": 3}, {"tier": "gold", "ltv": 0.5}]),
@@ -779,29 +809,39 @@ WRITES = st.lists(
 
 @pytest.mark.parametrize("path", ["sync", "async", "once"])
 @pytest.mark.parametrize("limit", [10_000, 3], ids=["by-time", "by-count"])
-@given(writes=WRITES)
+@given(writes=WRITES, trims=st.integers(0, 2**32))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_redis_keeps_the_same_state_as_memory(redis_server, path, limit, writes):
-    """Every way a write goes (plain commands without contacts, the commit script with; the
-    streams' once script around it), trimmed by time and by count, reads back as memory's."""
-    from nba.engine.store.memory import MemoryStore
+def test_redis_keeps_the_same_state_as_memory(redis_server, monkeypatch, path, limit, writes, trims):
+    """Every way a write goes (plain commands without contacts or with contacts no cap
+    counts, the commit script with contacts a cap counts, and once in 16 with others; the
+    streams' once script around it), trimmed by time and by count, reads back as memory's;
+    and the caps the script checks after plain writes left contacts untrimmed decide as
+    memory's. ``trims`` seeds when a write of contacts no cap counts runs the script."""
+    import random
 
+    from nba.engine.store.memory import MemoryStore
+    from nba.engine.store.redis import protocol
+
+    monkeypatch.setattr(protocol, "getrandbits", random.Random(trims).getrandbits)
     redis_server.flush()
     needs = StateNeeds(
         history={"page_view": HistoryNeed(("category", "price"), 1800.0), "purchase": HistoryNeed(("amount",), 3000.0)},
         contact_window=2400.0,
         profile_schema=SCHEMA,
+        contact_keep=3000.0,  # shorter than the offsets: contacts are trimmed by time too
     )
     caps = [CapCheck("rule", "r1", 2, 600.0), CapCheck("channel", "email", 3, 2400.0), CapCheck("all", None, 4, 1200.0)]
     memory = MemoryStore(max_events_per_type=limit, max_contacts=limit)
     store = RedisStore(redis_server.url, max_events_per_type=limit, max_contacts=limit, **RELAXED)
     commit, read, close = store_calls(store, path)
-    for number, (offset, event_type, value, with_contact, rule, channel, updates) in enumerate(writes):
+    for number, (offset, event_type, value, with_contact, counted, rule, channel, updates) in enumerate(writes):
         time = T0 + offset
         need = needs.history.get(event_type)
         record = None if need is None else {name: value for name in need.fields}
         contacts = [contact(time, rule=rule, channel=channel)] if with_contact else []
-        write = event(time, event_type, record=record, contacts=contacts, caps=caps, profile_set=updates)
+        write = event(
+            time, event_type, record=record, contacts=contacts, caps=caps if counted else [], profile_set=updates
+        )
         if write.is_empty:
             continue
         assert commit("c1", needs, write, number) == memory.commit("c1", needs, write)
@@ -838,15 +878,17 @@ def store_calls(store: RedisStore, path: str) -> tuple:
     return commit_async, read_async, close
 
 
-def test_a_write_without_contacts_runs_no_script(store, client):
+def test_a_write_without_contacts_a_cap_counts_runs_no_script(store, client, plain_contacts):
     client.config_resetstat()
     assert store.commit("c1", NEEDS, event(T0, record={"category": "x"}, profile_set={"ltv": 1}))
-    assert store.read("c1", NEEDS, T0).profile == {"ltv": 1}
+    assert store.commit("c1", NEEDS, event(T0 + 1, record={"category": "y"}, contacts=[contact(T0 + 1)]))
+    state = store.read("c1", NEEDS, T0 + 1)
+    assert state.profile == {"ltv": 1} and state.contacts == [contact(T0 + 1)]
     commands = {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
     assert "evalsha" not in commands and "eval" not in commands
     assert {"zadd", "zremrangebyscore", "pexpire", "hset"} <= commands
-    assert store.commit("c1", NEEDS, event(T0 + 1, record={"category": "y"}, contacts=[contact(T0 + 1)]))
-    assert "cmdstat_evalsha" in client.info("commandstats")  # a contact: the commit script
+    assert store.commit("c1", NEEDS, event(T0 + 2, record={"category": "y"}, contacts=[contact(T0 + 2)], caps=COUNTED))
+    assert "cmdstat_evalsha" in client.info("commandstats")  # a contact a cap counts: the commit script
 
 
 @pytest.mark.parametrize("time", [T0, int(T0)], ids=["float", "int"])
@@ -855,11 +897,24 @@ def test_two_processes_numbering_two_equal_contacts_alike_keep_both(store, monke
 
     same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
     monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
-    twin = event(time, record={"category": "x"}, contacts=[contact(time)])
+    twin = event(time, record={"category": "x"}, contacts=[contact(time)], caps=COUNTED)
     assert store.commit("c1", NEEDS, twin) and store.commit("c1", NEEDS, twin)  # as if from two processes
     state = store.read("c1", NEEDS, time)
     assert len(state.contacts) == 2  # the script made the second unique: a cap counts both
     assert len(state.history["page_view"]) == 2
+
+
+def test_a_contact_no_cap_counts_written_twice_alike_is_a_lost_write(store, monkeypatch, plain_contacts):
+    """Plain commands cannot renumber: the second ``ZADD`` finds the member there (another
+    process's, the same microsecond and tag) and the write is counted lost, not applied."""
+    from nba.engine.store.redis import encoding
+
+    same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
+    monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
+    twin = event(T0, contacts=[contact(T0)])
+    assert store.commit("c1", NEEDS, twin) and store.commit("c1", NEEDS, twin)
+    assert len(store.read("c1", NEEDS, T0).contacts) == 1  # the read answers the second write first
+    assert store.lost_writes == 1
 
 
 def test_a_member_the_script_cannot_renumber_writes_nothing(store, client, monkeypatch):
@@ -867,7 +922,7 @@ def test_a_member_the_script_cannot_renumber_writes_nothing(store, client, monke
 
     same = encoding.UINT64 + (12345 << encoding.TAG_BITS).to_bytes(8, "big")
     monkeypatch.setattr(encoding.MEMBER_NUMBERS.__class__, "next_packed", lambda self: same)
-    huge = 10**30  # a time of more than 64 bits: msgpack ext, where no number can be found after it
+    huge = 2**70  # a time of more than 64 bits: msgpack ext, where no number can be found after it
     # a cap at stake, so the write is awaited (one no cap counts would be sent without waiting)
     twin = event(T0, contacts=[contact(huge)], caps=[CapCheck("all", None, 100, DAY)])
     assert store.commit("c1", NEEDS, twin)
@@ -944,7 +999,7 @@ def test_a_customer_with_unreadable_state_is_unavailable_not_a_crash(store, clie
 def test_a_quiet_customer_costs_nothing_after_the_retention(redis_url, client):
     short = StateNeeds(history={"page_view": HistoryNeed(("category",), 0.2)}, contact_window=0.2, profile_schema={})
     store = RedisStore(redis_url, ttl_grace_s=0.0, **RELAXED)
-    store.commit("c1", short, event(T0, record={"category": "x"}, contacts=[contact(T0)]))
+    store.commit("c1", short, event(T0, record={"category": "x"}, contacts=[contact(T0)], caps=COUNTED))
     assert len(client.keys("*")) == 3  # history, contacts, meta
     for _ in range(300):  # Redis expires keys on its own clock; wait for it, a bounded while
         if not client.keys("*"):

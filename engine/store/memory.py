@@ -3,8 +3,11 @@
 Bounded per customer: history keeps only the event types and fields the ruleset's
 aggregates read, within the longest window of each type (and at most
 ``max_events_per_type`` events per type); contacts for twice the longest cap or policy
-window (``StateNeeds.contact_keep``; at most ``max_contacts``). Each write trims from its
-own event's time, never from a newer time another event brought. The newest contact ever
+window and the late events' slack (``StateNeeds.contact_keep``; at most ``max_contacts``).
+Each write trims a history from its own event's time, never from a newer time another
+event brought, and the contacts from the newest contact's time (which is the same but
+for a write of an event older than the newest: the Redis store can then trim contacts
+written by plain commands later, in its commit script, to the same set). The newest contact ever
 trimmed is remembered (``kept_from``): a cap whose window reaches back before it is not
 checked but passed over. ``sweep()`` forgets customers who went quiet for longer than the
 retention (their profile is kept).
@@ -144,16 +147,27 @@ class MemoryStore(Store):
 
 
 def add_contacts(state: CustomerState, new: list[Contact], time: float, keep: float, max_contacts: int) -> None:
-    """Add ``new`` contacts (recorded at ``time``) to ``state`` and trim, in place: what is
-    older than ``time - keep`` and all but the newest ``max_contacts``; the newest trimmed
-    contact's time raises ``kept_from``. (The near cache of the Redis store keeps its copy
-    of a customer's state by the same rules: engine/store/redis/near_cache.py.)"""
+    """Add ``new`` contacts (recorded at ``time``) to ``state`` and trim them, in place
+    (``trim_contacts``). (The near cache of the Redis store keeps its copy of a customer's
+    state by the same rules: engine/store/redis/near_cache.py.)"""
     contacts = state.contacts
     in_order = not contacts or new[0].time >= contacts[-1].time  # a decision's contacts share its time
     contacts += new
     if not in_order:
         contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear (a late event's)
-    cutoff = time - keep
+    trim_contacts(state, keep, max_contacts)
+
+
+def trim_contacts(state: CustomerState, keep: float, max_contacts: int) -> None:
+    """Trim ``state``'s contacts (in time order) in place: those not after the newest
+    one's time minus ``keep`` (a late event's write trims no less than the newest did),
+    and all but the newest ``max_contacts``; the newest trimmed contact's time raises
+    ``kept_from``. The Redis store reads its contacts through this too: writes of
+    contacts no cap counts leave their trimming to the next commit script."""
+    contacts = state.contacts
+    if not contacts:
+        return
+    cutoff = contacts[-1].time - keep
     start = bisect_right(contacts, cutoff, key=_contact_time) if contacts[0].time <= cutoff else 0
     start = max(start, len(contacts) - max_contacts)
     if start:

@@ -436,6 +436,7 @@ def union_of(reads: list[StateNeeds]) -> StateNeeds:
         history=history,
         contact_window=max(needs.contact_window for needs in reads),
         profile_schema=reads[0].profile_schema,
+        contact_keep=max(needs.contact_keep for needs in reads),
     )
 
 

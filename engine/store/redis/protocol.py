@@ -41,6 +41,7 @@ from redis.exceptions import (
 from nba.dsl.needs import StateNeeds
 from nba.engine.state import NEVER_TRIMMED, CapCheck, Contact, CustomerState, StateWrite
 from nba.engine.store.interface import StoreUnavailable
+from nba.engine.store.memory import trim_contacts
 from nba.engine.store.redis.encoding import (
     MEMBER_NUMBERS,
     contact_parts,
@@ -104,8 +105,12 @@ def base_of(key: str) -> str:
 # removes, and a late event's read could see it. The trim by count only once in 16 writes
 # at random: a read takes the newest max_events of its window (``Codec``), which is what
 # the in-memory store keeps, however many more the key holds for a while.
-# A write that records contacts is one EVALSHA of the commit script below, which checks
-# the caps and records atomically. Members are msgpack arrays, their number ``n`` made
+# A write that records contacts a cap or policy counts is one EVALSHA of the commit script
+# below, which checks the caps and records atomically. A write of contacts no check counts
+# is plain commands (ZADD of the contacts, untrimmed) but for one in 16 at random, which
+# runs the script: it trims the contacts from the newest one's time, so what the plain
+# writes left is trimmed then, and a read trims it meanwhile (``trim_contacts``) to what
+# the in-memory store keeps; the script's checks raise the mark ``k`` they use the same way. Members are msgpack arrays, their number ``n`` made
 # by the writing process (``encoding.MemberNumbers``: a uint64 after the time, whose
 # last byte the script may change to make a member unique). A key's TTL is set again only when the
 # TTL this process set last no longer covers the retention from now (``Expiries``);
@@ -117,12 +122,13 @@ def base_of(key: str) -> str:
 #       n_contacts, (score, member) * n_contacts,
 #       event score, event member or "",
 #       n_sets, (field, value) * n_sets,
-#       contact cutoff, max_contacts, contacts TTL ms ("0": not now), meta TTL ms,
+#       contact keep (s), max_contacts, contacts TTL ms ("0": not now), meta TTL ms,
 #       history cutoff, history rank stop ("": not now), history TTL ms ("0": not now),
 #       profile TTL ms ("0": none, or not now)
 # ``allowed`` is a cap's limit minus the new contacts it counts; the window is
-# ``(start, stop)``, ``time -/+ window`` (computed by the caller), and so are the cutoffs
-# (``time - keep``: each write trims from its own time, never from a newer one). The key
+# ``(start, stop)``, ``time -/+ window`` (computed by the caller), and so is the history
+# cutoff (``time - keep``: each write trims its history from its own time, never from a
+# newer one); the contacts are trimmed from the newest contact's time minus their keep. The key
 # of a rule's or a channel's check is msgpack, as the members hold it. A ``ZADD`` that
 # answers 0 found the member there already (another process's, with the same number):
 # the script changes the number's last byte and adds again. Each argument costs Redis
@@ -150,6 +156,14 @@ end
 local n_checks = tonumber(ARGV[1])
 local i = 2 + 5 * n_checks
 local n_contacts = tonumber(ARGV[i])
+local tail = i + 2 * n_contacts + 3
+tail = tail + 1 + 2 * tonumber(ARGV[tail])  -- after the profile's sets: the contacts' keep
+local keep, max_contacts = tonumber(ARGV[tail]), tonumber(ARGV[tail + 1])
+
+-- a score as Redis writes it ('inf', '-inf' or a number)
+local function score(text)
+  return tonumber(text) or (text == 'inf' and math.huge) or -math.huge
+end
 
 local kept_from, new_meta = -math.huge, false
 if n_contacts > 0 then
@@ -160,6 +174,22 @@ if n_contacts > 0 then
   elseif mark ~= '-inf' then
     kept_from = tonumber(mark)
     if kept_from == nil or kept_from ~= kept_from or kept_from == math.huge then return 0 end
+  end
+end
+local marked = kept_from  -- the mark as stored: written again when the trims below raise it
+
+-- Writes of contacts no cap counts add them without trimming (plain commands): what the
+-- in-memory store would have trimmed since (older than the newest contact's time minus
+-- the keep, or beyond the newest max_contacts) raises the mark the checks use, as the
+-- engine's read does; a contact a window counts cannot be among them without the mark
+-- refusing the window.
+if n_checks > 0 then
+  local newest = redis.call('ZRANGE', contacts_key, -1, -1, 'WITHSCORES')
+  if newest[2] then
+    local due = redis.call('ZREVRANGEBYSCORE', contacts_key, score(newest[2]) - keep, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if due[2] and score(due[2]) > kept_from then kept_from = score(due[2]) end
+    local beyond = redis.call('ZRANGE', contacts_key, -(max_contacts + 1), -(max_contacts + 1), 'WITHSCORES')
+    if beyond[2] and score(beyond[2]) > kept_from then kept_from = score(beyond[2]) end
   end
 end
 
@@ -256,15 +286,15 @@ if n_sets > 0 then
 end
 
 if n_contacts > 0 then
-  local cutoff, max_contacts, contacts_ttl = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local trimmed = false
+  local contacts_ttl = ARGV[i + 2]
   local function note(range)
-    local score = tonumber(range[2]) or (range[2] == 'inf' and math.huge) or -math.huge
-    if score > kept_from then
-      kept_from = score
-      trimmed = true
-    end
+    local at = score(range[2])
+    if at > kept_from then kept_from = at end
   end
+  -- trimmed from the newest contact's time (the ones just added, unless a later event's
+  -- are there), as the in-memory store trims
+  local newest = redis.call('ZRANGE', contacts_key, -1, -1, 'WITHSCORES')
+  local cutoff = score(newest[2]) - keep
   local newest_trimmed = redis.call('ZREVRANGEBYSCORE', contacts_key, cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if newest_trimmed[2] then
     note(newest_trimmed)
@@ -275,6 +305,7 @@ if n_contacts > 0 then
     note(first_kept_out)
     redis.call('ZREMRANGEBYRANK', contacts_key, 0, -(max_contacts + 1))
   end
+  local trimmed = kept_from > marked
   if trimmed then
     redis.call('HSET', meta_key, 'k', string.format('%.17g', kept_from))
   elseif new_meta then
@@ -455,6 +486,9 @@ ZRANGE_TAIL = b"\r\n$%d\r\n(%b\r\n$4\r\n+inf\r\n"
 NEWEST_HEAD = b"*7\r\n$16\r\nZREVRANGEBYSCORE\r\n$%d\r\n%b"
 NEWEST_TAIL = b"\r\n$4\r\n+inf\r\n$%d\r\n(%b\r\n$5\r\nLIMIT\r\n$1\r\n0\r\n"
 RANK_TRIM_ONE_IN_BITS = 4  # a write trims its history to the newest max_events once in 2**4 (reads never see more)
+# A write of contacts no cap or policy counts is plain commands, but for once in 2**4 at
+# random: the commit script then trims what the others added (reads see them as trimmed).
+CONTACT_TRIM_ONE_IN_BITS = 4
 
 
 class Codec:
@@ -487,6 +521,7 @@ class Codec:
         "ttl",
         "profile_ttl",
         "contact_keep",
+        "contact_keep_text",
     )
 
     def __init__(self, needs: StateNeeds, retention: Retention):
@@ -497,6 +532,7 @@ class Codec:
         self.needed_ttl, self.needed_profile_ttl = self.ttls  # ms a key must live after a write
         self.ttl, self.profile_ttl = with_slack(self.needed_ttl), with_slack(self.needed_profile_ttl)  # ms set
         self.contact_keep = float(needs.contact_keep)
+        self.contact_keep_text = score_text(self.contact_keep)
         self.history = [(event_type, need.fields) for event_type, need in needs.history.items()]
         self.windows = [float(need.window) for need in needs.history.values()]
         suffixes = [f":h:{event_type}".encode() for event_type in needs.history]
@@ -566,7 +602,10 @@ class Codec:
             contacts = decode_contacts(replies[position]) if replies[position] else []
             position += 1
             kept = replies[position]
-            return CustomerState(profile, history, contacts, NEVER_TRIMMED if kept is None else read_kept_from(kept))
+            state = CustomerState(profile, history, contacts, NEVER_TRIMMED if kept is None else read_kept_from(kept))
+            if contacts:  # what plain writes added untrimmed, trimmed here as the script will
+                trim_contacts(state, self.contact_keep, self.retention.max_contacts)
+            return state
         except BAD_STATE_ERRORS as error:
             raise BadState(position, error) from None
 
@@ -591,10 +630,12 @@ class Codec:
     def commit_commands(
         self, base: str, write: StateWrite, expiries: Expiries | None = None, now_ms: float = 0.0
     ) -> list[tuple] | None:
-        """The commands of ``write``: the commit script's EVALSHA when it records contacts,
-        else plain commands (none for a write with nothing to keep); None when its own
-        contacts exceed a cap. TTLs as ``expiries`` says (None: set every one)."""
-        if write.contacts and self.with_contacts:
+        """The commands of ``write``: the commit script's EVALSHA when it records contacts
+        a cap or policy counts (or, once in ``2**CONTACT_TRIM_ONE_IN_BITS`` at random, that
+        no check counts: the script trims them), else plain commands (none for a write with
+        nothing to keep); None when its own contacts exceed a cap. TTLs as ``expiries``
+        says (None: set every one)."""
+        if write.contacts and self.with_contacts and (write.cap_checks or not getrandbits(CONTACT_TRIM_ONE_IN_BITS)):
             command = self.commit_command(base, write, expiries, now_ms)
             return None if command is None else [command]
         return self.plain_commands(base, write, expiries, now_ms)
@@ -602,9 +643,23 @@ class Codec:
     def plain_commands(
         self, base: str, write: StateWrite, expiries: Expiries | None = None, now_ms: float = 0.0
     ) -> list[tuple]:
-        """A write that records no contact, as plain commands: ZADD of the event and the
-        trims of its type's history, HSET of the profile updates, and the TTLs due."""
+        """A write that records no contact a check counts, as plain commands: ZADD of its
+        contacts (untrimmed: the next commit script trims them, and a read sees them as
+        trimmed meanwhile) and of the event, the trims of its type's history, HSET of the
+        profile updates, and the TTLs due."""
         commands: list[tuple] = []
+        if write.contacts and self.with_contacts:
+            key = base + ":c"
+            numbers = MEMBER_NUMBERS
+            command = ["ZADD", key]
+            for contact in write.contacts:
+                head, tail = contact_parts(contact)
+                command += (score_text(contact.time), head + numbers.next_packed() + tail)
+            commands.append(tuple(command))
+            ttl = self.ttl if expiries is None else expiries.due(key, self.needed_ttl, now_ms)
+            if ttl:
+                commands.append(("PEXPIRE", key, ttl))
+                commands.append(("PEXPIRE", base + ":m", ttl))  # the trim mark lives as long
         suffix, window, rank_stop = self.kept(write.event_type)
         record = write.event_record
         if suffix is not None and record is not None:
@@ -669,7 +724,7 @@ class Codec:
         ttl, needed = self.ttl, self.needed_ttl
         due = None if expiries is None else expiries.due
         args += (
-            score_text(time - self.contact_keep),
+            self.contact_keep_text,
             self.retention.max_contacts,
             (ttl if due is None else due(contacts_key, needed, now_ms)) if contacts else 0,
             ttl,

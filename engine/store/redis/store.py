@@ -927,14 +927,21 @@ def committed(commands: list[tuple], replies: list) -> bool:
             if str(reply).startswith(("BADSTATE", "WRONGTYPE")):
                 log.warning("state write refused: %s", reply)
             raise StoreUnavailable(f"redis: {reply}")
+        if command[0] == "ZADD" and reply != (len(command) - 2) // 2:
+            raise StoreUnavailable(f"redis: {command[1]} held a member this write adds")
     return replies[0] == 1 if commands[0][0] == "EVALSHA" else True
 
 
 def applied(command: tuple, reply: Any) -> bool:
     """Whether a write sent without waiting was applied, by its reply: the commit script
-    answers 1; a plain command anything but an error."""
-    if command[0] == "EVALSHA":
+    answers 1; a ZADD the number of its members (each is new: another that was there
+    already, from another process in the same microsecond, leaves one fewer); any other
+    plain command anything but an error."""
+    name = command[0]
+    if name == "EVALSHA":
         return reply == 1
+    if name == "ZADD":
+        return reply == (len(command) - 2) // 2
     return not isinstance(reply, BaseException)
 
 
