@@ -8,7 +8,9 @@ import json
 import math
 import os
 import re
+import struct
 import threading
+from functools import partial
 from time import time_ns
 from typing import Any
 
@@ -38,8 +40,26 @@ def is_number(value: Any) -> bool:
 
 
 def json_text(value: Any) -> str:
-    """``value`` as JSON; ValueError for a NaN or an infinity (which JSON has no text for)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """``value`` as JSON; ValueError for a NaN or an infinity (which JSON has no text for).
+
+    A number or a string is written here as the encoder writes it: ``json.dumps`` with
+    options makes an encoder per call, 1.9 µs for a number against 0.1 µs (most of a
+    profile update's cost, callgrind, ``nba bench server-ticks``)."""
+    kind = value.__class__
+    if kind is float:
+        if value != value or value == INFINITY or value == -INFINITY:
+            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return _JSON_STRING(value)
+    return _JSON_ENCODER.encode(value)
+
+
+INFINITY = float("inf")
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_JSON_STRING = json.encoder.encode_basestring  # what that encoder writes a str with
 
 
 def read_json(text: str) -> Any:
@@ -331,12 +351,13 @@ class MemberNumbers:
             now = last + 1
         self.last = now
         lock.release()
-        return UINT64 + ((now << TAG_BITS) | self.tag).to_bytes(8, "big")
+        return PACK_UINT64((now << TAG_BITS) | self.tag)
 
 
 TAG_BITS = 12
 TAG_MASK = (1 << TAG_BITS) - 1
 UINT64 = b"\xcf"
+PACK_UINT64 = partial(struct.Struct(">BQ").pack, 0xCF)  # msgpack's uint64, in one call
 MEMBER_NUMBERS = MemberNumbers()  # the process's; a forked child draws a tag of its own
 os.register_at_fork(after_in_child=MEMBER_NUMBERS.forked)
 
