@@ -13,6 +13,7 @@ import ast
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Cython finds a cimported module's .pxd by its full name on the include path
@@ -89,4 +90,15 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+class ParallelBuildExt(build_ext):
+    """``build_ext`` compiling the extensions on every core unless told (``-j N``): ``pip
+    install`` and ``pip wheel`` give no ``-j``, and the C compiler, one module at a time,
+    was most of an install's minutes."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": ParallelBuildExt})
