@@ -110,10 +110,11 @@ def base_of(key: str) -> str:
 # is plain commands (ZADD of the contacts, untrimmed) but for one in 16 at random, which
 # runs the script: it trims the contacts from the newest one's time, so what the plain
 # writes left is trimmed then, and a read trims it meanwhile (``trim_contacts``) to what
-# the in-memory store keeps; the script's checks raise the mark ``k`` they use the same way. Members are msgpack arrays, their number ``n`` made
-# by the writing process (``encoding.MemberNumbers``: a uint64 after the time, whose
-# last byte the script may change to make a member unique). A key's TTL is set again only when the
-# TTL this process set last no longer covers the retention from now (``Expiries``);
+# the in-memory store keeps; the script's checks raise the mark ``k`` they use the same
+# way. Members are msgpack arrays, their number ``n`` made by the writing process
+# (``encoding.MemberNumbers``: a uint64 after the time, whose last byte the script may
+# change to make a member unique). A key's TTL is set again only when the TTL this
+# process set last no longer covers the retention from now (``Expiries``);
 # every TTL set is the retention's plus a slack, so a later one only extends.
 #
 # The commit script
