@@ -364,7 +364,7 @@ class RedisStore(Store):
 
     def late_reply(self, command: tuple, reply: Any) -> None:
         """A write sent without waiting was answered: resend it where it must go, or count it lost."""
-        if applied(command, reply) or command[0] == "EXISTS":  # EXISTS: the near cache's (asyncio only)
+        if applied(command, reply):
             return
         if worth_resending(reply):
             reply = self.resend(command, reply)
@@ -685,8 +685,8 @@ class RedisStore(Store):
             self.near.forget(self.keys.base(customer_id))
 
     def commit(self, customer_id: str, needs: StateNeeds, write: StateWrite) -> bool:
-        self.forget(customer_id)
-        base, commands, wait = self.commit_plan(customer_id, needs, write)
+        self.forget(customer_id)  # not applied to the near cache: nothing to track again
+        base, commands, wait = self.commit_plan(customer_id, needs, write, retrack=False)
         if commands is None:
             return wait  # True: nothing to write; False: refused by its own contacts
         if not wait and not self.topology.stale:  # stale: a node is down or a slot moved; await it
@@ -796,8 +796,7 @@ class RedisStore(Store):
                     )
                     return
         except Exception as error:  # noqa: BLE001 - the caller is told whatever failed (NodeDown: the link just closed)
-            if near is not None:
-                near.forget(self.keys.base(customer_id))
+            self.forget(customer_id)
             then(None, error)
             return
         if result is None:
@@ -840,12 +839,14 @@ class RedisStore(Store):
         return commit_once_command(commit, f"{base}:x:{key}", record, max(1, math.ceil(record_ttl_s * 1000)))
 
     def commit_plan(
-        self, customer_id: str, needs: StateNeeds, write: StateWrite
+        self, customer_id: str, needs: StateNeeds, write: StateWrite, retrack: bool = True
     ) -> tuple[str, list[tuple] | None, bool]:
         """(key base, the commands, whether to wait for their replies): the commit script's
-        EVALSHA for a write that records contacts, plain commands for any other
-        (``Codec.commit_commands``). Without commands, the third is the commit's result:
-        True for a write with nothing to keep, False for one whose own contacts exceed a cap."""
+        EVALSHA for a write that records contacts a cap counts, plain commands for any other
+        (``Codec.commit_commands``), and with a near cache that the write is applied to
+        (``retrack``: the asyncio paths) the ``EXISTS`` that tracks its keys again. Without
+        commands, the third is the commit's result: True for a write with nothing to keep,
+        False for one whose own contacts exceed a cap."""
         if write.is_empty:
             return "", None, True
         base = self.base(customer_id)[1]
@@ -853,7 +854,7 @@ class RedisStore(Store):
         commands = codec.commit_commands(base, write, self.expiries, clock.monotonic() * 1000.0)
         if not commands:
             return base, None, commands is not None
-        if self.near is not None:  # Redis stops tracking a key once written: read again, tracked again
+        if retrack and self.near is not None:  # Redis stops tracking a key once written: read again, tracked again
             commands.append(keys_read_again(commands))
         return base, commands, not self.may_send_only(write, codec)
 
