@@ -7,10 +7,10 @@ window and the late events' slack (``StateNeeds.contact_keep``; at most ``max_co
 Each write trims a history from its own event's time, never from a newer time another
 event brought, and the contacts from the newest contact's time (which is the same but
 for a write of an event older than the newest: the Redis store can then trim contacts
-written by plain commands later, in its commit script, to the same set). The newest contact ever
-trimmed is remembered (``kept_from``): a cap whose window reaches back before it is not
-checked but passed over. ``sweep()`` forgets customers who went quiet for longer than the
-retention (their profile is kept).
+written by plain commands later, in its commit script, to the same set). The newest
+contact ever trimmed is remembered (``kept_from``): a cap whose window reaches back
+before it is not checked but passed over. ``sweep()`` forgets customers who went quiet
+for longer than the retention (their profile is kept).
 
 A read hands out the customer's record itself (a ``CustomerState``), not a copy: commits
 change its lists in place, so the engine holds ``decision_lock`` from a decision's read to
@@ -154,7 +154,7 @@ def add_contacts(state: CustomerState, new: list[Contact], time: float, keep: fl
     in_order = not contacts or new[0].time >= contacts[-1].time  # a decision's contacts share its time
     contacts += new
     if not in_order:
-        contacts.sort(key=_contact_time)  # stable, and nearly sorted: linear (a late event's)
+        contacts.sort(key=contact_time)  # stable, and nearly sorted: linear (a late event's)
     trim_contacts(state, keep, max_contacts)
 
 
@@ -168,7 +168,7 @@ def trim_contacts(state: CustomerState, keep: float, max_contacts: int) -> None:
     if not contacts:
         return
     cutoff = contacts[-1].time - keep
-    start = bisect_right(contacts, cutoff, key=_contact_time) if contacts[0].time <= cutoff else 0
+    start = bisect_right(contacts, cutoff, key=contact_time) if contacts[0].time <= cutoff else 0
     start = max(start, len(contacts) - max_contacts)
     if start:
         trimmed = contacts[start - 1].time
@@ -205,9 +205,14 @@ def add_event(
     if excess > start:
         start = excess
     if start:
-        del times[:start]
-        for column in columns.values():
-            del column[:start]
+        drop_oldest(history, start)
+
+
+def drop_oldest(history: History, count: int) -> None:
+    """Drop the ``count`` oldest events of ``history``, in place."""
+    del history.times[:count]
+    for column in history.columns.values():
+        del column[:count]
 
 
 def _has_columns(columns: dict, fields: tuple[str, ...]) -> bool:
@@ -231,7 +236,7 @@ def _with_fields(history: History | None, fields: tuple[str, ...]) -> History:
     return History(list(history.times), columns)
 
 
-def _contact_time(contact: Contact) -> float:
+def contact_time(contact: Contact) -> float:
     return contact.time
 
 

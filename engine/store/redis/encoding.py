@@ -57,7 +57,6 @@ def json_text(value: Any) -> str:
     return _JSON_ENCODER.encode(value)
 
 
-INFINITY = float("inf")
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _JSON_STRING = json.encoder.encode_basestring  # what that encoder writes a str with
 

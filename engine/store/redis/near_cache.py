@@ -54,7 +54,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from nba.engine.state import NEVER_TRIMMED, CustomerState, History, StateWrite
-from nba.engine.store.memory import add_contacts, add_event
+from nba.engine.store.memory import add_contacts, add_event, contact_time, drop_oldest
 from nba.engine.store.redis.encoding import (
     contact_parts,
     decode_contacts,
@@ -65,8 +65,8 @@ from nba.engine.store.redis.encoding import (
 )
 from nba.engine.store.redis.protocol import Codec, Retention, base_of
 
-NOT_READ = float("inf")
-READ_SLACK_S = 1.0  # held beyond the reads' windows, so that an event a little out of order is still answered here  # an entry's contacts_from when its contacts were never read
+NOT_READ = float("inf")  # an entry's contacts_from when its contacts were never read
+READ_SLACK_S = 1.0  # held beyond the reads' windows, so that an event a little out of order is still answered here
 ANY_NUMBER = b"\xcf" + bytes(8)  # a member's number, for members read back here (the number is not read)
 
 
@@ -79,8 +79,9 @@ class CachedCustomer(CustomerState):
     A read at ``time`` of a window ``w`` is answered here when ``time - w`` is not before
     them. What the reads' windows no longer reach (``READ_SLACK_S`` aside) is let go as
     events are written, as a Redis read would not return it: the store keeps history for
-    late events (``HistoryNeed.keep``), a decision scans only what it reads. Handed to a decision as its ``CustomerState``, as the in-memory store hands its
-    own record (a customer's decisions take turns, so none reads it while it changes).
+    late events (``HistoryNeed.keep``), a decision scans only what it reads. Handed to a
+    decision as its ``CustomerState``, as the in-memory store hands its own record (a
+    customer's decisions take turns, so none reads it while it changes).
     """
 
     schema: dict | None = None  # the profile schema the profile was read with
@@ -364,11 +365,4 @@ def let_go(history: History, cutoff: float) -> None:
     """Drop the events at or before ``cutoff`` from the cached ``history`` (no read reaches them)."""
     times = history.times
     if times and times[0] <= cutoff:
-        start = bisect_right(times, cutoff)
-        del times[:start]
-        for column in history.columns.values():
-            del column[:start]
-
-
-def contact_time(contact) -> float:
-    return contact.time
+        drop_oldest(history, bisect_right(times, cutoff))

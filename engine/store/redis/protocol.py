@@ -651,12 +651,7 @@ class Codec:
         commands: list[tuple] = []
         if write.contacts and self.with_contacts:
             key = base + ":c"
-            numbers = MEMBER_NUMBERS
-            command = ["ZADD", key]
-            for contact in write.contacts:
-                head, tail = contact_parts(contact)
-                command += (score_text(contact.time), head + numbers.next_packed() + tail)
-            commands.append(tuple(command))
+            commands.append(("ZADD", key, *contact_members(write.contacts)))
             ttl = self.ttl if expiries is None else expiries.due(key, self.needed_ttl, now_ms)
             if ttl:
                 commands.append(("PEXPIRE", key, ttl))
@@ -708,9 +703,7 @@ class Codec:
         else:
             history_key = None
             args = ["EVALSHA", COMMIT_SHA, 3, base + ":m", contacts_key, base + ":p", *caps, len(contacts)]
-        for contact in contacts:
-            head, tail = contact_parts(contact)
-            args += (score_text(contact.time), head + numbers.next_packed() + tail)
+        args += contact_members(contacts)
         if history_key is not None:
             head, tail = event_parts(write.time, record)
             args += (score_text(time), head + numbers.next_packed() + tail)
@@ -745,6 +738,17 @@ class Codec:
 
 
 NO_CAPS = (0,)
+
+
+def contact_members(contacts: list[Contact]) -> list:
+    """Score and member of each contact, one after the other (a ZADD's, or the commit
+    script's), each member numbered by this process."""
+    numbers = MEMBER_NUMBERS
+    out: list = []
+    for contact in contacts:
+        head, tail = contact_parts(contact)
+        out += (score_text(contact.time), head + numbers.next_packed() + tail)
+    return out
 
 
 def plan_put_profile(
@@ -951,7 +955,7 @@ URL_OPTIONS = {  # query parameter -> (RedisStore option, conversion)
     "write_timeout_ms": ("write_timeout_s", lambda text: float(text) / 1000),
     "key_prefix": ("key_prefix", str),
     "wait_for_writes": ("wait_for_writes", lambda text: text.lower() in ("1", "true", "yes")),
-    "near_cache": ("near_cache", lambda text: near_cache_size(text)),
+    "near_cache": ("near_cache", lambda text: near_cache_size(text)),  # defined below
 }
 
 

@@ -7,9 +7,9 @@ here each key those links read that another connection then changed.
 The connection is made by redis-py (TLS, AUTH, SELECT as the URL says; RESP2, whatever
 the URL asks, so that messages have one shape), in a thread so that a slow connect does
 not hold the event loop, and then read here: its socket, non-blocking, watched by the
-event loop, its bytes parsed by a hiredis reader. Here rather than through a transport,
-so that ``drain`` can read what has arrived at any moment: the near cache reads it before
-it answers a decision from memory.
+event loop, its bytes parsed by a hiredis reader, each message acted on in the loop turn
+it arrives. (Not read again before each decision from memory: that was a system call per
+decision, more than the rest of a hit; see ``RedisStore.cached``.)
 """
 
 from __future__ import annotations
