@@ -48,9 +48,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_RULES = REPO / "rules"
 DEMO_EVENTS = REPO / "examples" / "demo" / "events.jsonl"
 DEMO_PROFILES = REPO / "examples" / "demo" / "profiles.jsonl"
-HISTORY3_START = 1795737600.0  # 2026-11-27T00:00:00Z: a fixed day, so that every run decides the same
-HISTORY3_RATE = 10_000.0  # events a second of event time
-HISTORY3_CUSTOMERS = 1000
+# the generated workloads (history3, load): a fixed day, so that every run decides the same
+GENERATED_START = 1795737600.0  # 2026-11-27T00:00:00Z
+GENERATED_RATE = 10_000.0  # events a second of event time
+GENERATED_CUSTOMERS = 1000
 NOT_COUNTED = {"info", "config|resetstat", "config", "flushall", "flushdb", "ping", "client|setinfo", "hello"}
 
 
@@ -65,17 +66,18 @@ def workload(name: str, count: int) -> tuple[object, list[dict], list[dict]]:
     if name == "history3":
         from benchmarks.bench_server import RULES, make_events
 
-        events = make_events(count, HISTORY3_CUSTOMERS, 19, "c")
+        events = make_events(count, GENERATED_CUSTOMERS, 19, "c")
         for n, event in enumerate(events):
-            event["time"] = HISTORY3_START + n / HISTORY3_RATE
+            event["time"] = GENERATED_START + n / GENERATED_RATE
         return load_text(RULES, "history3.rules"), [], events
     if name == "load":
         from benchmarks import load_workload
 
-        stream = load_workload.Events(HISTORY3_CUSTOMERS, 19)
-        events = [{**stream.next(), "time": HISTORY3_START + n / HISTORY3_RATE} for n in range(count)]
+        stream = load_workload.Events(GENERATED_CUSTOMERS, 19)
+        events = [{**stream.next(), "time": GENERATED_START + n / GENERATED_RATE} for n in range(count)]
         profiles = [
-            {"customer_id": customer, **profile} for customer, profile in load_workload.profiles(HISTORY3_CUSTOMERS, 19)
+            {"customer_id": customer, **profile}
+            for customer, profile in load_workload.profiles(GENERATED_CUSTOMERS, 19)
         ]
         return load_text(load_workload.RULES, "load.rules"), profiles, events
     raise SystemExit(f"unknown workload {name!r} (demo, history3, load)")
