@@ -49,6 +49,13 @@ rule cart_rescue
   cap 1 per 1m
 end
 
+# no cap or policy counts its contacts: written by plain commands, trimmed by the script later
+rule app_nudge
+  priority 10
+  when event.type == "page_view"
+  then app_nudge via app with value = coalesce(profile.lifetime_value, 0), tier = profile.tier
+end
+
 rule big_spender
   priority 60
   when event.type == "purchase" and sum(purchase.amount within 60s) > 100
