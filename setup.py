@@ -84,7 +84,10 @@ def extensions():
         modules,
         language_level=3,
         include_path=[include_layout()],
-        compiler_directives={"binding": True, "boundscheck": False, "wraparound": True},
+        # boundscheck: these modules index what came from outside (Redis state another
+        # service wrote, frames, events): an index past a hostile list's end must be an
+        # IndexError (then a clear error for its sender), never a read of memory past it
+        compiler_directives={"binding": True, "boundscheck": True, "wraparound": True},
         quiet=True,
         nthreads=os.cpu_count() or 1,
     )
